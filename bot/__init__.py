@@ -1,0 +1,1 @@
+"""The conversation side of releasegate: grammar, rules, approvals and chat adapters."""

@@ -1,0 +1,167 @@
+"""The `releasegate` command line."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from config.errors import PolicyError, ReleasegateError
+from config.policy import load_policy
+from config.settings import Settings
+from workers.logs import setup_logging
+
+if TYPE_CHECKING:
+    from bot.platforms.shell import ShellChat
+
+log = logging.getLogger("releasegate")
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from rq import Worker
+    from rq.serializers import JSONSerializer
+
+    from workers.connection import connect
+    from workers.queue import deploy_queue
+    from workers.reporting import retry_unreported
+
+    load_policy(settings.policy)  # fail at start, not at the first job
+    redis = connect(settings)
+    retry_unreported(redis, settings)
+    worker = Worker([deploy_queue(redis)], connection=redis, serializer=JSONSerializer)
+    worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    return 0
+
+
+def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:
+    from bot.conversation import Conversation
+    from bot.platforms.shell import ShellChat
+    from workers.connection import connect
+    from workers.gitops import Checkout
+
+    policy = load_policy(settings.policy)
+    redis = connect(settings)
+    checkout = Checkout(
+        policy.repository, settings.workdir, name="bot", ssh_key=settings.git_ssh_key
+    )
+    return ShellChat(Conversation(policy, redis, checkout), redis, sys.stdout, user, channel)
+
+
+def _shell(args: argparse.Namespace, settings: Settings) -> int:
+    chat = _shell_chat(settings, args.as_user or getpass.getuser(), args.channel or "")
+    if sys.stdin.isatty():
+        chat.run_interactive()
+        return 0
+    return 0 if chat.run_script(sys.stdin) else 1
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from bot import demo
+    from bot.embedded_redis import EmbeddedRedis
+
+    directory = Path(args.dir).resolve()
+    policy = demo.prepare(directory)
+    env = {
+        **os.environ,
+        "RELEASEGATE_POLICY": str(policy),
+        "RELEASEGATE_WORKDIR": str(directory / "work"),
+        "RELEASEGATE_LOG_FORMAT": "text",
+    }
+    with ExitStack() as stack:
+        if not settings.redis_url:
+            redis = stack.enter_context(EmbeddedRedis(directory / "redis"))
+            env["RELEASEGATE_REDIS_URL"] = redis.url
+        worker = demo.start_worker(env, directory / "worker.log")
+        stack.callback(demo.stop, worker)
+        os.environ.update(env)
+        chat = _shell_chat(Settings(), args.as_user, args.channel)
+        remote = directory / "remote.git"
+        print(f"demo GitOps remote: {remote} (its history: git -C {remote} log)")
+        print(f"worker log: {directory / 'worker.log'}")
+        if sys.stdin.isatty():
+            chat.run_interactive()
+            return 0
+        return 0 if chat.run_script(sys.stdin) else 1
+    return 1
+
+
+def _check_config(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.gitops import Checkout, snapshot
+    from workers.plan import current_versions
+
+    policy = load_policy(settings.policy)
+    counts = f"{len(policy.apps)} apps, {len(policy.environments)} environments"
+    print(f"policy {settings.policy}: {counts}")
+    problems = []
+    checkout = Checkout(
+        policy.repository, settings.workdir, name="check", ssh_key=settings.git_ssh_key
+    )
+    with snapshot(checkout) as (head, repo):
+        print(f"repository at {head[:7]}")
+        for app_name, app in policy.apps.items():
+            for env_name in app.pins:
+                try:
+                    found = current_versions(policy, repo.read, app_name, env_name)
+                except ReleasegateError as exc:
+                    problems.append(f"{app_name} in {env_name}: {exc}")
+                    print(f"  {app_name:20} {env_name:10} UNRESOLVED: {exc}")
+                    continue
+                versions = sorted({f.version for f in found})
+                shown = versions[0] if len(versions) == 1 else "disagree: " + ", ".join(versions)
+                print(f"  {app_name:20} {env_name:10} {shown}")
+                for pin_version in found:
+                    print(f"      {pin_version.pin.describe()} = {pin_version.version}")
+    if problems:
+        print(f"{len(problems)} pin(s) do not resolve:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="releasegate", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+    worker = commands.add_parser("worker", help="run an RQ worker for the deploy queue")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.set_defaults(run=_worker)
+    shell = commands.add_parser("shell", help="chat with releasegate in this terminal")
+    shell.add_argument("--as", dest="as_user", help="who you are (default: your login)")
+    shell.add_argument("--channel", help="the channel you are in")
+    shell.set_defaults(run=_shell)
+    demo = commands.add_parser("demo", help="try releasegate with nothing set up")
+    demo.add_argument("--dir", default="releasegate-demo", help="where the demo lives")
+    demo.add_argument("--as", dest="as_user", default="alice")
+    demo.add_argument("--channel", default="deploy-int")
+    demo.set_defaults(run=_demo)
+    check = commands.add_parser("check-config", help="validate the policy against the repository")
+    check.set_defaults(run=_check_config)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    setup_logging(
+        settings.log_format, logging.WARNING if args.command in ("shell", "demo") else logging.INFO
+    )
+    try:
+        return int(args.run(args, settings))
+    except PolicyError as exc:
+        print(f"releasegate: {exc}", file=sys.stderr)
+        return 2
+    except ReleasegateError as exc:
+        print(f"releasegate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

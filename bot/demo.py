@@ -1,0 +1,91 @@
+"""`releasegate demo`: a local GitOps remote, a policy, Redis and a worker, then the shell.
+
+Everything lives in one folder (default `./releasegate-demo`): `remote.git` is
+the bare repository the worker pushes to (`git -C releasegate-demo/remote.git
+log` shows the deploys), `policy.yaml` the policy, `work/` the clones,
+`worker.log` the worker's log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+from config.errors import ReleasegateError
+
+MARKER = ".releasegate-demo"
+
+
+def _git(*args: str, cwd: Path) -> None:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "demo",
+        "GIT_AUTHOR_EMAIL": "demo@demo.invalid",
+        "GIT_COMMITTER_NAME": "demo",
+        "GIT_COMMITTER_EMAIL": "demo@demo.invalid",
+    }
+    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+
+def _copy_tree(source: resources.abc.Traversable, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        if entry.is_dir():
+            _copy_tree(entry, target / entry.name)
+        else:
+            (target / entry.name).write_bytes(entry.read_bytes())
+
+
+def create_remote(template: str, remote: Path, scratch: Path) -> None:
+    """A bare repository whose first commit is the named template from config/examples."""
+    source = resources.files("config") / "examples" / template
+    _copy_tree(source, scratch)
+    _git("init", "--quiet", "--initial-branch=main", cwd=scratch)
+    _git("add", "--all", cwd=scratch)
+    _git("commit", "--quiet", "-m", "Initial desired state", cwd=scratch)
+    _git("init", "--quiet", "--bare", "--initial-branch=main", str(remote), cwd=scratch)
+    _git("push", "--quiet", str(remote), "main", cwd=scratch)
+    shutil.rmtree(scratch)
+
+
+def demo_policy(remote: Path) -> str:
+    text = (resources.files("config") / "examples" / "demo.yaml").read_text(encoding="utf-8")
+    return text.replace("REPOSITORY_URL", remote.resolve().as_uri())
+
+
+def prepare(directory: Path) -> Path:
+    """Lay out a fresh demo in `directory`; return the policy's path."""
+    if directory.exists():
+        if not (directory / MARKER).exists() and any(directory.iterdir()):
+            raise ReleasegateError(f"{directory} exists and is not a releasegate demo; pick --dir")
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    (directory / MARKER).write_text("made by `releasegate demo`; removed by the next run\n")
+    remote = directory / "remote.git"
+    create_remote("argocd-demo", remote, directory / "seed")
+    policy = directory / "policy.yaml"
+    policy.write_text(demo_policy(remote), encoding="utf-8")
+    return policy
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "worker"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,51 @@
+"""What a chat platform event becomes, and what the conversation answers.
+
+Platform adapters translate to and from these types only; nothing in them is
+specific to Slack, Rocket.Chat or the shell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ChatEvent:
+    """Someone wrote `text` in `channel` (on `platform`), possibly inside a thread."""
+
+    platform: str
+    user: str  # the platform's stable user id; never a display name
+    channel: str
+    text: str
+    user_name: str = ""
+    thread: str | None = None
+    groups: frozenset[str] = frozenset()  # platform groups the user is in, as principals
+
+    @property
+    def principal(self) -> str:
+        return f"{self.platform}:{self.user}"
+
+    @property
+    def channel_ref(self) -> str:
+        return f"{self.platform}:{self.channel}"
+
+    @property
+    def display(self) -> str:
+        return self.user_name or self.user
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer to one event.
+
+    `private` asks for an ephemeral answer where the platform has one.
+    `request_id` marks the message that presents a new request: platforms
+    post it visibly, and reactions on it approve. `queued` lists requests
+    this event put on the deploy queue.
+    """
+
+    text: str
+    ok: bool = True
+    private: bool = False
+    request_id: str | None = None
+    queued: tuple[str, ...] = field(default=())

@@ -1,0 +1,192 @@
+"""The chat grammar: text in, a `Command` out. Syntax only; names are resolved by the gate.
+
+deploy APP VERSION to ENV | deploy ENV | promote APP to ENV | rollback APP in ENV
+approve [ID] | reject [ID] [reason] | cancel [ID]
+status [ENV|APP|ID] | history ENV [N] | lock ENV [reason] | unlock ENV | help
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from config.errors import Refused
+
+VERBS = (
+    "deploy", "promote", "rollback", "approve", "reject", "cancel",
+    "status", "history", "lock", "unlock", "help",
+)  # fmt: skip
+
+APPROVE_REACTIONS = frozenset({"white_check_mark", "heavy_check_mark", "+1"})
+REJECT_REACTIONS = frozenset({"x"})
+
+_REQUEST_ID = re.compile(r"^R[0-9A-Z]{6}$")
+# Split on spaces and tabs only: a newline stays inside its token, so a
+# version like "2.1.0\nnewTag: x" reaches the version check and is refused there.
+_SPACES = re.compile(r"[ \t]+")
+
+
+@dataclass(frozen=True)
+class Deploy:
+    app: str
+    version: str
+    env: str
+
+
+@dataclass(frozen=True)
+class DeployEnv:
+    env: str
+
+
+@dataclass(frozen=True)
+class Promote:
+    app: str
+    env: str
+
+
+@dataclass(frozen=True)
+class Rollback:
+    app: str
+    env: str
+
+
+@dataclass(frozen=True)
+class Approve:
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class Reject:
+    request_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class Status:
+    target: str | None
+
+
+@dataclass(frozen=True)
+class History:
+    env: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Lock:
+    env: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unlock:
+    env: str
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+Command = (
+    Deploy | DeployEnv | Promote | Rollback | Approve | Reject | Cancel
+    | Status | History | Lock | Unlock | Help
+)  # fmt: skip
+
+USAGE = {
+    "deploy": "deploy APP VERSION to ENV | deploy ENV",
+    "promote": "promote APP to ENV",
+    "rollback": "rollback APP in ENV",
+    "approve": "approve [ID]",
+    "reject": "reject [ID] [reason]",
+    "cancel": "cancel [ID]",
+    "status": "status [ENV|APP|ID]",
+    "history": "history ENV [N]",
+    "lock": "lock ENV [reason]",
+    "unlock": "unlock ENV",
+    "help": "help",
+}
+
+
+class GrammarError(Refused):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="grammar")
+
+
+def is_request_id(token: str) -> bool:
+    return bool(_REQUEST_ID.match(token))
+
+
+def starts_with_verb(text: str) -> bool:
+    first = _SPACES.split(text.strip(), maxsplit=1)[0].lower()
+    return first in VERBS
+
+
+def slash_text(text: str) -> str:
+    """Slack's `/deploy TEXT` reads as `deploy TEXT`, unless TEXT starts with another verb."""
+    text = text.strip()
+    return text if text and starts_with_verb(text) else f"deploy {text}".strip()
+
+
+def _usage(verb: str) -> GrammarError:
+    return GrammarError(f"usage: {USAGE[verb]}")
+
+
+def _optional_id(args: list[str]) -> tuple[str | None, list[str]]:
+    if args and is_request_id(args[0].upper()):
+        return args[0].upper(), args[1:]
+    return None, args
+
+
+def parse(text: str) -> Command:
+    """Parse one chat message; raise `GrammarError` with the usage when it does not fit."""
+    tokens = [t for t in _SPACES.split(text.strip()) if t]
+    if not tokens:
+        raise GrammarError(f"say one of: {', '.join(VERBS)}")
+    verb, args = tokens[0].lower(), tokens[1:]
+    if verb not in VERBS:
+        shown = tokens[0] if len(tokens[0]) <= 30 else tokens[0][:30] + "…"
+        raise GrammarError(f"unknown command {shown!r}; say one of: {', '.join(VERBS)}")
+    if verb == "deploy":
+        if len(args) == 1:
+            return DeployEnv(args[0])
+        if len(args) == 4 and args[2].lower() == "to":
+            return Deploy(args[0], args[1], args[3])
+        raise _usage(verb)
+    if verb in ("promote", "rollback"):
+        joiner = "to" if verb == "promote" else "in"
+        if len(args) != 3 or args[1].lower() != joiner:
+            raise _usage(verb)
+        return Promote(args[0], args[2]) if verb == "promote" else Rollback(args[0], args[2])
+    if verb in ("approve", "cancel"):
+        request_id, rest = _optional_id(args)
+        if rest:
+            raise _usage(verb)
+        return Approve(request_id) if verb == "approve" else Cancel(request_id)
+    if verb == "reject":
+        request_id, rest = _optional_id(args)
+        return Reject(request_id, " ".join(rest))
+    if verb == "status":
+        if len(args) > 1:
+            raise _usage(verb)
+        return Status(args[0] if args else None)
+    if verb == "history":
+        if not 1 <= len(args) <= 2 or (len(args) == 2 and not args[1].isdigit()):
+            raise _usage(verb)
+        return History(args[0], min(int(args[1]), 50) if len(args) == 2 else 10)
+    if verb == "lock":
+        if not args:
+            raise _usage(verb)
+        return Lock(args[0], " ".join(args[1:]))
+    if verb == "unlock":
+        if len(args) != 1:
+            raise _usage(verb)
+        return Unlock(args[0])
+    if args:
+        raise _usage(verb)
+    return Help()

@@ -1,0 +1,126 @@
+"""Every sentence the bot says in chat, in one place, so all platforms word things alike."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.grammar import USAGE
+from workers.request import Change, DeployRequest, RequestState
+
+
+def names(values: Sequence[str]) -> str:
+    return ", ".join(values) if values else "none"
+
+
+def help_text() -> str:
+    lines = "\n".join(f"  {usage}" for usage in USAGE.values())
+    return f"releasegate understands:\n{lines}\nApprove with a ✅ reaction, or `approve ID`."
+
+
+def unknown_app(app: str, known: Sequence[str]) -> str:
+    return f"unknown app {app!r}; known apps: {names(known)}"
+
+
+def unknown_env(env: str, known: Sequence[str]) -> str:
+    return f"unknown environment {env!r}; known environments: {names(known)}"
+
+
+def not_pinned(app: str, env: str, envs: Sequence[str]) -> str:
+    return f"{app} is not deployed to {env}; it is pinned in: {names(envs)}"
+
+
+def wrong_channel(env: str, channels: Sequence[str]) -> str:
+    return f"deploys to {env} are requested in {names(channels)}, not here"
+
+
+def not_deployer(who: str, env: str) -> str:
+    return f"{who} may not deploy to {env}"
+
+
+def not_approver(who: str, env: str, approvers: Sequence[str]) -> str:
+    return f"{who} may not approve deploys to {env}; approvers: {names(approvers)}"
+
+
+def already_running(app: str, version: str, env: str) -> str:
+    return f"{app} already runs {version} in {env}; nothing to do"
+
+
+def not_available(verb: str) -> str:
+    return f"`{verb}` is not available yet in this releasegate"
+
+
+def changes_text(changes: Sequence[Change]) -> str:
+    return "; ".join(change.line() for change in changes)
+
+
+def request_created(request: DeployRequest, approvers: Sequence[str]) -> str:
+    need = request.approvals_needed
+    plural = "approval" if need == 1 else "approvals"
+    return (
+        f"request {request.id} by {request.requester_name}: {changes_text(request.changes)}\n"
+        f"needs {need} {plural} from {names(approvers)}: "
+        f"say `approve {request.id}` or react with ✅ (`reject {request.id} REASON` to refuse)\n"
+        f"```\n{request.diff}\n```"
+    )
+
+
+def queued(request: DeployRequest) -> str:
+    return f"{request.id} queued: {changes_text(request.changes)}"
+
+
+def approved(request: DeployRequest, who: str, count: int) -> str:
+    return f"{request.id} approved by {who} ({count}/{request.approvals_needed}); queued"
+
+
+def approval_counted(request: DeployRequest, who: str, count: int) -> str:
+    missing = request.approvals_needed - count
+    return (
+        f"{request.id}: approval {count}/{request.approvals_needed} by {who}; {missing} more needed"
+    )
+
+
+def own_request(request_id: str) -> str:
+    return f"the requester cannot approve their own request {request_id}"
+
+
+def already_approved(request_id: str, who: str) -> str:
+    return f"{who} already approved {request_id}"
+
+
+def not_pending(request_id: str, state: RequestState) -> str:
+    return f"{request_id} is {state.value}; it cannot be changed any more"
+
+
+def expired(request_id: str) -> str:
+    return f"{request_id} expired before it was approved; ask again with a new request"
+
+
+def nothing_pending() -> str:
+    return "no request is waiting here; name one by its id"
+
+
+def several_pending(ids: Sequence[str]) -> str:
+    return f"several requests are waiting here ({names(ids)}); name one by its id"
+
+
+def rejected(request_id: str, who: str, reason: str) -> str:
+    return f"{request_id} rejected by {who}" + (f": {reason}" if reason else "")
+
+
+def cancelled(request_id: str, who: str) -> str:
+    return f"{request_id} cancelled by {who}"
+
+
+def may_not_cancel(request_id: str) -> str:
+    return f"only the requester or an approver may cancel {request_id}"
+
+
+def request_status(request: DeployRequest, state: RequestState, approvers: Sequence[str],
+                   result_message: str | None) -> str:  # fmt: skip
+    line = f"{request.id} ({state.value}): {changes_text(request.changes)}; "
+    line += f"requested by {request.requester_name}; approved by {names(approvers)}"
+    return line + (f"\n{result_message}" if result_message else "")
+
+
+def failed_to_read(error: str) -> str:
+    return f"cannot read the GitOps repository: {error}"

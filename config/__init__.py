@@ -1,0 +1,1 @@
+"""What an operator declares: process settings and the deploy policy."""

@@ -1,0 +1,267 @@
+"""The deploy policy: who may deploy what where, and where each version is pinned.
+
+The YAML is parsed into pydantic models, then checked as a whole (references
+between groups, environments and apps). Every problem is reported at once,
+each with its YAML path, as one `PolicyError`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from config.errors import PolicyError, VersionError
+
+PLATFORMS = ("slack", "slack-group", "rocketchat", "shell", "group")
+_PRINCIPAL = re.compile(r"^(slack|slack-group|rocketchat|shell|group):[A-Za-z0-9._@-]{1,80}$")
+_CHANNEL = re.compile(r"^(slack|rocketchat|shell):[A-Za-z0-9._#-]{1,80}$")
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+SEMVER = re.compile(
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
+)
+# Whatever an app's own pattern says, a version is also held to this: it ends up
+# in files, commit messages and chat, and must never look like an option or markup.
+SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str) and (m := _DURATION.match(value.strip())):
+        return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Repository(_Model):
+    url: str
+    branch: str = "main"
+    author: str = "releasegate <releasegate@localhost>"
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}", value):
+            raise ValueError(f"{value!r} is not a plain branch name")
+        return value
+
+    @field_validator("author")
+    @classmethod
+    def _author(cls, value: str) -> str:
+        if not re.fullmatch(r"[^<>\n]+ <[^<>\s]+>", value):
+            raise ValueError(f"{value!r} is not of the form 'Name <email>'")
+        return value
+
+
+class Environment(_Model):
+    channels: list[str] = Field(min_length=1)
+    deployers: list[str] = Field(min_length=1)
+    approvers: list[str] = []
+    approvals: int = Field(default=0, ge=0, le=10)
+    aliases: list[str] = []
+    approval_ttl: Duration = timedelta(hours=2)
+    promote_from: str | None = None
+    prereleases: bool = True
+    windows: list[str] = []
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _CHANNEL.match(value):
+                raise ValueError(
+                    f"{value!r} is not PLATFORM:CHANNEL (slack:C0123, rocketchat:deploy-prd)"
+                )
+        return values
+
+    @field_validator("deployers", "approvers")
+    @classmethod
+    def _principals(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _PRINCIPAL.match(value):
+                raise ValueError(f"{value!r} is not a principal ({', '.join(PLATFORMS)}:ID)")
+        return values
+
+
+PinKind = Literal["kustomize_image", "configmap_literal"]
+PIN_KINDS: tuple[PinKind, ...] = ("kustomize_image", "configmap_literal")
+
+
+class Pin(_Model):
+    """One place in one file where an app's version is written."""
+
+    file: str
+    kustomize_image: str | None = None
+    configmap_literal: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        parts = Path(value).parts
+        if not parts or Path(value).is_absolute() or ".." in parts or value.startswith("-"):
+            raise ValueError(f"{value!r} must be a path inside the repository")
+        return value
+
+    @field_validator("configmap_literal")
+    @classmethod
+    def _generator_key(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[^/\s]+/[^=/\s]+", value):
+            raise ValueError(f"{value!r} is not GENERATOR/KEY (awesome-config/appVersion)")
+        return value
+
+    @property
+    def kind(self) -> PinKind:
+        kinds = [k for k in PIN_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"a pin needs exactly one of {', '.join(PIN_KINDS)}")
+        return kinds[0]
+
+    @property
+    def target(self) -> str:
+        return str(getattr(self, self.kind))
+
+    def describe(self) -> str:
+        return f"{self.file} ({self.kind}: {self.target})"
+
+
+class App(_Model):
+    versions: str = "semver"
+    pins: dict[str, list[Pin]] = Field(min_length=1)
+
+    @field_validator("versions")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        if value != "semver":
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+    @cached_property
+    def version_pattern(self) -> re.Pattern[str]:
+        return SEMVER if self.versions == "semver" else re.compile(self.versions)
+
+    def check_version(self, name: str, version: str) -> str:
+        """Return `version` if this app accepts it, else raise `VersionError`."""
+        shown = version if len(version) <= 40 and version.isprintable() else f"{version[:40]!r}…"
+        if not SAFE_VERSION.fullmatch(version) or not self.version_pattern.fullmatch(version):
+            expected = "semantic version like 2.1.0" if self.versions == "semver" else self.versions
+            raise VersionError(f"{shown} is not a valid version of {name} (expected {expected})")
+        return version
+
+
+class Policy(_Model):
+    repository: Repository
+    groups: dict[str, list[str]] = {}
+    environments: dict[str, Environment] = Field(min_length=1)
+    apps: dict[str, App] = Field(min_length=1)
+
+    def environment_named(self, name: str) -> str | None:
+        """The canonical name of an environment given its name or an alias (case-insensitive)."""
+        wanted = name.lower()
+        for env_name, env in self.environments.items():
+            if wanted == env_name.lower() or wanted in (a.lower() for a in env.aliases):
+                return env_name
+        return None
+
+    def app_named(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((a for a in self.apps if a.lower() == wanted), None)
+
+
+def _problems(policy: Policy) -> list[str]:
+    problems: list[str] = []
+    envs = policy.environments
+
+    def check_refs(path: str, principals: list[str]) -> None:
+        for i, principal in enumerate(principals):
+            if principal.startswith("group:") and principal[6:] not in policy.groups:
+                problems.append(f"{path}[{i}]: unknown group {principal[6:]!r}")
+
+    for group, members in policy.groups.items():
+        for i, member in enumerate(members):
+            if not _PRINCIPAL.match(member) or member.startswith("group:"):
+                problems.append(f"groups.{group}[{i}]: {member!r} is not a user or platform group")
+
+    seen_names: dict[str, str] = {}
+    for name, env in envs.items():
+        base = f"environments.{name}"
+        check_refs(f"{base}.deployers", env.deployers)
+        check_refs(f"{base}.approvers", env.approvers)
+        if env.approvals > 0 and not env.approvers:
+            problems.append(
+                f"{base}.approvers: approvals is {env.approvals} but nobody may approve"
+            )
+        if env.promote_from is not None and env.promote_from not in envs:
+            problems.append(f"{base}.promote_from: unknown environment {env.promote_from!r}")
+        for alias in [name, *env.aliases]:
+            other = seen_names.setdefault(alias.lower(), name)
+            if other != name:
+                problems.append(f"{base}.aliases: {alias!r} already names {other!r}")
+
+    for app_name, app in policy.apps.items():
+        for env_name, pins in app.pins.items():
+            base = f"apps.{app_name}.pins.{env_name}"
+            if env_name not in envs:
+                problems.append(f"{base}: unknown environment {env_name!r}")
+            if not pins:
+                problems.append(f"{base}: no pins")
+            for i, pin in enumerate(pins):
+                try:
+                    _ = pin.kind
+                except ValueError as exc:
+                    problems.append(f"{base}[{i}]: {exc}")
+    return problems
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Parse and validate policy YAML; raise one `PolicyError` listing every problem."""
+    try:
+        data = YAML(typ="safe").load(text)
+    except YAMLError as exc:
+        raise PolicyError(source, [f"not valid YAML: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise PolicyError(source, ["(top level): expected a mapping"])
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(
+            source, [f"{_location(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        ) from exc
+    if problems := _problems(policy):
+        raise PolicyError(source, problems)
+    return policy
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(str(path), [f"cannot read the policy file: {exc.strerror}"]) from exc
+    return parse_policy(text, str(path))
+
+
+__all__ = ["App", "Environment", "Pin", "Policy", "Repository", "VersionError", "load_policy"]

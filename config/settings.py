@@ -1,0 +1,40 @@
+"""Process settings, read from `RELEASEGATE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_workdir() -> Path:
+    return Path.home() / ".cache" / "releasegate"
+
+
+class Settings(BaseSettings):
+    """Everything a releasegate process reads from its environment.
+
+    Secrets are `SecretStr`, so they print as `**********` in logs and reprs.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RELEASEGATE_", extra="ignore")
+
+    policy: Path = Path("releasegate.yaml")
+    redis_url: SecretStr | None = None
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    rocketchat_url: str | None = None
+    rocketchat_user_id: str | None = None
+    rocketchat_token: SecretStr | None = None
+    rocketchat_webhook_token: SecretStr | None = None
+
+    http_host: str = "0.0.0.0"  # noqa: S104 - the bot runs in a container behind a Service
+    http_port: int = 8080
+    workdir: Path = _default_workdir()
+    git_ssh_key: Path | None = None
+    log_format: str = "auto"  # "json", "text" or "auto" (text on a terminal)

@@ -1,0 +1,1 @@
+"""The Git side of releasegate: RQ jobs, GitOps repository work, pin editors, reporting."""

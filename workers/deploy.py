@@ -1,0 +1,77 @@
+"""Apply an approved request to the GitOps repository: one commit, pushed, or nothing.
+
+The loop fetches, checks the request was not already committed (its id is in
+a trailer), re-checks that every pin still holds the approved old version,
+writes, commits and pushes. A push that loses a race starts over from a
+fresh fetch, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from config.errors import GitOpsError, PinError, PushRejected
+from config.policy import Policy
+from workers.commit import commit_message
+from workers.gitops import Checkout
+from workers.plan import current_version, plan_changes
+from workers.request import DeployRequest
+
+log = logging.getLogger(__name__)
+
+MAX_PUSH_ATTEMPTS = 5
+
+
+class StaleRequest(PinError):
+    """A pin moved since the request was approved; the approval no longer describes the change."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    commit: str | None  # None: the pins already held the new versions
+    already_pushed: bool = False
+    attempts: int = 1
+
+
+def _check_not_moved(policy: Policy, checkout: Checkout, request: DeployRequest) -> None:
+    for change in request.changes:
+        now = current_version(policy, checkout.read, change.app, change.env)
+        if now not in (change.old, change.new):
+            raise StaleRequest(
+                f"{change.app} in {change.env} is now {now}, but the request approved "
+                f"{change.old} -> {change.new}; ask again with a new request"
+            )
+
+
+def apply_request(
+    policy: Policy,
+    checkout: Checkout,
+    request: DeployRequest,
+    approvers: Sequence[str],
+    max_attempts: int = MAX_PUSH_ATTEMPTS,
+) -> Applied:
+    """Commit and push `request`; safe to call again for the same request."""
+    for attempt in range(1, max_attempts + 1):
+        checkout.sync()
+        if sha := checkout.find_request_commit(request.id, request.created_at):
+            log.info("already committed as %s", sha[:7])
+            return Applied(sha, already_pushed=True, attempts=attempt)
+        _check_not_moved(policy, checkout, request)
+        plan = plan_changes(policy, checkout.read, request.changes)
+        if not plan.changed_files:
+            return Applied(None, attempts=attempt)
+        for file in plan.changed_files:
+            checkout.write(file, plan.after[file])
+        sha = checkout.commit(commit_message(request, approvers), plan.changed_files)
+        try:
+            checkout.push()
+        except PushRejected as exc:
+            log.warning("attempt %d/%d: %s; fetching and retrying", attempt, max_attempts, exc)
+            continue
+        log.info("pushed %s after %d attempt(s)", sha[:7], attempt)
+        return Applied(sha, attempts=attempt)
+    raise GitOpsError(
+        f"gave up after {max_attempts} attempts: the branch kept moving under us; try again"
+    )

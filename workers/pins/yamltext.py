@@ -1,0 +1,109 @@
+"""Find scalars in YAML text by position, so an edit replaces only their bytes.
+
+ruamel.yaml's composer gives every node the character offsets it was read
+from. Editing those characters in the original text, instead of dumping a
+modified tree, keeps comments, quoting, indentation and line endings exactly
+as they were (Renovate edits files the same way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from config.errors import PinError
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a version is written: `text[start:end] == value`.
+
+    `scalar_start`/`scalar_end` delimit the whole YAML scalar (quotes included);
+    `whole` says the version is the entire scalar, so quoting may be added.
+    """
+
+    start: int
+    end: int
+    value: str
+    scalar_start: int
+    scalar_end: int
+    style: str | None
+    whole: bool
+
+
+def documents(text: str, file: str) -> list[Node]:
+    try:
+        return [doc for doc in YAML().compose_all(text) if doc is not None]
+    except YAMLError as exc:
+        raise PinError(f"{file} is not valid YAML: {exc}") from exc
+
+
+def mapping_get(node: Node, key: str) -> Node | None:
+    if not isinstance(node, MappingNode):
+        return None
+    found = [v for k, v in node.value if isinstance(k, ScalarNode) and k.value == key]
+    return found[0] if len(found) == 1 else None
+
+
+def sequence_items(node: Node | None) -> Iterator[Node]:
+    if isinstance(node, SequenceNode):
+        yield from node.value
+
+
+def scalar_value(node: Node | None) -> str | None:
+    return node.value if isinstance(node, ScalarNode) else None
+
+
+def scalar_span(text: str, node: ScalarNode, file: str, prefix: str = "") -> Span:
+    """The span of `node`'s value after `prefix`, checked to be written literally in `text`."""
+    start, end = node.start_mark.index, node.end_mark.index
+    raw = text[start:end]
+    inner_start, inner_end = start, end
+    if node.style in ("'", '"'):
+        inner_start, inner_end = start + 1, end - 1
+    elif node.style is not None:
+        raise PinError(f"{file}: block scalar {raw[:40]!r} cannot hold a version")
+    if text[inner_start:inner_end] != node.value:
+        raise PinError(f"{file}: {raw[:60]!r} uses escapes or line folding; write it plainly")
+    if not node.value.startswith(prefix):
+        raise PinError(f"{file}: {raw[:60]!r} does not start with {prefix!r}")
+    return Span(
+        start=inner_start + len(prefix),
+        end=inner_end,
+        value=node.value[len(prefix) :],
+        scalar_start=start,
+        scalar_end=end,
+        style=node.style,
+        whole=not prefix,
+    )
+
+
+_YAML11_SPECIAL = {
+    "y", "yes", "n", "no", "true", "false", "on", "off", "null", "~",
+}  # fmt: skip
+
+
+def reads_as_string(value: str) -> bool:
+    """True when `value` written as a plain scalar stays the same string in YAML 1.1 and 1.2."""
+    if value.lower() in _YAML11_SPECIAL:
+        return False
+    for version in ((1, 1), (1, 2)):
+        loader = YAML(typ="safe")
+        loader.version = version
+        try:
+            if loader.load(f"k: {value}\n") != {"k": value}:
+                return False
+        except YAMLError:
+            return False
+    return True
+
+
+def replace(text: str, span: Span, version: str) -> str:
+    """Write `version` into `span`, quoting it when a plain scalar would change its type."""
+    if span.whole and span.style is None and not reads_as_string(version):
+        return text[: span.scalar_start] + f'"{version}"' + text[span.scalar_end :]
+    return text[: span.start] + version + text[span.end :]

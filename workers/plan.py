@@ -1,0 +1,94 @@
+"""What a set of version changes does to the repository's files, before anything is written.
+
+The bot uses this at request time for the preview diff and the current
+versions; the worker uses it again right before committing. Both read pins
+through `workers.pins`, so they cannot disagree about what a pin holds.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from config.errors import PinError
+from config.policy import Pin, Policy
+from workers import pins
+from workers.request import Change
+
+Reader = Callable[[str], str]
+
+MAX_DIFF_LINES = 60
+
+
+@dataclass(frozen=True)
+class PinVersion:
+    pin: Pin
+    version: str
+
+
+def pins_of(policy: Policy, app: str, env: str) -> list[Pin]:
+    pinned = policy.apps[app].pins.get(env)
+    if not pinned:
+        raise PinError(f"{app} has no pins in {env}")
+    return pinned
+
+
+def current_versions(policy: Policy, read: Reader, app: str, env: str) -> list[PinVersion]:
+    """The version every pin of `app` in `env` holds now."""
+    texts: dict[str, str] = {}
+    found = []
+    for pin in pins_of(policy, app, env):
+        text = texts.setdefault(pin.file, read(pin.file))
+        found.append(PinVersion(pin, pins.read_version(text, pin)))
+    return found
+
+
+def current_version(policy: Policy, read: Reader, app: str, env: str) -> str:
+    """The version `app` runs in `env`: its pins' common version, or an error when they disagree."""
+    versions = current_versions(policy, read, app, env)
+    distinct = sorted({v.version for v in versions})
+    if len(distinct) > 1:
+        held = ", ".join(f"{v.pin.describe()} = {v.version}" for v in versions)
+        raise PinError(f"the pins of {app} in {env} disagree: {held}")
+    return distinct[0]
+
+
+@dataclass
+class Plan:
+    """File contents before and after applying some changes."""
+
+    before: dict[str, str] = field(default_factory=dict)
+    after: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed_files(self) -> list[str]:
+        return sorted(f for f in self.after if self.after[f] != self.before[f])
+
+    def diff(self, max_lines: int = MAX_DIFF_LINES) -> str:
+        lines: list[str] = []
+        for file in self.changed_files:
+            lines += difflib.unified_diff(
+                self.before[file].splitlines(),
+                self.after[file].splitlines(),
+                f"a/{file}",
+                f"b/{file}",
+                n=1,
+                lineterm="",
+            )
+        if len(lines) > max_lines:
+            lines = [*lines[:max_lines], f"… {len(lines) - max_lines} more lines"]
+        return "\n".join(lines)
+
+
+def plan_changes(policy: Policy, read: Reader, changes: Sequence[Change]) -> Plan:
+    """Apply `changes` to in-memory copies of the files; all pins resolve or this raises."""
+    plan = Plan()
+    for change in changes:
+        for pin in pins_of(policy, change.app, change.env):
+            if pin.file not in plan.before:
+                plan.before[pin.file] = plan.after[pin.file] = read(pin.file)
+            text = plan.after[pin.file]
+            if pins.read_version(text, pin) != change.new:
+                plan.after[pin.file] = pins.write_version(text, pin, change.new)
+    return plan

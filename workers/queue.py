@@ -1,0 +1,42 @@
+"""The deploy queue: RQ with the JSON serializer, one job per request, keyed by its id."""
+
+from __future__ import annotations
+
+import logging
+
+from redis import Redis
+from rq import Callback, Queue, Retry
+from rq.exceptions import DuplicateJobError
+from rq.serializers import JSONSerializer
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "releasegate"
+JOB_TIMEOUT = 600  # a fetch, a validation and a push; each Git call has its own bound
+
+
+def deploy_queue(redis: Redis) -> Queue:
+    return Queue(QUEUE_NAME, connection=redis, serializer=JSONSerializer)
+
+
+def enqueue_deploy(redis: Redis, request_id: str) -> bool:
+    """Queue the request's job; False when it was already queued (enqueueing is idempotent)."""
+    try:
+        deploy_queue(redis).enqueue(
+            "workers.jobs.run_request",
+            request_id,
+            job_id=request_id,
+            unique=True,
+            job_timeout=JOB_TIMEOUT,
+            result_ttl=7 * 24 * 3600,
+            failure_ttl=30 * 24 * 3600,
+            # Only crashes reach RQ (our own errors end the request as failed):
+            # retry those, then record the failure on the request.
+            retry=Retry(max=2, interval=[10, 60]),
+            on_failure=Callback("workers.jobs.on_job_failure"),
+            description=f"deploy request {request_id}",
+        )
+    except DuplicateJobError:
+        log.info("job %s already queued", request_id)
+        return False
+    return True

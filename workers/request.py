@@ -1,0 +1,95 @@
+"""A deploy request: the immutable thing people approve, and the states it moves through."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class RequestState(StrEnum):
+    PENDING = "pending"  # waiting for approvals
+    APPROVED = "approved"  # queued for a worker
+    RUNNING = "running"  # a worker is applying it
+    PUSHED = "pushed"  # committed and pushed
+    NOOP = "noop"  # the pins already held the versions; nothing committed
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {
+        RequestState.PUSHED,
+        RequestState.NOOP,
+        RequestState.FAILED,
+        RequestState.REJECTED,
+        RequestState.CANCELLED,
+        RequestState.EXPIRED,
+    }
+)
+
+_ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no 0/O, 1/I/L: ids get typed by hand
+
+
+def new_request_id() -> str:
+    return "R" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
+
+
+class Change(BaseModel):
+    """One app moving from one version to another in one environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    app: str
+    env: str
+    old: str
+    new: str
+
+    def line(self) -> str:
+        return f"{self.app}: {self.old} -> {self.new} ({self.env})"
+
+
+class DeployRequest(BaseModel):
+    """What was asked and what an approval binds to. Never changes after creation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    verb: str
+    env: str
+    changes: tuple[Change, ...]
+    requester: str
+    requester_name: str
+    channel: str
+    thread: str | None = None
+    approvals_needed: int
+    created_at: datetime
+    expires_at: datetime | None = None
+    base_commit: str
+    diff: str
+
+    @property
+    def subject(self) -> str:
+        if len(self.changes) == 1:
+            change = self.changes[0]
+            return f"Deploy {change.app} {change.new} to {change.env}"
+        return f"Deploy {len(self.changes)} apps to {self.env}"
+
+
+class Result(BaseModel):
+    """How a request ended, as the worker (or a person) decided it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: RequestState
+    message: str
+    commit: str | None = None
+    finished_at: datetime

@@ -1,0 +1,178 @@
+"""Requests, approvals and outcomes in Redis, with every state change atomic.
+
+A request's immutable part is written once (`HSETNX spec`); its state moves
+only through compare-and-set scripts, so two people approving at the same
+moment cannot both enqueue, and a late approval cannot revive a finished
+request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from redis import Redis
+
+from config.errors import UnknownRequest
+from workers.request import DeployRequest, RequestState, Result
+
+log = logging.getLogger(__name__)
+
+PREFIX = "releasegate"
+
+# KEYS: request hash, approvals set. ARGV: principal, approvals needed.
+_APPROVE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'unknown', '0'} end
+if state ~= 'pending' then return {'not_pending', state} end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
+  return {'duplicate', tostring(redis.call('SCARD', KEYS[2]))}
+end
+local count = redis.call('SCARD', KEYS[2])
+if count >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'state', 'approved')
+  return {'quorum', tostring(count)}
+end
+return {'counted', tostring(count)}
+"""
+
+# KEYS: request hash. ARGV: new state, result json ('' for none), allowed old states...
+_TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+for i = 3, #ARGV do
+  if state == ARGV[i] then
+    redis.call('HSET', KEYS[1], 'state', ARGV[1])
+    if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[2]) end
+    return state
+  end
+end
+return false
+"""
+
+
+@dataclass(frozen=True)
+class ApprovalOutcome:
+    status: str  # quorum | counted | duplicate | not_pending | unknown
+    count: int
+    state: RequestState | None = None
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RequestStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._approve = redis.register_script(_APPROVE)
+        self._transition = redis.register_script(_TRANSITION)
+
+    def _key(self, request_id: str) -> str:
+        return f"{PREFIX}:request:{request_id}"
+
+    def _approvals_key(self, request_id: str) -> str:
+        return f"{PREFIX}:request:{request_id}:approvals"
+
+    def _pending_key(self, channel: str) -> str:
+        return f"{PREFIX}:pending:{channel}"
+
+    def create(self, request: DeployRequest, state: RequestState) -> bool:
+        """Store a new request; False when the id is already taken."""
+        key = self._key(request.id)
+        if not self.redis.hsetnx(key, "spec", request.model_dump_json()):
+            return False
+        pipe = self.redis.pipeline()
+        pipe.hset(key, "state", state.value)
+        if state is RequestState.PENDING:
+            pipe.zadd(
+                self._pending_key(request.channel), {request.id: request.created_at.timestamp()}
+            )
+        pipe.execute()
+        return True
+
+    def get(self, request_id: str) -> DeployRequest:
+        raw = _text(self.redis.hget(self._key(request_id), "spec"))
+        if raw is None:
+            raise UnknownRequest(f"there is no request {request_id}")
+        return DeployRequest.model_validate_json(raw)
+
+    def exists(self, request_id: str) -> bool:
+        return bool(self.redis.exists(self._key(request_id)))
+
+    def state(self, request_id: str) -> RequestState:
+        raw = _text(self.redis.hget(self._key(request_id), "state"))
+        if raw is None:
+            raise UnknownRequest(f"there is no request {request_id}")
+        return RequestState(raw)
+
+    def result(self, request_id: str) -> Result | None:
+        raw = _text(self.redis.hget(self._key(request_id), "result"))
+        return Result.model_validate_json(raw) if raw else None
+
+    def approvals(self, request_id: str) -> list[str]:
+        members = self.redis.smembers(self._approvals_key(request_id))
+        return sorted(str(_text(m)) for m in members)
+
+    def approve(self, request_id: str, principal: str, needed: int) -> ApprovalOutcome:
+        status, detail = self._approve(
+            keys=[self._key(request_id), self._approvals_key(request_id)],
+            args=[principal, needed],
+        )
+        status, detail = str(_text(status)), str(_text(detail))
+        if status == "not_pending":
+            return ApprovalOutcome(status, 0, RequestState(detail))
+        if status == "quorum":
+            self._unlist_pending(request_id)
+        return ApprovalOutcome(status, int(detail))
+
+    def transition(
+        self,
+        request_id: str,
+        allowed: Iterable[RequestState],
+        to: RequestState,
+        result: Result | None = None,
+    ) -> RequestState | None:
+        """Move to `to` if the current state is one of `allowed`; return the old state or None."""
+        old = self._transition(
+            keys=[self._key(request_id)],
+            args=[
+                to.value,
+                result.model_dump_json() if result else "",
+                *(s.value for s in allowed),
+            ],
+        )
+        if old is None:
+            return None
+        if to is not RequestState.PENDING:
+            self._unlist_pending(request_id)
+        return RequestState(str(_text(old)))
+
+    def finish(self, request_id: str, allowed: Iterable[RequestState], result: Result) -> bool:
+        return self.transition(request_id, allowed, result.state, result) is not None
+
+    def _unlist_pending(self, request_id: str) -> None:
+        request = self.get(request_id)
+        self.redis.zrem(self._pending_key(request.channel), request_id)
+
+    def pending_in(self, channel: str) -> list[str]:
+        members = cast(list[Any], self.redis.zrange(self._pending_key(channel), 0, -1))
+        return [str(_text(m)) for m in members]
+
+    # Reporting: an outcome that could not be posted stays listed until it is.
+    def mark_unreported(self, request_id: str) -> None:
+        self.redis.sadd(f"{PREFIX}:unreported", request_id)
+
+    def mark_reported(self, request_id: str) -> None:
+        self.redis.srem(f"{PREFIX}:unreported", request_id)
+        self.redis.hset(self._key(request_id), "reported", datetime.now(UTC).isoformat())
+
+    def unreported(self) -> list[str]:
+        return sorted(str(_text(m)) for m in self.redis.smembers(f"{PREFIX}:unreported"))
+
+    def save_json(self, request_id: str, field: str, value: object) -> None:
+        self.redis.hset(self._key(request_id), field, json.dumps(value))
