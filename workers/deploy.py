@@ -53,8 +53,13 @@ def apply_request(
     max_attempts: int = MAX_PUSH_ATTEMPTS,
 ) -> Applied:
     """Commit and push `request`; safe to call again for the same request."""
+    refused: PushRejected | None = None
+    last_head = None
     for attempt in range(1, max_attempts + 1):
-        checkout.sync()
+        head = checkout.sync()
+        if refused is not None and head == last_head:
+            raise GitOpsError(f"the remote refused the push: {refused}")
+        last_head = head
         if sha := checkout.find_request_commit(request.id, request.created_at):
             log.info("already committed as %s", sha[:7])
             return Applied(sha, already_pushed=True, attempts=attempt)
@@ -69,6 +74,7 @@ def apply_request(
             checkout.push()
         except PushRejected as exc:
             log.warning("attempt %d/%d: %s; fetching and retrying", attempt, max_attempts, exc)
+            refused = exc
             continue
         log.info("pushed %s after %d attempt(s)", sha[:7], attempt)
         return Applied(sha, attempts=attempt)

@@ -1,0 +1,141 @@
+"""Real parts for every test: a Redis server started here, bare Git remotes on disk."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Worker
+from rq.serializers import JSONSerializer
+
+from bot.conversation import Conversation
+from bot.demo import create_remote, demo_policy
+from bot.embedded_redis import EmbeddedRedis
+from bot.events import ChatEvent, Reply
+from config.policy import Policy, parse_policy
+from config.settings import Settings
+from workers.gitops import Checkout
+from workers.queue import deploy_queue
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis(redis_server: EmbeddedRedis) -> Iterator[Redis]:
+    client = Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    """A bare remote shaped like the seed's argocd-demo repository (int and prd at 2.0.0)."""
+    path = tmp_path / "remote.git"
+    create_remote("argocd-demo", path, tmp_path / "seed")
+    return path
+
+
+class Remote:
+    """Read a bare remote the way a reviewer would: log, files, diffs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def head(self) -> str:
+        return git("rev-parse", "main", cwd=self.path).strip()
+
+    def count(self) -> int:
+        return int(git("rev-list", "--count", "main", cwd=self.path))
+
+    def message(self, rev: str = "main") -> str:
+        return git("log", "-1", "--format=%B", rev, cwd=self.path)
+
+    def file(self, path: str, rev: str = "main") -> bytes:
+        return subprocess.run(
+            ["git", "show", f"{rev}:{path}"], cwd=self.path, check=True, capture_output=True
+        ).stdout
+
+    def diff(self, old: str, new: str = "main") -> str:
+        return git("diff", "--unified=0", old, new, cwd=self.path)
+
+
+@pytest.fixture
+def origin(remote: Path) -> Remote:
+    return Remote(remote)
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path, remote: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(demo_policy(remote), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def policy(policy_file: Path) -> Policy:
+    return parse_policy(policy_file.read_text(), str(policy_file))
+
+
+@pytest.fixture
+def settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
+) -> Settings:
+    """Settings as a worker process reads them from its environment."""
+    monkeypatch.setenv("RELEASEGATE_POLICY", str(policy_file))
+    monkeypatch.setenv("RELEASEGATE_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("RELEASEGATE_WORKDIR", str(tmp_path / "work"))
+    return Settings()
+
+
+@pytest.fixture
+def conversation(policy: Policy, redis: Redis, settings: Settings) -> Conversation:
+    checkout = Checkout(policy.repository, settings.workdir, name="bot")
+    return Conversation(policy, redis, checkout)
+
+
+class Chat:
+    """A person typing into the shell platform, through the real conversation."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        self.conversation = conversation
+
+    def say(self, user: str, channel: str, text: str, thread: str | None = None) -> Reply:
+        event = ChatEvent(platform="shell", user=user, user_name=user, channel=channel,
+                          text=text, thread=thread)  # fmt: skip
+        replies = self.conversation.handle(event)
+        assert len(replies) == 1, replies
+        return replies[0]
+
+    def react(self, user: str, channel: str, emoji: str, request_id: str) -> list[Reply]:
+        event = ChatEvent(platform="shell", user=user, user_name=user, channel=channel, text="")
+        return self.conversation.react(event, emoji, request_id)
+
+
+@pytest.fixture
+def chat(conversation: Conversation) -> Chat:
+    return Chat(conversation)
+
+
+def run_worker(redis: Redis) -> None:
+    """Run every queued job in a real RQ worker (forked work horse), then return."""
+    Worker([deploy_queue(redis)], connection=redis, serializer=JSONSerializer).work(burst=True)
+
+
+def outbox(redis: Redis) -> list[str]:
+    from workers.reporting import SHELL_OUTBOX
+
+    return [fields[b"text"].decode() for _id, fields in redis.xrange(SHELL_OUTBOX)]

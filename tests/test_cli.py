@@ -1,0 +1,143 @@
+"""The command line as a user meets it: the demo, the shell and check-config, as processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.embedded_redis import EmbeddedRedis
+from tests.conftest import Remote, git
+
+CONVERSATION = """\
+/as alice
+/in deploy-int
+deploy awesome 2.1.0 to int
+/in deploy-prd
+deploy awesome 2.1.0 to prd
+approve
+/as bob
+approve
+/as carol
+approve
+status prd
+"""
+
+
+def releasegate(*args: str, stdin: str = "", env: dict[str, str] | None = None,
+                cwd: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**clean, **(env or {})},
+        cwd=cwd,
+        timeout=180,
+    )
+
+
+def test_the_demo_runs_the_whole_flow_from_stdin(tmp_path: Path) -> None:
+    demo_dir = tmp_path / "demo"
+    done = releasegate("demo", "--dir", str(demo_dir), stdin=CONVERSATION)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert f"demo GitOps remote: {demo_dir / 'remote.git'}" in out
+    assert "queued: awesome: 2.0.0 -> 2.1.0 (int)" in out
+    assert "[deploy-int] releasegate (worker): R" in out
+    assert "needs 1 approval from group:release-managers" in out
+    assert "+    newTag: 2.1.0" in out
+    assert "the requester cannot approve their own request" in out
+    assert "bob may not approve deploys to prd" in out
+    assert "approved by carol (1/1); queued" in out
+    assert out.count("releasegate (worker): R") == 2
+    assert "awesome: prd 2.1.0" in out
+    remote = Remote(demo_dir / "remote.git")
+    assert remote.count() == 3
+    assert "Approved-by: shell:carol" in remote.message()
+    assert b"newTag: 2.1.0" in remote.file("env/prd/kustomization.yml")
+
+
+def test_the_demo_can_be_run_again_in_the_same_place(tmp_path: Path) -> None:
+    for _ in range(2):
+        done = releasegate("demo", "--dir", str(tmp_path / "demo"), stdin="status\n")
+        assert done.returncode == 0, done.stderr
+        assert "awesome: int 2.0.0, prd 2.0.0" in done.stdout
+
+
+def test_the_demo_will_not_overwrite_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    done = releasegate("demo", "--dir", str(tmp_path), stdin="status\n")
+    assert done.returncode == 1
+    assert "is not a releasegate demo" in done.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_a_failed_deploy_makes_the_shell_exit_non_zero(
+    tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis, origin: Remote
+) -> None:
+    env = {
+        "RELEASEGATE_POLICY": str(policy_file),
+        "RELEASEGATE_REDIS_URL": redis_server.url,
+        "RELEASEGATE_WORKDIR": str(tmp_path / "work"),
+    }
+    # The remote refuses every push, so the queued deploy ends failed.
+    hook = origin.path / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\nexit 1\n")
+    hook.chmod(0o755)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "worker"], env={**clean, **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        done = releasegate("shell", "--as", "alice", "--channel", "deploy-int", env=env,
+                           stdin="deploy awesome 2.1.0 to int\n")  # fmt: skip
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert done.returncode == 1, done.stdout
+    assert "failed: the remote refused the push" in done.stdout
+    assert origin.count() == 1
+
+
+def test_check_config_prints_every_pin_and_its_version(
+    tmp_path: Path, policy_file: Path
+) -> None:
+    env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_WORKDIR": str(tmp_path / "w")}
+    done = releasegate("check-config", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "awesome              prd        2.0.0" in done.stdout
+    assert "env/prd/kustomization.yml (configmap_literal: awesome-config/appVersion) = 2.0.0" in (
+        done.stdout
+    )
+
+
+def test_check_config_fails_clearly_when_a_pin_does_not_resolve(
+    tmp_path: Path, policy_file: Path, origin: Remote
+) -> None:
+    clone = tmp_path / "clone"
+    git("clone", "--quiet", str(origin.path), str(clone))
+    path = clone / "env/int/kustomization.yml"
+    path.write_text(path.read_text().replace("bespinian/awesome-image", "bespinian/renamed"))
+    git("-c", "user.name=h", "-c", "user.email=h@x", "commit", "-qam", "rename", cwd=clone)
+    git("push", "--quiet", "origin", "main", cwd=clone)
+    env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_WORKDIR": str(tmp_path / "w")}
+    done = releasegate("check-config", env=env)
+    assert done.returncode == 1
+    assert "1 pin(s) do not resolve" in done.stderr
+    assert (
+        "awesome in int: env/int/kustomization.yml: no images entry named "
+        "'bespinian/awesome-image' (found: bespinian/renamed)"
+    ) in done.stderr
+
+
+def test_an_invalid_policy_is_reported_with_its_problems(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("repository: {url: x}\nenvironments: {}\napps: {}\n")
+    done = releasegate("check-config", env={"RELEASEGATE_POLICY": str(bad)})
+    assert done.returncode == 2
+    assert f"invalid policy {bad}:" in done.stderr
+    assert "environments: Dictionary should have at least 1 item" in done.stderr

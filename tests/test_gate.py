@@ -1,0 +1,207 @@
+"""The gate: who may ask, who may approve, and that refusals leave nothing behind."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from redis import Redis
+
+from bot.conversation import Conversation
+from bot.events import ChatEvent
+from tests.conftest import Chat, Remote
+from workers.queue import deploy_queue
+from workers.request import RequestState
+from workers.store import RequestStore
+
+
+def nothing_happened(redis: Redis, origin: Remote) -> None:
+    """No request stored, nothing queued, nothing committed."""
+    assert redis.keys("releasegate:request:*") == []
+    assert deploy_queue(redis).count == 0
+    assert origin.count() == 1
+
+
+def test_a_deploy_to_an_ungated_environment_is_queued_at_once(chat: Chat, redis: Redis) -> None:
+    reply = chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to int")
+    assert reply.ok
+    assert reply.queued == (reply.request_id,)
+    assert "queued: awesome: 2.0.0 -> 2.1.0 (int)" in reply.text
+    assert deploy_queue(redis).job_ids == [reply.request_id]
+
+
+def test_a_gated_deploy_waits_for_approval_and_shows_its_diff(chat: Chat, redis: Redis) -> None:
+    reply = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to production")
+    assert reply.ok and reply.request_id and not reply.queued
+    assert "needs 1 approval from group:release-managers" in reply.text
+    assert "-    newTag: 2.0.0\n+    newTag: 2.1.0" in reply.text
+    assert "-      - appVersion=2.0.0\n+      - appVersion=2.1.0" in reply.text
+    assert RequestStore(redis).state(reply.request_id) is RequestState.PENDING
+    assert deploy_queue(redis).count == 0
+
+
+def test_an_approver_approval_queues_the_request(chat: Chat, redis: Redis) -> None:
+    request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    reply = chat.say("carol", "deploy-prd", "approve")
+    assert reply.ok and reply.queued == (request_id,)
+    assert reply.text == f"{request_id} approved by carol (1/1); queued"
+    assert deploy_queue(redis).job_ids == [request_id]
+    assert RequestStore(redis).approvals(str(request_id)) == ["shell:carol"]
+
+
+def test_an_approval_reaction_counts_like_the_word(chat: Chat, redis: Redis) -> None:
+    request_id = str(chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id)
+    assert chat.react("carol", "deploy-prd", "thumbsup", request_id) == []
+    [reply] = chat.react("carol", "deploy-prd", "white_check_mark", request_id)
+    assert reply.queued == (request_id,)
+
+
+def test_a_reject_reaction_by_an_approver_ends_the_request(chat: Chat, redis: Redis) -> None:
+    request_id = str(chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id)
+    [reply] = chat.react("carol", "deploy-prd", "x", request_id)
+    assert reply.text == f"{request_id} rejected by carol"
+    assert RequestStore(redis).state(request_id) is RequestState.REJECTED
+
+
+@pytest.mark.parametrize(
+    ("user", "channel", "text", "answer"),
+    [
+        ("alice", "deploy-prd", "deploy awsome 2.1.0 to prd", "unknown app 'awsome'; known apps: awesome"),
+        ("alice", "deploy-prd", "deploy awesome 2.1.0 to staging",
+         "unknown environment 'staging'; known environments: int, prd"),
+        ("alice", "deploy-prd", "yeet", "unknown command 'yeet'; say one of: deploy, promote"),
+        ("alice", "deploy-int", "deploy awesome 2.1.0 to prd",
+         "deploys to prd are requested in shell:deploy-prd, not here"),
+        ("mallory", "deploy-prd", "deploy awesome 2.1.0 to prd", "mallory may not deploy to prd"),
+        ("alice", "deploy-prd", "deploy awesome 2.1.0\nnewTag:x to prd",
+         "is not a valid version of awesome"),
+        ("alice", "deploy-prd", "deploy awesome --upload-pack=touch%20x to prd",
+         "is not a valid version of awesome"),
+        ("alice", "deploy-prd", "deploy awesome $(reboot) to prd", "is not a valid version"),
+        ("alice", "deploy-prd", "deploy awesome " + "9" * 500 + " to prd", "is not a valid version"),
+        ("alice", "deploy-prd", "deploy awesome 2.0.0 to prd", "awesome already runs 2.0.0 in prd"),
+    ],
+)  # fmt: skip
+def test_refused_requests_say_why_and_leave_nothing_behind(
+    chat: Chat, redis: Redis, origin: Remote, user: str, channel: str, text: str, answer: str
+) -> None:
+    reply = chat.say(user, channel, text)
+    assert answer in reply.text
+    nothing_happened(redis, origin)
+
+
+def test_a_refused_long_version_is_not_echoed_whole(chat: Chat) -> None:
+    reply = chat.say("alice", "deploy-prd", "deploy awesome " + "9" * 500 + " to prd")
+    assert len(reply.text) < 200
+
+
+@pytest.mark.parametrize(
+    ("user", "text", "answer"),
+    [
+        ("alice", "approve", "the requester cannot approve their own request"),
+        ("bob", "approve", "bob may not approve deploys to prd; approvers: group:release-managers"),
+        ("carol", "approve RZZZZZZ", "there is no request RZZZZZZ"),
+    ],
+)
+def test_approvals_that_do_not_count(
+    chat: Chat, redis: Redis, user: str, text: str, answer: str
+) -> None:
+    request_id = str(chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id)
+    reply = chat.say(user, "deploy-prd", text)
+    assert not reply.ok and answer in reply.text
+    assert RequestStore(redis).state(request_id) is RequestState.PENDING
+    assert RequestStore(redis).approvals(request_id) == []
+    assert deploy_queue(redis).count == 0
+
+
+def test_approving_twice_counts_once(conversation: Conversation, redis: Redis, chat: Chat) -> None:
+    policy = conversation.policy
+    env = policy.environments["prd"].model_copy(update={"approvals": 2})
+    twice = policy.model_copy(update={"environments": {**policy.environments, "prd": env}})
+    conversation.policy = twice
+    policy.groups["release-managers"].append("shell:dave")
+    request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    assert "approval 1/2 by carol; 1 more needed" in chat.say("carol", "deploy-prd", "approve").text
+    again = chat.say("carol", "deploy-prd", "approve")
+    assert not again.ok and "carol already approved" in again.text
+    assert deploy_queue(redis).count == 0
+    assert chat.say("dave", "deploy-prd", "approve").queued == (request_id,)
+
+
+@pytest.mark.parametrize("ending", ["approve", "reject not now", "cancel"])
+def test_a_finished_request_cannot_be_approved(chat: Chat, redis: Redis, ending: str) -> None:
+    request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    who = "alice" if ending == "cancel" else "carol"
+    assert chat.say(who, "deploy-prd", f"{ending.split()[0]} {request_id} {ending[7:]}").ok
+    reply = chat.say("carol", "deploy-prd", f"approve {request_id}")
+    assert not reply.ok
+    assert "it cannot be changed any more" in reply.text
+    assert deploy_queue(redis).count == (1 if ending == "approve" else 0)
+
+
+def test_approve_without_id_needs_exactly_one_pending_request(chat: Chat) -> None:
+    assert "no request is waiting here" in chat.say("carol", "deploy-prd", "approve").text
+    chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    chat.say("bob", "deploy-prd", "deploy awesome 2.2.0 to prd")
+    assert "several requests are waiting here" in chat.say("carol", "deploy-prd", "approve").text
+
+
+def test_only_the_requester_or_an_approver_may_cancel(chat: Chat, redis: Redis) -> None:
+    request_id = str(chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id)
+    assert "only the requester or an approver" in chat.say("bob", "deploy-prd", "cancel").text
+    assert RequestStore(redis).state(request_id) is RequestState.PENDING
+
+
+def test_two_approvers_racing_enqueue_exactly_once(
+    conversation: Conversation, chat: Chat, redis: Redis
+) -> None:
+    approvers = [f"shell:rm{i}" for i in range(8)]
+    conversation.policy.groups["release-managers"].extend(approvers)
+    request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    start = threading.Barrier(len(approvers))
+    queued: list[tuple[str, ...]] = []
+
+    def approve(user: str) -> None:
+        event = ChatEvent(platform="shell", user=user, channel="deploy-prd", text="approve")
+        start.wait()
+        queued.extend(r.queued for r in conversation.handle(event))
+
+    threads = [threading.Thread(target=approve, args=(a[6:],)) for a in approvers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [q for q in queued if q] == [(request_id,)]
+    assert deploy_queue(redis).job_ids == [request_id]
+
+
+def test_an_expired_request_cannot_be_approved(chat: Chat, conversation: Conversation) -> None:
+    request_id = str(chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id)
+    request = conversation.store.get(request_id)
+    assert request.expires_at is not None
+    conversation.clock = lambda: request.expires_at  # type: ignore[assignment,return-value]
+    reply = chat.say("carol", "deploy-prd", "approve")
+    assert not reply.ok and "expired before it was approved" in reply.text
+    assert conversation.store.state(request_id) is RequestState.EXPIRED
+
+
+def test_status_reads_versions_from_git(chat: Chat) -> None:
+    reply = chat.say("bob", "deploy-prd", "status")
+    assert reply.text.startswith("awesome: int 2.0.0, prd 2.0.0\nat ")
+    assert chat.say("bob", "deploy-prd", "status prod").text.startswith("awesome: prd 2.0.0")
+
+
+def test_status_of_a_request_shows_its_state(chat: Chat) -> None:
+    request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    reply = chat.say("bob", "deploy-prd", f"status {request_id}")
+    assert reply.text.startswith(f"{request_id} (pending): awesome: 2.0.0 -> 2.1.0 (prd)")
+
+
+@pytest.mark.parametrize("text", ["deploy prd", "promote awesome to prd",
+                                  "rollback awesome in prd", "history prd", "lock prd"])  # fmt: skip
+def test_verbs_of_later_milestones_answer_not_available(
+    chat: Chat, redis: Redis, origin: Remote, text: str
+) -> None:
+    reply = chat.say("carol", "deploy-prd", text)
+    assert "is not available yet" in reply.text
+    nothing_happened(redis, origin)

@@ -1,0 +1,202 @@
+"""The deploy job against a real bare remote, run by a real RQ worker."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from redis import Redis
+
+from config.settings import Settings
+from tests.conftest import Chat, Remote, git, outbox, run_worker
+from workers.jobs import run_request
+from workers.queue import enqueue_deploy
+from workers.request import RequestState
+from workers.store import RequestStore
+
+
+def approved_prd_request(chat: Chat, version: str = "2.1.0") -> str:
+    request_id = chat.say("alice", "deploy-prd", f"deploy awesome {version} to prd").request_id
+    assert chat.say("carol", "deploy-prd", "approve").queued == (request_id,)
+    return str(request_id)
+
+
+def test_an_approved_request_is_pushed_with_its_audit_trail(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings
+) -> None:
+    base = origin.head()
+    request_id = approved_prd_request(chat)
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.PUSHED
+    assert origin.message() == (
+        "Deploy awesome 2.1.0 to prd\n\n"
+        "awesome: 2.0.0 -> 2.1.0 (prd)\n\n"
+        f"Releasegate-Request: {request_id}\n"
+        "Requested-by: shell:alice\n"
+        "Approved-by: shell:carol\n\n"
+    )
+    assert git("log", "-1", "--format=%an <%ae>", cwd=origin.path).strip() == (
+        "releasegate <releasegate@demo.invalid>"
+    )
+    result = RequestStore(redis).result(request_id)
+    assert result is not None and result.commit == origin.head()
+    assert outbox(redis) == [
+        f"{request_id}: pushed {origin.head()[:7]}: awesome: 2.0.0 -> 2.1.0 (prd)"
+    ]
+    changed = [line for line in origin.diff(base).splitlines() if line[:1] in "+-"]
+    assert changed == [
+        "--- a/env/prd/kustomization.yml",
+        "+++ b/env/prd/kustomization.yml",
+        "-    newTag: 2.0.0",
+        "+    newTag: 2.1.0",
+        "-      - appVersion=2.0.0",
+        "+      - appVersion=2.1.0",
+    ]
+
+
+def test_running_the_job_twice_commits_once(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings
+) -> None:
+    request_id = approved_prd_request(chat)
+    run_worker(redis)
+    head = origin.head()
+    # A retried job (its worker died after the push) finds its own trailer and stops.
+    RequestStore(redis).transition(request_id, [RequestState.PUSHED], RequestState.RUNNING)
+    assert run_request(request_id) == "pushed"
+    assert origin.head() == head
+    assert RequestStore(redis).result(request_id).commit == head  # type: ignore[union-attr]
+
+
+def test_a_finished_request_is_not_run_again(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings
+) -> None:
+    request_id = approved_prd_request(chat)
+    run_worker(redis)
+    assert run_request(request_id) == "pushed"
+    assert enqueue_deploy(redis, request_id) is False
+    assert origin.count() == 2
+
+
+def test_pins_already_at_the_version_commit_nothing(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, tmp_path: Path
+) -> None:
+    request_id = approved_prd_request(chat)
+    push_from_elsewhere(origin, tmp_path, "2.0.0", "2.1.0", "env/prd/kustomization.yml")
+    head = origin.head()
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.NOOP
+    assert origin.head() == head
+    assert outbox(redis) == [f"{request_id}: nothing to do: awesome already runs 2.1.0 in prd"]
+
+
+def test_a_pin_moved_since_approval_is_refused(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, tmp_path: Path
+) -> None:
+    request_id = approved_prd_request(chat)
+    push_from_elsewhere(origin, tmp_path, "2.0.0", "2.0.5", "env/prd/kustomization.yml")
+    head = origin.head()
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.FAILED
+    assert origin.head() == head
+    assert "awesome in prd is now 2.0.5, but the request approved 2.0.0 -> 2.1.0" in outbox(redis)[0]
+
+
+def push_from_elsewhere(origin: Remote, tmp_path: Path, old: str, new: str, file: str) -> None:
+    """Another writer (a person, another tool) changes the remote."""
+    clone = tmp_path / "elsewhere"
+    if not clone.exists():
+        git("clone", "--quiet", str(origin.path), str(clone))
+    git("pull", "--quiet", cwd=clone)
+    path = clone / file
+    path.write_text(path.read_text().replace(old, new))
+    git("-c", "user.name=human", "-c", "user.email=h@x", "commit", "-qam", "by hand", cwd=clone)
+    git("push", "--quiet", "origin", "main", cwd=clone)
+
+
+def test_a_push_that_loses_a_race_fetches_and_retries(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, tmp_path: Path
+) -> None:
+    """A second writer pushes between our fetch and our push; we rebuild on top of theirs."""
+    request_id = approved_prd_request(chat)
+    # The remote's pre-receive hook lets another clone push first, once: a real race.
+    other = tmp_path / "other"
+    git("clone", "--quiet", str(origin.path), str(other))
+    (other / "README.md").write_text("edited while releasegate was pushing\n")
+    git("-c", "user.name=human", "-c", "user.email=h@x", "commit", "-qam", "racing", cwd=other)
+    hook = origin.path / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\n"
+        'if [ ! -e "$GIT_DIR/raced" ]; then\n'
+        '  touch "$GIT_DIR/raced"\n'
+        f"  env -u GIT_DIR -u GIT_QUARANTINE_PATH -u GIT_OBJECT_DIRECTORY"
+        f" -u GIT_ALTERNATE_OBJECT_DIRECTORIES git -C {other} push --quiet origin main >&2\n"
+        "fi\n"
+    )
+    hook.chmod(hook.stat().st_mode | stat.S_IEXEC)
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.PUSHED
+    assert origin.count() == 3
+    assert git("log", "-1", "--format=%s", "main~1", cwd=origin.path).strip() == "racing"
+    assert origin.message().startswith("Deploy awesome 2.1.0 to prd")
+    assert b"edited while releasegate was pushing" in origin.file("README.md")
+
+
+def test_a_missing_pin_file_fails_the_request_and_says_so(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, tmp_path: Path
+) -> None:
+    request_id = approved_prd_request(chat)
+    clone = tmp_path / "elsewhere"
+    git("clone", "--quiet", str(origin.path), str(clone))
+    git("mv", "env/prd/kustomization.yml", "env/prd/kustomization.yaml", cwd=clone)
+    git("-c", "user.name=h", "-c", "user.email=h@x", "commit", "-qm", "rename", cwd=clone)
+    git("push", "--quiet", "origin", "main", cwd=clone)
+    head = origin.head()
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.FAILED
+    assert origin.head() == head
+    assert outbox(redis) == [
+        f"{request_id}: failed: env/prd/kustomization.yml does not exist in the repository"
+    ]
+
+
+def test_an_unreachable_remote_fails_the_request_with_the_reason(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings
+) -> None:
+    request_id = approved_prd_request(chat)
+    moved = origin.path.with_name("moved.git")
+    os.rename(origin.path, moved)
+    try:
+        run_worker(redis)
+    finally:
+        os.rename(moved, origin.path)
+    assert RequestStore(redis).state(request_id) is RequestState.FAILED
+    [report] = outbox(redis)
+    assert report.startswith(f"{request_id}: failed: cannot fetch main from file://")
+    assert origin.count() == 1
+
+
+def test_a_remote_that_refuses_the_push_fails_without_retrying(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings
+) -> None:
+    request_id = approved_prd_request(chat)
+    hook = origin.path / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'protected branch' >&2\nexit 1\n")
+    hook.chmod(hook.stat().st_mode | stat.S_IEXEC)
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.FAILED
+    [report] = outbox(redis)
+    assert report.startswith(f"{request_id}: failed: the remote refused the push: ")
+    assert "protected branch" in report or "pre-receive hook declined" in report
+    assert origin.count() == 1
+
+
+def test_a_cancelled_request_that_was_queued_does_nothing(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings
+) -> None:
+    request_id = approved_prd_request(chat)
+    assert chat.say("alice", "deploy-prd", f"cancel {request_id}").ok
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.CANCELLED
+    assert origin.count() == 1
+    assert outbox(redis) == []

@@ -1,0 +1,119 @@
+"""Kustomize pins change only the bytes of the version, and read what they write."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from config.errors import PinAmbiguous, PinError, PinNotFound
+from config.policy import Pin
+from workers.pins import read_version, write_version
+
+IMAGE = Pin(file="k.yml", kustomize_image="bespinian/awesome-image")
+LITERAL = Pin(file="k.yml", configmap_literal="awesome-config/appVersion")
+
+SEED = """apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+images:
+  - name: other/image
+    newTag: 9.9.9
+  - name: bespinian/awesome-image  # the app
+    newTag: 1.0.0
+configMapGenerator:
+  - name: awesome-config
+    literals:
+      - appTitle=Something awesome!
+      - appVersion=1.0.0
+"""
+
+
+def test_reads_the_image_tag_and_the_literal() -> None:
+    assert read_version(SEED, IMAGE) == "1.0.0"
+    assert read_version(SEED, LITERAL) == "1.0.0"
+
+
+def test_writing_changes_only_the_version_bytes() -> None:
+    after = write_version(write_version(SEED, IMAGE, "2.0.0"), LITERAL, "2.0.0")
+    assert after == SEED.replace("newTag: 1.0.0", "newTag: 2.0.0").replace(
+        "appVersion=1.0.0", "appVersion=2.0.0"
+    )
+
+
+def test_a_version_yaml_would_read_as_a_number_is_quoted() -> None:
+    after = write_version(SEED, IMAGE, "1.10")
+    assert "newTag: \"1.10\"\n" in after
+    assert read_version(after, IMAGE) == "1.10"
+
+
+def test_a_quoted_tag_keeps_its_quotes() -> None:
+    text = SEED.replace("newTag: 1.0.0", "newTag: '1.0.0'")
+    assert "newTag: '2.0.0'" in write_version(text, IMAGE, "2.0.0")
+
+
+def test_a_missing_image_names_the_file_and_what_was_found() -> None:
+    pin = Pin(file="k.yml", kustomize_image="nope/image")
+    with pytest.raises(PinNotFound, match=r"k\.yml: no images entry named 'nope/image' \(found: "):
+        read_version(SEED, pin)
+
+
+def test_an_image_listed_twice_is_ambiguous() -> None:
+    text = SEED + "---\nimages:\n  - name: bespinian/awesome-image\n    newTag: 3.0.0\n"
+    with pytest.raises(PinAmbiguous, match="appears 2 times"):
+        read_version(text, IMAGE)
+
+
+def test_a_missing_literal_lists_the_keys_that_exist() -> None:
+    pin = Pin(file="k.yml", configmap_literal="awesome-config/dbHost")
+    with pytest.raises(PinNotFound, match=r"found: appTitle, appVersion"):
+        read_version(SEED, pin)
+
+
+def test_a_missing_new_tag_is_reported() -> None:
+    text = SEED.replace("    newTag: 1.0.0\n", "")
+    with pytest.raises(PinNotFound, match="has no newTag"):
+        read_version(text, IMAGE)
+
+
+def test_broken_yaml_is_a_pin_error() -> None:
+    with pytest.raises(PinError, match="not valid YAML"):
+        read_version("images: [", IMAGE)
+
+
+versions = st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(-rc[0-9]{1,2})?", fullmatch=True)
+comments = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=20)
+
+
+@given(
+    old=versions,
+    new=versions,
+    indent=st.integers(min_value=1, max_value=6),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    trailing=st.booleans(),
+    quote=st.sampled_from(["", "'", '"']),
+    comment=comments,
+)
+def test_only_the_version_changes_in_any_layout(
+    old: str, new: str, indent: int, newline: str, trailing: bool, quote: str, comment: str
+) -> None:
+    pad = " " * indent
+
+    def render(version: str) -> str:
+        lines = [
+            f"# {comment}",
+            "images:",
+            f"{pad}- name: bespinian/awesome-image",
+            f"{pad}  newTag: {quote}{version}{quote}  # {comment}",
+            "",
+            "configMapGenerator:",
+            f"{pad}- name: awesome-config",
+            f"{pad}  literals:",
+            f"{pad}  {pad}- {quote}appVersion={version}{quote}",
+        ]
+        return newline.join(lines) + (newline if trailing else "")
+
+    before = render(old)
+    after = write_version(write_version(before, IMAGE, new), LITERAL, new)
+    assert after == render(new)
+    assert read_version(after, IMAGE) == new
+    assert read_version(after, LITERAL) == new
