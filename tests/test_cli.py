@@ -103,9 +103,7 @@ def test_a_failed_deploy_makes_the_shell_exit_non_zero(
     assert origin.count() == 1
 
 
-def test_check_config_prints_every_pin_and_its_version(
-    tmp_path: Path, policy_file: Path
-) -> None:
+def test_check_config_prints_every_pin_and_its_version(tmp_path: Path, policy_file: Path) -> None:
     env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_WORKDIR": str(tmp_path / "w")}
     done = releasegate("check-config", env=env)
     assert done.returncode == 0, done.stderr

@@ -32,7 +32,9 @@ def test_a_deploy_to_an_ungated_environment_is_queued_at_once(chat: Chat, redis:
 
 def test_a_gated_deploy_waits_for_approval_and_shows_its_diff(chat: Chat, redis: Redis) -> None:
     reply = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to production")
-    assert reply.ok and reply.request_id and not reply.queued
+    assert reply.ok
+    assert reply.request_id
+    assert not reply.queued
     assert "needs 1 approval from group:release-managers" in reply.text
     assert "-    newTag: 2.0.0\n+    newTag: 2.1.0" in reply.text
     assert "-      - appVersion=2.0.0\n+      - appVersion=2.1.0" in reply.text
@@ -43,7 +45,8 @@ def test_a_gated_deploy_waits_for_approval_and_shows_its_diff(chat: Chat, redis:
 def test_an_approver_approval_queues_the_request(chat: Chat, redis: Redis) -> None:
     request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
     reply = chat.say("carol", "deploy-prd", "approve")
-    assert reply.ok and reply.queued == (request_id,)
+    assert reply.ok
+    assert reply.queued == (request_id,)
     assert reply.text == f"{request_id} approved by carol (1/1); queued"
     assert deploy_queue(redis).job_ids == [request_id]
     assert RequestStore(redis).approvals(str(request_id)) == ["shell:carol"]
@@ -108,7 +111,8 @@ def test_approvals_that_do_not_count(
 ) -> None:
     request_id = str(chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id)
     reply = chat.say(user, "deploy-prd", text)
-    assert not reply.ok and answer in reply.text
+    assert not reply.ok
+    assert answer in reply.text
     assert RequestStore(redis).state(request_id) is RequestState.PENDING
     assert RequestStore(redis).approvals(request_id) == []
     assert deploy_queue(redis).count == 0
@@ -123,7 +127,8 @@ def test_approving_twice_counts_once(conversation: Conversation, redis: Redis, c
     request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
     assert "approval 1/2 by carol; 1 more needed" in chat.say("carol", "deploy-prd", "approve").text
     again = chat.say("carol", "deploy-prd", "approve")
-    assert not again.ok and "carol already approved" in again.text
+    assert not again.ok
+    assert "carol already approved" in again.text
     assert deploy_queue(redis).count == 0
     assert chat.say("dave", "deploy-prd", "approve").queued == (request_id,)
 
@@ -181,7 +186,8 @@ def test_an_expired_request_cannot_be_approved(chat: Chat, conversation: Convers
     assert request.expires_at is not None
     conversation.clock = lambda: request.expires_at  # type: ignore[assignment,return-value]
     reply = chat.say("carol", "deploy-prd", "approve")
-    assert not reply.ok and "expired before it was approved" in reply.text
+    assert not reply.ok
+    assert "expired before it was approved" in reply.text
     assert conversation.store.state(request_id) is RequestState.EXPIRED
 
 

@@ -40,7 +40,8 @@ def test_an_approved_request_is_pushed_with_its_audit_trail(
         "releasegate <releasegate@demo.invalid>"
     )
     result = RequestStore(redis).result(request_id)
-    assert result is not None and result.commit == origin.head()
+    assert result is not None
+    assert result.commit == origin.head()
     assert outbox(redis) == [
         f"{request_id}: pushed {origin.head()[:7]}: awesome: 2.0.0 -> 2.1.0 (prd)"
     ]
@@ -99,7 +100,9 @@ def test_a_pin_moved_since_approval_is_refused(
     run_worker(redis)
     assert RequestStore(redis).state(request_id) is RequestState.FAILED
     assert origin.head() == head
-    assert "awesome in prd is now 2.0.5, but the request approved 2.0.0 -> 2.1.0" in outbox(redis)[0]
+    assert (
+        "awesome in prd is now 2.0.5, but the request approved 2.0.0 -> 2.1.0" in outbox(redis)[0]
+    )
 
 
 def push_from_elsewhere(origin: Remote, tmp_path: Path, old: str, new: str, file: str) -> None:

@@ -42,7 +42,7 @@ def test_writing_changes_only_the_version_bytes() -> None:
 
 def test_a_version_yaml_would_read_as_a_number_is_quoted() -> None:
     after = write_version(SEED, IMAGE, "1.10")
-    assert "newTag: \"1.10\"\n" in after
+    assert 'newTag: "1.10"\n' in after
     assert read_version(after, IMAGE) == "1.10"
 
 

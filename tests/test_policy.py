@@ -69,7 +69,9 @@ apps:
 
 
 def test_references_between_sections_are_checked() -> None:
-    text = MINIMAL.replace('deployers: ["group:devs"]', 'deployers: ["group:ops"]\n    approvals: 2')
+    text = MINIMAL.replace(
+        'deployers: ["group:devs"]', 'deployers: ["group:ops"]\n    approvals: 2'
+    )
     text = text.replace("prd: [{file", "staging: [{file")
     text += "    versions: semver\n"
     with pytest.raises(PolicyError) as err:
@@ -86,7 +88,9 @@ def test_a_pin_needs_exactly_one_kind() -> None:
         "kustomize_image: bespinian/awesome-image",
         "kustomize_image: a, configmap_literal: b/c",
     )
-    with pytest.raises(PolicyError, match=r"apps\.awesome\.pins\.prd\[0\]: a pin needs exactly one"):
+    with pytest.raises(
+        PolicyError, match=r"apps\.awesome\.pins\.prd\[0\]: a pin needs exactly one"
+    ):
         parse_policy(text)
 
 
