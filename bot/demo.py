@@ -40,9 +40,12 @@ def _copy_tree(source: resources.abc.Traversable, target: Path) -> None:
             (target / entry.name).write_bytes(entry.read_bytes())
 
 
-def create_remote(template: str, remote: Path, scratch: Path) -> None:
-    """A bare repository whose first commit is the named template from config/examples."""
-    source = resources.files("config") / "examples" / template
+def example(name: str) -> resources.abc.Traversable:
+    return resources.files("config") / "examples" / name
+
+
+def create_remote(source: resources.abc.Traversable, remote: Path, scratch: Path) -> None:
+    """A bare repository whose first commit holds the files of `source`."""
     _copy_tree(source, scratch)
     _git("init", "--quiet", "--initial-branch=main", cwd=scratch)
     _git("add", "--all", cwd=scratch)
@@ -53,7 +56,7 @@ def create_remote(template: str, remote: Path, scratch: Path) -> None:
 
 
 def demo_policy(remote: Path) -> str:
-    text = (resources.files("config") / "examples" / "demo.yaml").read_text(encoding="utf-8")
+    text = example("demo.yaml").read_text(encoding="utf-8")
     return text.replace("REPOSITORY_URL", remote.resolve().as_uri())
 
 
@@ -66,7 +69,7 @@ def prepare(directory: Path) -> Path:
     directory.mkdir(parents=True)
     (directory / MARKER).write_text("made by `releasegate demo`; removed by the next run\n")
     remote = directory / "remote.git"
-    create_remote("argocd-demo", remote, directory / "seed")
+    create_remote(example("argocd-demo"), remote, directory / "seed")
     policy = directory / "policy.yaml"
     policy.write_text(demo_policy(remote), encoding="utf-8")
     return policy

@@ -5,7 +5,9 @@
     ├── VersionError         a version string the app's pattern refuses
     ├── PinError             a pinned version could not be read or written
     │   ├── PinNotFound
-    │   └── PinAmbiguous
+    │   ├── PinAmbiguous
+    │   └── StaleRequest     the repository moved since the request was approved
+    ├── ValidationFailed     the environment's validation command refused the change
     ├── GitOpsError          the GitOps repository could not be read or written
     │   ├── RemoteUnreachable
     │   └── PushRejected     lost a race or the remote refused; retried, bounded
@@ -49,6 +51,14 @@ class PinNotFound(PinError):
 
 class PinAmbiguous(PinError):
     """The pin matches more than one place in its file."""
+
+
+class StaleRequest(PinError):
+    """The repository moved since approval; the approved change no longer applies as shown."""
+
+
+class ValidationFailed(ReleasegateError):
+    """The environment's validation command failed on the changed working tree."""
 
 
 class GitOpsError(ReleasegateError):

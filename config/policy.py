@@ -8,6 +8,7 @@ each with its YAML path, as one `PolicyError`.
 from __future__ import annotations
 
 import re
+import shlex
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -78,6 +79,20 @@ class Environment(_Model):
     promote_from: str | None = None
     prereleases: bool = True
     windows: list[str] = []
+    # Run in the changed working tree before committing, e.g. "kubectl kustomize env/prd".
+    # Split like a shell would, but never run by one.
+    validate_command: str | None = Field(default=None, alias="validate")
+
+    @field_validator("validate_command")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                if not shlex.split(value):
+                    raise ValueError("an empty command")
+            except ValueError as exc:
+                raise ValueError(f"not a command line: {exc}") from exc
+        return value
 
     @field_validator("channels")
     @classmethod
@@ -98,8 +113,15 @@ class Environment(_Model):
         return values
 
 
-PinKind = Literal["kustomize_image", "configmap_literal"]
-PIN_KINDS: tuple[PinKind, ...] = ("kustomize_image", "configmap_literal")
+PinKind = Literal["kustomize_image", "configmap_literal", "yaml_path", "terraform_module", "regex"]
+PIN_KINDS: tuple[PinKind, ...] = (
+    "kustomize_image", "configmap_literal", "yaml_path", "terraform_module", "regex",
+)  # fmt: skip
+# Which part of the pinned thing holds the version, per kind; the first is the default.
+PIN_PARTS: dict[str, tuple[str, ...]] = {
+    "kustomize_image": ("tag", "digest"),
+    "terraform_module": ("ref", "version"),
+}
 
 
 class Pin(_Model):
@@ -108,6 +130,12 @@ class Pin(_Model):
     file: str
     kustomize_image: str | None = None
     configmap_literal: str | None = None
+    yaml_path: str | None = None
+    terraform_module: str | None = None
+    regex: str | None = None
+    part: str | None = None  # kustomize_image: tag|digest; terraform_module: ref|version
+    document: str | None = None  # yaml_path in a multi-document file: "Kind" or "Kind/name"
+    format: str = "{version}"  # how the version is written, e.g. "v{version}"
 
     @field_validator("file")
     @classmethod
@@ -124,6 +152,25 @@ class Pin(_Model):
             raise ValueError(f"{value!r} is not GENERATOR/KEY (awesome-config/appVersion)")
         return value
 
+    @field_validator("regex")
+    @classmethod
+    def _version_group(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                pattern = re.compile(value, re.MULTILINE)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from exc
+            if "version" not in pattern.groupindex:
+                raise ValueError("needs a named group (?P<version>...)")
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _one_placeholder(cls, value: str) -> str:
+        if value.count("{version}") != 1 or value.replace("{version}", "").count("{") > 0:
+            raise ValueError(f"{value!r} must contain {{version}} exactly once and no other braces")
+        return value
+
     @property
     def kind(self) -> PinKind:
         kinds = [k for k in PIN_KINDS if getattr(self, k) is not None]
@@ -135,8 +182,28 @@ class Pin(_Model):
     def target(self) -> str:
         return str(getattr(self, self.kind))
 
+    @property
+    def part_name(self) -> str | None:
+        parts = PIN_PARTS.get(self.kind)
+        return (self.part or parts[0]) if parts else None
+
+    def problems(self) -> list[str]:
+        """What is wrong with this pin beyond each field's own check."""
+        try:
+            kind = self.kind
+        except ValueError as exc:
+            return [str(exc)]
+        parts = PIN_PARTS.get(kind, ())
+        if self.part is not None and self.part not in parts:
+            allowed = ", ".join(parts) if parts else f"nothing for {kind}"
+            return [f"part {self.part!r} is not one of: {allowed}"]
+        if self.document is not None and kind != "yaml_path":
+            return ["document only applies to yaml_path pins"]
+        return []
+
     def describe(self) -> str:
-        return f"{self.file} ({self.kind}: {self.target})"
+        part = f", {self.part_name}" if self.part else ""
+        return f"{self.file} ({self.kind}: {self.target}{part})"
 
 
 class App(_Model):
@@ -223,10 +290,7 @@ def _problems(policy: Policy) -> list[str]:
             if not pins:
                 problems.append(f"{base}: no pins")
             for i, pin in enumerate(pins):
-                try:
-                    _ = pin.kind
-                except ValueError as exc:
-                    problems.append(f"{base}[{i}]: {exc}")
+                problems.extend(f"{base}[{i}]: {problem}" for problem in pin.problems())
     return problems
 
 

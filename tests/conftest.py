@@ -12,7 +12,7 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from bot.conversation import Conversation
-from bot.demo import create_remote, demo_policy
+from bot.demo import create_remote, demo_policy, example
 from bot.embedded_redis import EmbeddedRedis
 from bot.events import ChatEvent, Reply
 from config.policy import Policy, parse_policy
@@ -45,7 +45,7 @@ def git(*args: str, cwd: Path | None = None) -> str:
 def remote(tmp_path: Path) -> Path:
     """A bare remote shaped like the seed's argocd-demo repository (int and prd at 2.0.0)."""
     path = tmp_path / "remote.git"
-    create_remote("argocd-demo", path, tmp_path / "seed")
+    create_remote(example("argocd-demo"), path, tmp_path / "seed")
     return path
 
 

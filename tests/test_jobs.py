@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 from redis import Redis
@@ -203,3 +205,76 @@ def test_a_cancelled_request_that_was_queued_does_nothing(
     assert RequestStore(redis).state(request_id) is RequestState.CANCELLED
     assert origin.count() == 1
     assert outbox(redis) == []
+
+
+def test_a_change_next_to_the_approved_lines_asks_for_a_new_request(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, tmp_path: Path
+) -> None:
+    """The pins still hold the old version, but the diff people approved no longer applies."""
+    request_id = approved_prd_request(chat)
+    push_from_elsewhere(
+        origin, tmp_path, "configMapGenerator:", "configMapGenerator:  # edited",
+        "env/prd/kustomization.yml",
+    )  # fmt: skip
+    head = origin.head()
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.FAILED
+    assert "would not be the one shown and approved; ask again" in outbox(redis)[0]
+    assert origin.head() == head
+
+
+def test_an_unrelated_change_elsewhere_in_the_file_still_applies(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, tmp_path: Path
+) -> None:
+    request_id = approved_prd_request(chat)
+    push_from_elsewhere(origin, tmp_path, "kind: Kustomization\n",
+                        "kind: Kustomization\n# a new comment line\n",
+                        "env/prd/kustomization.yml")  # fmt: skip
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.PUSHED
+
+
+def with_validation(policy_file: Path, command: str) -> None:
+    text = policy_file.read_text()
+    line = f"    validate: {json.dumps(command)}\n"  # a JSON string is a YAML string
+    policy_file.write_text(text.replace("    approval_ttl: 2h\n", "    approval_ttl: 2h\n" + line))
+
+
+def test_a_failing_validation_command_stops_the_push_and_shows_its_output(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, policy_file: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "validate.py"
+    script.write_text(
+        "import sys\n"
+        "text = open('env/prd/kustomization.yml').read()\n"
+        "print(text.count('2.1.0'), 'pins changed')\n"
+        "sys.exit(3)\n"
+    )
+    with_validation(policy_file, f"{sys.executable} {script}")
+    request_id = approved_prd_request(chat)
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.FAILED
+    [report] = outbox(redis)
+    assert "failed (exit 3):\n2 pins changed" in report
+    assert origin.count() == 1
+
+
+def test_a_passing_validation_command_lets_the_push_through(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, policy_file: Path
+) -> None:
+    with_validation(policy_file, f'{sys.executable} -c "import sys; sys.exit(0)"')
+    request_id = approved_prd_request(chat)
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.PUSHED
+
+
+def test_a_missing_validation_command_is_a_clear_failure(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, policy_file: Path
+) -> None:
+    with_validation(policy_file, "no-such-validator env/prd")
+    request_id = approved_prd_request(chat)
+    run_worker(redis)
+    assert outbox(redis) == [
+        f"{request_id}: failed: validation command not found: no-such-validator env/prd"
+    ]
+    assert origin.count() == 1

@@ -69,10 +69,44 @@ def test_a_missing_literal_lists_the_keys_that_exist() -> None:
         read_version(SEED, pin)
 
 
-def test_a_missing_new_tag_is_reported() -> None:
+def test_a_missing_new_tag_reads_empty_and_is_added_under_the_name() -> None:
     text = SEED.replace("    newTag: 1.0.0\n", "")
-    with pytest.raises(PinNotFound, match="has no newTag"):
-        read_version(text, IMAGE)
+    assert read_version(text, IMAGE) == ""
+    assert write_version(text, IMAGE, "2.0.0") == SEED.replace("1.0.0\n", "2.0.0\n", 1)
+
+
+def test_a_missing_new_tag_is_added_with_crlf_and_quoted_when_needed() -> None:
+    text = "images:\r\n- name: bespinian/awesome-image\r\n  newName: ghcr.io/b/awesome\r\n"
+    assert write_version(text, IMAGE, "1.10") == (
+        'images:\r\n- name: bespinian/awesome-image\r\n  newTag: "1.10"\r\n'
+        "  newName: ghcr.io/b/awesome\r\n"
+    )
+
+
+def test_a_flow_style_entry_without_new_tag_cannot_be_extended() -> None:
+    with pytest.raises(PinNotFound, match="has no newTag; add it by hand"):
+        read_version("images: [{name: bespinian/awesome-image}]\n", IMAGE)
+
+
+def test_the_digest_can_be_pinned_instead_of_the_tag() -> None:
+    pin = Pin(file="k.yml", kustomize_image="bespinian/awesome-image", part="digest")
+    text = SEED.replace("newTag: 1.0.0", "digest: sha256:aaaa")
+    assert read_version(text, pin) == "sha256:aaaa"
+    assert "digest: sha256:bbbb" in write_version(text, pin, "sha256:bbbb")
+
+
+def test_an_entry_with_new_name_is_found_by_its_name() -> None:
+    text = SEED.replace(
+        "  - name: bespinian/awesome-image  # the app\n",
+        "  - name: bespinian/awesome-image  # the app\n    newName: ghcr.io/b/x\n",
+    )
+    assert read_version(text, IMAGE) == "1.0.0"
+
+
+def test_a_secret_generator_is_refused() -> None:
+    text = SEED.replace("configMapGenerator", "secretGenerator")
+    with pytest.raises(PinError, match="is a secretGenerator; releasegate does not edit secrets"):
+        read_version(text, LITERAL)
 
 
 def test_broken_yaml_is_a_pin_error() -> None:

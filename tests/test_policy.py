@@ -127,3 +127,9 @@ def test_a_regex_version_pattern_still_refuses_option_like_text() -> None:
     assert app.check_version("awesome", "anything-goes.1") == "anything-goes.1"
     with pytest.raises(VersionError):
         app.check_version("awesome", "--upload-pack=x")
+
+
+@pytest.mark.parametrize("name", ["argocd-demo.yaml", "environments.yaml"])
+def test_the_example_policies_for_the_seeds_layouts_are_valid(name: str) -> None:
+    policy = parse_policy((resources.files("config") / "examples" / name).read_text(), name)
+    assert policy.apps

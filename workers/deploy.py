@@ -1,31 +1,50 @@
 """Apply an approved request to the GitOps repository: one commit, pushed, or nothing.
 
 The loop fetches, checks the request was not already committed (its id is in
-a trailer), re-checks that every pin still holds the approved old version,
-writes, commits and pushes. A push that loses a race starts over from a
+a trailer), re-checks that every pin still holds the approved old version and
+that the diff is still the one people approved, writes, runs the
+environment's validation command, commits and pushes. A push that loses a race starts over from a
 fresh fetch, a bounded number of times.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from config.errors import GitOpsError, PinError, PushRejected
+from config.errors import GitOpsError, PushRejected, StaleRequest, ValidationFailed
 from config.policy import Policy
 from workers.commit import commit_message
 from workers.gitops import Checkout
-from workers.plan import current_version, plan_changes
+from workers.plan import current_version, plan_changes, same_change
 from workers.request import DeployRequest
 
 log = logging.getLogger(__name__)
 
 MAX_PUSH_ATTEMPTS = 5
+VALIDATION_TIMEOUT = 300
+VALIDATION_OUTPUT_LINES = 20
 
 
-class StaleRequest(PinError):
-    """A pin moved since the request was approved; the approval no longer describes the change."""
+def validate(command: str, tree: Path) -> None:
+    """Run the environment's validation command in the changed tree; raise with its output."""
+    try:
+        done = subprocess.run(
+            shlex.split(command), cwd=tree, capture_output=True, text=True,
+            timeout=VALIDATION_TIMEOUT, check=False,
+        )  # fmt: skip
+    except FileNotFoundError as exc:
+        raise ValidationFailed(f"validation command not found: {command}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ValidationFailed(f"`{command}` took longer than {VALIDATION_TIMEOUT}s") from exc
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).strip().splitlines()[-VALIDATION_OUTPUT_LINES:]
+        shown = "\n".join(output)
+        raise ValidationFailed(f"`{command}` failed (exit {done.returncode}):\n{shown}")
 
 
 @dataclass(frozen=True)
@@ -67,8 +86,15 @@ def apply_request(
         plan = plan_changes(policy, checkout.read, request.changes)
         if not plan.changed_files:
             return Applied(None, attempts=attempt)
+        if not same_change(request.diff, plan.diff()):
+            raise StaleRequest(
+                "the files changed since the request was made, so the change would not be "
+                "the one shown and approved; ask again with a new request"
+            )
         for file in plan.changed_files:
             checkout.write(file, plan.after[file])
+        if command := policy.environments[request.env].validate_command:
+            validate(command, checkout.path)
         sha = checkout.commit(commit_message(request, approvers), plan.changed_files)
         try:
             checkout.push()

@@ -81,6 +81,15 @@ class Plan:
         return "\n".join(lines)
 
 
+def same_change(shown: str, now: str) -> bool:
+    """True when two diffs make the same edits, wherever in their files the hunks now sit."""
+
+    def edits(diff: str) -> list[str]:
+        return ["@@" if line.startswith("@@") else line for line in diff.splitlines()]
+
+    return edits(shown) == edits(now)
+
+
 def plan_changes(policy: Policy, read: Reader, changes: Sequence[Change]) -> Plan:
     """Apply `changes` to in-memory copies of the files; all pins resolve or this raises."""
     plan = Plan()

@@ -54,7 +54,7 @@ class Change(BaseModel):
     new: str
 
     def line(self) -> str:
-        return f"{self.app}: {self.old} -> {self.new} ({self.env})"
+        return f"{self.app}: {self.old or '(unset)'} -> {self.new} ({self.env})"
 
 
 class DeployRequest(BaseModel):

@@ -8,6 +8,7 @@ as they were (Renovate edits files the same way).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,15 +25,18 @@ class Span:
 
     `scalar_start`/`scalar_end` delimit the whole YAML scalar (quotes included);
     `whole` says the version is the entire scalar, so quoting may be added.
+    `insert` is set when the key is missing: the text to insert at `start`,
+    with `{}` where the version goes (an empty `value` is read then).
     """
 
     start: int
     end: int
     value: str
-    scalar_start: int
-    scalar_end: int
-    style: str | None
-    whole: bool
+    scalar_start: int = -1
+    scalar_end: int = -1
+    style: str | None = None
+    whole: bool = False
+    insert: str | None = None
 
 
 def documents(text: str, file: str) -> list[Node]:
@@ -56,6 +60,17 @@ def sequence_items(node: Node | None) -> Iterator[Node]:
 
 def scalar_value(node: Node | None) -> str | None:
     return node.value if isinstance(node, ScalarNode) else None
+
+
+def line_end(text: str, index: int) -> int:
+    """The index just before the line break of the line holding `index`."""
+    end = text.find("\n", index)
+    end = len(text) if end == -1 else end
+    return end - 1 if end > 0 and text[end - 1] == "\r" else end
+
+
+def newline_of(text: str) -> str:
+    return "\r\n" if "\r\n" in text else "\n"
 
 
 def scalar_span(text: str, node: ScalarNode, file: str, prefix: str = "") -> Span:
@@ -95,8 +110,10 @@ def reads_as_string(value: str) -> bool:
         loader = YAML(typ="safe")
         loader.version = version
         try:
-            if loader.load(f"k: {value}\n") != {"k": value}:
-                return False
+            with warnings.catch_warnings():  # ruamel warns about YAML 1.1 floats like 1e3
+                warnings.simplefilter("ignore")
+                if loader.load(f"k: {value}\n") != {"k": value}:
+                    return False
         except YAMLError:
             return False
     return True
@@ -104,6 +121,9 @@ def reads_as_string(value: str) -> bool:
 
 def replace(text: str, span: Span, version: str) -> str:
     """Write `version` into `span`, quoting it when a plain scalar would change its type."""
+    if span.insert is not None:
+        value = version if reads_as_string(version) else f'"{version}"'
+        return text[: span.start] + span.insert.format(value) + text[span.start :]
     if span.whole and span.style is None and not reads_as_string(version):
         return text[: span.scalar_start] + f'"{version}"' + text[span.scalar_end :]
     return text[: span.start] + version + text[span.end :]
