@@ -125,6 +125,15 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from workers import audit
+    from workers.connection import connect
+
+    for entry in audit.read(connect(settings), args.count):
+        print(entry.line())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="releasegate", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -142,6 +151,9 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     check = commands.add_parser("check-config", help="validate the policy against the repository")
     check.set_defaults(run=_check_config)
+    audit = commands.add_parser("audit", help="print the audit trail, oldest first")
+    audit.add_argument("-n", "--count", type=int, default=100, help="how many entries")
+    audit.set_defaults(run=_audit)
     return root
 
 

@@ -45,8 +45,29 @@ def already_running(app: str, version: str, env: str) -> str:
     return f"{app} already runs {version} in {env}; nothing to do"
 
 
-def not_available(verb: str) -> str:
-    return f"`{verb}` is not available yet in this releasegate"
+def not_run_upstream(app: str, version: str, upstream: str, history: Sequence[str]) -> str:
+    shown = names(list(history)[:5]) + (", …" if len(history) > 5 else "")
+    return f"{app} {version} has not run in {upstream} yet; {upstream} has run: {shown}"
+
+
+def no_upstream(env: str) -> str:
+    return f"{env} has no promote_from; say `deploy APP VERSION to {env}`"
+
+
+def nothing_to_promote(env: str, upstream: str) -> str:
+    return f"nothing to promote: every app in {env} already runs what {upstream} runs"
+
+
+def no_previous(app: str, env: str) -> str:
+    return f"Git history shows no earlier version of {app} in {env} to roll back to"
+
+
+def locked(description: str) -> str:
+    return f"🔒 {description}; requests and approvals for it are refused until `unlock`"
+
+
+def approval_withdrawn(request_id: str, who: str) -> str:
+    return f"{who} withdrew their approval of {request_id}"
 
 
 def changes_text(changes: Sequence[Change]) -> str:
@@ -56,8 +77,10 @@ def changes_text(changes: Sequence[Change]) -> str:
 def request_created(request: DeployRequest, approvers: Sequence[str]) -> str:
     need = request.approvals_needed
     plural = "approval" if need == 1 else "approvals"
+    kind = {"rollback": "rollback ", "train": "release train ", "promote": "promotion "}
     return (
-        f"request {request.id} by {request.requester_name}: {changes_text(request.changes)}\n"
+        f"{kind.get(request.verb, '')}request {request.id} by {request.requester_name}: "
+        f"{changes_text(request.changes)}\n"
         f"needs {need} {plural} from {names(approvers)}: "
         f"say `approve {request.id}` or react with ✅ (`reject {request.id} REASON` to refuse)\n"
         f"```\n{request.diff}\n```"
@@ -65,7 +88,8 @@ def request_created(request: DeployRequest, approvers: Sequence[str]) -> str:
 
 
 def queued(request: DeployRequest) -> str:
-    return f"{request.id} queued: {changes_text(request.changes)}"
+    kind = "rollback " if request.verb == "rollback" else ""
+    return f"{request.id} {kind}queued: {changes_text(request.changes)}"
 
 
 def approved(request: DeployRequest, who: str, count: int) -> str:

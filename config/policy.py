@@ -19,6 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from config.errors import PolicyError, VersionError
+from config.windows import Window
 
 PLATFORMS = ("slack", "slack-group", "rocketchat", "shell", "group")
 _PRINCIPAL = re.compile(r"^(slack|slack-group|rocketchat|shell|group):[A-Za-z0-9._@-]{1,80}$")
@@ -78,7 +79,7 @@ class Environment(_Model):
     approval_ttl: Duration = timedelta(hours=2)
     promote_from: str | None = None
     prereleases: bool = True
-    windows: list[str] = []
+    windows: list[str] = []  # "Mon-Thu 08:00-17:00 Europe/Zurich"; none means always open
     # Run in the changed working tree before committing, e.g. "kubectl kustomize env/prd".
     # Split like a shell would, but never run by one.
     validate_command: str | None = Field(default=None, alias="validate")
@@ -103,6 +104,17 @@ class Environment(_Model):
                     f"{value!r} is not PLATFORM:CHANNEL (slack:C0123, rocketchat:deploy-prd)"
                 )
         return values
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, values: list[str]) -> list[str]:
+        for value in values:
+            Window.parse(value)
+        return values
+
+    @cached_property
+    def parsed_windows(self) -> list[Window]:
+        return [Window.parse(w) for w in self.windows]
 
     @field_validator("deployers", "approvers")
     @classmethod

@@ -139,3 +139,17 @@ def test_an_invalid_policy_is_reported_with_its_problems(tmp_path: Path) -> None
     assert done.returncode == 2
     assert f"invalid policy {bad}:" in done.stderr
     assert "environments: Dictionary should have at least 1 item" in done.stderr
+
+
+def test_audit_prints_the_trail_of_a_demo_conversation(
+    tmp_path: Path, redis_server: EmbeddedRedis
+) -> None:
+    env = {"RELEASEGATE_REDIS_URL": redis_server.url}
+    script = "/in deploy-prd\ndeploy awesome 2.1.0 to prd\n/as carol\nreject not today\n"
+    done = releasegate("demo", "--dir", str(tmp_path / "demo"), stdin=script, env=env)
+    assert done.returncode == 0, done.stderr
+    trail = releasegate("audit", "-n", "2", env=env)
+    assert trail.returncode == 0, trail.stderr
+    requested, rejected = trail.stdout.splitlines()
+    assert " requested  by=shell:alice changes=awesome: 2.0.0 -> 2.1.0 (prd) env=prd" in requested
+    assert " rejected   by=shell:carol reason=not today request=R" in rejected

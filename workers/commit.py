@@ -13,6 +13,7 @@ def commit_message(request: DeployRequest, approvers: Sequence[str]) -> str:
     body = "\n".join(change.line() for change in request.changes)
     trailers = [
         f"{REQUEST_TRAILER}: {request.id}",
+        *([f"Releasegate-Kind: {request.verb}"] if request.verb != "deploy" else []),
         f"Requested-by: {request.requester}",
         *(f"Approved-by: {a}" for a in sorted(approvers)),
     ]

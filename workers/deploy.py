@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +70,13 @@ def apply_request(
     request: DeployRequest,
     approvers: Sequence[str],
     max_attempts: int = MAX_PUSH_ATTEMPTS,
+    gates: Callable[[], None] = lambda: None,
 ) -> Applied:
-    """Commit and push `request`; safe to call again for the same request."""
+    """Commit and push `request`; safe to call again for the same request.
+
+    `gates` runs right before each commit and raises to stop it (a lock taken
+    or a window closed while the job waited).
+    """
     refused: PushRejected | None = None
     last_head = None
     for attempt in range(1, max_attempts + 1):
@@ -95,6 +100,7 @@ def apply_request(
             checkout.write(file, plan.after[file])
         if command := policy.environments[request.env].validate_command:
             validate(command, checkout.path)
+        gates()
         sha = checkout.commit(commit_message(request, approvers), plan.changed_files)
         try:
             checkout.push()

@@ -193,3 +193,44 @@ def snapshot(checkout: Checkout) -> Iterator[tuple[str, Checkout]]:
     with checkout.locked():
         head = checkout.sync()
         yield head, checkout
+
+
+def file_history(checkout: Checkout, file: str, limit: int) -> list[tuple[str, int]]:
+    """(commit, commit time) of the last `limit` commits on the remote branch touching `file`."""
+    out = checkout.repo.git.log(
+        checkout.remote_ref, "--format=%H %ct", f"--max-count={limit}", "--", file
+    )
+    return [(sha, int(ts)) for sha, ts in (line.split() for line in out.splitlines())]
+
+
+def read_at(checkout: Checkout, commit: str, file: str) -> str | None:
+    """The file's exact text at `commit`, or None where it did not exist."""
+    try:
+        blob = checkout.repo.commit(commit).tree / file
+    except KeyError:
+        return None
+    data: bytes = blob.data_stream.read()
+    return data.decode("utf-8", errors="replace")
+
+
+_FIELD, _RECORD = "\x1f", "\x1e"
+_TRAILERS = ("Releasegate-Request", "Requested-by", "Approved-by", "Releasegate-Kind")
+
+
+def log_with_trailers(checkout: Checkout, files: list[str], limit: int) -> list[dict[str, str]]:
+    """The last commits touching `files`, newest first, with releasegate's trailers."""
+    trailer_fields = _FIELD.join(
+        f"%(trailers:key={key},valueonly,separator=%x2C)" for key in _TRAILERS
+    )
+    fmt = _FIELD.join(["%H", "%ct", "%an", "%s", trailer_fields]) + _RECORD
+    out = checkout.repo.git.log(
+        checkout.remote_ref, f"--format={fmt}", f"--max-count={limit}", "--", *files
+    )
+    entries = []
+    for record in out.split(_RECORD):
+        if record.strip():
+            values = record.strip("\n").split(_FIELD)
+            entries.append(
+                dict(zip(("commit", "time", "author", "subject", *_TRAILERS), values, strict=True))
+            )
+    return entries

@@ -9,8 +9,10 @@ from typing import Any
 from config.errors import ReleasegateError
 from config.policy import load_policy
 from config.settings import Settings
+from workers import audit
 from workers.connection import connect
 from workers.deploy import apply_request
+from workers.gates import Locks, check_not_expired, check_open
 from workers.gitops import Checkout
 from workers.logs import request_context
 from workers.reporting import outcome_text, report
@@ -41,9 +43,18 @@ def run_request(request_id: str) -> str:
             return state.value
         try:
             policy = load_policy(settings.policy)
+            locks = Locks(redis)
+
+            def check_gates() -> None:
+                now = _now()
+                check_not_expired(request, now)
+                check_open(policy, locks, request.env, now)
+
+            check_gates()
             checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
             with checkout.locked():
-                applied = apply_request(policy, checkout, request, store.approvals(request_id))
+                approvers = store.approvals(request_id)
+                applied = apply_request(policy, checkout, request, approvers, gates=check_gates)
         except ReleasegateError as exc:
             log.warning("deploy failed: %s", exc)
             result = Result(state=RequestState.FAILED, message=str(exc), finished_at=_now())
@@ -61,6 +72,8 @@ def run_request(request_id: str) -> str:
                     finished_at=_now(),
                 )
         if store.finish(request_id, [RequestState.RUNNING], result):
+            audit.record(redis, "outcome", request=request_id, state=result.state.value,
+                         commit=result.commit, message=result.message)  # fmt: skip
             report(redis, settings, request, outcome_text(request, result))
         return result.state.value
 
@@ -81,6 +94,7 @@ def on_job_failure(job: Any, connection: Any, exc_type: Any, exc: Any, tb: Any) 
             finished_at=_now(),
         )
         if store.finish(job.id, [RequestState.APPROVED, RequestState.RUNNING], result):
+            audit.record(redis, "outcome", request=job.id, state="failed", message=result.message)
             report(redis, settings, request, outcome_text(request, result))
 
 

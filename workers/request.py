@@ -78,10 +78,19 @@ class DeployRequest(BaseModel):
 
     @property
     def subject(self) -> str:
+        if self.verb == "rollback":
+            change = self.changes[0]
+            return f"Roll back {change.app} to {change.new} in {change.env}"
         if len(self.changes) == 1:
             change = self.changes[0]
             return f"Deploy {change.app} {change.new} to {change.env}"
-        return f"Deploy {len(self.changes)} apps to {self.env}"
+        apps = ", ".join(f"{c.app} {c.new}" for c in self.changes)
+        summary = f"Release train to {self.env}: {apps}"
+        return (
+            summary
+            if len(summary) <= 72
+            else f"Release train to {self.env}: {len(self.changes)} apps"
+        )
 
 
 class Result(BaseModel):

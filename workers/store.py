@@ -8,7 +8,6 @@ request.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +54,13 @@ return false
 """
 
 
+# KEYS: request hash, approvals set. ARGV: principal.
+_WITHDRAW = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return 0 end
+return redis.call('SREM', KEYS[2], ARGV[1])
+"""
+
+
 @dataclass(frozen=True)
 class ApprovalOutcome:
     status: str  # quorum | counted | duplicate | not_pending | unknown
@@ -71,6 +77,7 @@ class RequestStore:
         self.redis = redis
         self._approve = redis.register_script(_APPROVE)
         self._transition = redis.register_script(_TRANSITION)
+        self._withdraw = redis.register_script(_WITHDRAW)
 
     def _key(self, request_id: str) -> str:
         return f"{PREFIX}:request:{request_id}"
@@ -130,6 +137,11 @@ class RequestStore:
             self._unlist_pending(request_id)
         return ApprovalOutcome(status, int(detail))
 
+    def withdraw(self, request_id: str, principal: str) -> bool:
+        """Take back an approval while the request is still pending; True if one was taken."""
+        keys = [self._key(request_id), self._approvals_key(request_id)]
+        return bool(self._withdraw(keys=keys, args=[principal]))
+
     def transition(
         self,
         request_id: str,
@@ -159,6 +171,12 @@ class RequestStore:
         request = self.get(request_id)
         self.redis.zrem(self._pending_key(request.channel), request_id)
 
+    def pending_all(self) -> list[str]:
+        ids: list[str] = []
+        for key in self.redis.scan_iter(match=f"{PREFIX}:pending:*"):
+            ids += [str(_text(m)) for m in cast(list[Any], self.redis.zrange(key, 0, -1))]
+        return ids
+
     def pending_in(self, channel: str) -> list[str]:
         members = cast(list[Any], self.redis.zrange(self._pending_key(channel), 0, -1))
         return [str(_text(m)) for m in members]
@@ -171,8 +189,8 @@ class RequestStore:
         self.redis.srem(f"{PREFIX}:unreported", request_id)
         self.redis.hset(self._key(request_id), "reported", datetime.now(UTC).isoformat())
 
+    def is_unreported(self, request_id: str) -> bool:
+        return bool(self.redis.sismember(f"{PREFIX}:unreported", request_id))
+
     def unreported(self) -> list[str]:
         return sorted(str(_text(m)) for m in self.redis.smembers(f"{PREFIX}:unreported"))
-
-    def save_json(self, request_id: str, field: str, value: object) -> None:
-        self.redis.hset(self._key(request_id), field, json.dumps(value))

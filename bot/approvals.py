@@ -1,0 +1,109 @@
+"""Deciding on a request: `approve`, `reject`, `cancel` (words, reactions and buttons alike)."""
+
+from __future__ import annotations
+
+import logging
+
+from bot import messages
+from bot.events import ChatEvent, Reply
+from bot.gate import Gate
+from bot.grammar import Reject
+from config.errors import Refused
+from workers.gates import check_open
+from workers.logs import request_context
+from workers.queue import enqueue_deploy
+from workers.request import DeployRequest, RequestState, Result
+
+log = logging.getLogger(__name__)
+
+
+def pending_request(gate: Gate, event: ChatEvent, request_id: str | None) -> DeployRequest:
+    """The request meant: by id, else the one pending in this thread or channel."""
+    store = gate.store
+    if request_id is None:
+        ids: list[str] = []
+        expired: list[str] = []
+        for candidate in store.pending_in(event.channel_ref):
+            (expired if gate.expire_if_due(store.get(candidate)) else ids).append(candidate)
+        if event.thread:
+            threaded = [i for i in ids if store.get(i).thread == event.thread]
+            ids = threaded or ids
+        if not ids and expired:
+            raise Refused(messages.expired(expired[-1]), "expired")
+        if not ids:
+            raise Refused(messages.nothing_pending(), "nothing_pending")
+        if len(ids) > 1:
+            raise Refused(messages.several_pending(ids), "ambiguous")
+        request_id = ids[0]
+    request = store.get(request_id)
+    if gate.expire_if_due(request):
+        raise Refused(messages.expired(request.id), "expired")
+    state = store.state(request.id)
+    if state is not RequestState.PENDING:
+        raise Refused(messages.not_pending(request.id, state), "not_pending")
+    return request
+
+
+def approve(gate: Gate, event: ChatEvent, request_id: str | None) -> list[Reply]:
+    request = pending_request(gate, event, request_id)
+    with request_context(request_id=request.id, env=request.env):
+        try:
+            if event.principal == request.requester:
+                raise Refused(messages.own_request(request.id), "own_request")
+            gate.check_approver(event, request.env)
+            check_open(gate.policy, gate.locks, request.env, gate.clock())
+        except Refused as exc:
+            gate.audit("refused", request=request.id, by=event.principal, reason=exc.reason)
+            raise
+        outcome = gate.store.approve(request.id, event.principal, request.approvals_needed)
+        if outcome.status == "duplicate":
+            raise Refused(messages.already_approved(request.id, event.display), "duplicate")
+        if outcome.status == "not_pending" and outcome.state is not None:
+            raise Refused(messages.not_pending(request.id, outcome.state), "not_pending")
+        log.info("approval %d/%d", outcome.count, request.approvals_needed)
+        gate.audit("approved", request=request.id, by=event.principal,
+                   count=f"{outcome.count}/{request.approvals_needed}")  # fmt: skip
+        if outcome.status == "quorum":
+            enqueue_deploy(gate.redis, request.id)
+            text = messages.approved(request, event.display, outcome.count)
+            return [Reply(text, queued=(request.id,))]
+        return [Reply(messages.approval_counted(request, event.display, outcome.count))]
+
+
+def withdraw_approval(gate: Gate, event: ChatEvent, request_id: str) -> list[Reply]:
+    """A removed approval reaction: the approval no longer counts, if quorum was not reached."""
+    if gate.store.withdraw(request_id, event.principal):
+        gate.audit("withdrawn", request=request_id, by=event.principal)
+        return [Reply(messages.approval_withdrawn(request_id, event.display))]
+    return []
+
+
+def reject(gate: Gate, event: ChatEvent, command: Reject) -> list[Reply]:
+    request = pending_request(gate, event, command.request_id)
+    gate.check_approver(event, request.env)
+    reason = command.reason
+    result = Result(
+        state=RequestState.REJECTED,
+        message=messages.rejected(request.id, event.display, reason),
+        finished_at=gate.clock(),
+    )
+    if not gate.store.finish(request.id, [RequestState.PENDING], result):
+        raise Refused(messages.not_pending(request.id, gate.store.state(request.id)), "not_pending")
+    gate.audit("rejected", request=request.id, by=event.principal, reason=reason or None)
+    return [Reply(result.message)]
+
+
+def cancel(gate: Gate, event: ChatEvent, request_id: str | None) -> list[Reply]:
+    store = gate.store
+    request = pending_request(gate, event, None) if request_id is None else store.get(request_id)
+    if event.principal != request.requester and not gate.is_approver(event, request.env):
+        raise Refused(messages.may_not_cancel(request.id), "may_not_cancel")
+    result = Result(
+        state=RequestState.CANCELLED,
+        message=messages.cancelled(request.id, event.display),
+        finished_at=gate.clock(),
+    )
+    if not store.finish(request.id, [RequestState.PENDING, RequestState.APPROVED], result):
+        raise Refused(messages.not_pending(request.id, store.state(request.id)), "not_pending")
+    gate.audit("cancelled", request=request.id, by=event.principal)
+    return [Reply(result.message)]

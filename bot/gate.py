@@ -1,0 +1,93 @@
+"""What every chat handler needs: policy, stores, clock, and the checks of names and rights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis import Redis
+
+from bot import messages
+from bot.authz import is_listed
+from bot.events import ChatEvent
+from config.errors import Refused
+from config.policy import Policy
+from workers import audit
+from workers.gates import Locks
+from workers.gitops import Checkout
+from workers.request import DeployRequest, RequestState, Result
+from workers.store import RequestStore
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Gate:
+    policy: Policy
+    redis: Redis
+    checkout: Checkout
+    clock: Clock = utcnow
+
+    @property
+    def store(self) -> RequestStore:
+        return RequestStore(self.redis)
+
+    @property
+    def locks(self) -> Locks:
+        return Locks(self.redis)
+
+    def audit(self, event: str, **fields: str | None) -> None:
+        audit.record(self.redis, event, **fields)
+
+    def env(self, name: str) -> str:
+        env = self.policy.environment_named(name)
+        if env is None:
+            raise Refused(messages.unknown_env(name, list(self.policy.environments)), "unknown_env")
+        return env
+
+    def app(self, name: str) -> str:
+        app = self.policy.app_named(name)
+        if app is None:
+            raise Refused(messages.unknown_app(name, list(self.policy.apps)), "unknown_app")
+        return app
+
+    def pinned_app(self, name: str, env: str) -> str:
+        app = self.app(name)
+        pins = self.policy.apps[app].pins
+        if env not in pins:
+            raise Refused(messages.not_pinned(app, env, list(pins)), "not_pinned")
+        return app
+
+    def check_channel(self, event: ChatEvent, env: str) -> None:
+        channels = self.policy.environments[env].channels
+        if event.channel_ref not in channels:
+            raise Refused(messages.wrong_channel(env, channels), "wrong_channel")
+
+    def check_deployer(self, event: ChatEvent, env: str) -> None:
+        deployers = self.policy.environments[env].deployers
+        if not is_listed(self.policy, event.principal, event.groups, deployers):
+            raise Refused(messages.not_deployer(event.display, env), "not_deployer")
+
+    def is_approver(self, event: ChatEvent, env: str) -> bool:
+        approvers = self.policy.environments[env].approvers
+        return is_listed(self.policy, event.principal, event.groups, approvers)
+
+    def check_approver(self, event: ChatEvent, env: str) -> None:
+        if not self.is_approver(event, env):
+            approvers = self.policy.environments[env].approvers
+            raise Refused(messages.not_approver(event.display, env, approvers), "not_approver")
+
+    def expire_if_due(self, request: DeployRequest) -> bool:
+        """End a pending request whose time ran out; True if it did now."""
+        if request.expires_at is None or self.clock() < request.expires_at:
+            return False
+        result = Result(state=RequestState.EXPIRED, message="expired", finished_at=self.clock())
+        if self.store.finish(request.id, [RequestState.PENDING], result):
+            self.audit("expired", request=request.id, env=request.env)
+            return True
+        return False

@@ -1,0 +1,116 @@
+"""Release gates that both the chat and the worker check: locks, windows, expiry, prereleases,
+promotion order.
+
+The chat checks them when a request is made or approved; the worker checks
+locks, windows and expiry again right before it commits, because time
+passes and people lock environments while jobs wait in the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from redis import Redis
+
+from config.errors import Refused
+from config.policy import SEMVER, Policy
+from config.windows import next_opening, open_now
+from workers.request import DeployRequest
+from workers.store import PREFIX
+
+
+@dataclass(frozen=True)
+class Lock:
+    env: str
+    owner: str
+    owner_name: str
+    reason: str
+    since: str  # ISO 8601
+
+    def describe(self) -> str:
+        why = f": {self.reason}" if self.reason else ""
+        return f"{self.env} is locked by {self.owner_name} since {self.since[:16]}{why}"
+
+
+class Locks:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def _key(self, env: str) -> str:
+        return f"{PREFIX}:lock:{env}"
+
+    def lock(self, lock: Lock) -> Lock | None:
+        """Take the lock; returns the lock already held instead, if there is one."""
+        if self.redis.set(self._key(lock.env), json.dumps(asdict(lock)), nx=True):
+            return None
+        return self.get(lock.env)
+
+    def unlock(self, env: str) -> Lock | None:
+        held = self.get(env)
+        self.redis.delete(self._key(env))
+        return held
+
+    def get(self, env: str) -> Lock | None:
+        raw = self.redis.get(self._key(env))
+        return Lock(**json.loads(raw)) if raw else None
+
+
+def check_unlocked(locks: Locks, env: str) -> None:
+    if held := locks.get(env):
+        raise Refused(held.describe(), reason="locked")
+
+
+def check_window(policy: Policy, env: str, now: datetime) -> None:
+    windows = policy.environments[env].parsed_windows
+    if open_now(windows, now):
+        return
+    opening = next_opening(windows, now)
+    when = f"; it opens {opening.strftime('%a %Y-%m-%d %H:%M %Z')}" if opening else ""
+    allowed = ", ".join(w.text for w in windows)
+    raise Refused(f"{env} is outside its deploy windows ({allowed}){when}", reason="window")
+
+
+def check_not_expired(request: DeployRequest, now: datetime) -> None:
+    if request.expires_at is not None and now >= request.expires_at:
+        raise Refused(
+            f"{request.id} expired at {request.expires_at.isoformat(timespec='minutes')}; "
+            "ask again with a new request",
+            reason="expired",
+        )
+
+
+def check_open(policy: Policy, locks: Locks, env: str, now: datetime) -> None:
+    """Locks and windows: what closes an environment to every request."""
+    check_unlocked(locks, env)
+    check_window(policy, env, now)
+
+
+def prerelease(version: str) -> str | None:
+    """The prerelease part of a version (`rc1` in `2.1.1-rc1`, `v2.1.1-rc1`), if any."""
+    match = SEMVER.fullmatch(version.removeprefix("v"))
+    if match is not None:
+        return match.group(4)
+    return version.split("-", 1)[1] if "-" in version else None
+
+
+def final_version(version: str) -> str:
+    """`2.1.1` for `2.1.1-rc1` (keeping any `v`); unchanged for a final version."""
+    return version.split("-", 1)[0] if prerelease(version) else version
+
+
+def check_prerelease(policy: Policy, env: str, version: str) -> None:
+    if not policy.environments[env].prereleases and prerelease(version):
+        raise Refused(f"{env} takes no prereleases; {version} is one", reason="prerelease")
+
+
+def ran_upstream(version: str, upstream_versions: list[str]) -> bool:
+    """True when the upstream ran `version`, or a release candidate of it if it is final."""
+    if version in upstream_versions:
+        return True
+    if prerelease(version):
+        return False
+    candidate = re.compile(re.escape(version) + r"-rc[.\-]?\d*")
+    return any(candidate.fullmatch(v) for v in upstream_versions)

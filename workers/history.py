@@ -1,0 +1,83 @@
+"""What ran where, read from Git: the versions an environment's pins held over time.
+
+Promotion checks, rollbacks and `history` read the repository's history of
+the pinned files, not a cache, so they stay true when people also edit the
+repository by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from config.errors import PinError
+from config.policy import Policy
+from workers import pins
+from workers.gitops import Checkout, file_history, log_with_trailers, read_at
+from workers.plan import pins_of
+
+HISTORY_DEPTH = 300  # commits per pinned file: enough for months of deploys
+
+
+@dataclass(frozen=True)
+class Ran:
+    version: str
+    commit: str
+    since: datetime
+
+
+def versions_run(policy: Policy, checkout: Checkout, app: str, env: str) -> list[Ran]:
+    """Every version `app`'s first pin in `env` held, newest first, one entry per change."""
+    pin = pins_of(policy, app, env)[0]
+    ran: list[Ran] = []
+    for commit, timestamp in file_history(checkout, pin.file, HISTORY_DEPTH):
+        text = read_at(checkout, commit, pin.file)
+        if text is None:
+            continue
+        try:
+            version = pins.read_version(text, pin)
+        except PinError:
+            continue  # the file had another shape back then
+        when = datetime.fromtimestamp(timestamp, UTC)
+        if ran and ran[-1].version == version:
+            ran[-1] = Ran(version, commit, when)  # the same version, set earlier
+        else:
+            ran.append(Ran(version, commit, when))
+    return ran
+
+
+def previous_version(history: list[Ran]) -> str | None:
+    """The version before the current one (history is newest first)."""
+    return history[1].version if len(history) > 1 else None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    commit: str
+    when: datetime
+    subject: str
+    author: str
+    request: str
+    requested_by: str
+    approved_by: str
+    kind: str
+
+
+def deployments(policy: Policy, checkout: Checkout, env: str, limit: int) -> list[Deployment]:
+    """The last commits that touched `env`'s pinned files, with who asked and who approved."""
+    files = sorted({pin.file for app in policy.apps.values() for pin in app.pins.get(env, [])})
+    if not files:
+        return []
+    return [
+        Deployment(
+            commit=entry["commit"],
+            when=datetime.fromtimestamp(int(entry["time"]), UTC),
+            subject=entry["subject"],
+            author=entry["author"],
+            request=entry["Releasegate-Request"],
+            requested_by=entry["Requested-by"],
+            approved_by=entry["Approved-by"],
+            kind=entry["Releasegate-Kind"],
+        )
+        for entry in log_with_trailers(checkout, files, limit)
+    ]
