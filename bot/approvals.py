@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 def pending_request(gate: Gate, event: ChatEvent, request_id: str | None) -> DeployRequest:
     """The request meant: by id, else the one pending in this thread or channel."""
     store = gate.store
+    if request_id is None and event.thread:
+        request_id = store.request_for_message(event.channel_ref, event.thread)
     if request_id is None:
         ids: list[str] = []
         expired: list[str] = []
@@ -66,15 +68,16 @@ def approve(gate: Gate, event: ChatEvent, request_id: str | None) -> list[Reply]
         if outcome.status == "quorum":
             enqueue_deploy(gate.redis, request.id)
             text = messages.approved(request, event.display, outcome.count)
-            return [Reply(text, queued=(request.id,))]
-        return [Reply(messages.approval_counted(request, event.display, outcome.count))]
+            return [Reply(text, queued=(request.id,), about=request.id)]
+        text = messages.approval_counted(request, event.display, outcome.count)
+        return [Reply(text, about=request.id)]
 
 
 def withdraw_approval(gate: Gate, event: ChatEvent, request_id: str) -> list[Reply]:
     """A removed approval reaction: the approval no longer counts, if quorum was not reached."""
     if gate.store.withdraw(request_id, event.principal):
         gate.audit("withdrawn", request=request_id, by=event.principal)
-        return [Reply(messages.approval_withdrawn(request_id, event.display))]
+        return [Reply(messages.approval_withdrawn(request_id, event.display), about=request_id)]
     return []
 
 
@@ -90,7 +93,7 @@ def reject(gate: Gate, event: ChatEvent, command: Reject) -> list[Reply]:
     if not gate.store.finish(request.id, [RequestState.PENDING], result):
         raise Refused(messages.not_pending(request.id, gate.store.state(request.id)), "not_pending")
     gate.audit("rejected", request=request.id, by=event.principal, reason=reason or None)
-    return [Reply(result.message)]
+    return [Reply(result.message, about=request.id)]
 
 
 def cancel(gate: Gate, event: ChatEvent, request_id: str | None) -> list[Reply]:
@@ -106,4 +109,4 @@ def cancel(gate: Gate, event: ChatEvent, request_id: str | None) -> list[Reply]:
     if not store.finish(request.id, [RequestState.PENDING, RequestState.APPROVED], result):
         raise Refused(messages.not_pending(request.id, store.state(request.id)), "not_pending")
     gate.audit("cancelled", request=request.id, by=event.principal)
-    return [Reply(result.message)]
+    return [Reply(result.message, about=request.id)]

@@ -23,6 +23,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("releasegate")
 
 
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from bot.conversation import Conversation
+    from bot.server import create_app
+    from workers.connection import connect
+    from workers.gitops import Checkout
+
+    policy = load_policy(settings.policy)
+    redis = connect(settings)
+    checkout = Checkout(
+        policy.repository, settings.workdir, name="bot", ssh_key=settings.git_ssh_key
+    )
+    app = create_app(settings, policy, redis, Conversation(policy, redis, checkout))
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)
+    return 0
+
+
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from rq import Worker
     from rq.serializers import JSONSerializer
@@ -137,6 +155,8 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="releasegate", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve Slack, Rocket.Chat, health and metrics")
+    serve.set_defaults(run=_serve)
     worker = commands.add_parser("worker", help="run an RQ worker for the deploy queue")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.set_defaults(run=_worker)

@@ -147,5 +147,7 @@ def _file(gate: Gate, event: ChatEvent, verb: str, env: str, changes: list[Chang
                    changes=messages.changes_text(request.changes))  # fmt: skip
         if state is RequestState.APPROVED:
             enqueue_deploy(gate.redis, request.id)
-            return [Reply(messages.queued(request), request_id=request.id, queued=(request.id,))]
-        return [Reply(messages.request_created(request, spec.approvers), request_id=request.id)]
+            text = messages.queued(request)
+            return [Reply(text, request_id=request.id, queued=(request.id,), about=request.id)]
+        text = messages.request_created(request, spec.approvers)
+        return [Reply(text, request_id=request.id, about=request.id)]

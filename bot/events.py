@@ -40,12 +40,14 @@ class Reply:
 
     `private` asks for an ephemeral answer where the platform has one.
     `request_id` marks the message that presents a new request: platforms
-    post it visibly, and reactions on it approve. `queued` lists requests
-    this event put on the deploy queue.
+    post it visibly (its card), and reactions on it approve. `about` names
+    the request an answer concerns, so platforms can answer in its thread
+    and refresh its card. `queued` lists requests this event queued.
     """
 
     text: str
     ok: bool = True
     private: bool = False
     request_id: str | None = None
+    about: str | None = None
     queued: tuple[str, ...] = field(default=())

@@ -12,6 +12,7 @@
     │   ├── RemoteUnreachable
     │   └── PushRejected     lost a race or the remote refused; retried, bounded
     ├── UnknownRequest       no request with that id
+    ├── PostFailed           a chat platform did not take our message (kept, retried)
     └── Refused              a chat request the rules do not allow
 
 Messages are written for the person who has to act on them: they name the
@@ -75,6 +76,10 @@ class PushRejected(GitOpsError):
 
 class UnknownRequest(ReleasegateError):
     """No request with that id exists."""
+
+
+class PostFailed(ReleasegateError):
+    """A chat platform did not take our message."""
 
 
 class Refused(ReleasegateError):

@@ -15,7 +15,7 @@ from workers.deploy import apply_request
 from workers.gates import Locks, check_not_expired, check_open
 from workers.gitops import Checkout
 from workers.logs import request_context
-from workers.reporting import outcome_text, report
+from workers.reporting import outcome_text, report, retry_unreported
 from workers.request import DeployRequest, RequestState, Result
 from workers.store import RequestStore
 
@@ -32,6 +32,7 @@ def run_request(request_id: str) -> str:
     settings = Settings()
     redis = connect(settings)
     store = RequestStore(redis)
+    retry_unreported(redis, settings)
     request = store.get(request_id)
     with request_context(**_context(request)):
         # RUNNING is allowed too: a retry after a worker died mid-job picks up

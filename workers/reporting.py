@@ -1,9 +1,10 @@
 """Tell the request's channel how it ended.
 
-A poster per platform delivers one text to one channel (and thread). The
-outcome is stored on the request before it is posted, so a post that fails
-is not lost: the request stays listed as unreported and is posted again by
-`retry_unreported`.
+A poster per platform delivers one text to one channel (and thread), and
+edits the request's card where the platform can. The outcome is stored on
+the request before it is posted, so a post that fails is not lost: the
+request stays listed as unreported and is posted again by
+`retry_unreported` (when a worker starts and before each job).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Protocol
 
 from redis import Redis
 
-from config.errors import ReleasegateError
+from config.errors import PostFailed
 from config.settings import Settings
+from workers.cards import card_for
 from workers.request import DeployRequest, RequestState, Result
+from workers.slack_api import SlackPoster
 from workers.store import PREFIX, RequestStore
 
 log = logging.getLogger(__name__)
@@ -24,12 +27,8 @@ SHELL_OUTBOX = f"{PREFIX}:outbox:shell"
 OUTBOX_MAXLEN = 10_000
 
 
-class PostFailed(ReleasegateError):
-    """A chat platform did not take our message."""
-
-
 class Poster(Protocol):
-    def post(self, channel: str, thread: str | None, text: str) -> None: ...
+    def post(self, channel: str, thread: str | None, text: str) -> object: ...
 
 
 class ShellOutbox:
@@ -51,7 +50,9 @@ def poster_for(channel: str, redis: Redis, settings: Settings) -> Poster:
     platform = channel.split(":", 1)[0]
     if platform == "shell":
         return ShellOutbox(redis)
-    raise PostFailed(f"releasegate cannot post to {platform} channels yet")
+    if platform == "slack" and settings.slack_bot_token:
+        return SlackPoster(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+    raise PostFailed(f"no credentials to post to {platform} channels (see the README)")
 
 
 def outcome_text(request: DeployRequest, result: Result) -> str:
@@ -67,8 +68,12 @@ def report(redis: Redis, settings: Settings, request: DeployRequest, text: str) 
     """Post `text` to the request's channel and thread; True when it was delivered."""
     store = RequestStore(redis)
     store.mark_unreported(request.id)
+    card_ts = store.message_of(request.id)
     try:
-        poster_for(request.channel, redis, settings).post(request.channel, request.thread, text)
+        poster = poster_for(request.channel, redis, settings)
+        poster.post(request.channel, card_ts or request.thread, text)
+        if card_ts and isinstance(poster, SlackPoster):
+            poster.update_card(request.channel, card_ts, card_for(store, request.id))
     except Exception as exc:  # any platform failure: keep it listed and retry later
         log.warning("could not post the outcome to %s: %s", request.channel, exc)
         return False

@@ -22,6 +22,8 @@ from workers.request import DeployRequest, RequestState, Result
 log = logging.getLogger(__name__)
 
 PREFIX = "releasegate"
+MESSAGE_TTL = 30 * 24 * 3600  # reactions on a request's card count for a month
+DELIVERY_TTL = 24 * 3600  # platforms retry deliveries within minutes; keep ids a day
 
 # KEYS: request hash, approvals set. ARGV: principal, approvals needed.
 _APPROVE = """
@@ -180,6 +182,24 @@ class RequestStore:
     def pending_in(self, channel: str) -> list[str]:
         members = cast(list[Any], self.redis.zrange(self._pending_key(channel), 0, -1))
         return [str(_text(m)) for m in members]
+
+    # The message that shows a request on its platform (its card), both ways.
+    def bind_message(self, request_id: str, channel: str, ts: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.hset(self._key(request_id), "message", ts)
+        pipe.set(f"{PREFIX}:message:{channel}:{ts}", request_id, ex=MESSAGE_TTL)
+        pipe.execute()
+
+    def message_of(self, request_id: str) -> str | None:
+        return _text(self.redis.hget(self._key(request_id), "message"))
+
+    def request_for_message(self, channel: str, ts: str) -> str | None:
+        return _text(self.redis.get(f"{PREFIX}:message:{channel}:{ts}"))
+
+    def first_delivery(self, kind: str, delivery_id: str) -> bool:
+        """True the first time a platform delivers this event; False for its retries."""
+        key = f"{PREFIX}:seen:{kind}:{delivery_id}"
+        return bool(self.redis.set(key, 1, nx=True, ex=DELIVERY_TTL))
 
     # Reporting: an outcome that could not be posted stays listed until it is.
     def mark_unreported(self, request_id: str) -> None:

@@ -1,0 +1,172 @@
+"""Slack: slash commands, channel messages, mentions, reactions and buttons, through slack-bolt.
+
+Only translation lives here. Every Slack delivery becomes a `ChatEvent` (or a
+reaction on a request's card) for the platform-free conversation, and its
+replies become Slack calls: a new request is posted as a card with Approve /
+Reject buttons, refusals are ephemeral, answers about a request go to its
+thread and refresh its card. Deliveries Slack retries (same `event_id`,
+`trigger_id`, or button `action_ts`) are handled once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from bot.conversation import Conversation
+from bot.events import ChatEvent, Reply
+from bot.grammar import slash_text, starts_with_verb
+from config.errors import PostFailed
+from config.settings import Settings
+from workers.cards import card_for
+from workers.slack_api import APPROVE_ACTION, REJECT_ACTION, SlackPoster
+from workers.store import RequestStore
+
+log = logging.getLogger(__name__)
+
+_MENTION = re.compile(r"^\s*<@[A-Z0-9]+>\s*")
+
+
+class SlackAdapter:
+    def __init__(self, conversation: Conversation, poster: SlackPoster) -> None:
+        self.conversation = conversation
+        self.poster = poster
+        self.store: RequestStore = conversation.store
+
+    # Who and where.
+
+    def _groups(self, user: str) -> frozenset[str]:
+        principals = {p for env in self.conversation.policy.environments.values()
+                      for p in [*env.deployers, *env.approvers]}  # fmt: skip
+        for members in self.conversation.policy.groups.values():
+            principals.update(members)
+        groups = set()
+        for principal in principals:
+            if principal.startswith("slack-group:"):
+                group = principal.removeprefix("slack-group:")
+                try:
+                    if user in self.poster.group_members(group):
+                        groups.add(principal)
+                except PostFailed as exc:
+                    log.warning("cannot read members of %s: %s", group, exc)
+        return frozenset(groups)
+
+    def _event(self, user: str, channel: str, text: str, thread: str | None = None) -> ChatEvent:
+        return ChatEvent(platform="slack", user=user, user_name=f"<@{user}>", channel=channel,
+                         text=text, thread=thread, groups=self._groups(user))  # fmt: skip
+
+    def _deployment_channels(self) -> set[str]:
+        return {c for env in self.conversation.policy.environments.values() for c in env.channels}
+
+    # Replies back to Slack.
+
+    def deliver(self, event: ChatEvent, replies: list[Reply]) -> None:
+        for reply in replies:
+            try:
+                self._deliver(event, reply)
+            except PostFailed as exc:
+                log.warning("could not answer in %s: %s", event.channel_ref, exc)
+
+    def _deliver(self, event: ChatEvent, reply: Reply) -> None:
+        channel = event.channel_ref
+        if reply.request_id:
+            card = card_for(self.store, reply.request_id)
+            ts = self.poster.post_card(channel, card, thread=event.thread)
+            self.store.bind_message(reply.request_id, channel, ts)
+            return
+        if reply.private or not reply.ok:
+            self.poster.ephemeral(channel, event.user, reply.text, thread=event.thread)
+            # A refusal can follow a change the card must show (the request just expired).
+            if event.thread and (shown := self.store.request_for_message(channel, event.thread)):
+                self.poster.update_card(channel, event.thread, card_for(self.store, shown))
+            return
+        card_ts = self.store.message_of(reply.about) if reply.about else None
+        self.poster.post(channel, card_ts or event.thread, reply.text)
+        if reply.about and card_ts:
+            self.poster.update_card(channel, card_ts, card_for(self.store, reply.about))
+
+    # Listeners.
+
+    def on_command(self, ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        if not self.store.first_delivery("slack-command", str(body.get("trigger_id"))):
+            return
+        event = self._event(body["user_id"], body["channel_id"], slash_text(body.get("text", "")))
+        self.deliver(event, self.conversation.handle(event))
+
+    def on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if event.get("subtype") or event.get("bot_id") or "user" not in event:
+            return  # edits, joins, bots (ourselves included)
+        text = event.get("text", "")
+        channel = f"slack:{event['channel']}"
+        thread = event.get("thread_ts")
+        in_request_thread = thread is not None and self.store.request_for_message(channel, thread)
+        if channel not in self._deployment_channels() and not in_request_thread:
+            return
+        if not starts_with_verb(text):
+            return
+        self._handle_text(body, event, text)
+
+    def on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if event.get("bot_id"):
+            return
+        self._handle_text(body, event, _MENTION.sub("", event.get("text", ""), count=1))
+
+    def _handle_text(self, body: dict[str, Any], event: dict[str, Any], text: str) -> None:
+        if not self.store.first_delivery("slack-event", str(body.get("event_id"))):
+            return
+        chat = self._event(event["user"], event["channel"], text, event.get("thread_ts"))
+        self.deliver(chat, self.conversation.handle(chat))
+
+    def on_reaction(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        item = event.get("item", {})
+        if item.get("type") != "message" or not self.store.first_delivery(
+            "slack-event", str(body.get("event_id"))
+        ):
+            return
+        channel = f"slack:{item['channel']}"
+        request_id = self.store.request_for_message(channel, item["ts"])
+        if request_id is None:
+            return  # a reaction on a message that is not a request
+        chat = self._event(event["user"], item["channel"], "", thread=item["ts"])
+        added = event["type"] == "reaction_added"
+        self.deliver(chat, self.conversation.react(chat, event["reaction"], request_id, added))
+
+    def on_button(self, ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        action = body["actions"][0]
+        user = body["user"]["id"]
+        if not self.store.first_delivery("slack-action", f"{action.get('action_ts')}:{user}"):
+            return
+        verb = "approve" if action["action_id"] == APPROVE_ACTION else "reject"
+        thread = body.get("container", {}).get("message_ts")
+        chat = self._event(user, body["channel"]["id"], f"{verb} {action['value']}", thread)
+        self.deliver(chat, self.conversation.handle(chat))
+
+
+def slack_app(settings: Settings, conversation: Conversation) -> App:
+    """The Bolt app: verifies every request's signature and timestamp, then translates."""
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    secret = settings.slack_signing_secret
+    if token is None or secret is None:
+        raise ValueError(
+            "Slack needs RELEASEGATE_SLACK_BOT_TOKEN and RELEASEGATE_SLACK_SIGNING_SECRET"
+        )
+    adapter = SlackAdapter(conversation, SlackPoster(token, settings.slack_api_url))
+    app = App(
+        signing_secret=secret.get_secret_value(),
+        client=WebClient(token=token, base_url=adapter.poster.client.base_url),
+        process_before_response=False,
+    )
+    app.command("/deploy")(adapter.on_command)
+    app.event("message")(adapter.on_message)
+    app.event("app_mention")(adapter.on_mention)
+    app.event("reaction_added")(adapter.on_reaction)
+    app.event("reaction_removed")(adapter.on_reaction)
+    app.action(APPROVE_ACTION)(adapter.on_button)
+    app.action(REJECT_ACTION)(adapter.on_button)
+    return app

@@ -1,0 +1,505 @@
+"""Slack end to end: signed requests into our real HTTP server, Slack's Web API answered by a
+local stand-in that records every call, a real Redis, a real Git remote and a real RQ worker."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+import uvicorn
+from redis import Redis
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.request import SocketModeRequest
+
+from bot.conversation import Conversation
+from bot.server import create_app
+from config.policy import parse_policy
+from config.settings import Settings
+from tests.conftest import Remote, run_worker
+from tests.fake_slack import FakeSlack, serve
+from workers.gitops import Checkout
+from workers.request import RequestState
+from workers.store import RequestStore
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+SLACK_POLICY = """
+repository: {{url: "{url}", author: "releasegate <rg@example.invalid>"}}
+groups:
+  developers: ["slack:UALICE", "slack:UBOB"]
+  release-managers: ["slack:UCAROL", "slack-group:SREL"]
+environments:
+  int:
+    channels: ["slack:CINT"]
+    deployers: ["group:developers", "group:release-managers"]
+  prd:
+    aliases: [production]
+    channels: ["slack:CPRD"]
+    deployers: ["group:developers", "group:release-managers"]
+    approvers: ["group:release-managers"]
+    approvals: 1
+apps:
+  awesome:
+    pins:
+      int:
+        - {{file: env/int/kustomization.yml, kustomize_image: bespinian/awesome-image}}
+      prd:
+        - {{file: env/prd/kustomization.yml, kustomize_image: bespinian/awesome-image}}
+        - {{file: env/prd/kustomization.yml, configmap_literal: awesome-config/appVersion}}
+"""
+
+
+def chat_calls(slack: SlackWorld) -> list[str]:
+    return [c.method for c in slack.fake.calls if c.method.startswith("chat.")]
+
+
+class SlackWorld:
+    """Our server on a real port, the fake Slack API, and ways to talk to both."""
+
+    def __init__(self, url: str, fake: FakeSlack, redis: Redis, conversation: Conversation) -> None:
+        self.url = url
+        self.fake = fake
+        self.redis = redis
+        self.conversation = conversation
+        self.store = RequestStore(redis)
+        self._n = 0
+
+    def post(self, body: str, content_type: str, *, secret: str = SECRET,
+             timestamp: int | None = None, headers: dict[str, str] | None = None) -> httpx.Response:  # fmt: skip
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+        sent = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts,
+                "X-Slack-Signature": signature, **(headers or {})}  # fmt: skip
+        return httpx.post(f"{self.url}/slack/events", content=body, headers=sent, timeout=10)
+
+    def command(
+        self, user: str, channel: str, text: str, trigger: str | None = None, **kw: Any
+    ) -> httpx.Response:
+        self._n += 1
+        form = {"command": "/deploy", "text": text, "user_id": user, "user_name": user.lower(),
+                "channel_id": channel, "team_id": "T1", "trigger_id": trigger or f"trig{self._n}",
+                "response_url": f"{self.url}/unused"}  # fmt: skip
+        return self.post(urlencode(form), "application/x-www-form-urlencoded", **kw)
+
+    def event(
+        self, event: dict[str, Any], event_id: str | None = None, **kw: Any
+    ) -> httpx.Response:
+        self._n += 1
+        body = {"type": "event_callback", "team_id": "T1", "api_app_id": "A1",
+                "event_id": event_id or f"Ev{self._n}", "event_time": int(time.time()), "event": event}  # fmt: skip
+        return self.post(json.dumps(body), "application/json", **kw)
+
+    def message(
+        self, user: str, channel: str, text: str, thread: str | None = None, **kw: Any
+    ) -> httpx.Response:
+        self._n += 1
+        event = {"type": "message", "user": user, "channel": channel, "text": text,
+                 "ts": f"1800000000.{self._n:06d}", "channel_type": "channel"}  # fmt: skip
+        if thread:
+            event["thread_ts"] = thread
+        return self.event(event, **kw)
+
+    def reaction(
+        self, user: str, channel: str, ts: str, emoji: str, added: bool = True, **kw: Any
+    ) -> httpx.Response:
+        event = {"type": "reaction_added" if added else "reaction_removed", "user": user,
+                 "reaction": emoji, "item": {"type": "message", "channel": channel, "ts": ts},
+                 "event_ts": str(time.time())}  # fmt: skip
+        return self.event(event, **kw)
+
+    def button(self, user: str, channel: str, ts: str, request_id: str, approve: bool = True,
+               action_ts: str | None = None) -> httpx.Response:  # fmt: skip
+        self._n += 1
+        payload = {"type": "block_actions", "user": {"id": user}, "team": {"id": "T1"},
+                   "api_app_id": "A1", "token": "legacy", "trigger_id": f"t{self._n}",
+                   "channel": {"id": channel}, "container": {"type": "message", "message_ts": ts, "channel_id": channel},
+                   "message": {"ts": ts, "text": ""},
+                   "actions": [{"action_id": "releasegate_approve" if approve else "releasegate_reject",
+                                "block_id": f"releasegate:{request_id}", "value": request_id,
+                                "type": "button", "action_ts": action_ts or f"{time.time()}"}]}  # fmt: skip
+        return self.post(
+            urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
+        )
+
+    def card(self, index: int = 0) -> tuple[str, str]:
+        """(request id, ts) of the index-th request card posted."""
+        posted = [p for p in self.fake.called("chat.postMessage") if p.get("blocks")]
+        blocks = posted[index]["blocks"]
+        match = re.search(r"\((R[0-9A-Z]{6})\)", blocks[0]["text"]["text"])
+        assert match is not None
+        request_id = match.group(1)
+        deadline = time.monotonic() + 5
+        while (ts := self.store.message_of(request_id)) is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # the card is bound right after Slack answered the post
+        assert ts is not None
+        return request_id, ts
+
+    def settle(self, seconds: float = 0.5) -> None:
+        """Slack handlers run after the ack; give them time to finish."""
+        time.sleep(seconds)
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[tuple[FakeSlack, str]]:
+    fake = FakeSlack(groups={"SREL": ["UDAVE"]})
+    server = serve(fake)
+    yield fake, f"http://127.0.0.1:{server.server_port}/api/"
+    server.shutdown()
+
+
+@pytest.fixture
+def slack(
+    fake_slack: tuple[FakeSlack, str], redis: Redis, remote: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, policy_file: Path,
+) -> Iterator[SlackWorld]:  # fmt: skip
+    fake, api_url = fake_slack
+    policy_file.write_text(SLACK_POLICY.format(url=remote.as_uri()))
+    monkeypatch.setenv("RELEASEGATE_SLACK_BOT_TOKEN", "xoxb-test-token")
+    monkeypatch.setenv("RELEASEGATE_SLACK_SIGNING_SECRET", SECRET)
+    monkeypatch.setenv("RELEASEGATE_SLACK_API_URL", api_url)
+    settings = Settings()
+    policy = parse_policy(policy_file.read_text())
+    conversation = Conversation(
+        policy, redis, Checkout(policy.repository, settings.workdir, name="bot")
+    )
+    app = create_app(settings, policy, redis, conversation)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield SlackWorld(f"http://127.0.0.1:{port}", fake, redis, conversation)
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
+def test_url_verification_is_answered(slack: SlackWorld) -> None:
+    body = json.dumps(
+        {
+            "type": "url_verification",
+            "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+        }
+    )
+    response = slack.post(body, "application/json")
+    assert response.status_code == 200
+    assert response.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
+
+
+def test_a_slash_command_posts_a_request_card_with_buttons_in_the_channel(
+    slack: SlackWorld,
+) -> None:
+    response = slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
+    assert response.status_code == 200
+    [card] = slack.fake.wait_for("chat.postMessage")
+    assert card["channel"] == "CPRD"
+    text = card["blocks"][0]["text"]["text"]
+    assert text.startswith("*Deploy awesome 2.1.0 to prd (R")
+    assert "requested by <@UALICE>; approvals 0/1: nobody" in text
+    assert "+    newTag: 2.1.0" in text
+    buttons = card["blocks"][1]["elements"]
+    assert [b["action_id"] for b in buttons] == ["releasegate_approve", "releasegate_reject"]
+    request_id, ts = slack.card()
+    assert slack.store.state(request_id) is RequestState.PENDING
+    assert slack.store.request_for_message("slack:CPRD", ts) == request_id
+
+
+def test_an_approval_reaction_queues_and_the_worker_reports_in_the_thread(
+    slack: SlackWorld, redis: Redis, origin: Remote
+) -> None:
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
+    slack.fake.wait_for("chat.postMessage")
+    request_id, ts = slack.card()
+    slack.reaction("UCAROL", "CPRD", ts, "white_check_mark")
+    [update] = slack.fake.wait_for("chat.update")
+    assert update["ts"] == ts
+    assert "✅ approved; queued" in update["blocks"][0]["text"]["text"]
+    assert len(update["blocks"]) == 1  # no buttons once decided
+    thread_posts = [p for p in slack.fake.called("chat.postMessage") if p.get("thread_ts") == ts]
+    assert thread_posts[0]["text"] == f"{request_id} approved by <@UCAROL> (1/1); queued"
+    run_worker(redis)
+    assert slack.store.state(request_id) is RequestState.PUSHED
+    posts = slack.fake.wait_for("chat.postMessage", 3)
+    assert posts[-1]["thread_ts"] == ts
+    assert (
+        posts[-1]["text"]
+        == f"{request_id}: pushed {origin.head()[:7]}: awesome: 2.0.0 -> 2.1.0 (prd)"
+    )
+    final = slack.fake.called("chat.update")[-1]
+    assert f"🚀 pushed: {origin.head()[:7]}" in final["blocks"][0]["text"]["text"]
+    assert "Approved-by: slack:UCAROL" in origin.message()
+
+
+def test_the_approve_button_counts_like_a_reaction(slack: SlackWorld) -> None:
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
+    slack.fake.wait_for("chat.postMessage")
+    request_id, ts = slack.card()
+    assert slack.button("UCAROL", "CPRD", ts, request_id).status_code == 200
+    slack.fake.wait_for("chat.update")
+    assert slack.store.state(request_id) is RequestState.APPROVED
+
+
+def test_approve_written_in_the_requests_thread_counts(slack: SlackWorld) -> None:
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
+    slack.fake.wait_for("chat.postMessage")
+    request_id, ts = slack.card()
+    slack.message("UCAROL", "CPRD", "approve", thread=ts)
+    slack.fake.wait_for("chat.update")
+    assert slack.store.state(request_id) is RequestState.APPROVED
+
+
+def test_a_member_of_a_slack_user_group_may_approve(slack: SlackWorld) -> None:
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
+    slack.fake.wait_for("chat.postMessage")
+    request_id, ts = slack.card()
+    slack.reaction("UDAVE", "CPRD", ts, "+1")
+    slack.fake.wait_for("chat.update")
+    assert slack.store.approvals(request_id) == ["slack:UDAVE"]
+    assert slack.fake.called("usergroups.users.list")[0]["usergroup"] == "SREL"
+
+
+def test_a_plain_message_in_a_deployment_channel_is_a_command(slack: SlackWorld) -> None:
+    slack.message("UALICE", "CPRD", "deploy production")
+    [answer] = slack.fake.wait_for("chat.postEphemeral")
+    assert answer["text"] == "prd has no promote_from; say `deploy APP VERSION to prd`"
+    assert answer["user"] == "UALICE"
+
+
+def test_a_mention_elsewhere_is_a_command_and_other_chatter_is_ignored(slack: SlackWorld) -> None:
+    slack.message("UALICE", "CRANDOM", "deploy awesome 2.1.0 to prd")
+    slack.message("UALICE", "CPRD", "lunch anyone?")
+    slack.event({"type": "app_mention", "user": "UBOB", "channel": "CRANDOM",
+                 "text": "<@UBOT> status prd", "ts": "1.2"})  # fmt: skip
+    [status] = slack.fake.wait_for("chat.postMessage")
+    assert status["text"].startswith("awesome: prd 2.0.0\n")
+    slack.settle()
+    assert len(chat_calls(slack)) == 1  # the status answer; nothing for the rest
+    assert slack.store.pending_all() == []
+
+
+@pytest.mark.parametrize(
+    ("user", "channel", "text", "answer"),
+    [
+        ("UMALLORY", "CPRD", "awesome 2.1.0 to prd", "<@UMALLORY> may not deploy to prd"),
+        (
+            "UALICE",
+            "CINT",
+            "awesome 2.1.0 to prd",
+            "deploys to prd are requested in slack:CPRD, not here",
+        ),
+        ("UALICE", "CPRD", "awesome $(reboot) to prd", "is not a valid version of awesome"),
+    ],
+)
+def test_a_refused_command_is_answered_privately_and_leaves_nothing(
+    slack: SlackWorld, origin: Remote, user: str, channel: str, text: str, answer: str
+) -> None:
+    slack.command(user, channel, text)
+    [ephemeral] = slack.fake.wait_for("chat.postEphemeral")
+    assert answer in ephemeral["text"]
+    assert ephemeral["user"] == user
+    assert slack.fake.called("chat.postMessage") == []
+    assert slack.redis.keys("releasegate:request:*") == []
+    assert origin.count() == 1
+
+
+def test_reactions_by_the_requester_or_a_non_approver_do_not_count_and_say_why(
+    slack: SlackWorld,
+) -> None:
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
+    slack.fake.wait_for("chat.postMessage")
+    request_id, ts = slack.card()
+    slack.reaction("UALICE", "CPRD", ts, "white_check_mark")
+    slack.button("UBOB", "CPRD", ts, request_id)
+    first, second = slack.fake.wait_for("chat.postEphemeral", 2)
+    assert {first["text"], second["text"]} == {
+        f"the requester cannot approve their own request {request_id}",
+        "<@UBOB> may not approve deploys to prd; approvers: group:release-managers",
+    }
+    assert slack.store.approvals(request_id) == []
+    assert slack.store.state(request_id) is RequestState.PENDING
+
+
+def test_a_reaction_on_another_message_is_ignored(slack: SlackWorld) -> None:
+    slack.reaction("UCAROL", "CPRD", "1234.5678", "white_check_mark")
+    slack.settle()
+    assert chat_calls(slack) == []
+
+
+def test_removing_the_approval_reaction_before_quorum_withdraws_it(slack: SlackWorld) -> None:
+    gate = slack.conversation.gate
+    prd = gate.policy.environments["prd"].model_copy(update={"approvals": 2})
+    gate.policy = gate.policy.model_copy(
+        update={"environments": {**gate.policy.environments, "prd": prd}}
+    )
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
+    slack.fake.wait_for("chat.postMessage")
+    request_id, ts = slack.card()
+    slack.reaction("UCAROL", "CPRD", ts, "white_check_mark")
+    slack.fake.wait_for("chat.update")
+    assert slack.store.approvals(request_id) == ["slack:UCAROL"]
+    slack.reaction("UCAROL", "CPRD", ts, "white_check_mark", added=False)
+    updates = slack.fake.wait_for("chat.update", 2)
+    assert "approvals 0/2: nobody" in updates[-1]["blocks"][0]["text"]["text"]
+    assert slack.store.approvals(request_id) == []
+    assert slack.store.state(request_id) is RequestState.PENDING
+
+
+@pytest.mark.parametrize(
+    "header", [{}, {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}]
+)
+def test_a_redelivered_event_is_handled_once(slack: SlackWorld, header: dict[str, str]) -> None:
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
+    slack.fake.wait_for("chat.postMessage")
+    _, ts = slack.card()
+    slack.reaction("UCAROL", "CPRD", ts, "white_check_mark", event_id="EvSAME")
+    slack.fake.wait_for("chat.update")
+    slack.reaction("UCAROL", "CPRD", ts, "white_check_mark", event_id="EvSAME", headers=header)
+    slack.settle()
+    assert len(slack.fake.called("chat.update")) == 1
+    assert [p for p in slack.fake.called("chat.postEphemeral")] == []
+
+
+def test_a_retried_slash_command_makes_one_request(slack: SlackWorld) -> None:
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd", trigger="T-SAME")
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd", trigger="T-SAME")
+    slack.fake.wait_for("chat.postMessage")
+    slack.settle()
+    assert len(slack.fake.called("chat.postMessage")) == 1
+    assert len(slack.store.pending_all()) == 1
+
+
+def test_a_double_clicked_button_approves_once(slack: SlackWorld) -> None:
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
+    slack.fake.wait_for("chat.postMessage")
+    request_id, ts = slack.card()
+    slack.button("UCAROL", "CPRD", ts, request_id, action_ts="111.222")
+    slack.button("UCAROL", "CPRD", ts, request_id, action_ts="111.222")
+    slack.fake.wait_for("chat.update")
+    slack.settle()
+    assert len(slack.fake.called("chat.update")) == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs"),
+    [
+        ("bad signature", {"secret": "not-the-secret"}),
+        ("stale timestamp", {"timestamp": int(time.time()) - 6 * 60}),
+    ],
+)
+def test_a_forged_or_stale_request_gets_401_and_changes_nothing(
+    slack: SlackWorld, origin: Remote, kind: str, kwargs: dict[str, Any]
+) -> None:
+    response = slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd", **kwargs)
+    assert response.status_code == 401, kind
+    slack.settle()
+    assert chat_calls(slack) == []
+    assert slack.redis.keys("releasegate:request:*") == []
+    assert origin.count() == 1
+
+
+def test_a_request_without_signature_headers_gets_401(slack: SlackWorld) -> None:
+    response = httpx.post(f"{slack.url}/slack/events", content="command=/deploy&text=status",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert response.status_code == 401
+
+
+def test_events_from_the_bot_itself_are_ignored(slack: SlackWorld) -> None:
+    slack.event({"type": "message", "user": "UBOT", "bot_id": "BBOT", "channel": "CPRD",
+                 "text": "deploy awesome 2.1.0 to prd", "ts": "1.1"})  # fmt: skip
+    slack.settle()
+    assert chat_calls(slack) == []
+
+
+def test_a_result_slack_will_not_take_is_kept_and_posted_later(
+    slack: SlackWorld, redis: Redis, settings: Settings
+) -> None:
+    slack.command("UALICE", "CINT", "awesome 2.1.0 to int")
+    slack.fake.wait_for("chat.postMessage")
+    request_id, _ = slack.card()
+    slack.fake.fail["chat.postMessage"] = 1
+    run_worker(redis)
+    assert slack.store.is_unreported(request_id)
+    slack.command("UBOB", "CINT", f"status {request_id}")
+    [answer] = slack.fake.wait_for("chat.postMessage", 2)[1:]
+    assert "could not be posted yet; it will be retried" in answer["text"]
+    from workers.reporting import retry_unreported
+
+    assert retry_unreported(redis, Settings()) == 1
+    assert not slack.store.is_unreported(request_id)
+    assert slack.fake.texts()[-1].startswith(f"{request_id}: pushed ")
+
+
+def test_a_rate_limited_post_is_retried_after_retry_after(slack: SlackWorld, redis: Redis) -> None:
+    slack.fake.rate_limit["chat.postMessage"] = 1
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
+    [card] = slack.fake.wait_for("chat.postMessage")
+    assert card["blocks"]
+    assert chat_calls(slack) == ["chat.postMessage (rate limited)", "chat.postMessage"]
+
+
+def test_socket_mode_dispatches_to_the_same_handlers(slack: SlackWorld) -> None:
+    """Socket Mode hands Bolt the payload without an HTTP signature; the rules are the same."""
+    from slack_bolt.adapter.socket_mode.internals import run_bolt_app
+
+    from bot.platforms.slack import slack_app
+
+    bolt = slack_app(Settings(), _conversation_of(slack))
+    payload = {"type": "event_callback", "event_id": "EvSOCKET", "team_id": "T1", "api_app_id": "A1",
+               "event": {"type": "message", "user": "UALICE", "channel": "CPRD",
+                         "text": "deploy awesome 2.1.0 to prd", "ts": "5.5"}}  # fmt: skip
+    response = run_bolt_app(
+        bolt, SocketModeRequest(type="events_api", envelope_id="e1", payload=payload)
+    )
+    assert response.status == 200
+    [card] = slack.fake.wait_for("chat.postMessage")
+    assert "Deploy awesome 2.1.0 to prd" in card["blocks"][0]["text"]["text"]
+
+
+def _conversation_of(slack: SlackWorld) -> Conversation:
+    policy = parse_policy(Path(Settings().policy).read_text())
+    return Conversation(
+        policy, slack.redis, Checkout(policy.repository, Settings().workdir, name="socket")
+    )
+
+
+def test_a_reaction_after_expiry_says_so_and_the_card_shows_it(slack: SlackWorld) -> None:
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
+    slack.fake.wait_for("chat.postMessage")
+    request_id, ts = slack.card()
+    gate = slack.conversation.gate
+    expires = slack.store.get(request_id).expires_at
+    gate.clock = lambda: expires  # type: ignore[assignment,return-value]
+    slack.reaction("UCAROL", "CPRD", ts, "white_check_mark")
+    [refusal] = slack.fake.wait_for("chat.postEphemeral")
+    assert (
+        refusal["text"]
+        == f"{request_id} expired before it was approved; ask again with a new request"
+    )
+    [update] = slack.fake.wait_for("chat.update")
+    assert "⌛ expired before it was approved" in update["blocks"][0]["text"]["text"]
+    assert "actions" not in [b["type"] for b in update["blocks"]]
+
+
+def test_the_manifest_subscribes_to_what_the_app_handles() -> None:
+    from importlib import resources
+
+    from ruamel.yaml import YAML
+
+    text = (resources.files("config") / "examples" / "slack-manifest.yaml").read_text()
+    manifest = YAML(typ="safe").load(text)
+    events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
+    assert {"reaction_added", "reaction_removed", "message.channels", "app_mention"} <= events
+    assert manifest["features"]["slash_commands"][0]["command"] == "/deploy"
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert scopes == {"commands", "chat:write", "app_mentions:read", "reactions:read",
+                      "channels:history", "groups:history", "usergroups:read"}  # fmt: skip
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True

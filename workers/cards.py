@@ -1,0 +1,69 @@
+"""The request card: one message per request, edited in place as its state changes.
+
+Built from the store, so the bot (after an approval) and the worker (after a
+push) render the same card. Platforms that can edit messages show it; the
+text is plain enough for any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers.request import DeployRequest, RequestState
+from workers.store import RequestStore
+
+STATE_LINES = {
+    RequestState.PENDING: "⏳ waiting for approval",
+    RequestState.APPROVED: "✅ approved; queued",
+    RequestState.RUNNING: "⚙️ deploying",
+    RequestState.PUSHED: "🚀 pushed",
+    RequestState.NOOP: "✔️ nothing to do",
+    RequestState.FAILED: "❌ failed",
+    RequestState.REJECTED: "🚫 rejected",
+    RequestState.CANCELLED: "🚫 cancelled",
+    RequestState.EXPIRED: "⌛ expired before it was approved",
+}
+
+
+@dataclass(frozen=True)
+class Card:
+    request: DeployRequest
+    state: RequestState
+    approvers: list[str]
+    outcome: str | None
+
+    @property
+    def pending(self) -> bool:
+        return self.state is RequestState.PENDING
+
+    @property
+    def title(self) -> str:
+        return f"{self.request.subject} ({self.request.id})"
+
+    def text(self, mention: str = "{}") -> str:
+        """The card as text; `mention` formats a principal's id for the platform."""
+        request = self.request
+        approved = ", ".join(mention.format(a.split(":", 1)[1]) for a in self.approvers) or "nobody"
+        lines = [
+            f"*{self.title}*",
+            *(change.line() for change in request.changes),
+            f"requested by {request.requester_name}; "
+            f"approvals {len(self.approvers)}/{request.approvals_needed}: {approved}",
+            STATE_LINES[self.state] + (f": {self.outcome}" if self.outcome else ""),
+        ]
+        if request.diff and self.state in (RequestState.PENDING, RequestState.APPROVED):
+            lines.append(f"```\n{request.diff}\n```")
+        return "\n".join(lines)
+
+
+def card_for(store: RequestStore, request_id: str) -> Card:
+    result = store.result(request_id)
+    outcome = None
+    if result is not None:
+        outcome = f"{result.commit[:7]}" if result.commit else result.message
+    return Card(
+        request=store.get(request_id),
+        state=store.state(request_id),
+        approvers=store.approvals(request_id),
+        outcome=outcome,
+    )

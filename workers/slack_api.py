@@ -1,0 +1,103 @@
+"""Slack's Web API as releasegate uses it, for the bot and the worker alike.
+
+slack_sdk's retry handlers wait out rate limits (honouring Retry-After) and
+retry dropped connections; an error that remains raises `PostFailed`, and
+the caller keeps the outcome to post later.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+)
+
+from config.errors import PostFailed
+from workers.cards import Card
+
+APPROVE_ACTION = "releasegate_approve"
+REJECT_ACTION = "releasegate_reject"
+GROUP_CACHE_SECONDS = 60
+
+
+def channel_id(channel_ref: str) -> str:
+    return channel_ref.split(":", 1)[1]
+
+
+def card_blocks(card: Card) -> list[dict[str, Any]]:
+    text = card.text(mention="<@{}>")
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}
+    ]
+    if card.pending:
+        blocks.append({
+            "type": "actions",
+            "block_id": f"releasegate:{card.request.id}",
+            "elements": [
+                {"type": "button", "action_id": APPROVE_ACTION, "style": "primary",
+                 "text": {"type": "plain_text", "text": "Approve"}, "value": card.request.id},
+                {"type": "button", "action_id": REJECT_ACTION, "style": "danger",
+                 "text": {"type": "plain_text", "text": "Reject"}, "value": card.request.id},
+            ],
+        })  # fmt: skip
+    return blocks
+
+
+class SlackPoster:
+    def __init__(self, token: str, base_url: str) -> None:
+        self.client = WebClient(
+            token=token,
+            base_url=base_url if base_url.endswith("/") else base_url + "/",
+            timeout=10,
+            retry_handlers=[
+                RateLimitErrorRetryHandler(max_retry_count=3),
+                ConnectionErrorRetryHandler(max_retry_count=2),
+            ],
+        )
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+
+    def _call(self, method: Callable[..., Any], **params: Any) -> Any:
+        try:
+            return method(**{k: v for k, v in params.items() if v is not None})
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            raise PostFailed(f"Slack refused or could not be reached: {exc}") from exc
+
+    def post(self, channel: str, thread: str | None, text: str) -> str:
+        response = self._call(
+            self.client.chat_postMessage, channel=channel_id(channel), text=text, thread_ts=thread
+        )
+        return str(response["ts"])
+
+    def ephemeral(self, channel: str, user: str, text: str, thread: str | None = None) -> None:
+        self._call(self.client.chat_postEphemeral, channel=channel_id(channel), user=user,
+                   text=text, thread_ts=thread)  # fmt: skip
+
+    def post_card(self, channel: str, card: Card, thread: str | None = None) -> str:
+        response = self._call(
+            self.client.chat_postMessage,
+            channel=channel_id(channel),
+            text=card.title,
+            blocks=card_blocks(card),
+            thread_ts=thread,
+        )
+        return str(response["ts"])
+
+    def update_card(self, channel: str, ts: str, card: Card) -> None:
+        self._call(self.client.chat_update, channel=channel_id(channel), ts=ts, text=card.title,
+                   blocks=card_blocks(card))  # fmt: skip
+
+    def group_members(self, group: str) -> frozenset[str]:
+        """Members of a Slack user group (`S…`), cached briefly."""
+        cached = self._groups.get(group)
+        if cached and time.monotonic() - cached[0] < GROUP_CACHE_SECONDS:
+            return cached[1]
+        response = self._call(self.client.usergroups_users_list, usergroup=group)
+        members = frozenset(response.get("users", []))
+        self._groups[group] = (time.monotonic(), members)
+        return members
