@@ -11,6 +11,7 @@ from bot.grammar import Reject
 from config.errors import Refused
 from workers.gates import check_open
 from workers.logs import request_context
+from workers.metrics import APPROVALS
 from workers.queue import enqueue_deploy
 from workers.request import DeployRequest, RequestState, Result
 
@@ -63,6 +64,7 @@ def approve(gate: Gate, event: ChatEvent, request_id: str | None) -> list[Reply]
         if outcome.status == "not_pending" and outcome.state is not None:
             raise Refused(messages.not_pending(request.id, outcome.state), "not_pending")
         log.info("approval %d/%d", outcome.count, request.approvals_needed)
+        APPROVALS.inc()
         gate.audit("approved", request=request.id, by=event.principal,
                    count=f"{outcome.count}/{request.approvals_needed}")  # fmt: skip
         if outcome.status == "quorum":

@@ -143,6 +143,36 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _healthcheck(args: argparse.Namespace, settings: Settings) -> int:
+    """For Kubernetes exec probes: the policy loads, Redis answers, and (--worker) this host's
+    RQ worker sent a heartbeat recently."""
+    import socket
+    from datetime import UTC, datetime, timedelta
+
+    from rq import Worker
+
+    from workers.connection import connect
+    from workers.queue import deploy_queue
+
+    load_policy(settings.policy)
+    redis = connect(settings)
+    redis.ping()
+    if args.worker:
+        host = socket.gethostname()
+        recent = datetime.now(UTC) - timedelta(seconds=args.max_age)
+        beats = [
+            w.last_heartbeat.replace(tzinfo=UTC)
+            for w in Worker.all(queue=deploy_queue(redis))
+            if w.hostname == host and w.last_heartbeat
+        ]
+        alive = [beat for beat in beats if beat > recent]
+        if not alive:
+            print(f"no RQ worker on {host} sent a heartbeat in {args.max_age}s", file=sys.stderr)
+            return 1
+    print("ok")
+    return 0
+
+
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
     from workers import audit
     from workers.connection import connect
@@ -171,6 +201,10 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     check = commands.add_parser("check-config", help="validate the policy against the repository")
     check.set_defaults(run=_check_config)
+    health = commands.add_parser("healthcheck", help="exit 0 when this process can work")
+    health.add_argument("--worker", action="store_true", help="also require a live local worker")
+    health.add_argument("--max-age", type=int, default=120, help="heartbeat age in seconds")
+    health.set_defaults(run=_healthcheck)
     audit = commands.add_parser("audit", help="print the audit trail, oldest first")
     audit.add_argument("-n", "--count", type=int, default=100, help="how many entries")
     audit.set_defaults(run=_audit)

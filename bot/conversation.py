@@ -19,6 +19,7 @@ from bot.gate import Clock, Gate, utcnow
 from bot.grammar import (
     APPROVE_REACTIONS,
     REJECT_REACTIONS,
+    VERBS,
     Approve,
     Cancel,
     Command,
@@ -38,6 +39,7 @@ from config.errors import Refused, ReleasegateError
 from config.policy import Policy
 from workers.gitops import Checkout
 from workers.logs import request_context
+from workers.metrics import REFUSALS, REQUESTS
 from workers.store import RequestStore
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ class Conversation:
 
     def handle(self, event: ChatEvent) -> list[Reply]:
         """A message (or slash command) from a person."""
+        verb = event.text.strip().split(" ", 1)[0].lower()
+        REQUESTS.labels(event.platform, verb if verb in VERBS else "unknown").inc()
         return self._answer(event, lambda: self._dispatch(event, parse(event.text)))
 
     def react(
@@ -71,6 +75,7 @@ class Conversation:
                     event, lambda: approvals.withdraw_approval(self.gate, event, request_id)
                 )
             command: Command = Approve(request_id)
+            REQUESTS.labels(event.platform, "reaction").inc()
         elif emoji in REJECT_REACTIONS and added:
             command = Reject(request_id, "")
         else:
@@ -83,6 +88,7 @@ class Conversation:
                 return run()
             except Refused as exc:
                 log.info("refused (%s): %s", exc.reason, exc)
+                REFUSALS.labels(exc.reason).inc()
                 return [Reply(str(exc), ok=False, private=True)]
             except ReleasegateError as exc:
                 log.warning("failed: %s", exc)

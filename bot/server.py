@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis import Redis
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
@@ -22,6 +23,8 @@ from starlette.routing import Route
 from bot.conversation import Conversation
 from config.policy import Policy
 from config.settings import Settings
+from workers.metrics import APPROVALS, REFUSALS, REQUESTS, RedisCollector
+from workers.queue import deploy_queue
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,15 @@ def create_app(
         body = await request.body()
         bolt_response = await asyncio.to_thread(slack.dispatch, to_bolt_request(request, body))
         return to_starlette_response(bolt_response)
+
+    registry = CollectorRegistry()
+    for collector in (REQUESTS, REFUSALS, APPROVALS):
+        registry.register(collector)
+    registry.register(RedisCollector(redis, lambda: deploy_queue(redis).count))
+
+    async def metrics(request: Request) -> Response:
+        body = await asyncio.to_thread(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -70,5 +82,6 @@ def create_app(
         Route("/slack/events", slack_events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,6 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
 from redis import Redis
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.socket_mode.request import SocketModeRequest
@@ -23,7 +21,7 @@ from bot.conversation import Conversation
 from bot.server import create_app
 from config.policy import parse_policy
 from config.settings import Settings
-from tests.conftest import Remote, run_worker
+from tests.conftest import Remote, http_server, run_worker
 from tests.fake_slack import FakeSlack, serve
 from workers.gitops import Checkout
 from workers.request import RequestState
@@ -171,16 +169,8 @@ def slack(
         policy, redis, Checkout(policy.repository, settings.workdir, name="bot")
     )
     app = create_app(settings, policy, redis, conversation)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield SlackWorld(f"http://127.0.0.1:{port}", fake, redis, conversation)
-    server.should_exit = True
-    thread.join(timeout=5)
+    with http_server(app) as url:
+        yield SlackWorld(url, fake, redis, conversation)
 
 
 def test_url_verification_is_answered(slack: SlackWorld) -> None:

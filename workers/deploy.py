@@ -71,6 +71,7 @@ def apply_request(
     approvers: Sequence[str],
     max_attempts: int = MAX_PUSH_ATTEMPTS,
     gates: Callable[[], None] = lambda: None,
+    on_retry: Callable[[], None] = lambda: None,
 ) -> Applied:
     """Commit and push `request`; safe to call again for the same request.
 
@@ -107,6 +108,7 @@ def apply_request(
         except PushRejected as exc:
             log.warning("attempt %d/%d: %s; fetching and retrying", attempt, max_attempts, exc)
             refused = exc
+            on_retry()
             continue
         log.info("pushed %s after %d attempt(s)", sha[:7], attempt)
         return Applied(sha, attempts=attempt)

@@ -9,7 +9,7 @@ from typing import Any
 from config.errors import ReleasegateError
 from config.policy import load_policy
 from config.settings import Settings
-from workers import audit
+from workers import audit, metrics
 from workers.connection import connect
 from workers.deploy import apply_request
 from workers.gates import Locks, check_not_expired, check_open
@@ -55,7 +55,10 @@ def run_request(request_id: str) -> str:
             checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
             with checkout.locked():
                 approvers = store.approvals(request_id)
-                applied = apply_request(policy, checkout, request, approvers, gates=check_gates)
+                applied = apply_request(
+                    policy, checkout, request, approvers, gates=check_gates,
+                    on_retry=lambda: metrics.record_push_retry(redis),
+                )  # fmt: skip
         except ReleasegateError as exc:
             log.warning("deploy failed: %s", exc)
             result = Result(state=RequestState.FAILED, message=str(exc), finished_at=_now())
@@ -73,6 +76,9 @@ def run_request(request_id: str) -> str:
                     finished_at=_now(),
                 )
         if store.finish(request_id, [RequestState.RUNNING], result):
+            pushed = result.state is RequestState.PUSHED
+            seconds = (result.finished_at - request.created_at).total_seconds() if pushed else None
+            metrics.record_deploy(redis, request.env, result.state.value, seconds)
             audit.record(redis, "outcome", request=request_id, state=result.state.value,
                          commit=result.commit, message=result.message)  # fmt: skip
             report(redis, settings, request, outcome_text(request, result))
@@ -95,6 +101,7 @@ def on_job_failure(job: Any, connection: Any, exc_type: Any, exc: Any, tb: Any) 
             finished_at=_now(),
         )
         if store.finish(job.id, [RequestState.APPROVED, RequestState.RUNNING], result):
+            metrics.record_deploy(redis, request.env, "failed", None)
             audit.record(redis, "outcome", request=job.id, state="failed", message=result.message)
             report(redis, settings, request, outcome_text(request, result))
 

@@ -1,0 +1,166 @@
+{{- define "releasegate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "releasegate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "releasegate.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "releasegate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "releasegate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "releasegate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "releasegate.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "releasegate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "releasegate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "releasegate.policyConfigMap" -}}
+{{- default (printf "%s-policy" (include "releasegate.fullname" .)) .Values.policy.existingConfigMap }}
+{{- end }}
+
+{{- define "releasegate.redisSecret" -}}
+{{- default (printf "%s-redis" (include "releasegate.fullname" .)) .Values.redis.existingSecret }}
+{{- end }}
+
+{{- /* Environment shared by the bot and the workers: settings and secret references, never secret values. */ -}}
+{{- define "releasegate.env" -}}
+- name: RELEASEGATE_POLICY
+  value: /etc/releasegate/policy.yaml
+- name: RELEASEGATE_WORKDIR
+  value: /var/cache/releasegate
+- name: RELEASEGATE_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: RELEASEGATE_HTTP_PORT
+  value: {{ .Values.httpPort | quote }}
+{{- if or .Values.redis.enabled .Values.redis.existingSecret }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "releasegate.redisSecret" . }}
+      key: redis-password
+{{- end }}
+- name: RELEASEGATE_REDIS_URL
+{{- if .Values.redis.enabled }}
+  value: "redis://:$(REDIS_PASSWORD)@{{ include "releasegate.fullname" . }}-redis:6379/0"
+{{- else if .Values.redis.existingSecret }}
+  value: {{ .Values.redis.externalUrl | replace "redis://" "redis://:$(REDIS_PASSWORD)@" | quote }}
+{{- else }}
+  value: {{ .Values.redis.externalUrl | quote }}
+{{- end }}
+{{- with .Values.slack.existingSecret }}
+- name: RELEASEGATE_SLACK_API_URL
+  value: {{ $.Values.slack.apiUrl | quote }}
+- name: RELEASEGATE_SLACK_BOT_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: botToken}}
+- name: RELEASEGATE_SLACK_SIGNING_SECRET
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: signingSecret}}
+- name: RELEASEGATE_SLACK_APP_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: appToken, optional: true}}
+{{- end }}
+{{- if .Values.rocketchat.url }}
+- name: RELEASEGATE_ROCKETCHAT_URL
+  value: {{ .Values.rocketchat.url | quote }}
+- name: RELEASEGATE_ROCKETCHAT_USER_ID
+  valueFrom: {secretKeyRef: {name: {{ .Values.rocketchat.existingSecret }}, key: userId}}
+- name: RELEASEGATE_ROCKETCHAT_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ .Values.rocketchat.existingSecret }}, key: token}}
+- name: RELEASEGATE_ROCKETCHAT_WEBHOOK_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ .Values.rocketchat.existingSecret }}, key: webhookToken, optional: true}}
+{{- end }}
+{{- if .Values.git.existingSecret }}
+- name: RELEASEGATE_GIT_SSH_KEY
+  value: /etc/releasegate/git/ssh-privatekey
+{{- end }}
+{{- if .Values.git.knownHosts }}
+- name: GIT_SSH_COMMAND
+  value: "ssh -o UserKnownHostsFile=/etc/releasegate/known_hosts/known_hosts"
+{{- end }}
+{{- end }}
+
+{{- define "releasegate.volumeMounts" -}}
+- name: policy
+  mountPath: /etc/releasegate/policy.yaml
+  subPath: policy.yaml
+  readOnly: true
+- name: cache
+  mountPath: /var/cache/releasegate
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.git.existingSecret }}
+- name: git-key
+  mountPath: /etc/releasegate/git
+  readOnly: true
+{{- end }}
+{{- if .Values.git.knownHosts }}
+- name: known-hosts
+  mountPath: /etc/releasegate/known_hosts
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "releasegate.volumes" -}}
+- name: policy
+  configMap:
+    name: {{ include "releasegate.policyConfigMap" . }}
+- name: tmp
+  emptyDir: {}
+{{- if .Values.git.existingSecret }}
+- name: git-key
+  secret:
+    secretName: {{ .Values.git.existingSecret }}
+    defaultMode: 0400
+{{- end }}
+{{- if .Values.git.knownHosts }}
+- name: known-hosts
+  configMap:
+    name: {{ include "releasegate.fullname" . }}-known-hosts
+{{- end }}
+{{- end }}
+
+{{- define "releasegate.podExtras" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "releasegate.checksums" -}}
+checksum/config: {{ include (print $.Template.BasePath "/configmap-policy.yaml") . | sha256sum }}
+{{- end }}

@@ -1,0 +1,103 @@
+"""The bot's HTTP endpoints for Kubernetes and Prometheus, and what logs may contain."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from redis import Redis
+
+from bot.conversation import Conversation
+from bot.server import create_app
+from config.policy import Policy
+from config.settings import Settings
+from tests.conftest import Chat, Remote, http_server, run_worker
+from workers.gitops import Checkout
+
+
+def app_for(settings: Settings, policy: Policy, redis: Redis):  # type: ignore[no-untyped-def]
+    checkout = Checkout(policy.repository, settings.workdir, name="bot")
+    return create_app(settings, policy, redis, Conversation(policy, redis, checkout))
+
+
+def test_healthz_and_readyz_answer_when_redis_does(
+    settings: Settings, policy: Policy, redis: Redis
+) -> None:
+    with http_server(app_for(settings, policy, redis)) as url:
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        ready = httpx.get(f"{url}/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready", "apps": 1}
+
+
+def test_readyz_fails_when_redis_is_unreachable(settings: Settings, policy: Policy) -> None:
+    unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    with http_server(app_for(settings, policy, unreachable)) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        ready = httpx.get(f"{url}/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "redis unreachable"}
+
+
+def test_slack_events_answer_404_when_slack_is_not_configured(
+    settings: Settings, policy: Policy, redis: Redis
+) -> None:
+    with http_server(app_for(settings, policy, redis)) as url:
+        assert httpx.post(f"{url}/slack/events", content="{}").status_code == 404
+
+
+def test_metrics_count_requests_refusals_approvals_deploys_and_the_queue(
+    settings: Settings, policy: Policy, redis: Redis, chat: Chat, origin: Remote
+) -> None:
+    chat.say("mallory", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    chat.say("carol", "deploy-prd", f"approve {request_id}")
+    with http_server(app_for(settings, policy, redis)) as url:
+        before = httpx.get(f"{url}/metrics").text
+        run_worker(redis)
+        after = httpx.get(f"{url}/metrics").text
+    assert 'releasegate_chat_requests_total{platform="shell",verb="deploy"}' in before
+    assert 'releasegate_refusals_total{reason="not_deployer"}' in before
+    assert "releasegate_approvals_total" in before
+    assert "releasegate_queue_depth 1.0" in before
+    assert "releasegate_queue_depth 0.0" in after
+    assert 'releasegate_deploys_total{env="prd",outcome="pushed"} 1.0' in after
+    assert 'releasegate_deploy_duration_seconds_bucket{le="+Inf"} 1.0' in after
+    assert "releasegate_deploy_duration_seconds_count 1.0" in after
+    assert "releasegate_push_retries_total 0.0" in after
+
+
+def test_worker_logs_are_json_lines_with_the_request_and_no_token(
+    tmp_path: Path,
+    redis_server,
+    chat: Chat,
+    policy_file: Path,
+    redis: Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    request_id = chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to int").request_id
+    # The worker will fetch from a URL with a token in it, which fails: neither
+    # its log nor the chat may show the token.
+    text = policy_file.read_text()
+    url_line = next(line for line in text.splitlines() if line.strip().startswith("url:"))
+    policy_file.write_text(
+        text.replace(url_line, '  url: "https://ci:s3cr3t-t0ken@127.0.0.1:1/env.git"')
+    )
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
+           "RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
+           "RELEASEGATE_WORKDIR": str(tmp_path / "w"), "RELEASEGATE_LOG_FORMAT": "json"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "worker", "--burst"], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    ours = [line for line in lines if line["logger"].startswith("workers.")]
+    assert ours, done.stderr
+    for line in ours:
+        assert line["request_id"] == request_id
+        assert line["env"] == "int" and line["app"] == "awesome" and line["actor"] == "shell:alice"
+    assert "s3cr3t-t0ken" not in done.stderr
+    report = [e[1][b"text"].decode() for e in redis.xrange("releasegate:outbox:shell")]
+    assert report and "failed: cannot fetch main from https://***@127.0.0.1:1/env.git" in report[0]
+    assert "s3cr3t-t0ken" not in report[0]

