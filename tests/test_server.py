@@ -96,8 +96,11 @@ def test_worker_logs_are_json_lines_with_the_request_and_no_token(
     assert ours, done.stderr
     for line in ours:
         assert line["request_id"] == request_id
-        assert line["env"] == "int" and line["app"] == "awesome" and line["actor"] == "shell:alice"
+        assert line["env"] == "int"
+        assert line["app"] == "awesome"
+        assert line["actor"] == "shell:alice"
     assert "s3cr3t-t0ken" not in done.stderr
     report = [e[1][b"text"].decode() for e in redis.xrange("releasegate:outbox:shell")]
-    assert report and "failed: cannot fetch main from https://***@127.0.0.1:1/env.git" in report[0]
+    assert report
+    assert "failed: cannot fetch main from https://***@127.0.0.1:1/env.git" in report[0]
     assert "s3cr3t-t0ken" not in report[0]
