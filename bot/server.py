@@ -7,7 +7,9 @@ loop stays free, and Bolt acknowledges Slack before our handlers run.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +18,7 @@ from redis import Redis
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -54,6 +57,32 @@ def create_app(
         body = await asyncio.to_thread(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    rocketchat = None
+    if settings.rocketchat_url and settings.rocketchat_token and settings.rocketchat_user_id:
+        from bot.platforms.rocketchat import RocketChatAdapter
+        from workers.rocketchat_api import RocketChatPoster
+
+        poster = RocketChatPoster(settings.rocketchat_url, settings.rocketchat_user_id,
+                                  settings.rocketchat_token.get_secret_value())  # fmt: skip
+        rocketchat = RocketChatAdapter(conversation, poster, redis, settings.rocketchat_user_id)
+
+    async def rocketchat_webhook(request: Request) -> Response:
+        expected = settings.rocketchat_webhook_token
+        if rocketchat is None or expected is None:
+            return JSONResponse({"error": "Rocket.Chat webhook is not configured"}, status_code=404)
+        try:
+            payload = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "expected JSON"}, status_code=400)
+        token = payload.get("token") if isinstance(payload, dict) else None
+        if not isinstance(token, str) or not token:
+            return JSONResponse({"error": "missing token"}, status_code=401)
+        if not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+            return JSONResponse({"error": "wrong token"}, status_code=403)
+        # Answer at once; the conversation (and its Git read) runs after the response.
+        task = BackgroundTask(asyncio.to_thread, rocketchat.on_webhook, payload)
+        return JSONResponse({}, background=task)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -67,6 +96,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stop = threading.Event()
+        if rocketchat is not None and settings.rocketchat_poll:
+            # Without a webhook, poll for messages too; with one, only for reactions.
+            messages_too = settings.rocketchat_webhook_token is None
+            threading.Thread(target=rocketchat.run, args=(stop, messages_too),
+                             name="rocketchat-poller", daemon=True).start()  # fmt: skip
         handler = None
         if slack is not None and settings.slack_app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -75,11 +110,13 @@ def create_app(
             await asyncio.to_thread(handler.connect)
             log.info("connected to Slack in Socket Mode")
         yield
+        stop.set()
         if handler is not None:
             await asyncio.to_thread(handler.close)
 
     routes = [
         Route("/slack/events", slack_events, methods=["POST"]),
+        Route("/rocketchat/webhook", rocketchat_webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     rocketchat_user_id: str | None = None
     rocketchat_token: SecretStr | None = None
     rocketchat_webhook_token: SecretStr | None = None
+    # Poll Rocket.Chat: for reactions on waiting requests, and for messages when no
+    # webhook token is set. Tests turn it off and drive polling rounds themselves.
+    rocketchat_poll: bool = True
 
     http_host: str = "0.0.0.0"  # noqa: S104 - the bot runs in a container behind a Service
     http_port: int = 8080

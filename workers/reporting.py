@@ -10,14 +10,15 @@ request stays listed as unreported and is posted again by
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from redis import Redis
 
 from config.errors import PostFailed
 from config.settings import Settings
-from workers.cards import card_for
+from workers.cards import Card, card_for
 from workers.request import DeployRequest, RequestState, Result
+from workers.rocketchat_api import RocketChatPoster
 from workers.slack_api import SlackPoster
 from workers.store import PREFIX, RequestStore
 
@@ -28,22 +29,25 @@ OUTBOX_MAXLEN = 10_000
 
 
 class Poster(Protocol):
-    def post(self, channel: str, thread: str | None, text: str) -> object: ...
+    def post(self, channel: str, thread: str | None, text: str) -> str: ...
+    def update_card(self, channel: str, ref: str, card: Card) -> None: ...
 
 
 class ShellOutbox:
-    """The shell chat reads its messages from a Redis stream; the worker appends to it."""
+    """The shell chat reads its messages from a Redis stream; the worker appends to it.
+
+    It has no cards to edit: every state change is its own line.
+    """
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    def post(self, channel: str, thread: str | None, text: str) -> None:
-        self.redis.xadd(
-            SHELL_OUTBOX,
-            {"channel": channel, "thread": thread or "", "text": text},
-            maxlen=OUTBOX_MAXLEN,
-            approximate=True,
-        )
+    def post(self, channel: str, thread: str | None, text: str) -> str:
+        entry = cast(Any, {"channel": channel, "thread": thread or "", "text": text})
+        return str(self.redis.xadd(SHELL_OUTBOX, entry, maxlen=OUTBOX_MAXLEN, approximate=True))
+
+    def update_card(self, channel: str, ref: str, card: Card) -> None:
+        return None
 
 
 def poster_for(channel: str, redis: Redis, settings: Settings) -> Poster:
@@ -52,6 +56,9 @@ def poster_for(channel: str, redis: Redis, settings: Settings) -> Poster:
         return ShellOutbox(redis)
     if platform == "slack" and settings.slack_bot_token:
         return SlackPoster(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+    if platform == "rocketchat" and settings.rocketchat_url and settings.rocketchat_token:
+        return RocketChatPoster(settings.rocketchat_url, settings.rocketchat_user_id or "",
+                                settings.rocketchat_token.get_secret_value())  # fmt: skip
     raise PostFailed(f"no credentials to post to {platform} channels (see the README)")
 
 
@@ -72,7 +79,7 @@ def report(redis: Redis, settings: Settings, request: DeployRequest, text: str) 
     try:
         poster = poster_for(request.channel, redis, settings)
         poster.post(request.channel, card_ts or request.thread, text)
-        if card_ts and isinstance(poster, SlackPoster):
+        if card_ts:
             poster.update_card(request.channel, card_ts, card_for(store, request.id))
     except Exception as exc:  # any platform failure: keep it listed and retry later
         log.warning("could not post the outcome to %s: %s", request.channel, exc)

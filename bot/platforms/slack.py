@@ -18,11 +18,11 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot.conversation import Conversation
+from bot.delivery import deliver
 from bot.events import ChatEvent, Reply
 from bot.grammar import slash_text, starts_with_verb
 from config.errors import PostFailed
 from config.settings import Settings
-from workers.cards import card_for
 from workers.slack_api import APPROVE_ACTION, REJECT_ACTION, SlackPoster
 from workers.store import RequestStore
 
@@ -62,32 +62,8 @@ class SlackAdapter:
     def _deployment_channels(self) -> set[str]:
         return {c for env in self.conversation.policy.environments.values() for c in env.channels}
 
-    # Replies back to Slack.
-
     def deliver(self, event: ChatEvent, replies: list[Reply]) -> None:
-        for reply in replies:
-            try:
-                self._deliver(event, reply)
-            except PostFailed as exc:
-                log.warning("could not answer in %s: %s", event.channel_ref, exc)
-
-    def _deliver(self, event: ChatEvent, reply: Reply) -> None:
-        channel = event.channel_ref
-        if reply.request_id:
-            card = card_for(self.store, reply.request_id)
-            ts = self.poster.post_card(channel, card, thread=event.thread)
-            self.store.bind_message(reply.request_id, channel, ts)
-            return
-        if reply.private or not reply.ok:
-            self.poster.ephemeral(channel, event.user, reply.text, thread=event.thread)
-            # A refusal can follow a change the card must show (the request just expired).
-            if event.thread and (shown := self.store.request_for_message(channel, event.thread)):
-                self.poster.update_card(channel, event.thread, card_for(self.store, shown))
-            return
-        card_ts = self.store.message_of(reply.about) if reply.about else None
-        self.poster.post(channel, card_ts or event.thread, reply.text)
-        if reply.about and card_ts:
-            self.poster.update_card(channel, card_ts, card_for(self.store, reply.about))
+        deliver(self.store, self.poster, event, replies)
 
     # Listeners.
 

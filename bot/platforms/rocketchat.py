@@ -1,0 +1,195 @@
+"""Rocket.Chat: messages by outgoing webhook or by polling, reactions by polling, replies by REST.
+
+Only translation lives here. Rocket.Chat's outgoing webhooks carry messages
+but never reactions and have no signature, only a token (checked in constant
+time by the server). Reactions are read by polling the channels where
+requests wait, one `channels.history` call per channel and round, spaced to
+stay under Rocket.Chat's default limit of about ten calls per endpoint per
+minute, backing off when told to slow down, and idle when nothing waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any
+
+from redis import Redis
+
+from bot.conversation import Conversation
+from bot.delivery import deliver
+from bot.events import ChatEvent
+from bot.grammar import APPROVE_REACTIONS, REJECT_REACTIONS, starts_with_verb
+from config.errors import PostFailed
+from workers.rocketchat_api import RateLimited, RocketChatPoster
+from workers.store import PREFIX, RequestStore
+
+log = logging.getLogger(__name__)
+
+CALLS_PER_MINUTE = 8  # below Rocket.Chat's default of ten per endpoint
+MIN_INTERVAL = 5.0
+MAX_INTERVAL = 120.0
+HISTORY_PAGE = 100
+
+
+class RocketChatAdapter:
+    def __init__(self, conversation: Conversation, poster: RocketChatPoster, redis: Redis,
+                 bot_user_id: str) -> None:  # fmt: skip
+        self.conversation = conversation
+        self.poster = poster
+        self.redis = redis
+        self.store: RequestStore = conversation.store
+        self.bot_user_id = bot_user_id
+        self._bot_username: str | None = None
+
+    @property
+    def bot_username(self) -> str:
+        if self._bot_username is None:
+            self._bot_username = str(self.poster.call(self.poster.api.me)["username"])
+        return self._bot_username
+
+    def _channels(self) -> list[str]:
+        policy = self.conversation.policy
+        found = {c for env in policy.environments.values() for c in env.channels}
+        return sorted(c for c in found if c.startswith("rocketchat:"))
+
+    # Messages, from the webhook or from polling: the same path.
+
+    def on_message(self, user_id: str, username: str, channel: str, text: str,
+                   message_id: str, thread: str | None) -> bool:  # fmt: skip
+        """Handle one message; False when it is not for us (or was handled before)."""
+        if user_id == self.bot_user_id or username == self._bot_username:
+            return False
+        if not self.store.first_delivery("rocketchat-message", message_id):
+            return False
+        channel_ref = f"rocketchat:{channel}"
+        mention = re.match(rf"^\s*@{re.escape(self.bot_username)}\b[:,]?\s*", text)
+        if mention:
+            text = text[mention.end() :]
+        elif not starts_with_verb(text):
+            return False
+        else:
+            in_request_thread = thread and self.store.request_for_message(channel_ref, thread)
+            if channel_ref not in self._channels() and not in_request_thread:
+                return False
+        event = ChatEvent(platform="rocketchat", user=username, user_name=username,
+                          channel=channel, text=text, thread=thread,
+                          groups=frozenset({f"rocketchat:{user_id}"}))  # fmt: skip
+        replies = self.conversation.handle(event)
+        deliver(self.store, self.poster, event, replies, private_thread=thread or message_id)
+        return True
+
+    def on_webhook(self, payload: dict[str, Any]) -> None:
+        if payload.get("bot"):
+            return
+        self.on_message(
+            user_id=str(payload.get("user_id", "")),
+            username=str(payload.get("user_name", "")),
+            channel=str(payload.get("channel_name", "")),
+            text=str(payload.get("text", "")),
+            message_id=str(payload.get("message_id", "")),
+            thread=payload.get("tmid") or None,
+        )
+
+    # Polling.
+
+    def _cursor_key(self, channel: str) -> str:
+        return f"{PREFIX}:rocketchat:cursor:{channel}"
+
+    def poll_messages(self, channel: str) -> int:
+        """Handle the channel's messages since the cursor kept in Redis; returns how many were
+        commands for us."""
+        cursor = self.redis.get(self._cursor_key(channel))
+        oldest = cursor.decode() if isinstance(cursor, bytes) else None
+        messages = self.poster.history(channel, oldest or None, count=HISTORY_PAGE)
+        if oldest is None:
+            # First start: begin at the newest message instead of replaying the backlog.
+            # The cursor is the server's own timestamp (never our clock); "" marks a channel
+            # that was empty, where everything that comes later is new.
+            self.redis.set(self._cursor_key(channel), messages[0]["ts"] if messages else "")
+            return 0
+        handled = 0
+        for message in sorted(messages, key=lambda m: str(m["ts"])):
+            if not message.get("t"):  # skip joins and other system messages
+                user = message.get("u", {})
+                handled += self.on_message(
+                    str(user.get("_id", "")), str(user.get("username", "")),
+                    channel.split(":", 1)[1], str(message.get("msg", "")),
+                    str(message["_id"]), message.get("tmid"),
+                )  # fmt: skip
+            self.redis.set(self._cursor_key(channel), str(message["ts"]))
+        return handled
+
+    def poll_reactions(self) -> int:
+        """Read reactions on the cards of pending requests: one history call per channel."""
+        waiting = self._waiting_cards()
+        calls = 0
+        for channel, cards in waiting.items():
+            messages = self.poster.history(channel, None, count=HISTORY_PAGE)
+            calls += 1
+            seen = {str(m["_id"]) for m in messages}
+            for card in cards.keys() - seen:  # older than a page: ask for it alone
+                messages.append(self.poster.message(card))
+                calls += 1
+            self._count_reactions(channel, messages)
+        return calls
+
+    def _waiting_cards(self) -> dict[str, dict[str, str]]:
+        """Card message id -> request id, by channel, for pending Rocket.Chat requests."""
+        waiting: dict[str, dict[str, str]] = {}
+        for request_id in self.store.pending_all():
+            request = self.store.get(request_id)
+            card = self.store.message_of(request_id)
+            if request.channel.startswith("rocketchat:") and card:
+                waiting.setdefault(request.channel, {})[card] = request_id
+        return waiting
+
+    def _count_reactions(self, channel: str, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            request_id = self.store.request_for_message(channel, str(message["_id"]))
+            if request_id is None or not message.get("reactions"):
+                continue
+            for emoji, who in message["reactions"].items():
+                name = emoji.strip(":")
+                if name not in APPROVE_REACTIONS | REJECT_REACTIONS:
+                    continue
+                for username in who.get("usernames", []):
+                    self._react(channel, str(message["_id"]), request_id, username, name)
+
+    def _react(self, channel: str, card: str, request_id: str, username: str, emoji: str) -> None:
+        # Polls see the same reactions again and again: each counts (or is refused) once.
+        if username == self._bot_username or not self.store.first_delivery(
+            "rocketchat-reaction", f"{request_id}:{username}:{emoji}"
+        ):
+            return
+        event = ChatEvent(platform="rocketchat", user=username, user_name=username,
+                          channel=channel.split(":", 1)[1], text="", thread=card)  # fmt: skip
+        deliver(self.store, self.poster, event, self.conversation.react(event, emoji, request_id))
+
+    def poll_once(self, messages_too: bool) -> int:
+        """One polling round: new messages (without a webhook), then reactions on waiting
+        cards; returns the API calls it made, so the next round can be spaced by them."""
+        calls = 0
+        if messages_too:
+            for channel in self._channels():
+                self.poll_messages(channel)
+                calls += 1
+        return calls + self.poll_reactions()
+
+    def run(self, stop: threading.Event, messages_too: bool) -> None:
+        """Poll until `stop` is set; rounds are spaced by their calls, slower when limited."""
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                calls = self.poll_once(messages_too)
+                backoff = 1.0
+            except RateLimited as exc:
+                backoff = min(backoff * 2, 8.0)
+                log.warning("Rocket.Chat rate limit: %s; slowing down %.0fx", exc, backoff)
+                calls = CALLS_PER_MINUTE
+            except PostFailed as exc:
+                log.warning("Rocket.Chat polling failed: %s", exc)
+                calls = CALLS_PER_MINUTE
+            interval = max(MIN_INTERVAL, 60.0 * calls / CALLS_PER_MINUTE) * backoff
+            stop.wait(min(interval, MAX_INTERVAL))

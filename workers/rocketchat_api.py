@@ -1,0 +1,121 @@
+"""Rocket.Chat's REST API as releasegate uses it, through rocketchat_API, for the bot and the
+worker alike.
+
+Rocket.Chat limits each endpoint to about ten calls a minute by default. A
+call that is rate limited (HTTP 429 or `error-too-many-requests`) or that
+cannot connect is retried with backoff a few times; what still fails raises
+`PostFailed`, and the caller keeps the outcome to post later.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from rocketchat_API.APIExceptions.RocketExceptions import (
+    RocketApiException,
+    RocketBadStatusCodeException,
+)
+from rocketchat_API.rocketchat import RocketChat
+
+from config.errors import PostFailed
+from workers.cards import Card
+
+log = logging.getLogger(__name__)
+
+RETRIES = 3
+BACKOFF_SECONDS = 2.0
+
+
+class RateLimited(PostFailed):
+    """Rocket.Chat asked us to slow down."""
+
+
+def channel_name(channel_ref: str) -> str:
+    return channel_ref.split(":", 1)[1]
+
+
+def is_rate_limited(exc: Exception) -> bool:
+    if isinstance(exc, RocketBadStatusCodeException) and exc.status_code == 429:
+        return True
+    return isinstance(exc, RocketApiException) and (
+        exc.status_code == 429 or "too-many-requests" in f"{exc.error_type} {exc.error}"
+    )
+
+
+class RocketChatPoster:
+    def __init__(
+        self, url: str, user_id: str, token: str, *, backoff: float = BACKOFF_SECONDS
+    ) -> None:
+        self.api = RocketChat(
+            user_id=user_id, auth_token=token, server_url=url.rstrip("/"), timeout=10
+        )
+        self.backoff = backoff
+        self._rooms: dict[str, str] = {}
+
+    def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the API; wait out rate limits and dropped connections a bounded number of times."""
+        for attempt in range(1, RETRIES + 1):
+            try:
+                response = method(*args, **kwargs)
+            except (
+                RocketApiException,
+                RocketBadStatusCodeException,
+                requests.RequestException,
+            ) as exc:
+                limited = is_rate_limited(exc)
+                retryable = limited or isinstance(exc, requests.ConnectionError | requests.Timeout)
+                if not retryable or attempt == RETRIES:
+                    error = RateLimited if limited else PostFailed
+                    raise error(f"Rocket.Chat {method.__name__} failed: {exc}") from exc
+                log.info("Rocket.Chat %s: %s; retrying", method.__name__, exc)
+                time.sleep(self.backoff * attempt)
+                continue
+            if isinstance(response, dict) and response.get("success") is False:
+                raise PostFailed(f"Rocket.Chat {method.__name__} failed: {response.get('error')}")
+            return response
+        raise AssertionError("unreachable")
+
+    def room_id(self, channel: str) -> str:
+        name = channel_name(channel)
+        if name not in self._rooms:
+            info = self.call(self.api.channels_info, channel=name)
+            self._rooms[name] = str(info["channel"]["_id"])
+        return self._rooms[name]
+
+    def post(self, channel: str, thread: str | None, text: str) -> str:
+        extra = {"tmid": thread} if thread else {}
+        response = self.call(
+            self.api.chat_post_message, text, channel=f"#{channel_name(channel)}", **extra
+        )
+        message = response["message"]
+        self._rooms[channel_name(channel)] = str(message["rid"])
+        return str(message["_id"])
+
+    def ephemeral(self, channel: str, user: str, text: str, thread: str | None = None) -> None:
+        # Rocket.Chat's REST API has no ephemeral messages: answer in the asker's thread.
+        self.post(channel, thread, f"@{user} {text}")
+
+    def post_card(self, channel: str, card: Card, thread: str | None = None) -> str:
+        return self.post(channel, thread, card.text(mention="@{}"))
+
+    def update_card(self, channel: str, message_id: str, card: Card) -> None:
+        self.call(self.api.chat_update, self.room_id(channel), message_id, card.text(mention="@{}"))
+
+    def history(self, channel: str, oldest: str | None, count: int = 100) -> list[dict[str, Any]]:
+        """Messages of a channel, newest first, since `oldest` (an ISO timestamp) if given."""
+        extra = {"oldest": oldest} if oldest else {}
+        room = self.room_id(channel)
+
+        def channels_history() -> list[dict[str, Any]]:
+            # rocketchat_API pages lazily; one page is all a polling round reads.
+            pages = self.api.channels_history(room, count=count, max_count=count, **extra)
+            return list(pages)
+
+        return list(self.call(channels_history))
+
+    def message(self, message_id: str) -> dict[str, Any]:
+        return dict(self.call(self.api.chat_get_message, message_id)["message"])
