@@ -12,6 +12,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from config.errors import PolicyError, ReleasegateError
 from config.policy import load_policy
 from config.settings import Settings
@@ -51,7 +53,10 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
     load_policy(settings.policy)  # fail at start, not at the first job
     redis = connect(settings)
+    from workers.sweeper import sweep
+
     retry_unreported(redis, settings)
+    sweep(redis)
     worker = Worker([deploy_queue(redis)], connection=redis, serializer=JSONSerializer)
     worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
     return 0
@@ -224,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ReleasegateError as exc:
         print(f"releasegate: {exc}", file=sys.stderr)
+        return 1
+    except RedisConnectionError as exc:
+        print(f"releasegate: cannot reach Redis (RELEASEGATE_REDIS_URL): {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

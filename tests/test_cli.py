@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bot.embedded_redis import EmbeddedRedis
@@ -153,3 +154,30 @@ def test_audit_prints_the_trail_of_a_demo_conversation(
     requested, rejected = trail.stdout.splitlines()
     assert " requested  by=shell:alice changes=awesome: 2.0.0 -> 2.1.0 (prd) env=prd" in requested
     assert " rejected   by=shell:carol reason=not today request=R" in rejected
+
+
+def test_healthcheck_answers_for_kubernetes_probes(
+    tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
+) -> None:
+    env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
+           "RELEASEGATE_WORKDIR": str(tmp_path / "w")}  # fmt: skip
+    assert releasegate("healthcheck", env=env).stdout == "ok\n"
+    no_worker = releasegate("healthcheck", "--worker", env=env)
+    assert no_worker.returncode == 1
+    assert "sent a heartbeat" in no_worker.stderr
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
+    worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env={**clean, **env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while releasegate("healthcheck", "--worker", env=env).returncode != 0:
+            assert time.monotonic() < deadline, "the worker never registered"
+            time.sleep(0.5)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    unreachable = {**env, "RELEASEGATE_REDIS_URL": "redis://127.0.0.1:1/0"}
+    down = releasegate("healthcheck", env=unreachable)
+    assert down.returncode == 1
+    assert down.stderr.startswith("releasegate: cannot reach Redis (RELEASEGATE_REDIS_URL): ")
+    assert "Traceback" not in down.stderr

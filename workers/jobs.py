@@ -18,6 +18,7 @@ from workers.logs import request_context
 from workers.reporting import outcome_text, report, retry_unreported
 from workers.request import DeployRequest, RequestState, Result
 from workers.store import RequestStore
+from workers.sweeper import sweep
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def run_request(request_id: str) -> str:
     redis = connect(settings)
     store = RequestStore(redis)
     retry_unreported(redis, settings)
+    sweep(redis)
     request = store.get(request_id)
     with request_context(**_context(request)):
         # RUNNING is allowed too: a retry after a worker died mid-job picks up

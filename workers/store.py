@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 PREFIX = "releasegate"
 MESSAGE_TTL = 30 * 24 * 3600  # reactions on a request's card count for a month
 DELIVERY_TTL = 24 * 3600  # platforms retry deliveries within minutes; keep ids a day
+ACTIVE = f"{PREFIX}:active"
 
-# KEYS: request hash, approvals set. ARGV: principal, approvals needed.
+# Every state change also records when it happened (`since`, the server's clock) and
+# keeps the set of requests a worker still owes an outcome (approved or running).
 _APPROVE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'unknown', '0'} end
@@ -35,20 +37,27 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
 end
 local count = redis.call('SCARD', KEYS[2])
 if count >= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], 'state', 'approved')
+  redis.call('HSET', KEYS[1], 'state', 'approved', 'since', redis.call('TIME')[1])
+  redis.call('SADD', KEYS[3], ARGV[3])
   return {'quorum', tostring(count)}
 end
 return {'counted', tostring(count)}
 """
 
-# KEYS: request hash. ARGV: new state, result json ('' for none), allowed old states...
+# KEYS: request hash, active set. ARGV: request id, new state, result json ('' for none),
+# allowed old states...
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   if state == ARGV[i] then
-    redis.call('HSET', KEYS[1], 'state', ARGV[1])
-    if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[2]) end
+    redis.call('HSET', KEYS[1], 'state', ARGV[2], 'since', redis.call('TIME')[1])
+    if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
+    if ARGV[2] == 'approved' or ARGV[2] == 'running' then
+      redis.call('SADD', KEYS[2], ARGV[1])
+    else
+      redis.call('SREM', KEYS[2], ARGV[1])
+    end
     return state
   end
 end
@@ -96,7 +105,9 @@ class RequestStore:
         if not self.redis.hsetnx(key, "spec", request.model_dump_json()):
             return False
         pipe = self.redis.pipeline()
-        pipe.hset(key, "state", state.value)
+        pipe.hset(key, mapping={"state": state.value, "since": int(request.created_at.timestamp())})
+        if state is RequestState.APPROVED:
+            pipe.sadd(ACTIVE, request.id)
         if state is RequestState.PENDING:
             pipe.zadd(
                 self._pending_key(request.channel), {request.id: request.created_at.timestamp()}
@@ -129,8 +140,8 @@ class RequestStore:
 
     def approve(self, request_id: str, principal: str, needed: int) -> ApprovalOutcome:
         status, detail = self._approve(
-            keys=[self._key(request_id), self._approvals_key(request_id)],
-            args=[principal, needed],
+            keys=[self._key(request_id), self._approvals_key(request_id), ACTIVE],
+            args=[principal, needed, request_id],
         )
         status, detail = str(_text(status)), str(_text(detail))
         if status == "not_pending":
@@ -138,6 +149,14 @@ class RequestStore:
         if status == "quorum":
             self._unlist_pending(request_id)
         return ApprovalOutcome(status, int(detail))
+
+    def active(self) -> list[str]:
+        """Requests approved or running: a worker still owes them an outcome."""
+        return sorted(str(_text(m)) for m in cast(set[Any], self.redis.smembers(ACTIVE)))
+
+    def state_since(self, request_id: str) -> int:
+        """When the request entered its current state (Unix seconds, Redis's clock)."""
+        return int(_text(self.redis.hget(self._key(request_id), "since")) or 0)
 
     def withdraw(self, request_id: str, principal: str) -> bool:
         """Take back an approval while the request is still pending; True if one was taken."""
@@ -153,8 +172,9 @@ class RequestStore:
     ) -> RequestState | None:
         """Move to `to` if the current state is one of `allowed`; return the old state or None."""
         old = self._transition(
-            keys=[self._key(request_id)],
+            keys=[self._key(request_id), ACTIVE],
             args=[
+                request_id,
                 to.value,
                 result.model_dump_json() if result else "",
                 *(s.value for s in allowed),

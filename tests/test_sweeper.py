@@ -1,0 +1,124 @@
+"""Requests a dead worker left behind are queued again, and still commit once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from redis import Redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from bot.embedded_redis import EmbeddedRedis
+from config.settings import Settings
+from tests.conftest import Chat, Remote, run_worker
+from workers.queue import JOB_TIMEOUT, deploy_queue
+from workers.request import RequestState
+from workers.store import RequestStore
+from workers.sweeper import GRACE_SECONDS, sweep
+
+LATER = JOB_TIMEOUT + GRACE_SECONDS + 1
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILL a process and every descendant, as a node's sudden death would."""
+    table = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in table.splitlines():
+        pid, ppid = (int(x) for x in line.split())
+        children.setdefault(ppid, []).append(pid)
+    doomed, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        doomed.append(pid)
+        todo.extend(children.get(pid, []))
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def queued_int_request(chat: Chat) -> str:
+    reply = chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to int")
+    assert reply.queued
+    return str(reply.request_id)
+
+
+def test_a_worker_killed_mid_job_leaves_nothing_pushed_and_the_request_runs_again(
+    chat: Chat, redis: Redis, origin: Remote, policy_file: Path, tmp_path: Path,
+    redis_server: EmbeddedRedis,
+) -> None:  # fmt: skip
+    request_id = queued_int_request(chat)
+    original = policy_file.read_text()
+    # The validation step hangs, so the worker is surely mid-job when it is killed.
+    command = sys.executable + ' -c "import time; time.sleep(60)"'
+    hang = f"    validate: {json.dumps(command)}\n"
+    policy_file.write_text(original.replace("    channels: [\"shell:deploy-int\"]\n",
+                                            "    channels: [\"shell:deploy-int\"]\n" + hang))  # fmt: skip
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
+           "RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
+           "RELEASEGATE_WORKDIR": str(tmp_path / "work")}  # fmt: skip
+    worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    store = RequestStore(redis)
+    deadline = time.monotonic() + 60
+    while store.state(request_id) is not RequestState.RUNNING:
+        assert time.monotonic() < deadline, "the worker never started the job"
+        time.sleep(0.1)
+    time.sleep(1)  # inside the validation command now
+    kill_tree(worker.pid)  # the worker, its work horse (RQ gives it its own session), git
+    worker.wait()
+    assert origin.count() == 1
+    assert store.state(request_id) is RequestState.RUNNING
+
+    assert sweep(redis) == []  # too early to tell a slow job from a dead one
+    assert sweep(redis, now=time.time() + LATER) == [request_id]
+    policy_file.write_text(original)
+    run_worker(redis)
+    assert store.state(request_id) is RequestState.PUSHED
+    assert origin.count() == 2
+
+
+def test_a_request_pushed_before_its_worker_died_is_not_committed_twice(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings
+) -> None:
+    request_id = queued_int_request(chat)
+    run_worker(redis)
+    store = RequestStore(redis)
+    # As if the worker died between the push and recording the outcome.
+    store.transition(request_id, [RequestState.PUSHED], RequestState.RUNNING)
+    assert sweep(redis, now=time.time() + LATER) == [request_id]
+    run_worker(redis)
+    assert store.state(request_id) is RequestState.PUSHED
+    assert origin.count() == 2
+
+
+def test_an_approved_request_whose_job_vanished_is_queued_again(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings
+) -> None:
+    request_id = queued_int_request(chat)
+    Job.fetch(request_id, connection=redis, serializer=JSONSerializer).delete()
+    assert deploy_queue(redis).count == 0
+    assert sweep(redis) == [request_id]
+    assert deploy_queue(redis).job_ids == [request_id]
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.PUSHED
+
+
+def test_waiting_and_finished_requests_are_left_alone(
+    chat: Chat, redis: Redis, settings: Settings
+) -> None:
+    queued = queued_int_request(chat)
+    pending = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    assert sweep(redis, now=time.time() + LATER) == []
+    run_worker(redis)
+    assert sweep(redis, now=time.time() + LATER) == []
+    store = RequestStore(redis)
+    assert store.active() == []
+    assert store.state(queued) is RequestState.PUSHED
+    assert store.state(str(pending)) is RequestState.PENDING
