@@ -144,7 +144,3 @@ def request_status(request: DeployRequest, state: RequestState, approvers: Seque
     line = f"{request.id} ({state.value}): {changes_text(request.changes)}; "
     line += f"requested by {request.requester_name}; approved by {names(approvers)}"
     return line + (f"\n{result_message}" if result_message else "")
-
-
-def failed_to_read(error: str) -> str:
-    return f"cannot read the GitOps repository: {error}"

@@ -52,9 +52,9 @@ class ShellChat:
         last = cast(list[Any], redis.xrevrange(SHELL_OUTBOX, count=1))
         self._outbox_cursor = last[0][0].decode() if last else "0-0"
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, end: str = "\n") -> None:
         with self._print_lock:
-            self.out.write(text + "\n")
+            self.out.write(text + end)
             self.out.flush()
 
     @property
@@ -121,7 +121,7 @@ class ShellChat:
         self.drain_outbox()
         return True
 
-    def drain_outbox(self, block_ms: int | None = None) -> None:
+    def drain_outbox(self, block_ms: int | None = None, reprompt: bool = False) -> None:
         entries = cast(
             list[Any], self.redis.xread({SHELL_OUTBOX: self._outbox_cursor}, block=block_ms)
         )
@@ -129,7 +129,12 @@ class ShellChat:
             for entry_id, fields in messages:
                 self._outbox_cursor = entry_id.decode()
                 channel = fields[b"channel"].decode().removeprefix("shell:")
-                self.say(f"[{channel}] releasegate (worker): {fields[b'text'].decode()}")
+                text = f"[{channel}] releasegate (worker): {fields[b'text'].decode()}"
+                # At an interactive prompt, print over it and draw it again below.
+                if reprompt:
+                    self.say(f"\r{text}\n{self.prompt}", end="")
+                else:
+                    self.say(text)
 
     def succeeded(self) -> bool:
         ok = {RequestState.PUSHED, RequestState.NOOP}
@@ -151,7 +156,7 @@ class ShellChat:
 
         def tail() -> None:
             while not stop.is_set():
-                self.drain_outbox(block_ms=500)
+                self.drain_outbox(block_ms=500, reprompt=True)
 
         thread = threading.Thread(target=tail, name="shell-outbox", daemon=True)
         thread.start()
