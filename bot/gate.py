@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from redis import Redis
@@ -32,14 +32,12 @@ class Gate:
     redis: Redis
     checkout: Checkout
     clock: Clock = utcnow
+    store: RequestStore = field(init=False)
+    locks: Locks = field(init=False)
 
-    @property
-    def store(self) -> RequestStore:
-        return RequestStore(self.redis)
-
-    @property
-    def locks(self) -> Locks:
-        return Locks(self.redis)
+    def __post_init__(self) -> None:
+        self.store = RequestStore(self.redis)
+        self.locks = Locks(self.redis)
 
     def audit(self, event: str, **fields: str | None) -> None:
         audit.record(self.redis, event, **fields)

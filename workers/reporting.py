@@ -10,6 +10,7 @@ request stays listed as unreported and is posted again by
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
 from redis import Redis
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 SHELL_OUTBOX = f"{PREFIX}:outbox:shell"
 OUTBOX_MAXLEN = 10_000
+GIVE_UP_AFTER = timedelta(days=1)
 
 
 class Poster(Protocol):
@@ -89,12 +91,20 @@ def report(redis: Redis, settings: Settings, request: DeployRequest, text: str) 
 
 
 def retry_unreported(redis: Redis, settings: Settings) -> int:
-    """Post every stored outcome that could not be posted before; returns how many went out."""
+    """Post every stored outcome that could not be posted before; returns how many went out.
+
+    After a day an outcome is no longer news: it stays on the request (`status
+    R…` shows it, the audit stream has it) and is no longer retried.
+    """
     store = RequestStore(redis)
     sent = 0
     for request_id in store.unreported():
         result = store.result(request_id)
         if result is None:
+            continue
+        if datetime.now(UTC) - result.finished_at > GIVE_UP_AFTER:
+            log.warning("giving up posting the outcome of %s to chat", request_id)
+            store.mark_reported(request_id)
             continue
         request = store.get(request_id)
         sent += report(redis, settings, request, outcome_text(request, result))
