@@ -19,7 +19,6 @@ from bot.gate import Clock, Gate, utcnow
 from bot.grammar import (
     APPROVE_REACTIONS,
     REJECT_REACTIONS,
-    VERBS,
     Approve,
     Cancel,
     Command,
@@ -34,6 +33,7 @@ from bot.grammar import (
     Status,
     Unlock,
     parse,
+    verb_of,
 )
 from config.errors import Refused, ReleasegateError
 from config.policy import Policy
@@ -61,8 +61,7 @@ class Conversation:
 
     def handle(self, event: ChatEvent) -> list[Reply]:
         """A message (or slash command) from a person."""
-        verb = event.text.strip().split(" ", 1)[0].lower()
-        REQUESTS.labels(event.platform, verb if verb in VERBS else "unknown").inc()
+        REQUESTS.labels(event.platform, verb_of(event.text) or "unknown").inc()
         return self._answer(event, lambda: self._dispatch(event, parse(event.text)))
 
     def react(

@@ -122,9 +122,14 @@ def is_request_id(token: str) -> bool:
     return bool(_REQUEST_ID.match(token))
 
 
-def starts_with_verb(text: str) -> bool:
+def verb_of(text: str) -> str | None:
+    """The verb the text starts with, if it starts with one."""
     first = _SPACES.split(text.strip(), maxsplit=1)[0].lower()
-    return first in VERBS
+    return first if first in VERBS else None
+
+
+def starts_with_verb(text: str) -> bool:
+    return verb_of(text) is not None
 
 
 def slash_text(text: str) -> str:
