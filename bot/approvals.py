@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from bot import messages
+from bot.context import Context
 from bot.events import ChatEvent, Reply
-from bot.gate import Gate
 from bot.grammar import Reject
 from config.errors import Refused
 from workers.gates import check_open
@@ -18,16 +18,16 @@ from workers.request import DeployRequest, RequestState, Result
 log = logging.getLogger(__name__)
 
 
-def pending_request(gate: Gate, event: ChatEvent, request_id: str | None) -> DeployRequest:
+def pending_request(ctx: Context, event: ChatEvent, request_id: str | None) -> DeployRequest:
     """The request meant: by id, else the one pending in this thread or channel."""
-    store = gate.store
+    store = ctx.store
     if request_id is None and event.thread:
         request_id = store.request_for_message(event.channel_ref, event.thread)
     if request_id is None:
         ids: list[str] = []
         expired: list[str] = []
         for candidate in store.pending_in(event.channel_ref):
-            (expired if gate.expire_if_due(store.get(candidate)) else ids).append(candidate)
+            (expired if ctx.expire_if_due(store.get(candidate)) else ids).append(candidate)
         if event.thread:
             threaded = [i for i in ids if store.get(i).thread == event.thread]
             ids = threaded or ids
@@ -39,7 +39,7 @@ def pending_request(gate: Gate, event: ChatEvent, request_id: str | None) -> Dep
             raise Refused(messages.several_pending(ids), "ambiguous")
         request_id = ids[0]
     request = store.get(request_id)
-    if gate.expire_if_due(request):
+    if ctx.expire_if_due(request):
         raise Refused(messages.expired(request.id), "expired")
     state = store.state(request.id)
     if state is not RequestState.PENDING:
@@ -47,68 +47,68 @@ def pending_request(gate: Gate, event: ChatEvent, request_id: str | None) -> Dep
     return request
 
 
-def approve(gate: Gate, event: ChatEvent, request_id: str | None) -> list[Reply]:
-    request = pending_request(gate, event, request_id)
+def approve(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply]:
+    request = pending_request(ctx, event, request_id)
     with request_context(request_id=request.id, env=request.env):
         try:
             if event.principal == request.requester:
                 raise Refused(messages.own_request(request.id), "own_request")
-            gate.check_approver(event, request.env)
-            check_open(gate.policy, gate.locks, request.env, gate.clock())
+            ctx.check_approver(event, request.env)
+            check_open(ctx.policy, ctx.locks, request.env, ctx.clock())
         except Refused as exc:
-            gate.audit("refused", request=request.id, by=event.principal, reason=exc.reason)
+            ctx.audit("refused", request=request.id, by=event.principal, reason=exc.reason)
             raise
-        outcome = gate.store.approve(request.id, event.principal, request.approvals_needed)
+        outcome = ctx.store.approve(request.id, event.principal, request.approvals_needed)
         if outcome.status == "duplicate":
             raise Refused(messages.already_approved(request.id, event.display), "duplicate")
         if outcome.status == "not_pending" and outcome.state is not None:
             raise Refused(messages.not_pending(request.id, outcome.state), "not_pending")
         log.info("approval %d/%d", outcome.count, request.approvals_needed)
         APPROVALS.inc()
-        gate.audit("approved", request=request.id, by=event.principal,
+        ctx.audit("approved", request=request.id, by=event.principal,
                    count=f"{outcome.count}/{request.approvals_needed}")  # fmt: skip
         if outcome.status == "quorum":
-            enqueue_deploy(gate.redis, request.id)
+            enqueue_deploy(ctx.redis, request.id)
             text = messages.approved(request, event.display, outcome.count)
             return [Reply(text, queued=(request.id,), about=request.id)]
         text = messages.approval_counted(request, event.display, outcome.count)
         return [Reply(text, about=request.id)]
 
 
-def withdraw_approval(gate: Gate, event: ChatEvent, request_id: str) -> list[Reply]:
+def withdraw_approval(ctx: Context, event: ChatEvent, request_id: str) -> list[Reply]:
     """A removed approval reaction: the approval no longer counts, if quorum was not reached."""
-    if gate.store.withdraw(request_id, event.principal):
-        gate.audit("withdrawn", request=request_id, by=event.principal)
+    if ctx.store.withdraw(request_id, event.principal):
+        ctx.audit("withdrawn", request=request_id, by=event.principal)
         return [Reply(messages.approval_withdrawn(request_id, event.display), about=request_id)]
     return []
 
 
-def reject(gate: Gate, event: ChatEvent, command: Reject) -> list[Reply]:
-    request = pending_request(gate, event, command.request_id)
-    gate.check_approver(event, request.env)
+def reject(ctx: Context, event: ChatEvent, command: Reject) -> list[Reply]:
+    request = pending_request(ctx, event, command.request_id)
+    ctx.check_approver(event, request.env)
     reason = command.reason
     result = Result(
         state=RequestState.REJECTED,
         message=messages.rejected(request.id, event.display, reason),
-        finished_at=gate.clock(),
+        finished_at=ctx.clock(),
     )
-    if not gate.store.finish(request.id, [RequestState.PENDING], result):
-        raise Refused(messages.not_pending(request.id, gate.store.state(request.id)), "not_pending")
-    gate.audit("rejected", request=request.id, by=event.principal, reason=reason or None)
+    if not ctx.store.finish(request.id, [RequestState.PENDING], result):
+        raise Refused(messages.not_pending(request.id, ctx.store.state(request.id)), "not_pending")
+    ctx.audit("rejected", request=request.id, by=event.principal, reason=reason or None)
     return [Reply(result.message, about=request.id)]
 
 
-def cancel(gate: Gate, event: ChatEvent, request_id: str | None) -> list[Reply]:
-    store = gate.store
-    request = pending_request(gate, event, None) if request_id is None else store.get(request_id)
-    if event.principal != request.requester and not gate.is_approver(event, request.env):
+def cancel(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply]:
+    store = ctx.store
+    request = pending_request(ctx, event, None) if request_id is None else store.get(request_id)
+    if event.principal != request.requester and not ctx.is_approver(event, request.env):
         raise Refused(messages.may_not_cancel(request.id), "may_not_cancel")
     result = Result(
         state=RequestState.CANCELLED,
         message=messages.cancelled(request.id, event.display),
-        finished_at=gate.clock(),
+        finished_at=ctx.clock(),
     )
     if not store.finish(request.id, [RequestState.PENDING, RequestState.APPROVED], result):
         raise Refused(messages.not_pending(request.id, store.state(request.id)), "not_pending")
-    gate.audit("cancelled", request=request.id, by=event.principal)
+    ctx.audit("cancelled", request=request.id, by=event.principal)
     return [Reply(result.message, about=request.id)]

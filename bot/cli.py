@@ -31,14 +31,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.conversation import Conversation
     from bot.server import create_app
     from workers.connection import connect
-    from workers.gitops import Checkout
+    from workers.lane import Lane, lane_name
+    from workers.objects import Mirror
 
     policy = load_policy(settings.policy)
     redis = connect(settings)
-    checkout = Checkout(
-        policy.repository, settings.workdir, name="bot", ssh_key=settings.git_ssh_key
-    )
-    app = create_app(settings, policy, redis, Conversation(policy, redis, checkout))
+    lane = Lane(redis, lane_name(policy.repository))
+    mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
+                    pushed=lane.pushed)  # fmt: skip
+    app = create_app(settings, policy, redis, Conversation(policy, redis, mirror))
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)
     return 0
 
@@ -48,16 +49,23 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from rq.serializers import JSONSerializer
 
     from workers.connection import connect
+    from workers.gitops import Checkout
+    from workers.lane import Lane, lane_name
     from workers.queue import deploy_queue
-    from workers.reporting import retry_unreported
+    from workers.sweeper import HEARTBEAT_INTERVAL, sweep
 
-    load_policy(settings.policy)  # fail at start, not at the first job
+    policy = load_policy(settings.policy)  # fail at start, not at the first job
     redis = connect(settings)
-    from workers.sweeper import sweep
-
-    retry_unreported(redis, settings)
-    sweep(redis)
-    worker = Worker([deploy_queue(redis)], connection=redis, serializer=JSONSerializer)
+    sweep(redis, Lane(redis, lane_name(policy.repository)))
+    # Warm a clone now, so the first job does not wait for one.
+    checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
+    try:
+        with checkout.locked():
+            log.info("repository at %s in %s", checkout.sync()[:7], checkout.path)
+    except ReleasegateError as exc:  # the jobs will say so where people see it
+        log.warning("could not prepare a clone yet: %s", exc)
+    worker = Worker([deploy_queue(redis)], connection=redis, serializer=JSONSerializer,
+                    job_monitoring_interval=HEARTBEAT_INTERVAL)  # fmt: skip
     worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
     return 0
 
@@ -66,14 +74,15 @@ def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:
     from bot.conversation import Conversation
     from bot.platforms.shell import ShellChat
     from workers.connection import connect
-    from workers.gitops import Checkout
+    from workers.lane import Lane, lane_name
+    from workers.objects import Mirror
 
     policy = load_policy(settings.policy)
     redis = connect(settings)
-    checkout = Checkout(
-        policy.repository, settings.workdir, name="bot", ssh_key=settings.git_ssh_key
-    )
-    return ShellChat(Conversation(policy, redis, checkout), redis, sys.stdout, user, channel)
+    lane = Lane(redis, lane_name(policy.repository))
+    mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
+                    pushed=lane.pushed)  # fmt: skip
+    return ShellChat(Conversation(policy, redis, mirror), redis, sys.stdout, user, channel)
 
 
 def _shell(args: argparse.Namespace, settings: Settings) -> int:
@@ -115,31 +124,30 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_config(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.gitops import Checkout, snapshot
+    from workers.objects import Mirror
     from workers.plan import current_versions
 
     policy = load_policy(settings.policy)
     counts = f"{len(policy.apps)} apps, {len(policy.environments)} environments"
     print(f"policy {settings.policy}: {counts}")
     problems = []
-    checkout = Checkout(
-        policy.repository, settings.workdir, name="check", ssh_key=settings.git_ssh_key
-    )
-    with snapshot(checkout) as (head, repo):
-        print(f"repository at {head[:7]}")
-        for app_name, app in policy.apps.items():
-            for env_name in app.pins:
-                try:
-                    found = current_versions(policy, repo.read, app_name, env_name)
-                except ReleasegateError as exc:
-                    problems.append(f"{app_name} in {env_name}: {exc}")
-                    print(f"  {app_name:20} {env_name:10} UNRESOLVED: {exc}")
-                    continue
-                versions = sorted({f.version for f in found})
-                shown = versions[0] if len(versions) == 1 else "disagree: " + ", ".join(versions)
-                print(f"  {app_name:20} {env_name:10} {shown}")
-                for pin_version in found:
-                    print(f"      {pin_version.pin.describe()} = {pin_version.version}")
+    mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
+    repo = mirror.snapshot()
+    print(f"repository at {repo.head[:7]}")
+    for app_name, app in policy.apps.items():
+        for env_name in app.pins:
+            try:
+                found = current_versions(policy, repo.read, app_name, env_name)
+            except ReleasegateError as exc:
+                problems.append(f"{app_name} in {env_name}: {exc}")
+                print(f"  {app_name:20} {env_name:10} UNRESOLVED: {exc}")
+                continue
+            versions = sorted({f.version for f in found})
+            shown = versions[0] if len(versions) == 1 else "disagree: " + ", ".join(versions)
+            print(f"  {app_name:20} {env_name:10} {shown}")
+            for pin_version in found:
+                print(f"      {pin_version.pin.describe()} = {pin_version.version}")
+    mirror.close()
     if problems:
         print(f"{len(problems)} pin(s) do not resolve:", file=sys.stderr)
         for problem in problems:

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from redis import Redis
 
 from bot import approvals, deploys, messages, status
+from bot.context import Clock, Context, utcnow
 from bot.events import ChatEvent, Reply
-from bot.gate import Clock, Gate, utcnow
 from bot.grammar import (
     APPROVE_REACTIONS,
     REJECT_REACTIONS,
@@ -37,27 +37,25 @@ from bot.grammar import (
 )
 from config.errors import Refused, ReleasegateError
 from config.policy import Policy
-from workers.gitops import Checkout
 from workers.logs import request_context
 from workers.metrics import REFUSALS, REQUESTS
+from workers.objects import Mirror
 from workers.store import RequestStore
 
 log = logging.getLogger(__name__)
 
 
 class Conversation:
-    def __init__(
-        self, policy: Policy, redis: Redis, checkout: Checkout, clock: Clock = utcnow
-    ) -> None:
-        self.gate = Gate(policy, redis, checkout, clock)
+    def __init__(self, policy: Policy, redis: Redis, mirror: Mirror, clock: Clock = utcnow) -> None:
+        self.ctx = Context(policy, redis, mirror, clock)
 
     @property
     def policy(self) -> Policy:
-        return self.gate.policy
+        return self.ctx.policy
 
     @property
     def store(self) -> RequestStore:
-        return self.gate.store
+        return self.ctx.store
 
     def handle(self, event: ChatEvent) -> list[Reply]:
         """A message (or slash command) from a person."""
@@ -71,7 +69,7 @@ class Conversation:
         if emoji in APPROVE_REACTIONS:
             if not added:
                 return self._answer(
-                    event, lambda: approvals.withdraw_approval(self.gate, event, request_id)
+                    event, lambda: approvals.withdraw_approval(self.ctx, event, request_id)
                 )
             command: Command = Approve(request_id)
             REQUESTS.labels(event.platform, "reaction").inc()
@@ -94,27 +92,27 @@ class Conversation:
                 return [Reply(str(exc), ok=False)]
 
     def _dispatch(self, event: ChatEvent, command: Command) -> list[Reply]:
-        gate = self.gate
+        ctx = self.ctx
         match command:
             case Deploy():
-                return deploys.deploy(gate, event, command)
+                return deploys.deploy(ctx, event, command)
             case DeployEnv() | Promote():
-                return deploys.promote(gate, event, command)
+                return deploys.promote(ctx, event, command)
             case Rollback():
-                return deploys.rollback(gate, event, command)
+                return deploys.rollback(ctx, event, command)
             case Approve():
-                return approvals.approve(gate, event, command.request_id)
+                return approvals.approve(ctx, event, command.request_id)
             case Reject():
-                return approvals.reject(gate, event, command)
+                return approvals.reject(ctx, event, command)
             case Cancel():
-                return approvals.cancel(gate, event, command.request_id)
+                return approvals.cancel(ctx, event, command.request_id)
             case Status():
-                return status.status(gate, event, command)
+                return status.status(ctx, event, command)
             case History():
-                return status.history(gate, event, command)
+                return status.history(ctx, event, command)
             case Lock():
-                return status.lock(gate, event, command)
+                return status.lock(ctx, event, command)
             case Unlock():
-                return status.unlock(gate, event, command)
+                return status.unlock(ctx, event, command)
             case Help():
                 return [Reply(messages.help_text(), private=True)]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from bot.cards import Card, card_for
 from bot.events import ChatEvent, Reply
 from config.errors import PostFailed
-from workers.cards import Card, card_for
 from workers.store import RequestStore
 
 log = logging.getLogger(__name__)

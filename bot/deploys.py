@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 
 from bot import messages
+from bot.context import Context
 from bot.events import ChatEvent, Reply
-from bot.gate import Gate
 from bot.grammar import Deploy, DeployEnv, Promote, Rollback
 from config.errors import Refused, ReleasegateError
 from workers.gates import check_open, check_prerelease, final_version, ran_upstream
-from workers.gitops import Checkout, snapshot
 from workers.history import previous_version, versions_run
 from workers.logs import request_context
+from workers.objects import Snapshot
 from workers.plan import current_version, plan_changes
 from workers.queue import enqueue_deploy
 from workers.request import Change, DeployRequest, RequestState, new_request_id
@@ -25,103 +25,105 @@ from workers.request import Change, DeployRequest, RequestState, new_request_id
 log = logging.getLogger(__name__)
 
 
-def _check_asker(gate: Gate, event: ChatEvent, env: str) -> None:
-    gate.check_channel(event, env)
-    gate.check_deployer(event, env)
-    check_open(gate.policy, gate.locks, env, gate.clock())
+def _check_asker(ctx: Context, event: ChatEvent, env: str) -> None:
+    ctx.check_channel(event, env)
+    ctx.check_deployer(event, env)
+    check_open(ctx.policy, ctx.locks, env, ctx.clock())
 
 
-def _check_version(gate: Gate, app: str, version: str) -> str:
+def _check_version(ctx: Context, app: str, version: str) -> str:
     try:
-        return gate.policy.apps[app].check_version(app, version)
+        return ctx.policy.apps[app].check_version(app, version)
     except ReleasegateError as exc:
         raise Refused(str(exc), "bad_version") from exc
 
 
-def _check_promotion(gate: Gate, repo: Checkout, app: str, env: str, version: str) -> None:
-    upstream = gate.policy.environments[env].promote_from
+def _check_promotion(ctx: Context, repo: Snapshot, app: str, env: str, version: str) -> None:
+    upstream = ctx.policy.environments[env].promote_from
     if upstream is None:
         return
-    if upstream not in gate.policy.apps[app].pins:
+    if upstream not in ctx.policy.apps[app].pins:
         raise Refused(
-            messages.not_pinned(app, upstream, list(gate.policy.apps[app].pins)), "not_pinned"
+            messages.not_pinned(app, upstream, list(ctx.policy.apps[app].pins)), "not_pinned"
         )
-    history = [ran.version for ran in versions_run(gate.policy, repo, app, upstream)]
+    history = [ran.version for ran in versions_run(ctx.policy, repo, app, upstream)]
     if not ran_upstream(version, history):
         raise Refused(messages.not_run_upstream(app, version, upstream, history), "promotion")
 
 
-def _promotion_target(gate: Gate, repo: Checkout, app: str, env: str, upstream: str) -> str:
-    version = current_version(gate.policy, repo.read, app, upstream)
-    if not gate.policy.environments[env].prereleases:
+def _promotion_target(ctx: Context, repo: Snapshot, app: str, env: str, upstream: str) -> str:
+    version = current_version(ctx.policy, repo.read, app, upstream)
+    if not ctx.policy.environments[env].prereleases:
         version = final_version(version)
-    return _check_version(gate, app, version)
+    return _check_version(ctx, app, version)
 
 
-def deploy(gate: Gate, event: ChatEvent, command: Deploy) -> list[Reply]:
-    env = gate.env(command.env)
-    app = gate.pinned_app(command.app, env)
-    _check_asker(gate, event, env)
-    version = _check_version(gate, app, command.version)
-    check_prerelease(gate.policy, env, version)
-    with snapshot(gate.checkout) as (head, repo):
-        old = current_version(gate.policy, repo.read, app, env)
-        if old == version:
-            return [Reply(messages.already_running(app, version, env))]
-        _check_promotion(gate, repo, app, env, version)
-        change = Change(app=app, env=env, old=old, new=version)
-        return _file(gate, event, "deploy", env, [change], head, repo)
+def deploy(ctx: Context, event: ChatEvent, command: Deploy) -> list[Reply]:
+    env = ctx.env(command.env)
+    app = ctx.pinned_app(command.app, env)
+    _check_asker(ctx, event, env)
+    version = _check_version(ctx, app, command.version)
+    check_prerelease(ctx.policy, env, version)
+    repo = ctx.mirror.snapshot()
+    old = current_version(ctx.policy, repo.read, app, env)
+    if old == version:
+        return [Reply(messages.already_running(app, version, env))]
+    _check_promotion(ctx, repo, app, env, version)
+    change = Change(app=app, env=env, old=old, new=version)
+    return _file(ctx, event, "deploy", env, [change], repo)
 
 
-def promote(gate: Gate, event: ChatEvent, command: Promote | DeployEnv) -> list[Reply]:
-    env = gate.env(command.env)
-    upstream = gate.policy.environments[env].promote_from
+def promote(ctx: Context, event: ChatEvent, command: Promote | DeployEnv) -> list[Reply]:
+    env = ctx.env(command.env)
+    upstream = ctx.policy.environments[env].promote_from
     if upstream is None:
         raise Refused(messages.no_upstream(env), "no_upstream")
     if isinstance(command, Promote):
-        apps = [gate.pinned_app(command.app, env)]
+        apps = [ctx.pinned_app(command.app, env)]
     else:
         apps = [
-            a for a, spec in gate.policy.apps.items() if env in spec.pins and upstream in spec.pins
+            a for a, spec in ctx.policy.apps.items() if env in spec.pins and upstream in spec.pins
         ]
-    _check_asker(gate, event, env)
-    with snapshot(gate.checkout) as (head, repo):
-        changes = []
-        for app in apps:
-            if upstream not in gate.policy.apps[app].pins:
-                raise Refused(
-                    messages.not_pinned(app, upstream, list(gate.policy.apps[app].pins)),
-                    "not_pinned",
-                )
-            new = _promotion_target(gate, repo, app, env, upstream)
-            old = current_version(gate.policy, repo.read, app, env)
-            if new != old:
-                changes.append(Change(app=app, env=env, old=old, new=new))
-        if not changes:
-            return [Reply(messages.nothing_to_promote(env, upstream))]
-        verb = "promote" if len(changes) == 1 else "train"
-        return _file(gate, event, verb, env, changes, head, repo)
+    _check_asker(ctx, event, env)
+    repo = ctx.mirror.snapshot()
+    changes = []
+    for app in apps:
+        if upstream not in ctx.policy.apps[app].pins:
+            raise Refused(
+                messages.not_pinned(app, upstream, list(ctx.policy.apps[app].pins)),
+                "not_pinned",
+            )
+        new = _promotion_target(ctx, repo, app, env, upstream)
+        old = current_version(ctx.policy, repo.read, app, env)
+        if new != old:
+            changes.append(Change(app=app, env=env, old=old, new=new))
+    if not changes:
+        return [Reply(messages.nothing_to_promote(env, upstream))]
+    verb = "promote" if len(changes) == 1 else "train"
+    return _file(ctx, event, verb, env, changes, repo)
 
 
-def rollback(gate: Gate, event: ChatEvent, command: Rollback) -> list[Reply]:
-    env = gate.env(command.env)
-    app = gate.pinned_app(command.app, env)
-    _check_asker(gate, event, env)
-    with snapshot(gate.checkout) as (head, repo):
-        old = current_version(gate.policy, repo.read, app, env)
-        previous = previous_version(versions_run(gate.policy, repo, app, env))
-        if previous is None:
-            raise Refused(messages.no_previous(app, env), "no_previous")
-        change = Change(app=app, env=env, old=old, new=previous)
-        return _file(gate, event, "rollback", env, [change], head, repo)
+def rollback(ctx: Context, event: ChatEvent, command: Rollback) -> list[Reply]:
+    env = ctx.env(command.env)
+    app = ctx.pinned_app(command.app, env)
+    _check_asker(ctx, event, env)
+    repo = ctx.mirror.snapshot()
+    old = current_version(ctx.policy, repo.read, app, env)
+    previous = previous_version(versions_run(ctx.policy, repo, app, env))
+    if previous is None:
+        raise Refused(messages.no_previous(app, env), "no_previous")
+    previous = _check_version(ctx, app, previous)
+    check_prerelease(ctx.policy, env, previous)
+    change = Change(app=app, env=env, old=old, new=previous)
+    return _file(ctx, event, "rollback", env, [change], repo)
 
 
-def _file(gate: Gate, event: ChatEvent, verb: str, env: str, changes: list[Change],
-          head: str, repo: Checkout) -> list[Reply]:  # fmt: skip
+def _file(ctx: Context, event: ChatEvent, verb: str, env: str, changes: list[Change],
+          repo: Snapshot) -> list[Reply]:  # fmt: skip
     """Store the request (with the diff it will make) and queue it if nobody must approve."""
-    spec = gate.policy.environments[env]
-    diff = plan_changes(gate.policy, repo.read, changes).diff()
-    now = gate.clock()
+    spec = ctx.policy.environments[env]
+    diff = plan_changes(ctx.policy, repo.read, changes).diff()
+    now = ctx.clock()
     request = DeployRequest(
         id=new_request_id(),
         verb=verb,
@@ -134,19 +136,19 @@ def _file(gate: Gate, event: ChatEvent, verb: str, env: str, changes: list[Chang
         approvals_needed=spec.approvals,
         created_at=now,
         expires_at=now + spec.approval_ttl if spec.approvals else None,
-        base_commit=head,
+        base_commit=repo.head,
         diff=diff,
     )
     state = RequestState.PENDING if spec.approvals else RequestState.APPROVED
-    while not gate.store.create(request, state):  # an id collision: draw another
+    while not ctx.store.create(request, state):  # an id collision: draw another
         request = request.model_copy(update={"id": new_request_id()})
     apps = ",".join(c.app for c in changes)
     with request_context(request_id=request.id, app=apps, env=env):
         log.info("%s request: %s", verb, messages.changes_text(request.changes))
-        gate.audit("requested", request=request.id, verb=verb, env=env, by=event.principal,
+        ctx.audit("requested", request=request.id, verb=verb, env=env, by=event.principal,
                    changes=messages.changes_text(request.changes))  # fmt: skip
         if state is RequestState.APPROVED:
-            enqueue_deploy(gate.redis, request.id)
+            enqueue_deploy(ctx.redis, request.id)
             text = messages.queued(request)
             return [Reply(text, request_id=request.id, queued=(request.id,), about=request.id)]
         text = messages.request_created(request, spec.approvers)

@@ -1,4 +1,5 @@
-"""The chat grammar: text in, a `Command` out. Syntax only; names are resolved by the gate.
+"""The chat grammar: text in, a `Command` out. Syntax only; names are resolved elsewhere
+(`bot/context.py`).
 
 deploy APP VERSION to ENV | deploy ENV | promote APP to ENV | rollback APP in ENV
 approve [ID] | reject [ID] [reason] | cancel [ID]

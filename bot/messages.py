@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.grammar import USAGE
-from workers.request import Change, DeployRequest, RequestState
+from workers.request import Change, DeployRequest, RequestState, Result
 
 
 def names(values: Sequence[str]) -> str:
@@ -144,3 +144,16 @@ def request_status(request: DeployRequest, state: RequestState, approvers: Seque
     line = f"{request.id} ({state.value}): {changes_text(request.changes)}; "
     line += f"requested by {request.requester_name}; approved by {names(approvers)}"
     return line + (f"\n{result_message}" if result_message else "")
+
+
+def outcome(request: DeployRequest, result: Result) -> str:
+    """How a request ended, as its thread is told."""
+    if result.state is RequestState.PUSHED and result.commit:
+        return f"{request.id}: pushed {result.commit[:7]}: {changes_text(request.changes)}"
+    if result.state is RequestState.NOOP:
+        return f"{request.id}: nothing to do: {result.message}"
+    return f"{request.id}: {result.state.value}: {result.message}"
+
+
+def busy() -> str:
+    return "releasegate is busy right now; try again in a moment"

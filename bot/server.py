@@ -1,7 +1,11 @@
 """`releasegate serve`: one HTTP server for Slack, Rocket.Chat, health and metrics.
 
-Bolt's App is synchronous; its dispatch runs in a worker thread so the event
-loop stays free, and Bolt acknowledges Slack before our handlers run.
+Nothing a chat platform sends waits for Git or Redis work: Bolt's dispatch
+(signature check, then our listeners, which only hand work to a bounded
+pool) runs on a thread pool of its own, and the Rocket.Chat webhook is
+answered as soon as its token checks out. Outcomes that workers queue in
+the outbox are posted by consumers running here, under a supervisor that
+keeps them going and tells `/readyz` which one is down.
 """
 
 from __future__ import annotations
@@ -11,19 +15,24 @@ import hmac
 import logging
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis import Redis
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot import messages
 from bot.conversation import Conversation
+from bot.executor import BoundedExecutor
+from bot.outbox import OutboxConsumer
+from bot.supervisor import Supervisor
 from config.policy import Policy
 from config.settings import Settings
 from workers.metrics import APPROVALS, REFUSALS, REQUESTS, RedisCollector
@@ -35,17 +44,27 @@ log = logging.getLogger(__name__)
 def create_app(
     settings: Settings, policy: Policy, redis: Redis, conversation: Conversation
 ) -> Starlette:
+    executor = BoundedExecutor()
+    dispatcher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="http")
+    supervisor = Supervisor()
+    consumers: list[OutboxConsumer] = []
+
     slack: App | None = None
     if settings.slack_bot_token and settings.slack_signing_secret:
         from bot.platforms.slack import slack_app
+        from bot.platforms.slack_api import SlackPoster
 
-        slack = slack_app(settings, conversation)
+        slack = slack_app(settings, conversation, executor)
+        poster = SlackPoster(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+        consumers.append(OutboxConsumer(redis, "slack", poster))
 
     async def slack_events(request: Request) -> Response:
         if slack is None:
             return JSONResponse({"error": "Slack is not configured"}, status_code=404)
         body = await request.body()
-        bolt_response = await asyncio.to_thread(slack.dispatch, to_bolt_request(request, body))
+        loop = asyncio.get_running_loop()
+        dispatch = partial(slack.dispatch, to_bolt_request(request, body))
+        bolt_response = await loop.run_in_executor(dispatcher, dispatch)
         return to_starlette_response(bolt_response)
 
     registry = CollectorRegistry()
@@ -60,11 +79,12 @@ def create_app(
     rocketchat = None
     if settings.rocketchat_url and settings.rocketchat_token and settings.rocketchat_user_id:
         from bot.platforms.rocketchat import RocketChatAdapter
-        from workers.rocketchat_api import RocketChatPoster
+        from bot.platforms.rocketchat_api import RocketChatPoster
 
-        poster = RocketChatPoster(settings.rocketchat_url, settings.rocketchat_user_id,
-                                  settings.rocketchat_token.get_secret_value())  # fmt: skip
-        rocketchat = RocketChatAdapter(conversation, poster, redis, settings.rocketchat_user_id)
+        rc_poster = RocketChatPoster(settings.rocketchat_url, settings.rocketchat_user_id,
+                                     settings.rocketchat_token.get_secret_value())  # fmt: skip
+        rocketchat = RocketChatAdapter(conversation, rc_poster, redis, settings.rocketchat_user_id)
+        consumers.append(OutboxConsumer(redis, "rocketchat", rc_poster))
 
     async def rocketchat_webhook(request: Request) -> Response:
         expected = settings.rocketchat_webhook_token
@@ -79,9 +99,11 @@ def create_app(
             return JSONResponse({"error": "missing token"}, status_code=401)
         if not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
             return JSONResponse({"error": "wrong token"}, status_code=403)
-        # Answer at once; the conversation (and its Git read) runs after the response.
-        task = BackgroundTask(asyncio.to_thread, rocketchat.on_webhook, payload)
-        return JSONResponse({}, background=task)
+        # Answer at once; the conversation runs on the pool. A full pool is said in the
+        # channel: Rocket.Chat posts an outgoing webhook's `text` answer there.
+        if not executor.submit(rocketchat.on_webhook, payload):
+            return JSONResponse({"text": messages.busy()})
+        return JSONResponse({})
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -92,16 +114,21 @@ def create_app(
         except Exception as exc:
             log.warning("not ready: Redis unreachable: %s", exc)
             return JSONResponse({"status": "redis unreachable"}, status_code=503)
+        if down := supervisor.down():
+            return JSONResponse({"status": "loops down", "loops": down}, status_code=503)
         return JSONResponse({"status": "ready", "apps": len(policy.apps)})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = threading.Event()
+        # Fetch the repository now, so the first chat answer does not wait for a clone.
+        threading.Thread(target=_warm, args=(conversation,), name="git-warm", daemon=True).start()
+        for consumer in consumers:
+            supervisor.start(f"outbox-{consumer.stream.rsplit(':', 1)[-1]}", consumer.step, stop)
         if rocketchat is not None and settings.rocketchat_poll:
             # Without a webhook, poll for messages too; with one, only for reactions.
             messages_too = settings.rocketchat_webhook_token is None
-            threading.Thread(target=rocketchat.run, args=(stop, messages_too),
-                             name="rocketchat-poller", daemon=True).start()  # fmt: skip
+            supervisor.start("rocketchat-poller", partial(rocketchat.step, messages_too), stop)
         handler = None
         if slack is not None and settings.slack_app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -111,8 +138,12 @@ def create_app(
             log.info("connected to Slack in Socket Mode")
         yield
         stop.set()
+        for thread in supervisor.threads:  # each round ends within a second
+            await asyncio.to_thread(thread.join, 5)
         if handler is not None:
             await asyncio.to_thread(handler.close)
+        executor.shutdown(wait=False)
+        dispatcher.shutdown(wait=False)
 
     routes = [
         Route("/slack/events", slack_events, methods=["POST"]),
@@ -122,3 +153,10 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _warm(conversation: Conversation) -> None:
+    try:
+        conversation.ctx.mirror.snapshot()
+    except Exception as exc:
+        log.warning("could not fetch the repository yet: %s", exc)

@@ -3,57 +3,58 @@
 from __future__ import annotations
 
 from bot import messages
+from bot.context import Context
 from bot.events import ChatEvent, Reply
-from bot.gate import Gate
 from bot.grammar import History, Lock, Status, Unlock, is_request_id
 from config.errors import PinError, Refused
 from workers import gates
-from workers.gitops import snapshot
 from workers.history import deployments
 from workers.plan import current_version
 
 
-def status(gate: Gate, event: ChatEvent, command: Status) -> list[Reply]:
+def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
     target = command.target
     if target is not None and is_request_id(target.upper()):
-        return [Reply(request_status(gate, target.upper()))]
-    policy = gate.policy
+        return [Reply(request_status(ctx, target.upper()))]
+    policy = ctx.policy
     envs, apps = list(policy.environments), list(policy.apps)
     if target is not None:
         if env := policy.environment_named(target):
             envs = [env]
         else:
-            apps = [gate.app(target)]
+            apps = [ctx.app(target)]
     lines = []
-    with snapshot(gate.checkout) as (head, repo):
-        for app in apps:
-            cells = []
-            for env in envs:
-                if env in policy.apps[app].pins:
-                    try:
-                        version = current_version(policy, repo.read, app, env)
-                    except PinError as exc:
-                        version = f"unreadable ({exc})"
-                    cells.append(f"{env} {version or '(unset)'}")
-            if cells:
-                lines.append(f"{app}: " + ", ".join(cells))
-    lines.append(f"(read from Git at {head[:7]})")
+    repo = ctx.mirror.snapshot()
+    for app in apps:
+        cells = []
+        for env in envs:
+            if env in policy.apps[app].pins:
+                try:
+                    version = current_version(policy, repo.read, app, env)
+                except PinError as exc:
+                    version = f"unreadable ({exc})"
+                cells.append(f"{env} {version or '(unset)'}")
+        if cells:
+            lines.append(f"{app}: " + ", ".join(cells))
+    lines.append(f"(read from Git at {repo.head[:7]})")
+    if stale := repo.staleness():
+        lines.append(f"⚠️ {stale}")
     for env in envs:
-        if held := gate.locks.get(env):
+        if held := ctx.locks.get(env):
             lines.append(f"🔒 {held.describe()}")
     pending = []
-    for request_id in gate.store.pending_all():
-        request = gate.store.get(request_id)
-        if request.env in envs and not gate.expire_if_due(request):
+    for request_id in ctx.store.pending_all():
+        request = ctx.store.get(request_id)
+        if request.env in envs and not ctx.expire_if_due(request):
             pending.append(f"{request.id} {messages.changes_text(request.changes)}")
     lines.append("pending: " + ("; ".join(pending) if pending else "none"))
     return [Reply("\n".join(lines))]
 
 
-def request_status(gate: Gate, request_id: str) -> str:
-    store = gate.store
+def request_status(ctx: Context, request_id: str) -> str:
+    store = ctx.store
     request = store.get(request_id)
-    gate.expire_if_due(request)
+    ctx.expire_if_due(request)
     result = store.result(request.id)
     note = result.message if result else None
     if store.is_unreported(request.id):
@@ -63,10 +64,10 @@ def request_status(gate: Gate, request_id: str) -> str:
     )
 
 
-def history(gate: Gate, event: ChatEvent, command: History) -> list[Reply]:
-    env = gate.env(command.env)
-    with snapshot(gate.checkout) as (_head, repo):
-        found = deployments(gate.policy, repo, env, command.count)
+def history(ctx: Context, event: ChatEvent, command: History) -> list[Reply]:
+    env = ctx.env(command.env)
+    repo = ctx.mirror.snapshot()
+    found = deployments(ctx.policy, repo, env, command.count)
     if not found:
         return [Reply(f"no commits touch {env}'s pinned files")]
     lines = [f"last {len(found)} change(s) to {env}, newest first:"]
@@ -81,21 +82,21 @@ def history(gate: Gate, event: ChatEvent, command: History) -> list[Reply]:
     return [Reply("\n".join(lines))]
 
 
-def lock(gate: Gate, event: ChatEvent, command: Lock) -> list[Reply]:
-    env = gate.env(command.env)
-    gate.check_approver(event, env)
+def lock(ctx: Context, event: ChatEvent, command: Lock) -> list[Reply]:
+    env = ctx.env(command.env)
+    ctx.check_approver(event, env)
     wanted = gates.Lock(env=env, owner=event.principal, owner_name=event.display,
-                        reason=command.reason, since=gate.clock().isoformat())  # fmt: skip
-    if held := gate.locks.lock(wanted):
+                        reason=command.reason, since=ctx.clock().isoformat())  # fmt: skip
+    if held := ctx.locks.lock(wanted):
         raise Refused(held.describe(), "already_locked")
-    gate.audit("locked", env=env, by=event.principal, reason=command.reason or None)
+    ctx.audit("locked", env=env, by=event.principal, reason=command.reason or None)
     return [Reply(messages.locked(wanted.describe()))]
 
 
-def unlock(gate: Gate, event: ChatEvent, command: Unlock) -> list[Reply]:
-    env = gate.env(command.env)
-    gate.check_approver(event, env)
-    if gate.locks.unlock(env) is None:
+def unlock(ctx: Context, event: ChatEvent, command: Unlock) -> list[Reply]:
+    env = ctx.env(command.env)
+    ctx.check_approver(event, env)
+    if ctx.locks.unlock(env) is None:
         raise Refused(f"{env} is not locked", "not_locked")
-    gate.audit("unlocked", env=env, by=event.principal)
+    ctx.audit("unlocked", env=env, by=event.principal)
     return [Reply(f"{env} unlocked by {event.display}")]

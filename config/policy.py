@@ -83,6 +83,8 @@ class Environment(_Model):
     # Run in the changed working tree before committing, e.g. "kubectl kustomize env/prd".
     # Split like a shell would, but never run by one.
     validate_command: str | None = Field(default=None, alias="validate")
+    # Environment variables the validation command may see besides PATH, HOME and LANG.
+    validate_env: list[str] = []
 
     @field_validator("validate_command")
     @classmethod

@@ -41,3 +41,8 @@ class Settings(BaseSettings):
     workdir: Path = _default_workdir()
     git_ssh_key: Path | None = None
     log_format: str = "auto"  # "json", "text" or "auto" (text on a terminal)
+
+    def secret_values(self) -> list[str]:
+        """Every secret this process holds, to scrub from anything it shows."""
+        values = [getattr(self, name) for name in type(self).model_fields]
+        return [v.get_secret_value() for v in values if isinstance(v, SecretStr)]

@@ -22,7 +22,7 @@ from bot.embedded_redis import EmbeddedRedis
 from bot.events import ChatEvent, Reply
 from config.policy import Policy, parse_policy
 from config.settings import Settings
-from workers.gitops import Checkout
+from workers.objects import Mirror
 from workers.queue import deploy_queue
 
 
@@ -108,7 +108,7 @@ def settings(
 
 @pytest.fixture
 def conversation(policy: Policy, redis: Redis, settings: Settings) -> Conversation:
-    checkout = Checkout(policy.repository, settings.workdir, name="bot")
+    checkout = Mirror(policy.repository, settings.workdir, freshness=0)
     return Conversation(policy, redis, checkout)
 
 
@@ -141,9 +141,19 @@ def run_worker(redis: Redis) -> None:
 
 
 def outbox(redis: Redis) -> list[str]:
-    from workers.reporting import SHELL_OUTBOX
+    """What the workers queued for the shell's channels, as the thread is told it."""
+    from bot import messages
+    from workers.outbox import stream
+    from workers.store import RequestStore
 
-    return [fields[b"text"].decode() for _id, fields in redis.xrange(SHELL_OUTBOX)]
+    store = RequestStore(redis)
+    told = []
+    for _id, fields in redis.xrange(stream("shell")):
+        request_id = fields[b"request"].decode()
+        result = store.result(request_id)
+        assert result is not None, request_id
+        told.append(messages.outcome(store.get(request_id), result))
+    return told
 
 
 @contextmanager

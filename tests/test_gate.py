@@ -122,7 +122,7 @@ def test_approving_twice_counts_once(conversation: Conversation, redis: Redis, c
     policy = conversation.policy
     env = policy.environments["prd"].model_copy(update={"approvals": 2})
     twice = policy.model_copy(update={"environments": {**policy.environments, "prd": env}})
-    conversation.gate.policy = twice
+    conversation.ctx.policy = twice
     policy.groups["release-managers"].append("shell:dave")
     request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
     assert "approval 1/2 by carol; 1 more needed" in chat.say("carol", "deploy-prd", "approve").text
@@ -184,7 +184,7 @@ def test_an_expired_request_cannot_be_approved(chat: Chat, conversation: Convers
     request_id = str(chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id)
     request = conversation.store.get(request_id)
     assert request.expires_at is not None
-    conversation.gate.clock = lambda: request.expires_at  # type: ignore[assignment,return-value]
+    conversation.ctx.clock = lambda: request.expires_at  # type: ignore[assignment,return-value]
     reply = chat.say("carol", "deploy-prd", "approve")
     assert not reply.ok
     assert "expired before it was approved" in reply.text

@@ -278,23 +278,3 @@ def test_a_missing_validation_command_is_a_clear_failure(
         f"{request_id}: failed: validation command not found: no-such-validator env/prd"
     ]
     assert origin.count() == 1
-
-
-def test_an_outcome_that_could_not_be_posted_for_a_day_is_no_longer_retried(
-    chat: Chat, redis: Redis, settings: Settings
-) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from workers.reporting import retry_unreported
-    from workers.request import Result
-
-    request_id = str(chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id)
-    store = RequestStore(redis)
-    old = Result(state=RequestState.FAILED, message="old news",
-                 finished_at=datetime.now(UTC) - timedelta(days=2))  # fmt: skip
-    store.finish(request_id, [RequestState.PENDING], old)
-    store.mark_unreported(request_id)
-    assert retry_unreported(redis, settings) == 0
-    assert not store.is_unreported(request_id)
-    assert outbox(redis) == []
-    assert store.result(request_id) == old

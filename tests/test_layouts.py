@@ -1,4 +1,4 @@
-"""Each common GitOps layout bumped through the real chat, gate, queue and worker.
+"""Each common GitOps layout bumped through the real chat, rules, queue and worker.
 
 The fixture repositories under tests/fixtures are written for the project:
 the seed's Terraform `environments` repository, a Helm umbrella chart with
@@ -19,7 +19,7 @@ from bot.demo import create_remote
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, outbox, run_worker
-from workers.gitops import Checkout
+from workers.objects import Mirror
 from workers.request import RequestState
 from workers.store import RequestStore
 
@@ -48,7 +48,7 @@ def layout(
         policy_file.write_text(POLICY.format(url=remote.as_uri(), apps=apps))
         monkeypatch.setenv("RELEASEGATE_POLICY", str(policy_file))
         policy = parse_policy(policy_file.read_text())
-        checkout = Checkout(policy.repository, settings.workdir, name="bot")
+        checkout = Mirror(policy.repository, settings.workdir, freshness=0)
         return Chat(Conversation(policy, redis, checkout)), Remote(remote)
 
     return make

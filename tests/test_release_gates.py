@@ -14,7 +14,7 @@ from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, git, outbox, run_worker
 from workers import audit
-from workers.gitops import Checkout
+from workers.objects import Mirror
 from workers.request import RequestState
 from workers.store import RequestStore
 
@@ -92,7 +92,7 @@ def make_gated(
         policy_file.write_text(GATED.format(url=remote.as_uri(), windows=windows))
         policy = parse_policy(policy_file.read_text())
         clock = Clock(now)
-        checkout = Checkout(policy.repository, settings.workdir, name="bot")
+        checkout = Mirror(policy.repository, settings.workdir, freshness=0)
         return Chat(Conversation(policy, redis, checkout, clock)), clock
 
     return make

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +14,17 @@ import pytest
 from redis import Redis
 
 from bot.conversation import Conversation
+from bot.outbox import OutboxConsumer
 from bot.platforms.rocketchat import RocketChatAdapter
+from bot.platforms.rocketchat_api import RateLimited, RocketChatPoster
 from bot.server import create_app
 from config.errors import PostFailed
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Remote, http_server, run_worker
 from tests.fake_rocketchat import BOT_ID, FakeRocketChat, serve
-from workers.gitops import Checkout
-from workers.reporting import retry_unreported
+from workers.objects import Mirror
 from workers.request import RequestState
-from workers.rocketchat_api import RateLimited, RocketChatPoster
 from workers.store import RequestStore
 
 WEBHOOK_TOKEN = "whk-0123456789"
@@ -107,7 +108,7 @@ def rocket(redis: Redis, remote: Path, settings: Settings, policy_file: Path,
     settings = Settings()
     policy = parse_policy(policy_file.read_text())
     conversation = Conversation(
-        policy, redis, Checkout(policy.repository, settings.workdir, name="bot")
+        policy, redis, Mirror(policy.repository, settings.workdir, freshness=0)
     )
     poster = RocketChatPoster(url, BOT_ID, "rc-token", backoff=0.01)
     adapter = RocketChatAdapter(conversation, poster, redis, BOT_ID)
@@ -277,7 +278,13 @@ def test_an_outcome_rocketchat_refuses_is_kept_and_posted_later(
     assert rocket.store.state(request_id) is RequestState.PUSHED
     assert rocket.store.is_unreported(request_id)
     rocket.fake.tokens = (BOT_ID, "rc-token")
-    assert retry_unreported(redis, Settings()) == 1
+    poster = rocket.adapter.poster
+    # Another bot (or this one, RETRY_IDLE later) claims the entry and posts it.
+    consumer = OutboxConsumer(redis, "rocketchat", poster, retry_idle=timedelta(0))
+    deadline = time.monotonic() + 15
+    while rocket.store.is_unreported(request_id):
+        assert time.monotonic() < deadline, "the outcome was never posted"
+        consumer.run_once()
     assert rocket.fake.posted()[-1]["msg"].startswith(f"{request_id}: pushed ")
 
 

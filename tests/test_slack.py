@@ -7,6 +7,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -18,12 +19,14 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot.conversation import Conversation
+from bot.outbox import OutboxConsumer
+from bot.platforms.slack_api import SlackPoster
 from bot.server import create_app
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Remote, http_server, run_worker
 from tests.fake_slack import FakeSlack, serve
-from workers.gitops import Checkout
+from workers.objects import Mirror
 from workers.request import RequestState
 from workers.store import RequestStore
 
@@ -166,7 +169,7 @@ def slack(
     settings = Settings()
     policy = parse_policy(policy_file.read_text())
     conversation = Conversation(
-        policy, redis, Checkout(policy.repository, settings.workdir, name="bot")
+        policy, redis, Mirror(policy.repository, settings.workdir, freshness=0)
     )
     app = create_app(settings, policy, redis, conversation)
     with http_server(app) as url:
@@ -325,10 +328,10 @@ def test_a_reaction_on_another_message_is_ignored(slack: SlackWorld) -> None:
 
 
 def test_removing_the_approval_reaction_before_quorum_withdraws_it(slack: SlackWorld) -> None:
-    gate = slack.conversation.gate
-    prd = gate.policy.environments["prd"].model_copy(update={"approvals": 2})
-    gate.policy = gate.policy.model_copy(
-        update={"environments": {**gate.policy.environments, "prd": prd}}
+    ctx = slack.conversation.ctx
+    prd = ctx.policy.environments["prd"].model_copy(update={"approvals": 2})
+    ctx.policy = ctx.policy.model_copy(
+        update={"environments": {**ctx.policy.environments, "prd": prd}}
     )
     slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
     slack.fake.wait_for("chat.postMessage")
@@ -417,13 +420,14 @@ def test_a_result_slack_will_not_take_is_kept_and_posted_later(
     request_id, _ = slack.card()
     slack.fake.fail["chat.postMessage"] = 1
     run_worker(redis)
+    slack.fake.wait_for("chat.postMessage (failed)")  # the bot's outbox consumer tried once
     assert slack.store.is_unreported(request_id)
     slack.command("UBOB", "CINT", f"status {request_id}")
     [answer] = slack.fake.wait_for("chat.postMessage", 2)[1:]
     assert "could not be posted yet; it will be retried" in answer["text"]
-    from workers.reporting import retry_unreported
-
-    assert retry_unreported(redis, Settings()) == 1
+    poster = SlackPoster("xoxb-test-token", Settings().slack_api_url)
+    # Another bot (or this one, RETRY_IDLE later) claims the entry and posts it.
+    assert OutboxConsumer(redis, "slack", poster, retry_idle=timedelta(0)).run_once() == 1
     assert not slack.store.is_unreported(request_id)
     assert slack.fake.texts()[-1].startswith(f"{request_id}: pushed ")
 
@@ -440,9 +444,10 @@ def test_socket_mode_dispatches_to_the_same_handlers(slack: SlackWorld) -> None:
     """Socket Mode hands Bolt the payload without an HTTP signature; the rules are the same."""
     from slack_bolt.adapter.socket_mode.internals import run_bolt_app
 
+    from bot.executor import BoundedExecutor
     from bot.platforms.slack import slack_app
 
-    bolt = slack_app(Settings(), _conversation_of(slack))
+    bolt = slack_app(Settings(), _conversation_of(slack), BoundedExecutor())
     payload = {"type": "event_callback", "event_id": "EvSOCKET", "team_id": "T1", "api_app_id": "A1",
                "event": {"type": "message", "user": "UALICE", "channel": "CPRD",
                          "text": "deploy awesome 2.1.0 to prd", "ts": "5.5"}}  # fmt: skip
@@ -457,7 +462,7 @@ def test_socket_mode_dispatches_to_the_same_handlers(slack: SlackWorld) -> None:
 def _conversation_of(slack: SlackWorld) -> Conversation:
     policy = parse_policy(Path(Settings().policy).read_text())
     return Conversation(
-        policy, slack.redis, Checkout(policy.repository, Settings().workdir, name="socket")
+        policy, slack.redis, Mirror(policy.repository, Settings().workdir, freshness=0)
     )
 
 
@@ -465,9 +470,9 @@ def test_a_reaction_after_expiry_says_so_and_the_card_shows_it(slack: SlackWorld
     slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
     slack.fake.wait_for("chat.postMessage")
     request_id, ts = slack.card()
-    gate = slack.conversation.gate
+    ctx = slack.conversation.ctx
     expires = slack.store.get(request_id).expires_at
-    gate.clock = lambda: expires  # type: ignore[assignment,return-value]
+    ctx.clock = lambda: expires  # type: ignore[assignment,return-value]
     slack.reaction("UCAROL", "CPRD", ts, "white_check_mark")
     [refusal] = slack.fake.wait_for("chat.postEphemeral")
     assert (

@@ -18,12 +18,13 @@ from rq.serializers import JSONSerializer
 from bot.embedded_redis import EmbeddedRedis
 from config.settings import Settings
 from tests.conftest import Chat, Remote, run_worker
-from workers.queue import JOB_TIMEOUT, deploy_queue
+from workers.lane import Lane, lane_name
+from workers.queue import deploy_queue
 from workers.request import RequestState
 from workers.store import RequestStore
-from workers.sweeper import GRACE_SECONDS, sweep
+from workers.sweeper import DEAD_AFTER, sweep
 
-LATER = JOB_TIMEOUT + GRACE_SECONDS + 1
+LATER = DEAD_AFTER + 1  # seconds after which a silent worker is taken for dead
 
 
 def kill_tree(root: int) -> None:
@@ -76,8 +77,14 @@ def test_a_worker_killed_mid_job_leaves_nothing_pushed_and_the_request_runs_agai
     assert origin.count() == 1
     assert store.state(request_id) is RequestState.RUNNING
 
-    assert sweep(redis) == []  # too early to tell a slow job from a dead one
-    assert sweep(redis, now=time.time() + LATER) == [request_id]
+    lane = Lane(redis, lane_name(chat.conversation.policy.repository))
+    assert sweep(redis, lane) == []  # too early to tell a slow job from a dead one
+    deadline = time.monotonic() + 30
+    while lane.holder() is not None:  # the dead holder's lease runs out within seconds
+        assert time.monotonic() < deadline, "the dead worker's lease never expired"
+        time.sleep(0.2)
+    assert sweep(redis, lane) == []  # its worker's last heartbeat is still recent
+    assert sweep(redis, lane, now=time.time() + LATER) == [request_id]
     policy_file.write_text(original)
     run_worker(redis)
     assert store.state(request_id) is RequestState.PUSHED

@@ -1,57 +1,59 @@
-"""Apply an approved request to the GitOps repository: one commit, pushed, or nothing.
+"""Apply a batch of approved requests to one branch: one commit each, one push for all.
 
-The loop fetches, checks the request was not already committed (its id is in
-a trailer), re-checks that every pin still holds the approved old version and
-that the diff is still the one people approved, writes, runs the
-environment's validation command, commits and pushes. A push that loses a race starts over from a
-fresh fetch, a bounded number of times.
+The push lane's holder calls `apply_batch` with every request ready for the
+branch. From a fresh fetch it skips requests whose trailer is already on the
+branch (a retry after a crash), then for each of the others re-checks its
+gates, that every pin still holds the approved old version and that the
+diff is still the one people approved, writes, validates and commits. A
+request that fails any of this is dropped from the batch (the working tree
+goes back to the last good commit) and ends alone; the rest are pushed
+together. A push that loses a race to an outside writer fetches and
+re-applies the batch; a push the remote refuses fails the batch; a push that
+errored is checked against the remote before it is called failed.
 """
 
 from __future__ import annotations
 
 import logging
-import shlex
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from config.errors import GitOpsError, PushRejected, StaleRequest, ValidationFailed
+from config.errors import PushRejected, ReleasegateError, RemoteUnreachable, StaleRequest
 from config.policy import Policy
 from workers.commit import commit_message
 from workers.gitops import Checkout
+from workers.logs import request_context
 from workers.plan import current_version, plan_changes, same_change
-from workers.request import DeployRequest
+from workers.request import DeployRequest, RequestState
+from workers.validation import validate
 
 log = logging.getLogger(__name__)
 
-MAX_PUSH_ATTEMPTS = 5
-VALIDATION_TIMEOUT = 300
-VALIDATION_OUTPUT_LINES = 20
-
-
-def validate(command: str, tree: Path) -> None:
-    """Run the environment's validation command in the changed tree; raise with its output."""
-    try:
-        done = subprocess.run(
-            shlex.split(command), cwd=tree, capture_output=True, text=True,
-            timeout=VALIDATION_TIMEOUT, check=False,
-        )  # fmt: skip
-    except FileNotFoundError as exc:
-        raise ValidationFailed(f"validation command not found: {command}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ValidationFailed(f"`{command}` took longer than {VALIDATION_TIMEOUT}s") from exc
-    if done.returncode != 0:
-        output = (done.stdout + done.stderr).strip().splitlines()[-VALIDATION_OUTPUT_LINES:]
-        shown = "\n".join(output)
-        raise ValidationFailed(f"`{command}` failed (exit {done.returncode}):\n{shown}")
+MAX_RACE_ATTEMPTS = 10  # outside pushers only: workers never race each other
 
 
 @dataclass(frozen=True)
-class Applied:
-    commit: str | None  # None: the pins already held the new versions
-    already_pushed: bool = False
-    attempts: int = 1
+class Outcome:
+    state: RequestState
+    message: str
+    commit: str | None = None
+
+
+@dataclass
+class BatchHooks:
+    """What the batch needs from the job around it."""
+
+    gates: Callable[[DeployRequest], None]  # raises to stop one request (lock, window, approvals)
+    approvers: Callable[[DeployRequest], Sequence[str]]  # for the Approved-by trailers
+    before_push: Callable[[], None] = lambda: None  # raises when the lane's lease is lost
+    on_retry: Callable[[], None] = lambda: None
+    secrets: Sequence[str] = ()
+
+
+def context(request: DeployRequest) -> dict[str, str | None]:
+    apps = ",".join(c.app for c in request.changes)
+    return {"request_id": request.id, "app": apps, "env": request.env, "actor": request.requester}
 
 
 def _check_not_moved(policy: Policy, checkout: Checkout, request: DeployRequest) -> None:
@@ -64,54 +66,100 @@ def _check_not_moved(policy: Policy, checkout: Checkout, request: DeployRequest)
             )
 
 
-def apply_request(
+def apply_one(
+    policy: Policy, checkout: Checkout, request: DeployRequest, hooks: BatchHooks
+) -> str | None:
+    """Commit `request` on top of the working tree; None when the pins already hold it."""
+    _check_not_moved(policy, checkout, request)
+    plan = plan_changes(policy, checkout.read, request.changes)
+    if not plan.changed_files:
+        return None
+    if not same_change(request.diff, plan.diff()):
+        raise StaleRequest(
+            "the files changed since the request was made, so the change would not be "
+            "the one shown and approved; ask again with a new request"
+        )
+    for file in plan.changed_files:
+        checkout.write(file, plan.after[file])
+    env = policy.environments[request.env]
+    if env.validate_command:
+        validate(env.validate_command, Path(checkout.path), allowed_env=env.validate_env,
+                 secrets=hooks.secrets)  # fmt: skip
+    hooks.gates(request)
+    return checkout.commit(commit_message(request, hooks.approvers(request)), plan.changed_files)
+
+
+def apply_batch(
     policy: Policy,
     checkout: Checkout,
-    request: DeployRequest,
-    approvers: Sequence[str],
-    max_attempts: int = MAX_PUSH_ATTEMPTS,
-    gates: Callable[[], None] = lambda: None,
-    on_retry: Callable[[], None] = lambda: None,
-) -> Applied:
-    """Commit and push `request`; safe to call again for the same request.
-
-    `gates` runs right before each commit and raises to stop it (a lock taken
-    or a window closed while the job waited).
-    """
-    refused: PushRejected | None = None
-    last_head = None
+    requests: Sequence[DeployRequest],
+    hooks: BatchHooks,
+    max_attempts: int = MAX_RACE_ATTEMPTS,
+) -> dict[str, Outcome]:
+    """Land what can land of `requests`; returns how each one ended, by request id."""
+    outcomes: dict[str, Outcome] = {}
+    todo = list(requests)
     for attempt in range(1, max_attempts + 1):
-        head = checkout.sync()
-        if refused is not None and head == last_head:
-            raise GitOpsError(f"the remote refused the push: {refused}")
-        last_head = head
-        if sha := checkout.find_request_commit(request.id, request.created_at):
-            log.info("already committed as %s", sha[:7])
-            return Applied(sha, already_pushed=True, attempts=attempt)
-        _check_not_moved(policy, checkout, request)
-        plan = plan_changes(policy, checkout.read, request.changes)
-        if not plan.changed_files:
-            return Applied(None, attempts=attempt)
-        if not same_change(request.diff, plan.diff()):
-            raise StaleRequest(
-                "the files changed since the request was made, so the change would not be "
-                "the one shown and approved; ask again with a new request"
-            )
-        for file in plan.changed_files:
-            checkout.write(file, plan.after[file])
-        if command := policy.environments[request.env].validate_command:
-            validate(command, checkout.path)
-        gates()
-        sha = checkout.commit(commit_message(request, approvers), plan.changed_files)
+        try:
+            head = checkout.sync()
+        except RemoteUnreachable as exc:
+            return _fail(outcomes, [(r, "") for r in todo], str(exc))
+        landed = checkout.request_commits()
+        committed: list[tuple[DeployRequest, str]] = []
+        for request in todo:
+            with request_context(**context(request)):
+                if sha := landed.get(request.id):
+                    log.info("already committed as %s", sha[:7])
+                    outcomes[request.id] = Outcome(RequestState.PUSHED, "pushed", sha)
+                    continue
+                good = checkout.head()
+                try:
+                    sha = apply_one(policy, checkout, request, hooks)
+                except ReleasegateError as exc:
+                    log.warning("dropped from the batch: %s", exc)
+                    checkout.reset_to(good)
+                    outcomes[request.id] = Outcome(RequestState.FAILED, str(exc))
+                    continue
+                if sha is None:
+                    message = "; ".join(
+                        f"{c.app} already runs {c.new} in {c.env}" for c in request.changes
+                    )
+                    outcomes[request.id] = Outcome(RequestState.NOOP, message)
+                else:
+                    committed.append((request, sha))
+        if not committed:
+            return outcomes
+        hooks.before_push()  # a lost lease raises: the lane's next holder finishes the batch
         try:
             checkout.push()
         except PushRejected as exc:
-            log.warning("attempt %d/%d: %s; fetching and retrying", attempt, max_attempts, exc)
-            refused = exc
-            on_retry()
+            if checkout.fetch() == head:  # nobody else pushed: the remote said no
+                return _fail(outcomes, committed, f"the remote refused the push: {exc}")
+            log.info("attempt %d/%d: %s; fetching and re-applying", attempt, max_attempts, exc)
+            hooks.on_retry()
+            todo = [request for request, _sha in committed]
             continue
-        log.info("pushed %s after %d attempt(s)", sha[:7], attempt)
-        return Applied(sha, attempts=attempt)
-    raise GitOpsError(
-        f"gave up after {max_attempts} attempts: the branch kept moving under us; try again"
-    )
+        except RemoteUnreachable as exc:
+            if not _landed_anyway(checkout):
+                return _fail(outcomes, committed, str(exc))
+            log.warning("the push reported %s, but the remote has our commits", exc)
+        log.info("pushed %d commit(s) after %d attempt(s)", len(committed), attempt)
+        for request, sha in committed:
+            outcomes[request.id] = Outcome(RequestState.PUSHED, "pushed", sha)
+        return outcomes
+    message = f"gave up after {max_attempts} attempts: the branch kept moving under us; try again"
+    return _fail(outcomes, [(r, "") for r in todo], message)
+
+
+def _landed_anyway(checkout: Checkout) -> bool:
+    try:
+        return checkout.landed(checkout.head())
+    except ReleasegateError:
+        return False
+
+
+def _fail(outcomes: dict[str, Outcome], committed: Sequence[tuple[DeployRequest, str]],
+          message: str) -> dict[str, Outcome]:  # fmt: skip
+    for request, _sha in committed:
+        outcomes[request.id] = Outcome(RequestState.FAILED, message)
+    return outcomes

@@ -1,40 +1,52 @@
-"""A warm clone of the GitOps repository: fetch, read, edit, commit, push.
+"""A worker's warm clone of the GitOps repository: fetch, edit, commit, push.
 
-Each process keeps its clone under the work directory and reuses it: a job
-fetches and hard-resets instead of cloning again. A file lock serialises
-processes that share a clone. Every Git call is bounded by a timeout, and
-user text never reaches a Git option: paths come from the policy and are
-passed after `--`, messages go through a file.
+Each worker process takes a slot (`workdir/<repo>/<host>/slot-N`, held with a
+file lock for as long as it works there) and keeps that slot's clone warm:
+a job fetches and hard-resets instead of cloning again. A first clone is
+blobless where the remote allows it, so a large repository is ready in
+seconds. The host name in the path keeps replicas that share a persistent
+volume out of each other's folders.
+
+Every Git call is bounded by a timeout. User text never reaches a Git
+option: paths come from the policy, are passed after `--` and read as
+literal paths (`GIT_LITERAL_PATHSPECS`), messages go through a file, and a
+path with a symbolic link or `.git` on it is refused.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
 import os
 import re
 import shlex
+import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 import git
 
-from config.errors import GitOpsError, PinNotFound, PushRejected, RemoteUnreachable
+from config.errors import GitOpsError, PinError, PinNotFound, PushRejected, RemoteUnreachable
 from config.policy import Repository
 
 log = logging.getLogger(__name__)
 
 GIT_TIMEOUT = 120  # seconds for any network operation
+MAX_SLOTS = 16
+TRAILER_SCAN_DEPTH = 2000  # commits searched for a request's trailer
 _FAILED_PUSH = (
     git.PushInfo.ERROR
     | git.PushInfo.REJECTED
     | git.PushInfo.REMOTE_REJECTED
     | git.PushInfo.REMOTE_FAILURE
 )
+_RACE_WORDS = ("fetch first", "non-fast-forward", "stale info", "cannot lock ref")
 
 
 def redact_url(url: str) -> str:
@@ -42,31 +54,99 @@ def redact_url(url: str) -> str:
     return re.sub(r"//[^/@]+@", "//***@", url)
 
 
+def url_credentials(url: str) -> list[str]:
+    """The user and password written into a URL, if any: secrets to scrub from output."""
+    found = re.search(r"//([^/@]+)@", url)
+    return [part for part in found.group(1).split(":") if part] if found else []
+
+
+def git_env(ssh_key: Path | None) -> dict[str, str]:
+    """The environment every Git call of ours runs with (on top of the process's own)."""
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_LITERAL_PATHSPECS": "1"}
+    if ssh_key is not None:
+        env["GIT_SSH_COMMAND"] = (
+            f"ssh -i {shlex.quote(str(ssh_key))} -o IdentitiesOnly=yes "
+            "-o StrictHostKeyChecking=accept-new"
+        )
+    return {**os.environ, **env}
+
+
+def repository_dir(repository: Repository, workdir: Path) -> Path:
+    return workdir / hashlib.sha256(repository.url.encode()).hexdigest()[:12]
+
+
 def _git_error(exc: git.GitCommandError) -> str:
     stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
     return redact_url(stderr or str(exc.status))
 
 
+_FIELD, _RECORD = "\x1f", "\x1e"
+_TRAILERS = ("Releasegate-Request", "Requested-by", "Approved-by", "Releasegate-Kind")
+TRAILER_FORMAT = (
+    _FIELD.join(
+        ["%H", "%ct", "%an", "%s"]
+        + [f"%(trailers:key={key},valueonly,separator=%x2C)" for key in _TRAILERS]
+    )
+    + _RECORD
+)
+
+
+def parse_trailer_log(out: str) -> list[dict[str, str]]:
+    """`git log --format=TRAILER_FORMAT` output as one dict per commit, newest first."""
+    entries = []
+    for record in out.split(_RECORD):
+        if record.strip():
+            values = record.strip("\n").split(_FIELD)
+            entries.append(
+                dict(zip(("commit", "time", "author", "subject", *_TRAILERS), values, strict=True))
+            )
+    return entries
+
+
+@contextmanager
+def _slot_lock(base: Path) -> Iterator[Path]:
+    """The first free slot folder under `base`, held (flock) until the block ends."""
+    base.mkdir(parents=True, exist_ok=True)
+    handles: list[IO[str]] = []
+    try:
+        for number in range(MAX_SLOTS):
+            handle: IO[str] = open(base / f"slot-{number}.lock", "w")  # noqa: SIM115
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                handle.close()
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                continue
+            handles.append(handle)
+            yield base / f"slot-{number}"
+            return
+        # Every slot busy: queue for the first one rather than make a seventeenth clone.
+        first = open(base / "slot-0.lock", "w")  # noqa: SIM115
+        handles.append(first)
+        fcntl.flock(first, fcntl.LOCK_EX)
+        yield base / "slot-0"
+    finally:
+        for handle in handles:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+
 class Checkout:
-    """A working clone of one repository branch, owned by one process at a time."""
+    """A working clone of one repository branch, in a slot this process holds."""
 
     def __init__(
         self,
         repository: Repository,
         workdir: Path,
         *,
-        name: str = "worker",
         ssh_key: Path | None = None,
+        host: str | None = None,
     ) -> None:
         self.repository = repository
-        slug = hashlib.sha256(repository.url.encode()).hexdigest()[:12]
-        self.path = workdir / slug / name
-        self._env = {"GIT_TERMINAL_PROMPT": "0"}
-        if ssh_key is not None:
-            self._env["GIT_SSH_COMMAND"] = (
-                f"ssh -i {shlex.quote(str(ssh_key))} -o IdentitiesOnly=yes "
-                "-o StrictHostKeyChecking=accept-new"
-            )
+        self.base = repository_dir(repository, workdir) / (host or socket.gethostname())
+        self.path: Path = self.base / "slot-unheld"
+        self._env = git_env(ssh_key)
         self._repo: git.Repo | None = None
 
     @property
@@ -75,17 +155,15 @@ class Checkout:
 
     @contextmanager
     def locked(self) -> Iterator[Checkout]:
-        """Hold the clone for this process; closes GitPython's handles on exit."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / f"{self.path.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        """Hold a slot for this process; closes GitPython's handles on exit."""
+        with _slot_lock(self.base) as path:
+            self.path = path
             try:
                 yield self
             finally:
                 if self._repo is not None:
                     self._repo.close()
                     self._repo = None
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
     @property
     def repo(self) -> git.Repo:
@@ -93,32 +171,51 @@ class Checkout:
             raise GitOpsError("the checkout is not synced; call sync() first")
         return self._repo
 
-    def sync(self) -> str:
-        """Bring the clone to the remote branch's head, discarding local changes."""
-        branch = self.repository.branch
-        url = self.repository.url
+    def _clone(self) -> git.Repo:
+        url, branch = self.repository.url, self.repository.branch
+        log.info("cloning %s into %s", redact_url(url), self.path)
+        if self.path.exists():
+            import shutil
+
+            shutil.rmtree(self.path)  # a clone that died half-way
+        return git.Repo.clone_from(
+            url, self.path, branch=branch, env=self._env, kill_after_timeout=GIT_TIMEOUT,
+            multi_options=["--filter=blob:none", "--single-branch", "--no-tags"],
+        )  # fmt: skip
+
+    def fetch(self) -> str:
+        """Fetch the remote branch; returns its head. The working tree is left alone."""
+        branch, url = self.repository.branch, self.repository.url
         try:
-            if not (self.path / ".git").is_dir():
-                log.info("cloning %s into %s", redact_url(url), self.path)
-                self._repo = git.Repo.clone_from(
-                    url, self.path, branch=branch, env=self._env, kill_after_timeout=GIT_TIMEOUT
-                )
-            elif self._repo is None:
-                self._repo = git.Repo(self.path)
-            repo = self._repo
-            with repo.git.custom_environment(**self._env):
-                repo.git.fetch(
-                    "--prune", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
+            if self._repo is None:
+                if (self.path / ".git").is_dir():
+                    self._repo = git.Repo(self.path)
+                else:
+                    self._repo = self._clone()
+            with self._repo.git.custom_environment(**self._env):
+                self._repo.git.fetch(
+                    "--prune", "--no-tags", "origin",
+                    f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
                     kill_after_timeout=GIT_TIMEOUT,
                 )  # fmt: skip
-            repo.git.checkout("-B", branch, self.remote_ref, "--")
-            repo.git.reset("--hard", self.remote_ref, "--")
-            repo.git.clean("-fdx")
-            return str(repo.head.commit.hexsha)
+            return str(self._repo.commit(self.remote_ref).hexsha)
         except git.GitCommandError as exc:
             raise RemoteUnreachable(
                 f"cannot fetch {branch} from {redact_url(url)}: {_git_error(exc)}"
             ) from exc
+
+    def sync(self) -> str:
+        """Bring the working tree to the remote branch's head, discarding local changes."""
+        head = self.fetch()
+        self.reset_to(head)
+        return head
+
+    def reset_to(self, commit: str) -> None:
+        """Make the branch and working tree exactly `commit` (drops uncommitted edits)."""
+        repo = self.repo
+        with repo.git.custom_environment(**self._env):
+            repo.git.checkout("--force", "-B", self.repository.branch, commit, "--")
+            repo.git.clean("-fdx")
 
     def read(self, file: str) -> str:
         path = self._inside(file)
@@ -127,39 +224,61 @@ class Checkout:
                 return handle.read()
         except FileNotFoundError as exc:
             raise PinNotFound(f"{file} does not exist in the repository") from exc
+        except IsADirectoryError as exc:
+            raise PinError(f"{file} is a directory, not a file") from exc
+        except UnicodeDecodeError as exc:
+            raise PinError(f"{file} is not UTF-8 text") from exc
 
     def write(self, file: str, text: str) -> None:
         with open(self._inside(file), "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
 
     def _inside(self, file: str) -> Path:
-        path = (self.path / file).resolve()
-        if not path.is_relative_to(self.path.resolve()) or ".git" in Path(file).parts:
+        """The real path of a pinned file; refuses `.git` and symbolic links on the way."""
+        parts = [p for p in file.split("/") if p not in ("", ".")]
+        if not parts or any(p == ".." or p.lower() == ".git" for p in parts):
             raise PinNotFound(f"{file} is outside the repository")
+        path = self.path
+        for depth, part in enumerate(parts):
+            path = path / part
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                return path  # missing: reading says so; nothing is written to new files
+            if stat.S_ISLNK(mode):
+                where = "/".join(parts[: depth + 1])
+                raise PinError(f"{where} is a symbolic link; releasegate does not follow links")
         return path
 
-    def commit(self, message: str, files: list[str]) -> str:
+    def commit(self, message: str, files: list[str], env: dict[str, str] | None = None) -> str:
         name, email = self.repository.author[:-1].split(" <", 1)
-        env = {
+        identity = {
             "GIT_AUTHOR_NAME": name,
             "GIT_AUTHOR_EMAIL": email,
             "GIT_COMMITTER_NAME": name,
             "GIT_COMMITTER_EMAIL": email,
+            "GIT_LITERAL_PATHSPECS": "1",
+            **(env or {}),
         }
         repo = self.repo
-        repo.git.add("--", *files)
+        with repo.git.custom_environment(**identity):
+            repo.git.add("--", *files)
         with tempfile.NamedTemporaryFile(
             "w", encoding="utf-8", dir=repo.git_dir, delete=False
         ) as f:
             f.write(message)
         try:
-            with repo.git.custom_environment(**env):
+            with repo.git.custom_environment(**identity):
                 repo.git.commit("--no-verify", "--cleanup=verbatim", f"--file={f.name}")
         finally:
             os.unlink(f.name)
         return str(repo.head.commit.hexsha)
 
+    def head(self) -> str:
+        return str(self.repo.head.commit.hexsha)
+
     def push(self) -> None:
+        """Push the local branch; raises `PushRejected` for a lost race or a refusal."""
         branch = self.repository.branch
         try:
             with self.repo.git.custom_environment(**self._env):
@@ -174,63 +293,29 @@ class Checkout:
             if info.flags & _FAILED_PUSH:
                 raise PushRejected(f"push to {branch} rejected: {info.summary.strip()}")
 
-    def find_request_commit(self, request_id: str, since: datetime) -> str | None:
-        """The commit on the remote branch that carries this request id's trailer, if any."""
+    def landed(self, commit: str) -> bool:
+        """After a push that errored: did `commit` reach the remote branch all the same?"""
+        self.fetch()
+        try:
+            self.repo.git.merge_base("--is-ancestor", commit, self.remote_ref)
+        except git.GitCommandError:
+            return False
+        return True
+
+    def request_commits(self, depth: int = TRAILER_SCAN_DEPTH) -> dict[str, str]:
+        """Request id -> commit, for the request trailers in the remote branch's last commits.
+
+        Bounded by count, not by date: a commit with an old committer date
+        does not hide the ones behind it.
+        """
         out = self.repo.git.log(
             self.remote_ref,
-            "--format=%H",
-            "--max-count=1",
-            f"--since={(since - timedelta(days=1)).isoformat()}",
-            f"--grep=^Releasegate-Request: {re.escape(request_id)}$",
-            "--",
+            f"--max-count={depth}",
+            "--format=%H%x1f%(trailers:key=Releasegate-Request,valueonly,separator=%x2C)%x1e",
         )
-        return out.strip() or None
-
-
-@contextmanager
-def snapshot(checkout: Checkout) -> Iterator[tuple[str, Checkout]]:
-    """Fetch and hold the clone for reading: yields the remote head and the checkout."""
-    with checkout.locked():
-        head = checkout.sync()
-        yield head, checkout
-
-
-def file_history(checkout: Checkout, file: str, limit: int) -> list[tuple[str, int]]:
-    """(commit, commit time) of the last `limit` commits on the remote branch touching `file`."""
-    out = checkout.repo.git.log(
-        checkout.remote_ref, "--format=%H %ct", f"--max-count={limit}", "--", file
-    )
-    return [(sha, int(ts)) for sha, ts in (line.split() for line in out.splitlines())]
-
-
-def read_at(checkout: Checkout, commit: str, file: str) -> str | None:
-    """The file's exact text at `commit`, or None where it did not exist."""
-    try:
-        blob = checkout.repo.commit(commit).tree / file
-    except KeyError:
-        return None
-    data: bytes = blob.data_stream.read()
-    return data.decode("utf-8", errors="replace")
-
-
-_FIELD, _RECORD = "\x1f", "\x1e"
-_TRAILERS = ("Releasegate-Request", "Requested-by", "Approved-by", "Releasegate-Kind")
-
-
-def log_with_trailers(checkout: Checkout, files: list[str], limit: int) -> list[dict[str, str]]:
-    """The last commits touching `files`, newest first, with releasegate's trailers."""
-    trailer_fields = _FIELD.join(
-        f"%(trailers:key={key},valueonly,separator=%x2C)" for key in _TRAILERS
-    )
-    fmt = _FIELD.join(["%H", "%ct", "%an", "%s", trailer_fields]) + _RECORD
-    out = checkout.repo.git.log(
-        checkout.remote_ref, f"--format={fmt}", f"--max-count={limit}", "--", *files
-    )
-    entries = []
-    for record in out.split(_RECORD):
-        if record.strip():
-            values = record.strip("\n").split(_FIELD)
-            entries.append(
-                dict(zip(("commit", "time", "author", "subject", *_TRAILERS), values, strict=True))
-            )
-    return entries
+        found: dict[str, str] = {}
+        for record in out.split("\x1e"):
+            sha, _, ids = record.strip("\n").partition("\x1f")
+            for request_id in filter(None, (i.strip() for i in ids.split(","))):
+                found.setdefault(request_id, sha)
+        return found

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from config.errors import PinError
-from config.policy import Policy
+from config.policy import Pin, Policy
 from workers import pins
-from workers.gitops import Checkout, file_history, log_with_trailers, read_at
+from workers.objects import Snapshot
 from workers.plan import pins_of
 
 HISTORY_DEPTH = 300  # commits per pinned file: enough for months of deploys
@@ -26,18 +26,22 @@ class Ran:
     since: datetime
 
 
-def versions_run(policy: Policy, checkout: Checkout, app: str, env: str) -> list[Ran]:
+def versions_run(policy: Policy, repo: Snapshot, app: str, env: str) -> list[Ran]:
     """Every version `app`'s first pin in `env` held, newest first, one entry per change."""
     pin = pins_of(policy, app, env)[0]
+    return list(repo.memo(("versions_run", pin), lambda: _versions_run(repo, pin)))
+
+
+def _versions_run(repo: Snapshot, pin: Pin) -> list[Ran]:
     ran: list[Ran] = []
-    for commit, timestamp in file_history(checkout, pin.file, HISTORY_DEPTH):
-        text = read_at(checkout, commit, pin.file)
-        if text is None:
-            continue
+    for commit, timestamp in repo.file_history(pin.file, HISTORY_DEPTH):
         try:
+            text = repo.read_at(commit, pin.file)
+            if text is None:
+                continue
             version = pins.read_version(text, pin)
         except PinError:
-            continue  # the file had another shape back then
+            continue  # the file had another shape (or was not a plain file) back then
         when = datetime.fromtimestamp(timestamp, UTC)
         if ran and ran[-1].version == version:
             ran[-1] = Ran(version, commit, when)  # the same version, set earlier
@@ -63,7 +67,7 @@ class Deployment:
     kind: str
 
 
-def deployments(policy: Policy, checkout: Checkout, env: str, limit: int) -> list[Deployment]:
+def deployments(policy: Policy, repo: Snapshot, env: str, limit: int) -> list[Deployment]:
     """The last commits that touched `env`'s pinned files, with who asked and who approved."""
     files = sorted({pin.file for app in policy.apps.values() for pin in app.pins.get(env, [])})
     if not files:
@@ -79,5 +83,5 @@ def deployments(policy: Policy, checkout: Checkout, env: str, limit: int) -> lis
             approved_by=entry["Approved-by"],
             kind=entry["Releasegate-Kind"],
         )
-        for entry in log_with_trailers(checkout, files, limit)
+        for entry in repo.log_with_trailers(files, limit)
     ]

@@ -1,101 +1,146 @@
-"""RQ job functions. They take a request id, never user data: everything else is in Redis."""
+"""RQ job functions. They take a request id, never user data: everything else is in Redis.
+
+Every request has its own job, but the job does not push that request
+alone: it waits for the push lane of the repository's branch, and the
+lane's holder lands every request that is ready for the branch in one
+batch. A job whose request another holder landed meanwhile just returns.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
-from config.errors import ReleasegateError
-from config.policy import load_policy
+from redis import Redis
+
+from config.errors import GitOpsError
+from config.policy import Policy, load_policy
 from config.settings import Settings
-from workers import audit, metrics
+from workers import audit, metrics, outbox
 from workers.connection import connect
-from workers.deploy import apply_request
+from workers.deploy import BatchHooks, Outcome, apply_batch, context
 from workers.gates import Locks, check_not_expired, check_open
-from workers.gitops import Checkout
+from workers.gitops import Checkout, url_credentials
+from workers.lane import Lane, Lease, LeaseLost, lane_name
 from workers.logs import request_context
-from workers.reporting import outcome_text, report, retry_unreported
+from workers.queue import JOB_TIMEOUT
 from workers.request import DeployRequest, RequestState, Result
 from workers.store import RequestStore
 from workers.sweeper import sweep
 
 log = logging.getLogger(__name__)
 
-
-def _context(request: DeployRequest) -> dict[str, str | None]:
-    apps = ",".join(c.app for c in request.changes)
-    return {"request_id": request.id, "app": apps, "env": request.env, "actor": request.requester}
+BATCH_SIZE = 50
+LANE_WAIT = JOB_TIMEOUT - 120  # leave the holder's batch time to finish inside the job
 
 
 def run_request(request_id: str) -> str:
-    """Apply an approved request and report how it ended; returns the final state."""
+    """See that an approved request lands (in this job's batch or another's); returns its
+    final state."""
     settings = Settings()
     redis = connect(settings)
     store = RequestStore(redis)
-    retry_unreported(redis, settings)
-    sweep(redis)
-    request = store.get(request_id)
-    with request_context(**_context(request)):
-        # RUNNING is allowed too: a retry after a worker died mid-job picks up
-        # where it left off, and the commit trailer keeps it from committing twice.
-        if store.transition(request_id, [RequestState.APPROVED, RequestState.RUNNING],
-                            RequestState.RUNNING) is None:  # fmt: skip
-            state = store.state(request_id)
-            log.info("request is %s, not approved; nothing to do", state.value)
-            return state.value
-        try:
-            policy = load_policy(settings.policy)
-            locks = Locks(redis)
+    policy = load_policy(settings.policy)
+    lane = Lane(redis, lane_name(policy.repository))
+    sweep(redis, lane)
 
-            def check_gates() -> None:
-                now = _now()
-                check_not_expired(request, now)
-                check_open(policy, locks, request.env, now)
+    def ended() -> bool:
+        return store.state(request_id).final
 
-            check_gates()
-            checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
-            with checkout.locked():
-                approvers = store.approvals(request_id)
-                applied = apply_request(
-                    policy, checkout, request, approvers, gates=check_gates,
-                    on_retry=lambda: metrics.record_push_retry(redis),
-                )  # fmt: skip
-        except ReleasegateError as exc:
-            log.warning("deploy failed: %s", exc)
-            result = Result(state=RequestState.FAILED, message=str(exc), finished_at=_now())
-        else:
-            if applied.commit is None:
-                message = "; ".join(
-                    f"{c.app} already runs {c.new} in {c.env}" for c in request.changes
-                )
-                result = Result(state=RequestState.NOOP, message=message, finished_at=_now())
-            else:
-                result = Result(
-                    state=RequestState.PUSHED,
-                    message="pushed",
-                    commit=applied.commit,
-                    finished_at=_now(),
-                )
-        if store.finish(request_id, [RequestState.RUNNING], result):
-            pushed = result.state is RequestState.PUSHED
-            seconds = (result.finished_at - request.created_at).total_seconds() if pushed else None
-            metrics.record_deploy(redis, request.env, result.state.value, seconds)
-            audit.record(redis, "outcome", request=request_id, state=result.state.value,
-                         commit=result.commit, message=result.message)  # fmt: skip
-            report(redis, settings, request, outcome_text(request, result))
-        return result.state.value
+    deadline = time.monotonic() + LANE_WAIT
+    while not ended():
+        with lane.held(give_up=ended, timeout=max(1.0, deadline - time.monotonic())) as lease:
+            if lease is None:
+                if ended():
+                    break
+                raise GitOpsError("timed out waiting for the push lane; the job is retried")
+            try:
+                drain(policy, settings, redis, lease)
+            except LeaseLost as exc:
+                log.warning("%s", exc)
+    return store.state(request_id).value
+
+
+def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> None:
+    """Land batches of ready requests until none is left (the lane's holder only)."""
+    store = RequestStore(redis)
+    locks = Locks(redis)
+    checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
+
+    def gates(request: DeployRequest) -> None:
+        now = _now()
+        check_not_expired(request, now)
+        check_open(policy, locks, request.env, now)
+
+    hooks = BatchHooks(
+        gates=gates,
+        approvers=lambda request: store.approvals(request.id),
+        before_push=lease.check,
+        on_retry=lambda: metrics.record_push_retry(redis),
+        secrets=[*settings.secret_values(), *url_credentials(policy.repository.url)],
+    )
+    with checkout.locked():
+        while True:
+            lease.check()
+            batch = []
+            for request_id in store.ready(BATCH_SIZE):
+                allowed = [RequestState.APPROVED, RequestState.RUNNING]
+                if store.transition(request_id, allowed, RequestState.RUNNING) is not None:
+                    batch.append(store.get(request_id))
+            if not batch:
+                return
+            with request_context(**batch_context(batch)):
+                log.info("landing a batch of %d request(s)", len(batch))
+                outcomes = apply_batch(policy, checkout, batch, hooks)
+            if any(o.state is RequestState.PUSHED for o in outcomes.values()):
+                lease.lane.record_push(checkout.head())
+            for request in batch:
+                if request.id in outcomes:
+                    end(redis, request, outcomes[request.id])
+
+
+def batch_context(batch: list[DeployRequest]) -> dict[str, str | None]:
+    """Log fields for lines about a whole batch: every request id, app and environment."""
+
+    def joined(values: list[str]) -> str:
+        return ",".join(dict.fromkeys(values))
+
+    return {
+        "request_id": joined([r.id for r in batch]),
+        "app": joined([c.app for r in batch for c in r.changes]),
+        "env": joined([r.env for r in batch]),
+        "actor": joined([r.requester for r in batch]),
+    }
+
+
+def end(redis: Redis, request: DeployRequest, outcome: Outcome) -> None:
+    """Record how a running request ended, count it, and queue the news for its channel."""
+    store = RequestStore(redis)
+    result = Result(state=outcome.state, message=outcome.message, commit=outcome.commit,
+                    finished_at=_now())  # fmt: skip
+    with request_context(**context(request)):
+        if not store.finish(request.id, [RequestState.RUNNING], result):
+            return
+        if result.state is RequestState.FAILED:
+            log.warning("deploy failed: %s", result.message)
+        pushed = result.state is RequestState.PUSHED
+        seconds = (result.finished_at - request.created_at).total_seconds() if pushed else None
+        metrics.record_deploy(redis, request.env, result.state.value, seconds)
+        audit.record(redis, "outcome", request=request.id, state=result.state.value,
+                     commit=result.commit, message=result.message)  # fmt: skip
+        outbox.publish(redis, request)
 
 
 def on_job_failure(job: Any, connection: Any, exc_type: Any, exc: Any, tb: Any) -> None:
     """RQ calls this when the job crashed; once retries are used up, end the request as failed."""
     if job.retries_left:
         return
-    settings = Settings()
-    redis = connect(settings)
+    redis = connect(Settings())
     store = RequestStore(redis)
     request = store.get(job.id)
-    with request_context(**_context(request)):
+    with request_context(**context(request)):
         log.error("deploy job crashed: %s", exc)
         result = Result(
             state=RequestState.FAILED,
@@ -105,7 +150,7 @@ def on_job_failure(job: Any, connection: Any, exc_type: Any, exc: Any, tb: Any) 
         if store.finish(job.id, [RequestState.APPROVED, RequestState.RUNNING], result):
             metrics.record_deploy(redis, request.env, "failed", None)
             audit.record(redis, "outcome", request=job.id, state="failed", message=result.message)
-            report(redis, settings, request, outcome_text(request, result))
+            outbox.publish(redis, request)
 
 
 def _now() -> datetime:

@@ -154,6 +154,20 @@ class RequestStore:
         """Requests approved or running: a worker still owes them an outcome."""
         return sorted(str(_text(m)) for m in cast(set[Any], self.redis.smembers(ACTIVE)))
 
+    def ready(self, limit: int) -> list[str]:
+        """Requests approved or running, longest waiting first: what a push lane lands next."""
+        ids = self.active()
+        pipe = self.redis.pipeline()
+        for request_id in ids:
+            pipe.hmget(self._key(request_id), "state", "since")
+        rows = cast(list[list[Any]], pipe.execute())
+        waiting = sorted(
+            (int(_text(since) or 0), request_id)
+            for request_id, (state, since) in zip(ids, rows, strict=True)
+            if _text(state) in (RequestState.APPROVED.value, RequestState.RUNNING.value)
+        )
+        return [request_id for _since, request_id in waiting[:limit]]
+
     def state_since(self, request_id: str) -> int:
         """When the request entered its current state (Unix seconds, Redis's clock)."""
         return int(_text(self.redis.hget(self._key(request_id), "since")) or 0)

@@ -1,30 +1,37 @@
 """Find requests a dead worker left behind, and queue them again.
 
 RQ notices a job whose worker was killed only at a later registry clean-up.
-releasegate keeps its own state instead: a request still `running` longer
-than a job may run (RQ kills the work horse at its timeout), or `approved`
-with no job left in RQ, has lost its worker. It is queued again; the job is
-idempotent (its commit trailer), so a push that did happen is found and not
-repeated.
+releasegate keeps its own state instead, and asks two signs of life: RQ's
+worker heartbeat for a started job, and the push lane's lease for a running
+request. A request `approved` with no live job, or `running` while nobody
+holds its lane and no live worker has its job, has lost its worker: it is
+queued again. The job is idempotent (its commit trailer), so a push that
+did happen is found and not repeated.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC
 
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+from rq.worker import Worker
 
-from workers.queue import JOB_TIMEOUT, enqueue_deploy
+from workers.lane import Lane
+from workers.queue import enqueue_deploy
 from workers.request import RequestState
 from workers.store import RequestStore
 
 log = logging.getLogger(__name__)
 
-GRACE_SECONDS = 120
+# `releasegate worker` beats every 15 s while a job runs (RQ's job_monitoring_interval):
+# a worker silent for longer than this is dead.
+HEARTBEAT_INTERVAL = 15
+DEAD_AFTER = 45
 WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
@@ -35,10 +42,22 @@ def _job(redis: Redis, request_id: str) -> Job | None:
         return None
 
 
-def sweep(redis: Redis, now: float | None = None) -> list[str]:
+def _worker_alive(redis: Redis, job: Job, now: float) -> bool:
+    if not job.worker_name:
+        return False
+    worker = Worker.find_by_key(
+        Worker.redis_worker_namespace_prefix + job.worker_name, connection=redis
+    )
+    if worker is None or worker.last_heartbeat is None:
+        return False
+    beat = worker.last_heartbeat.replace(tzinfo=UTC).timestamp()
+    return now - beat < DEAD_AFTER
+
+
+def sweep(redis: Redis, lane: Lane | None = None, now: float | None = None) -> list[str]:
     """Queue again every request a worker lost; returns their ids."""
-    store = RequestStore(redis)
     now = time.time() if now is None else now
+    store = RequestStore(redis)
     requeued = []
     for request_id in store.active():
         state = store.state(request_id)
@@ -46,11 +65,10 @@ def sweep(redis: Redis, now: float | None = None) -> list[str]:
         status = job.get_status() if job else None
         if status in WAITING:
             continue  # waiting for a worker, or for RQ's retry
-        if state is RequestState.RUNNING:
-            if now - store.state_since(request_id) < JOB_TIMEOUT + GRACE_SECONDS:
-                continue  # a worker may still be on it
-        elif status is JobStatus.STARTED:
-            continue
+        if state is RequestState.RUNNING and lane is not None and lane.holder() is not None:
+            continue  # the lane's holder has it in its batch
+        if status is JobStatus.STARTED and job is not None and _worker_alive(redis, job, now):
+            continue  # its job is waiting for the lane, or running
         log.warning("request %s is %s but no worker has it; queueing it again", request_id, state)
         if job is not None:
             job.delete()

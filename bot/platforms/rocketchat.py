@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from typing import Any
 
 from redis import Redis
@@ -21,8 +20,7 @@ from bot.conversation import Conversation
 from bot.delivery import deliver
 from bot.events import ChatEvent
 from bot.grammar import APPROVE_REACTIONS, REJECT_REACTIONS, starts_with_verb
-from config.errors import PostFailed
-from workers.rocketchat_api import RateLimited, RocketChatPoster
+from bot.platforms.rocketchat_api import RateLimited, RocketChatPoster
 from workers.store import PREFIX, RequestStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +40,7 @@ class RocketChatAdapter:
         self.store: RequestStore = conversation.store
         self.bot_user_id = bot_user_id
         self._bot_username: str | None = None
+        self._backoff = 1.0
 
     @property
     def bot_username(self) -> str:
@@ -177,19 +176,15 @@ class RocketChatAdapter:
                 calls += 1
         return calls + self.poll_reactions()
 
-    def run(self, stop: threading.Event, messages_too: bool) -> None:
-        """Poll until `stop` is set; rounds are spaced by their calls, slower when limited."""
-        backoff = 1.0
-        while not stop.is_set():
-            try:
-                calls = self.poll_once(messages_too)
-                backoff = 1.0
-            except RateLimited as exc:
-                backoff = min(backoff * 2, 8.0)
-                log.warning("Rocket.Chat rate limit: %s; slowing down %.0fx", exc, backoff)
-                calls = CALLS_PER_MINUTE
-            except PostFailed as exc:
-                log.warning("Rocket.Chat polling failed: %s", exc)
-                calls = CALLS_PER_MINUTE
-            interval = max(MIN_INTERVAL, 60.0 * calls / CALLS_PER_MINUTE) * backoff
-            stop.wait(min(interval, MAX_INTERVAL))
+    def step(self, messages_too: bool) -> float:
+        """One polling round for a `Supervisor`; returns the wait before the next one, spaced by
+        the calls this round made and slower while Rocket.Chat says to slow down."""
+        try:
+            calls = self.poll_once(messages_too)
+            self._backoff = 1.0
+        except RateLimited as exc:
+            self._backoff = min(self._backoff * 2, 8.0)
+            log.warning("Rocket.Chat rate limit: %s; slowing down %.0fx", exc, self._backoff)
+            calls = CALLS_PER_MINUTE
+        interval = max(MIN_INTERVAL, 60.0 * calls / CALLS_PER_MINUTE) * self._backoff
+        return min(interval, MAX_INTERVAL)

@@ -15,9 +15,10 @@ from typing import Any, TextIO, cast
 
 from redis import Redis
 
+from bot import messages
 from bot.conversation import Conversation
 from bot.events import ChatEvent, Reply
-from workers.reporting import SHELL_OUTBOX
+from workers.outbox import stream
 from workers.request import RequestState
 from workers.store import RequestStore
 
@@ -29,6 +30,7 @@ SHELL_HELP = (
     "/quit           leave"
 )
 JOB_WAIT_SECONDS = 180.0
+SHELL_OUTBOX = stream("shell")
 
 
 class ShellChat:
@@ -125,11 +127,17 @@ class ShellChat:
         entries = cast(
             list[Any], self.redis.xread({SHELL_OUTBOX: self._outbox_cursor}, block=block_ms)
         )
-        for _stream, messages in entries or []:
-            for entry_id, fields in messages:
+        for _stream, batch in entries or []:
+            for entry_id, fields in batch:
                 self._outbox_cursor = entry_id.decode()
-                channel = fields[b"channel"].decode().removeprefix("shell:")
-                text = f"[{channel}] releasegate (worker): {fields[b'text'].decode()}"
+                request_id = fields[b"request"].decode()
+                result = self.store.result(request_id)
+                if result is None or not self.store.is_unreported(request_id):
+                    continue
+                request = self.store.get(request_id)
+                self.store.mark_reported(request_id)
+                channel = request.channel.removeprefix("shell:")
+                text = f"[{channel}] releasegate (worker): {messages.outcome(request, result)}"
                 # At an interactive prompt, print over it and draw it again below.
                 if reprompt:
                     self.say(f"\r{text}\n{self.prompt}", end="")

@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
+from bot import messages
 from bot.conversation import Conversation
 from bot.delivery import deliver
 from bot.events import ChatEvent, Reply
-from bot.grammar import slash_text, starts_with_verb
+from bot.executor import BoundedExecutor
+from bot.grammar import APPROVE_REACTIONS, REJECT_REACTIONS, slash_text, starts_with_verb
+from bot.platforms.slack_api import APPROVE_ACTION, REJECT_ACTION, SlackPoster
 from config.errors import PostFailed
 from config.settings import Settings
-from workers.slack_api import APPROVE_ACTION, REJECT_ACTION, SlackPoster
 from workers.store import RequestStore
 
 log = logging.getLogger(__name__)
@@ -32,9 +36,14 @@ _MENTION = re.compile(r"^\s*<@[A-Z0-9]+>\s*")
 
 
 class SlackAdapter:
-    def __init__(self, conversation: Conversation, poster: SlackPoster) -> None:
+    """Listeners acknowledge and hand the work to `executor`; they never wait for it."""
+
+    def __init__(
+        self, conversation: Conversation, poster: SlackPoster, executor: BoundedExecutor
+    ) -> None:
         self.conversation = conversation
         self.poster = poster
+        self.executor = executor
         self.store: RequestStore = conversation.store
 
     # Who and where.
@@ -68,28 +77,64 @@ class SlackAdapter:
     # Listeners.
 
     def on_command(self, ack: Ack, body: dict[str, Any]) -> None:
-        ack()
+        if self.executor.submit(self._command, body):
+            ack()
+        else:
+            ack(text=messages.busy())
+
+    def _command(self, body: dict[str, Any]) -> None:
         if not self.store.first_delivery("slack-command", str(body.get("trigger_id"))):
             return
         event = self._event(body["user_id"], body["channel_id"], slash_text(body.get("text", "")))
         self.deliver(event, self.conversation.handle(event))
 
+    def _later(self, work: Callable[..., None], body: dict[str, Any], event: dict[str, Any],
+               user: str, channel: str) -> None:  # fmt: skip
+        """Events are acknowledged by Bolt already: run `work` on our pool, or say we are busy."""
+        if not self.executor.submit(work, body, event):
+            try:
+                self.poster.ephemeral(f"slack:{channel}", user, messages.busy())
+            except PostFailed as exc:
+                log.warning("could not say we are busy: %s", exc)
+
     def on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("subtype") or event.get("bot_id") or "user" not in event:
             return  # edits, joins, bots (ourselves included)
+        if not starts_with_verb(event.get("text", "")):
+            return  # people talking: nothing for us, and nothing to be busy about
+        self._later(self._message, body, event, event["user"], event.get("channel", ""))
+
+    def on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if event.get("bot_id") or "user" not in event:
+            return
+        self._later(self._mention, body, event, event["user"], event.get("channel", ""))
+
+    def on_reaction(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if event.get("item", {}).get("type") != "message" or "user" not in event:
+            return
+        if event.get("reaction") not in APPROVE_REACTIONS | REJECT_REACTIONS:
+            return
+        self._later(self._reaction, body, event, event["user"], event["item"].get("channel", ""))
+
+    def on_button(self, ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        if not self.executor.submit(self._button, body):
+            channel = body.get("channel", {}).get("id", "")
+            try:
+                self.poster.ephemeral(f"slack:{channel}", body["user"]["id"], messages.busy())
+            except PostFailed as exc:
+                log.warning("could not say we are busy: %s", exc)
+
+    def _message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         text = event.get("text", "")
         channel = f"slack:{event['channel']}"
         thread = event.get("thread_ts")
         in_request_thread = thread is not None and self.store.request_for_message(channel, thread)
         if channel not in self._deployment_channels() and not in_request_thread:
             return
-        if not starts_with_verb(text):
-            return
         self._handle_text(body, event, text)
 
-    def on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if event.get("bot_id"):
-            return
+    def _mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         self._handle_text(body, event, _MENTION.sub("", event.get("text", ""), count=1))
 
     def _handle_text(self, body: dict[str, Any], event: dict[str, Any], text: str) -> None:
@@ -98,7 +143,7 @@ class SlackAdapter:
         chat = self._event(event["user"], event["channel"], text, event.get("thread_ts"))
         self.deliver(chat, self.conversation.handle(chat))
 
-    def on_reaction(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+    def _reaction(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         item = event.get("item", {})
         if item.get("type") != "message" or not self.store.first_delivery(
             "slack-event", str(body.get("event_id"))
@@ -112,8 +157,7 @@ class SlackAdapter:
         added = event["type"] == "reaction_added"
         self.deliver(chat, self.conversation.react(chat, event["reaction"], request_id, added))
 
-    def on_button(self, ack: Ack, body: dict[str, Any]) -> None:
-        ack()
+    def _button(self, body: dict[str, Any]) -> None:
         action = body["actions"][0]
         user = body["user"]["id"]
         if not self.store.first_delivery("slack-action", f"{action.get('action_ts')}:{user}"):
@@ -124,7 +168,7 @@ class SlackAdapter:
         self.deliver(chat, self.conversation.handle(chat))
 
 
-def slack_app(settings: Settings, conversation: Conversation) -> App:
+def slack_app(settings: Settings, conversation: Conversation, executor: BoundedExecutor) -> App:
     """The Bolt app: verifies every request's signature and timestamp, then translates."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     secret = settings.slack_signing_secret
@@ -132,11 +176,13 @@ def slack_app(settings: Settings, conversation: Conversation) -> App:
         raise ValueError(
             "Slack needs RELEASEGATE_SLACK_BOT_TOKEN and RELEASEGATE_SLACK_SIGNING_SECRET"
         )
-    adapter = SlackAdapter(conversation, SlackPoster(token, settings.slack_api_url))
+    adapter = SlackAdapter(conversation, SlackPoster(token, settings.slack_api_url), executor)
     app = App(
         signing_secret=secret.get_secret_value(),
         client=WebClient(token=token, base_url=adapter.poster.client.base_url),
         process_before_response=False,
+        # Our listeners only hand work to `executor`, so Bolt's own pool is never busy for long.
+        listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="bolt"),
     )
     app.command("/deploy")(adapter.on_command)
     app.event("message")(adapter.on_message)

@@ -1,4 +1,5 @@
-"""What every chat handler needs: policy, stores, clock, and the checks of names and rights."""
+"""The service context every chat handler gets: policy, stores, the Git mirror, the clock,
+and the checks of names and rights."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from config.errors import Refused
 from config.policy import Policy
 from workers import audit
 from workers.gates import Locks
-from workers.gitops import Checkout
+from workers.objects import Mirror
 from workers.request import DeployRequest, RequestState, Result
 from workers.store import RequestStore
 
@@ -27,10 +28,10 @@ def utcnow() -> datetime:
 
 
 @dataclass
-class Gate:
+class Context:
     policy: Policy
     redis: Redis
-    checkout: Checkout
+    mirror: Mirror
     clock: Clock = utcnow
     store: RequestStore = field(init=False)
     locks: Locks = field(init=False)

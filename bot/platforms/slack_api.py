@@ -18,8 +18,8 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
+from bot.cards import Card
 from config.errors import PostFailed
-from workers.cards import Card
 
 APPROVE_ACTION = "releasegate_approve"
 REJECT_ACTION = "releasegate_reject"

@@ -21,8 +21,8 @@ from rocketchat_API.APIExceptions.RocketExceptions import (
 )
 from rocketchat_API.rocketchat import RocketChat
 
+from bot.cards import Card
 from config.errors import PostFailed
-from workers.cards import Card
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,49 @@
+"""A bounded pool for chat work, so a platform is acknowledged before any of it runs.
+
+Platform listeners hand their work here and return at once. The pool has a
+fixed number of threads and a fixed number of places to wait; when both are
+taken, `submit` says no and the listener answers "busy" instead of letting
+requests pile up (or a platform's 3-second acknowledgement run out).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+WORKERS = 8
+WAITING = 256
+
+
+class BoundedExecutor:
+    def __init__(self, workers: int = WORKERS, waiting: int = WAITING, name: str = "chat") -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self._places = threading.BoundedSemaphore(workers + waiting)
+
+    def submit(self, work: Callable[..., Any], *args: Any) -> bool:
+        """Run `work(*args)` soon; False (and nothing runs) when the pool is full."""
+        if not self._places.acquire(blocking=False):
+            return False
+
+        def run() -> None:
+            try:
+                work(*args)
+            except Exception:
+                log.exception("chat work failed")
+            finally:
+                self._places.release()
+
+        try:
+            self._pool.submit(run)
+        except RuntimeError:  # shutting down
+            self._places.release()
+            return False
+        return True
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)

@@ -1,0 +1,36 @@
+"""The outbox: how a worker tells the chat that a request ended, without talking to chat.
+
+Workers append an entry per ended request to the stream of the request's
+platform (`releasegate:outbox:slack`, `…:rocketchat`, `…:shell`). The bot
+reads each stream with a consumer group, posts, and acknowledges only after
+the post; what a dead bot left unacknowledged is claimed by another. The
+request stays listed as unreported until a post went out, so `status R…`
+can say an outcome is still on its way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from redis import Redis
+
+from workers.request import DeployRequest
+from workers.store import PREFIX, RequestStore
+
+OUTBOX_MAXLEN = 100_000
+
+
+def stream(platform: str) -> str:
+    return f"{PREFIX}:outbox:{platform}"
+
+
+def platform_of(channel: str) -> str:
+    return channel.split(":", 1)[0]
+
+
+def publish(redis: Redis, request: DeployRequest, kind: str = "outcome") -> str:
+    """Queue `kind` news about `request` for its channel; returns the stream entry id."""
+    RequestStore(redis).mark_unreported(request.id)
+    entry = cast(Any, {"request": request.id, "kind": kind, "channel": request.channel})
+    key = stream(platform_of(request.channel))
+    return str(redis.xadd(key, entry, maxlen=OUTBOX_MAXLEN, approximate=True))
