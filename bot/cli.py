@@ -7,6 +7,7 @@ import getpass
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,7 +21,10 @@ from config.settings import Settings
 from workers.logs import setup_logging
 
 if TYPE_CHECKING:
+    from redis import Redis
+
     from bot.platforms.shell import ShellChat
+    from workers.lane import Lane
 
 log = logging.getLogger("releasegate")
 
@@ -52,11 +56,13 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.gitops import Checkout
     from workers.lane import Lane, lane_name
     from workers.queue import deploy_queue
+    from workers.supervisor import Supervisor
     from workers.sweeper import HEARTBEAT_INTERVAL, sweep
 
     policy = load_policy(settings.policy)  # fail at start, not at the first job
     redis = connect(settings)
-    sweep(redis, Lane(redis, lane_name(policy.repository)))
+    lane = Lane(redis, lane_name(policy.repository))
+    sweep(redis, lane)
     # Warm a clone now, so the first job does not wait for one.
     checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
     try:
@@ -66,8 +72,22 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         log.warning("could not prepare a clone yet: %s", exc)
     worker = Worker([deploy_queue(redis)], connection=redis, serializer=JSONSerializer,
                     job_monitoring_interval=HEARTBEAT_INTERVAL)  # fmt: skip
-    worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    stop = threading.Event()
+    if not args.burst:
+        # Between jobs too: a lane whose holder died is taken over within seconds.
+        Supervisor().start("sweeper", lambda: _sweep_round(redis, lane), stop)
+    try:
+        worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    finally:
+        stop.set()
     return 0
+
+
+def _sweep_round(redis: Redis, lane: Lane) -> float:
+    from workers.sweeper import SWEEP_EVERY, sweep
+
+    sweep(redis, lane)
+    return SWEEP_EVERY
 
 
 def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:

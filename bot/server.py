@@ -32,11 +32,11 @@ from bot import messages
 from bot.conversation import Conversation
 from bot.executor import BoundedExecutor
 from bot.outbox import OutboxConsumer
-from bot.supervisor import Supervisor
 from config.policy import Policy
 from config.settings import Settings
 from workers.metrics import APPROVALS, REFUSALS, REQUESTS, RedisCollector
 from workers.queue import deploy_queue
+from workers.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -44,6 +44,10 @@ def kill_tree(root: int) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def lane_of(chat: Chat) -> Lane:
+    return Lane(chat.conversation.store.redis, lane_name(chat.conversation.policy.repository))
+
+
 def queued_int_request(chat: Chat) -> str:
     reply = chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to int")
     assert reply.queued
@@ -77,14 +81,13 @@ def test_a_worker_killed_mid_job_leaves_nothing_pushed_and_the_request_runs_agai
     assert origin.count() == 1
     assert store.state(request_id) is RequestState.RUNNING
 
-    lane = Lane(redis, lane_name(chat.conversation.policy.repository))
+    lane = lane_of(chat)
     assert sweep(redis, lane) == []  # too early to tell a slow job from a dead one
     deadline = time.monotonic() + 30
     while lane.holder() is not None:  # the dead holder's lease runs out within seconds
         assert time.monotonic() < deadline, "the dead worker's lease never expired"
         time.sleep(0.2)
-    assert sweep(redis, lane) == []  # its worker's last heartbeat is still recent
-    assert sweep(redis, lane, now=time.time() + LATER) == [request_id]
+    assert sweep(redis, lane) == [request_id]  # nobody holds its lane: a drain job is queued
     policy_file.write_text(original)
     run_worker(redis)
     assert store.state(request_id) is RequestState.PUSHED
@@ -99,7 +102,7 @@ def test_a_request_pushed_before_its_worker_died_is_not_committed_twice(
     store = RequestStore(redis)
     # As if the worker died between the push and recording the outcome.
     store.transition(request_id, [RequestState.PUSHED], RequestState.RUNNING)
-    assert sweep(redis, now=time.time() + LATER) == [request_id]
+    assert sweep(redis, lane_of(chat)) == [request_id]
     run_worker(redis)
     assert store.state(request_id) is RequestState.PUSHED
     assert origin.count() == 2
@@ -111,7 +114,7 @@ def test_an_approved_request_whose_job_vanished_is_queued_again(
     request_id = queued_int_request(chat)
     Job.fetch(request_id, connection=redis, serializer=JSONSerializer).delete()
     assert deploy_queue(redis).count == 0
-    assert sweep(redis) == [request_id]
+    assert sweep(redis, lane_of(chat)) == [request_id]
     assert deploy_queue(redis).job_ids == [request_id]
     run_worker(redis)
     assert RequestStore(redis).state(request_id) is RequestState.PUSHED
@@ -122,9 +125,9 @@ def test_waiting_and_finished_requests_are_left_alone(
 ) -> None:
     queued = queued_int_request(chat)
     pending = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
-    assert sweep(redis, now=time.time() + LATER) == []
+    assert sweep(redis, lane_of(chat), now=time.time() + LATER) == []
     run_worker(redis)
-    assert sweep(redis, now=time.time() + LATER) == []
+    assert sweep(redis, lane_of(chat), now=time.time() + LATER) == []
     store = RequestStore(redis)
     assert store.active() == []
     assert store.state(queued) is RequestState.PUSHED

@@ -63,6 +63,26 @@ def run_request(request_id: str) -> str:
     return store.state(request_id).value
 
 
+def drain_lane() -> int:
+    """Take over the push lane and land what is ready (queued by the sweeper when a lane's
+    holder died); returns how many requests were still waiting when it started."""
+    settings = Settings()
+    redis = connect(settings)
+    store = RequestStore(redis)
+    policy = load_policy(settings.policy)
+    lane = Lane(redis, lane_name(policy.repository))
+    waiting = len(store.ready(BATCH_SIZE))
+    while store.ready(1):
+        with lane.held(give_up=lambda: not store.ready(1), timeout=LANE_WAIT) as lease:
+            if lease is None:
+                break
+            try:
+                drain(policy, settings, redis, lease)
+            except LeaseLost as exc:
+                log.warning("%s", exc)
+    return waiting
+
+
 def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> None:
     """Land batches of ready requests until none is left (the lane's holder only)."""
     store = RequestStore(redis)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from redis import Redis
@@ -38,5 +39,26 @@ def enqueue_deploy(redis: Redis, request_id: str) -> bool:
         )
     except DuplicateJobError:
         log.info("job %s already queued", request_id)
+        return False
+    return True
+
+
+def drain_job_id(lane: str) -> str:
+    return "drain-" + hashlib.sha256(lane.encode()).hexdigest()[:16]
+
+
+def enqueue_drain(redis: Redis, lane: str) -> bool:
+    """Queue a job that takes over the lane and lands what its dead holder left running."""
+    try:
+        deploy_queue(redis).enqueue(
+            "workers.jobs.drain_lane",
+            job_id=drain_job_id(lane),
+            unique=True,
+            job_timeout=JOB_TIMEOUT,
+            result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+            description=f"take over the push lane {lane}",
+        )
+    except DuplicateJobError:
         return False
     return True

@@ -1,12 +1,14 @@
-"""Find requests a dead worker left behind, and queue them again.
+"""Find requests a dead worker left behind, and see that they land.
 
 RQ notices a job whose worker was killed only at a later registry clean-up.
-releasegate keeps its own state instead, and asks two signs of life: RQ's
-worker heartbeat for a started job, and the push lane's lease for a running
-request. A request `approved` with no live job, or `running` while nobody
-holds its lane and no live worker has its job, has lost its worker: it is
-queued again. The job is idempotent (its commit trailer), so a push that
-did happen is found and not repeated.
+releasegate asks two signs of life instead. A request `running` is in the
+batch of the push lane's holder: if nobody holds the lane (and nobody takes
+it within a moment, as a waiting job would), the holder died, and a job that
+drains the lane is queued. A request `approved` whose job is gone, ended, or
+started by a worker whose RQ heartbeat stopped gets its job queued again.
+Either way the commit trailer keeps a push that did happen from happening
+twice. Workers sweep when they start, before each job, and every few
+seconds while they run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 from workers.lane import Lane
-from workers.queue import enqueue_deploy
+from workers.queue import enqueue_deploy, enqueue_drain
 from workers.request import RequestState
 from workers.store import RequestStore
 
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 # a worker silent for longer than this is dead.
 HEARTBEAT_INTERVAL = 15
 DEAD_AFTER = 45
+SWEEP_EVERY = 5.0
+TAKE_OVER_GRACE = 1.0  # a waiting job takes a free lane within a tenth of this
 WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
@@ -50,28 +54,41 @@ def _worker_alive(redis: Redis, job: Job, now: float) -> bool:
     )
     if worker is None or worker.last_heartbeat is None:
         return False
-    beat = worker.last_heartbeat.replace(tzinfo=UTC).timestamp()
-    return now - beat < DEAD_AFTER
+    return now - worker.last_heartbeat.replace(tzinfo=UTC).timestamp() < DEAD_AFTER
 
 
-def sweep(redis: Redis, lane: Lane | None = None, now: float | None = None) -> list[str]:
-    """Queue again every request a worker lost; returns their ids."""
+def _lane_abandoned(lane: Lane) -> bool:
+    if lane.holder() is not None:
+        return False
+    time.sleep(TAKE_OVER_GRACE)
+    return lane.holder() is None
+
+
+def sweep(redis: Redis, lane: Lane, now: float | None = None) -> list[str]:
+    """Queue what lost its worker; returns the ids of the requests concerned."""
     now = time.time() if now is None else now
     store = RequestStore(redis)
-    requeued = []
+    found = []
+    running = []
     for request_id in store.active():
         state = store.state(request_id)
+        if state is RequestState.RUNNING:
+            running.append(request_id)
+            continue
         job = _job(redis, request_id)
         status = job.get_status() if job else None
         if status in WAITING:
             continue  # waiting for a worker, or for RQ's retry
-        if state is RequestState.RUNNING and lane is not None and lane.holder() is not None:
-            continue  # the lane's holder has it in its batch
         if status is JobStatus.STARTED and job is not None and _worker_alive(redis, job, now):
-            continue  # its job is waiting for the lane, or running
-        log.warning("request %s is %s but no worker has it; queueing it again", request_id, state)
+            continue  # waiting for the lane, or in it
+        log.warning("request %s is approved but no worker has it; queueing it again", request_id)
         if job is not None:
             job.delete()
         enqueue_deploy(redis, request_id)
-        requeued.append(request_id)
-    return requeued
+        found.append(request_id)
+    if running and _lane_abandoned(lane):
+        log.warning("requests %s were in the batch of a worker that died; taking over",
+                    ", ".join(running))  # fmt: skip
+        enqueue_drain(redis, lane.name)
+        found += running
+    return found
