@@ -177,7 +177,7 @@ def test_a_lane_holder_killed_after_its_push_is_replaced_and_nothing_lands_twice
 def test_status_answers_from_the_last_fetch_while_the_remote_hangs(
     apps_world: tuple[Chat, Remote, Path], redis: Redis, tmp_path: Path
 ) -> None:
-    chat, origin, _policy = apps_world
+    chat, _origin, _policy = apps_world
     assert "app0: int 1.0.0" in chat.say("bob", "deploy-int", "status app0").text
     mirror = chat.conversation.ctx.mirror
     mirror.join_wait = 0.5
@@ -191,3 +191,15 @@ def test_status_answers_from_the_last_fetch_while_the_remote_hangs(
     assert time.monotonic() - started < 30  # long before the fetch could end
     assert "app0: int 1.0.0" in reply.text
     assert "still fetching" in reply.text
+
+
+def test_status_answers_from_the_last_fetch_when_the_remote_is_gone_and_says_so(
+    apps_world: tuple[Chat, Remote, Path], redis: Redis
+) -> None:
+    chat, origin, _policy = apps_world
+    assert "app0: int 1.0.0" in chat.say("bob", "deploy-int", "status app0").text
+    origin.path.rename(origin.path.with_name("gone.git"))
+    reply = chat.say("bob", "deploy-int", "status app0")
+    assert "app0: int 1.0.0" in reply.text
+    assert "the remote did not answer" in reply.text
+    assert "this is Git as fetched" in reply.text
