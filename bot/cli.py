@@ -52,6 +52,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from rq import Worker
     from rq.serializers import JSONSerializer
 
+    import workers.jobs  # noqa: F401 - imported once here, not in every forked work horse
     from workers.connection import connect
     from workers.gitops import Checkout
     from workers.lane import Lane, lane_name

@@ -17,7 +17,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 WORKERS = 8
-WAITING = 256
+WAITING = 1000  # a burst of a thousand commands is answered, just later
 
 
 class BoundedExecutor:

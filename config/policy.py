@@ -334,12 +334,23 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     return policy
 
 
+_loaded: dict[Path, tuple[tuple[int, int, int], Policy]] = {}
+
+
 def load_policy(path: Path) -> Policy:
+    """The policy in `path`, parsed again only when the file changed (a worker reads it for
+    every job, and a ConfigMap update replaces the file)."""
     try:
+        info = path.stat()
+        stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        if (cached := _loaded.get(path)) and cached[0] == stamp:
+            return cached[1]
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(str(path), [f"cannot read the policy file: {exc.strerror}"]) from exc
-    return parse_policy(text, str(path))
+    policy = parse_policy(text, str(path))
+    _loaded[path] = (stamp, policy)
+    return policy
 
 
 __all__ = ["App", "Environment", "Pin", "Policy", "Repository", "VersionError", "load_policy"]

@@ -148,6 +148,7 @@ class Checkout:
         self.path: Path = self.base / "slot-unheld"
         self._env = git_env(ssh_key)
         self._repo: git.Repo | None = None
+        self._dirty = True  # until this process has reset the tree itself
 
     @property
     def remote_ref(self) -> str:
@@ -161,6 +162,7 @@ class Checkout:
             try:
                 yield self
             finally:
+                self._dirty = True  # the next holder of the slot cleans it
                 if self._repo is not None:
                     self._repo.close()
                     self._repo = None
@@ -215,7 +217,10 @@ class Checkout:
         repo = self.repo
         with repo.git.custom_environment(**self._env):
             repo.git.checkout("--force", "-B", self.repository.branch, commit, "--")
-            repo.git.clean("-fdx")
+            # Only our own edits can leave stray files; a large tree is not scanned for nothing.
+            if self._dirty:
+                repo.git.clean("-fdx")
+        self._dirty = False
 
     def read(self, file: str) -> str:
         path = self._inside(file)
@@ -230,6 +235,7 @@ class Checkout:
             raise PinError(f"{file} is not UTF-8 text") from exc
 
     def write(self, file: str, text: str) -> None:
+        self._dirty = True
         with open(self._inside(file), "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
 

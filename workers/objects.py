@@ -186,7 +186,7 @@ class Mirror:
         self.repository = repository
         # The commit our workers pushed last: when it changes, the head is stale at once.
         self.pushed = pushed
-        self._pushed_seen: str | None = None
+        self._pushed_done: str | None = None
         self.git_dir = repository_dir(repository, workdir) / "mirror.git"
         self.freshness = freshness
         self.fetch_timeout = fetch_timeout
@@ -196,7 +196,7 @@ class Mirror:
         self._cond = threading.Condition()
         self._fetching = False
         self._snapshot: Snapshot | None = None
-        self._tried_at = 0.0
+        self._done_at = -FRESHNESS * 1000
         self._error: str | None = None
         self._history: OrderedDict[tuple[Hashable, ...], object] = OrderedDict()
         self._history_lock = threading.Lock()
@@ -213,14 +213,17 @@ class Mirror:
         with self._cond:
             now = time.monotonic()
             current = self._snapshot
-            recent = now - self._tried_at < self.freshness
-            if current is not None and recent and pushed == self._pushed_seen:
+            if (
+                current is not None
+                and not self._fetching
+                and now - self._done_at < self.freshness
+                and pushed == self._pushed_done
+            ):
                 return current
             if not self._fetching:
                 self._fetching = True
-                self._tried_at = now
-                self._pushed_seen = pushed
-                threading.Thread(target=self._fetch, name="git-fetch", daemon=True).start()
+                threading.Thread(target=self._fetch, args=(now, pushed), name="git-fetch",
+                                 daemon=True).start()  # fmt: skip
             # Join the running fetch briefly; with nothing fetched yet, wait for it whole.
             wait = self.join_wait if current is not None else self.fetch_timeout + 5
             self._cond.wait_for(lambda: not self._fetching, timeout=wait)
@@ -238,9 +241,9 @@ class Mirror:
             return self.pushed()
         except Exception as exc:  # Redis away: fall back to the freshness bound alone
             log.warning("cannot tell what was pushed last: %s", exc)
-            return self._pushed_seen
+            return self._pushed_done
 
-    def _fetch(self) -> None:
+    def _fetch(self, started: float, pushed: str | None) -> None:
         head, error = None, None
         try:
             head = self._fetch_head()
@@ -249,6 +252,7 @@ class Mirror:
             log.warning("fetch failed: %s", exc)
         with self._cond:
             self._fetching = False
+            self._done_at, self._pushed_done = started, pushed  # what this fetch can vouch for
             self._error = error
             if head is not None:
                 self._snapshot = Snapshot(self, head, time.time())

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -180,9 +179,9 @@ def slack_app(settings: Settings, conversation: Conversation, executor: BoundedE
     app = App(
         signing_secret=secret.get_secret_value(),
         client=WebClient(token=token, base_url=adapter.poster.client.base_url),
-        process_before_response=False,
-        # Our listeners only hand work to `executor`, so Bolt's own pool is never busy for long.
-        listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="bolt"),
+        # Our listeners only hand the work to `executor` and return, so they can run before
+        # Bolt answers: no hop through Bolt's own pool, no polling for the ack.
+        process_before_response=True,
     )
     app.command("/deploy")(adapter.on_command)
     app.event("message")(adapter.on_message)

@@ -8,7 +8,10 @@ A pin's `format` (`v{version}`) is applied here, once, for every kind.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 from config.errors import PinError
@@ -26,7 +29,28 @@ LOCATORS: dict[str, Locator] = {
 }
 
 
+_CACHE_SIZE = 8192
+_found: OrderedDict[tuple[bytes, Pin], Span] = OrderedDict()
+_found_lock = threading.Lock()
+
+
 def locate(text: str, pin: Pin) -> Span:
+    """Where the pin's version is written in `text`; remembered by the text's digest, since
+    chat answers read the same unchanged files again and again."""
+    key = (hashlib.blake2b(text.encode(), digest_size=16).digest(), pin)
+    with _found_lock:
+        if (span := _found.get(key)) is not None:
+            _found.move_to_end(key)
+            return span
+    span = _locate(text, pin)
+    with _found_lock:
+        _found[key] = span
+        while len(_found) > _CACHE_SIZE:
+            _found.popitem(last=False)
+    return span
+
+
+def _locate(text: str, pin: Pin) -> Span:
     if pin.kind == "yaml_path":
         return yamlpath.yaml_path(text, pin.file, pin.target, document=pin.document)
     return LOCATORS[pin.kind](text, pin.file, pin.target, pin.part)
