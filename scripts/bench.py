@@ -42,7 +42,7 @@ from tests.fake_slack import FakeSlack, serve  # noqa: E402
 from workers.request import FINAL_STATES, RequestState  # noqa: E402
 from workers.store import RequestStore  # noqa: E402
 
-SECRET = "bench-signing-secret"
+SECRET = "bench-signing-secret"  # noqa: S105 - signs the bench's own requests
 APPS = 50
 YEAR = 365 * 24 * 3600
 
@@ -58,8 +58,9 @@ def generate(remote: Path, files: int, commits: int) -> None:
     git("config", "uploadpack.allowFilter", "true", cwd=remote)  # as GitHub and GitLab do
     start = int(time.time()) - 3 * YEAR
     pinned = [f"apps/app{n:03d}/values-{env}.yaml" for n in range(APPS) for env in ("int", "prd")]
-    filler = [f"clusters/c{n % 7}/team{n % 40}/svc{n}/deployment.yaml"
-              for n in range(files - len(pinned))]  # fmt: skip
+    filler = [
+        f"clusters/c{n % 7}/team{n % 40}/svc{n}/deployment.yaml" for n in range(files - len(pinned))
+    ]
 
     def blob(text: str) -> bytes:
         data = text.encode()
@@ -68,10 +69,10 @@ def generate(remote: Path, files: int, commits: int) -> None:
     def manifest(path: str, rev: int) -> str:
         return f"# {path}\nkind: Deployment\nspec:\n  replicas: {1 + rev % 3}\n  revision: {rev}\n"
 
-    process = subprocess.Popen(["git", "fast-import", "--quiet"], cwd=remote,
-                               stdin=subprocess.PIPE)  # fmt: skip
-    assert process.stdin is not None
+    process = subprocess.Popen(["git", "fast-import", "--quiet"], cwd=remote, stdin=subprocess.PIPE)
     out = process.stdin
+    if out is None:
+        raise SystemExit("git fast-import has no input")
     step = 3 * YEAR // commits
     for number in range(commits):
         when = start + number * step
@@ -149,13 +150,23 @@ class Client:
         with self._lock:
             self._n += 1
             trigger = f"trigger-{self._n}"
-        form = urlencode({"command": "/deploy", "text": text, "user_id": user, "team_id": "T1",
-                          "channel_id": channel, "trigger_id": trigger,
-                          "response_url": "http://127.0.0.1:1/unused"})  # fmt: skip
+        form = urlencode(
+            {
+                "command": "/deploy",
+                "text": text,
+                "user_id": user,
+                "team_id": "T1",
+                "channel_id": channel,
+                "trigger_id": trigger,
+                "response_url": "http://127.0.0.1:1/unused",
+            }
+        )
         ts = str(int(time.time()))
-        headers = {"Content-Type": "application/x-www-form-urlencoded",
-                   "X-Slack-Request-Timestamp": ts,
-                   "X-Slack-Signature": self.verifier.generate_signature(timestamp=ts, body=form)}  # fmt: skip
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": self.verifier.generate_signature(timestamp=ts, body=form),
+        }
         if not hasattr(self._local, "http"):
             self._local.http = httpx.Client(timeout=30)
         started = time.monotonic()
@@ -204,8 +215,17 @@ def raw_git_floor(remote: Path, scratch: Path, rounds: int) -> list[float]:
         path = clone / "apps" / "app049" / "values-prd.yaml"
         text = path.read_text()
         path.write_text(re.sub(r"tag: \S+", f"tag: 0.9.{n}", text))
-        git("-c", "user.name=floor", "-c", "user.email=f@x", "commit", "--quiet", "-am",
-            f"floor {n}", cwd=clone)  # fmt: skip
+        git(
+            "-c",
+            "user.name=floor",
+            "-c",
+            "user.email=f@x",
+            "commit",
+            "--quiet",
+            "-am",
+            f"floor {n}",
+            cwd=clone,
+        )
         git("push", "--quiet", "origin", "HEAD:main", cwd=clone)
         timings.append(time.monotonic() - started)
     return timings
@@ -222,9 +242,12 @@ def run_deploys(client: Client, redis: Redis, count: int, version: str) -> tuple
     before = set(new_requests(redis, set()))
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(lambda n: client.command("UALICE", "CINT",
-                                                       f"app{n:03d} {version} to int")[0],
-                              range(count)))  # fmt: skip
+        codes = list(
+            pool.map(
+                lambda n: client.command("UALICE", "CINT", f"app{n:03d} {version} to int")[0],
+                range(count),
+            )
+        )
     if any(code != 200 for code in codes):
         print(f"  {sum(c != 200 for c in codes)} of the {count} commands were not acknowledged")
     wait_for(lambda: len(new_requests(redis, before)) >= count, 120, "the requests")
@@ -232,8 +255,13 @@ def run_deploys(client: Client, redis: Redis, count: int, version: str) -> tuple
     wait_for(lambda: all(store.state(i) in FINAL_STATES for i in ids), 600, "the deploys")
     wall = time.monotonic() - started
     pushed = sum(store.state(i) is RequestState.PUSHED for i in ids)
-    for reason in sorted({str(store.result(i).message) for i in ids  # type: ignore[union-attr]
-                          if store.state(i) is not RequestState.PUSHED}):  # fmt: skip
+    for reason in sorted(
+        {
+            str(store.result(i).message)
+            for i in ids  # type: ignore[union-attr]
+            if store.state(i) is not RequestState.PUSHED
+        }
+    ):
         print(f"  not landed: {reason}")
     return wall, pushed, len(ids) - pushed
 
@@ -252,27 +280,37 @@ def main() -> None:
         t0 = time.monotonic()
         remote = base / "environments.git"
         generate(remote, args.files, args.commits)
-        print(f"generated {args.files} files, {args.commits} commits in "
-              f"{time.monotonic() - t0:.1f}s ({git('count-objects', '-vH', cwd=remote).split('size-pack: ')[1].split()[0]} packed)")  # fmt: skip
+        print(
+            f"generated {args.files} files, {args.commits} commits in "
+            f"{time.monotonic() - t0:.1f}s ({_packed_size(remote)} packed)"
+        )
         (base / "policy.yaml").write_text(policy_text(remote.as_uri()))
         redis_server = EmbeddedRedis(base / "redis").__enter__()
         fake = TimedSlack()
         slack_server = serve(fake)
         port = free_port()
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
-               "RELEASEGATE_POLICY": str(base / "policy.yaml"),
-               "RELEASEGATE_REDIS_URL": redis_server.url, "RELEASEGATE_LOG_FORMAT": "json",
-               "RELEASEGATE_SLACK_BOT_TOKEN": "xoxb-bench", "RELEASEGATE_SLACK_SIGNING_SECRET": SECRET,
-               "RELEASEGATE_SLACK_API_URL": f"http://127.0.0.1:{slack_server.server_port}/api/",
-               "RELEASEGATE_HTTP_HOST": "127.0.0.1", "RELEASEGATE_HTTP_PORT": str(port)}  # fmt: skip
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
+            "RELEASEGATE_POLICY": str(base / "policy.yaml"),
+            "RELEASEGATE_REDIS_URL": redis_server.url,
+            "RELEASEGATE_LOG_FORMAT": "json",
+            "RELEASEGATE_SLACK_BOT_TOKEN": "xoxb-bench",
+            "RELEASEGATE_SLACK_SIGNING_SECRET": SECRET,
+            "RELEASEGATE_SLACK_API_URL": f"http://127.0.0.1:{slack_server.server_port}/api/",
+            "RELEASEGATE_HTTP_HOST": "127.0.0.1",
+            "RELEASEGATE_HTTP_PORT": str(port),
+        }
         redis = Redis.from_url(redis_server.url)
 
         floor = raw_git_floor(remote, base, 10)
         floor_ms = statistics.median(floor) * 1000
 
         bot_log = open(base / "serve.log", "wb")  # noqa: SIM115 - closed with the folder
-        bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], stderr=bot_log,
-                               env={**env, "RELEASEGATE_WORKDIR": str(base / "bot")})  # fmt: skip
+        bot = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "serve"],
+            stderr=bot_log,
+            env={**env, "RELEASEGATE_WORKDIR": str(base / "bot")},
+        )
         started.append(bot)
         client = Client(f"http://127.0.0.1:{port}")
         wait_for(lambda: _ready(client.url), 120, "the server")
@@ -283,30 +321,46 @@ def main() -> None:
         for n in range(args.workers):
             log_path = base / f"worker-{n}.log"
             worker_logs.append(log_path)
-            started.append(subprocess.Popen(
-                [sys.executable, "-m", "bot.cli", "worker"], stderr=open(log_path, "wb"),  # noqa: SIM115
-                env={**env, "RELEASEGATE_WORKDIR": str(base / "workers")}))  # fmt: skip
+            started.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bot.cli", "worker"],
+                    stderr=open(log_path, "wb"),  # noqa: SIM115
+                    env={**env, "RELEASEGATE_WORKDIR": str(base / "workers")},
+                )
+            )
         for log_path in worker_logs:
             wait_for(lambda p=log_path: b"Listening on" in p.read_bytes(), 300, "a worker")  # type: ignore[misc]
             ready_times.append(time.monotonic() - launched)
-        results.append(("worker ready (clone + start)", f"{max(ready_times):.1f} s",
-                        "in seconds"))  # fmt: skip
+        results.append(("worker ready (clone + start)", f"{max(ready_times):.1f} s", "in seconds"))
 
         # 1. Acknowledgements: 400 `/deploy status` at 8 concurrent.
         client.command("UALICE", "CWARM", "status app000")  # the mirror's first fetch
         wait_for(lambda: any(m == "chat.postMessage" for _t, m, _p in fake.times), 120, "warm")
         with ThreadPoolExecutor(8) as pool:
-            acks = list(pool.map(lambda n: client.command("UBOB", f"CACK{n}", "status"),
-                                 range(400)))  # fmt: skip
+            acks = list(
+                pool.map(lambda n: client.command("UBOB", f"CACK{n}", "status"), range(400))
+            )
         ok = sum(200 <= code < 300 for code, _s, _b in acks)
         busy = sum(b for _c, _s, b in acks)
         ack_ms = [s * 1000 for _c, s, _b in acks]
-        results.append(("400 /deploy status, 8 at once: acked", f"{ok}/400 ({busy} busy)",
-                        "400/400"))  # fmt: skip
-        results.append(("  ack p50 / p99", f"{pct(ack_ms, 50):.1f} / {pct(ack_ms, 99):.1f} ms",
-                        "p99 <= 50 ms"))  # fmt: skip
-        wait_for(lambda: sum(p.get("channel", "").startswith("CACK") for _t, m, p in fake.times
-                             if m == "chat.postMessage") >= 400 - busy, 300, "the answers")  # fmt: skip
+        results.append(
+            ("400 /deploy status, 8 at once: acked", f"{ok}/400 ({busy} busy)", "400/400")
+        )
+        results.append(
+            ("  ack p50 / p99", f"{pct(ack_ms, 50):.1f} / {pct(ack_ms, 99):.1f} ms", "p99 <= 50 ms")
+        )
+        wait_for(
+            lambda: (
+                sum(
+                    p.get("channel", "").startswith("CACK")
+                    for _t, m, p in fake.times
+                    if m == "chat.postMessage"
+                )
+                >= 400 - busy
+            ),
+            300,
+            "the answers",
+        )
 
         # 2. Time until answered: 200 `status APP` at 8 concurrent, each from its own channel.
         sent: dict[str, float] = {}
@@ -319,13 +373,21 @@ def main() -> None:
             list(pool.map(ask, range(200)))
 
         def answered() -> dict[str, float]:
-            return {p["channel"]: t for t, m, p in list(fake.times)
-                    if m == "chat.postMessage" and str(p.get("channel", "")).startswith("CST")}  # fmt: skip
+            return {
+                p["channel"]: t
+                for t, m, p in list(fake.times)
+                if m == "chat.postMessage" and str(p.get("channel", "")).startswith("CST")
+            }
 
         wait_for(lambda: len(answered()) >= 200, 300, "the status answers")
         latency = [(answered()[c] - sent[c]) * 1000 for c in sent]
-        results.append(("200 status APP, 8 at once: answered p50 / p99",
-                        f"{pct(latency, 50):.0f} / {pct(latency, 99):.0f} ms", "p99 <= 1000 ms"))  # fmt: skip
+        results.append(
+            (
+                "200 status APP, 8 at once: answered p50 / p99",
+                f"{pct(latency, 50):.0f} / {pct(latency, 99):.0f} ms",
+                "p99 <= 1000 ms",
+            )
+        )
 
         # 3. Approval to commit on the remote, one deploy at a time.
         store = RequestStore(redis)
@@ -343,21 +405,33 @@ def main() -> None:
             wait_for(lambda r=request_id: store.state(r) in FINAL_STATES, 60, "the outcome")  # type: ignore[misc]
         median = statistics.median(to_remote)
         results.append(("raw git floor (warm clone, median)", f"{floor_ms:.0f} ms", ""))
-        results.append(("approval -> commit on the remote, median",
-                        f"{median:.0f} ms = {median / floor_ms:.2f} x floor", "<= 1.3 x floor"))  # fmt: skip
+        results.append(
+            (
+                "approval -> commit on the remote, median",
+                f"{median:.0f} ms = {median / floor_ms:.2f} x floor",
+                "<= 1.3 x floor",
+            )
+        )
 
         # 4. Many deploys at once through the lane.
         for count, version in ((20, "1.3.0"), (50, "1.4.0")):
             wall, pushed, other = run_deploys(client, redis, count, version)
             target = f"none fails; wall <= {0.5 * count * floor_ms / 1000:.1f} s"
-            results.append((f"{count} deploys of different apps to int, {args.workers} workers",
-                            f"{pushed} landed, {other} not, in {wall:.1f} s", target))  # fmt: skip
+            results.append(
+                (
+                    f"{count} deploys of different apps to int, {args.workers} workers",
+                    f"{pushed} landed, {other} not, in {wall:.1f} s",
+                    target,
+                )
+            )
 
         rss = _memory(bot.pid)
         results.append(("bot memory (peak RSS)", f"{rss:.0f} MB", "<= 120 MB"))
 
-    print(f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, {git('--version').strip()}")  # fmt: skip
+    print(
+        f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {git('--version').strip()}"
+    )
     width = max(len(r[0]) for r in results)
     print(f"{'what':{width}}  {'measured':32}  target")
     for what, measured, target in results:
@@ -369,6 +443,11 @@ def _ready(url: str) -> bool:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _packed_size(remote: Path) -> str:
+    counts = git("count-objects", "-vH", cwd=remote)
+    return counts.split("size-pack: ")[1].split("\n")[0]
 
 
 def _head(remote: Path) -> str:
