@@ -46,7 +46,11 @@ class BatchHooks:
 
     gates: Callable[[DeployRequest], None]  # raises to stop one request (lock, window, approvals)
     approvers: Callable[[DeployRequest], Sequence[str]]  # for the Approved-by trailers
-    before_push: Callable[[], None] = lambda: None  # raises when the lane's lease is lost
+    # Runs right before each push with the requests in it; raises when the lane's lease is lost.
+    before_push: Callable[[Sequence[DeployRequest]], None] = lambda requests: None
+    # Whether a push of this request may ever have been tried: only then can its commit
+    # already be on the branch, and only then is the branch's history searched for it.
+    maybe_pushed: Callable[[DeployRequest], bool] = lambda request: True
     on_retry: Callable[[], None] = lambda: None
     secrets: Sequence[str] = ()
 
@@ -104,7 +108,8 @@ def apply_batch(
             head = checkout.sync()
         except RemoteUnreachable as exc:
             return _fail(outcomes, [(r, "") for r in todo], str(exc))
-        landed = checkout.request_commits()
+        search = any(hooks.maybe_pushed(request) for request in todo)
+        landed = checkout.request_commits() if search else {}
         committed: list[tuple[DeployRequest, str]] = []
         for request in todo:
             with request_context(**context(request)):
@@ -129,7 +134,8 @@ def apply_batch(
                     committed.append((request, sha))
         if not committed:
             return outcomes
-        hooks.before_push()  # a lost lease raises: the lane's next holder finishes the batch
+        # A lost lease raises here: the lane's next holder finishes the batch.
+        hooks.before_push([request for request, _sha in committed])
         try:
             checkout.push()
         except PushRejected as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,10 +95,15 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
         check_not_expired(request, now)
         check_open(policy, locks, request.env, now)
 
+    def before_push(requests: Sequence[DeployRequest]) -> None:
+        lease.check()
+        store.mark_pushing(request.id for request in requests)
+
     hooks = BatchHooks(
         gates=gates,
         approvers=lambda request: store.approvals(request.id),
-        before_push=lease.check,
+        before_push=before_push,
+        maybe_pushed=lambda request: store.was_pushing(request.id),
         on_retry=lambda: metrics.record_push_retry(redis),
         secrets=[*settings.secret_values(), *url_credentials(policy.repository.url)],
     )

@@ -25,6 +25,8 @@ PREFIX = "releasegate"
 MESSAGE_TTL = 30 * 24 * 3600  # reactions on a request's card count for a month
 DELIVERY_TTL = 24 * 3600  # platforms retry deliveries within minutes; keep ids a day
 ACTIVE = f"{PREFIX}:active"
+PENDING = f"{PREFIX}:pending"  # every pending request; `…:pending:CHANNEL` per channel
+
 
 # Every state change also records when it happened (`since`, the server's clock) and
 # keeps the set of requests a worker still owes an outcome (approved or running).
@@ -39,13 +41,16 @@ local count = redis.call('SCARD', KEYS[2])
 if count >= tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], 'state', 'approved', 'since', redis.call('TIME')[1])
   redis.call('SADD', KEYS[3], ARGV[3])
+  local spec = redis.call('HGET', KEYS[1], 'spec')
+  redis.call('ZREM', ARGV[4] .. ':pending:' .. cjson.decode(spec)['channel'], ARGV[3])
+  redis.call('ZREM', ARGV[4] .. ':pending', ARGV[3])
   return {'quorum', tostring(count)}
 end
 return {'counted', tostring(count)}
 """
 
-# KEYS: request hash, active set. ARGV: request id, new state, result json ('' for none),
-# allowed old states...
+# KEYS: request hash, active set, key prefix. ARGV: request id, new state, result json
+# ('' for none), allowed old states...
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
@@ -57,6 +62,11 @@ for i = 4, #ARGV do
       redis.call('SADD', KEYS[2], ARGV[1])
     else
       redis.call('SREM', KEYS[2], ARGV[1])
+    end
+    if ARGV[2] ~= 'pending' then
+      local spec = redis.call('HGET', KEYS[1], 'spec')
+      redis.call('ZREM', KEYS[3] .. ':pending:' .. cjson.decode(spec)['channel'], ARGV[1])
+      redis.call('ZREM', KEYS[3] .. ':pending', ARGV[1])
     end
     return state
   end
@@ -109,9 +119,9 @@ class RequestStore:
         if state is RequestState.APPROVED:
             pipe.sadd(ACTIVE, request.id)
         if state is RequestState.PENDING:
-            pipe.zadd(
-                self._pending_key(request.channel), {request.id: request.created_at.timestamp()}
-            )
+            score = {request.id: request.created_at.timestamp()}
+            pipe.zadd(self._pending_key(request.channel), score)
+            pipe.zadd(PENDING, score)
         pipe.execute()
         return True
 
@@ -141,13 +151,11 @@ class RequestStore:
     def approve(self, request_id: str, principal: str, needed: int) -> ApprovalOutcome:
         status, detail = self._approve(
             keys=[self._key(request_id), self._approvals_key(request_id), ACTIVE],
-            args=[principal, needed, request_id],
+            args=[principal, needed, request_id, PREFIX],
         )
         status, detail = str(_text(status)), str(_text(detail))
         if status == "not_pending":
             return ApprovalOutcome(status, 0, RequestState(detail))
-        if status == "quorum":
-            self._unlist_pending(request_id)
         return ApprovalOutcome(status, int(detail))
 
     def active(self) -> list[str]:
@@ -168,6 +176,16 @@ class RequestStore:
         )
         return [request_id for _since, request_id in waiting[:limit]]
 
+    def mark_pushing(self, request_ids: Iterable[str]) -> None:
+        """Note, before a push, that these requests' commits may reach the branch from now on."""
+        pipe = self.redis.pipeline()
+        for request_id in request_ids:
+            pipe.hset(self._key(request_id), "pushing", 1)
+        pipe.execute()
+
+    def was_pushing(self, request_id: str) -> bool:
+        return bool(self.redis.hexists(self._key(request_id), "pushing"))
+
     def state_since(self, request_id: str) -> int:
         """When the request entered its current state (Unix seconds, Redis's clock)."""
         return int(_text(self.redis.hget(self._key(request_id), "since")) or 0)
@@ -186,7 +204,7 @@ class RequestStore:
     ) -> RequestState | None:
         """Move to `to` if the current state is one of `allowed`; return the old state or None."""
         old = self._transition(
-            keys=[self._key(request_id), ACTIVE],
+            keys=[self._key(request_id), ACTIVE, PREFIX],
             args=[
                 request_id,
                 to.value,
@@ -196,22 +214,14 @@ class RequestStore:
         )
         if old is None:
             return None
-        if to is not RequestState.PENDING:
-            self._unlist_pending(request_id)
         return RequestState(str(_text(old)))
 
     def finish(self, request_id: str, allowed: Iterable[RequestState], result: Result) -> bool:
         return self.transition(request_id, allowed, result.state, result) is not None
 
-    def _unlist_pending(self, request_id: str) -> None:
-        request = self.get(request_id)
-        self.redis.zrem(self._pending_key(request.channel), request_id)
-
     def pending_all(self) -> list[str]:
-        ids: list[str] = []
-        for key in self.redis.scan_iter(match=f"{PREFIX}:pending:*"):
-            ids += [str(_text(m)) for m in cast(list[Any], self.redis.zrange(key, 0, -1))]
-        return ids
+        """Every pending request, oldest first (an index, never a scan of the keyspace)."""
+        return [str(_text(m)) for m in cast(list[Any], self.redis.zrange(PENDING, 0, -1))]
 
     def pending_in(self, channel: str) -> list[str]:
         members = cast(list[Any], self.redis.zrange(self._pending_key(channel), 0, -1))
