@@ -13,7 +13,7 @@ from workers.gates import check_open
 from workers.logs import request_context
 from workers.metrics import APPROVALS
 from workers.queue import enqueue_deploy
-from workers.request import DeployRequest, RequestState, Result
+from workers.request import Approval, DeployRequest, RequestState, Result
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,16 @@ def approve(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Repl
     request = pending_request(ctx, event, request_id)
     with request_context(request_id=request.id, env=request.env):
         try:
-            if event.principal == request.requester:
+            if ctx.is_requester(event, request):
                 raise Refused(messages.own_request(request.id), "own_request")
             ctx.check_approver(event, request.env)
             check_open(ctx.policy, ctx.locks, request.env, ctx.clock())
         except Refused as exc:
             ctx.audit("refused", request=request.id, by=event.principal, reason=exc.reason)
             raise
-        outcome = ctx.store.approve(request.id, event.principal, request.approvals_needed)
+        who = ctx.identities.identity(event.who)
+        approval = Approval(who, event.principal, tuple(sorted(event.groups)))
+        outcome = ctx.store.approve(request.id, approval, request.approvals_needed)
         if outcome.status == "duplicate":
             raise Refused(messages.already_approved(request.id, event.display), "duplicate")
         if outcome.status == "not_pending" and outcome.state is not None:
@@ -77,7 +79,7 @@ def approve(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Repl
 
 def withdraw_approval(ctx: Context, event: ChatEvent, request_id: str) -> list[Reply]:
     """A removed approval reaction: the approval no longer counts, if quorum was not reached."""
-    if ctx.store.withdraw(request_id, event.principal):
+    if ctx.store.withdraw(request_id, ctx.identities.identity(event.who), event.principal):
         ctx.audit("withdrawn", request=request_id, by=event.principal)
         return [Reply(messages.approval_withdrawn(request_id, event.display), about=request_id)]
     return []
@@ -101,7 +103,7 @@ def reject(ctx: Context, event: ChatEvent, command: Reject) -> list[Reply]:
 def cancel(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply]:
     store = ctx.store
     request = pending_request(ctx, event, None) if request_id is None else store.get(request_id)
-    if event.principal != request.requester and not ctx.is_approver(event, request.env):
+    if not ctx.is_requester(event, request) and not ctx.is_approver(event, request.env):
         raise Refused(messages.may_not_cancel(request.id), "may_not_cancel")
     result = Result(
         state=RequestState.CANCELLED,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.errors import PolicyError, ReleasegateError
-from config.policy import load_policy
+from config.policy import Policy, load_policy
 from config.settings import Settings
 from workers.logs import setup_logging
 
@@ -67,6 +67,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     # Warm a clone now, so the first job does not wait for one.
     checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
     try:
+        for gone in checkout.prune_gone_hosts():
+            log.info("removed the clones of a host gone for a week: %s", gone)
         with checkout.locked():
             log.info("repository at %s in %s", checkout.sync()[:7], checkout.path)
     except ReleasegateError as exc:  # the jobs will say so where people see it
@@ -151,7 +153,7 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
     policy = load_policy(settings.policy)
     counts = f"{len(policy.apps)} apps, {len(policy.environments)} environments"
     print(f"policy {settings.policy}: {counts}")
-    problems = []
+    problems = _check_rocketchat_users(policy, settings)
     mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
     repo = mirror.snapshot()
     print(f"repository at {repo.head[:7]}")
@@ -170,11 +172,39 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"      {pin_version.pin.describe()} = {pin_version.version}")
     mirror.close()
     if problems:
-        print(f"{len(problems)} pin(s) do not resolve:", file=sys.stderr)
+        print(f"{len(problems)} problem(s):", file=sys.stderr)
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_rocketchat_users(policy: Policy, settings: Settings) -> list[str]:
+    """Resolve every Rocket.Chat user the policy names to an id, print them, list failures."""
+    from workers.identity import rocketchat_names
+
+    names = rocketchat_names(policy)
+    if not names:
+        return []
+    if not (settings.rocketchat_url and settings.rocketchat_user_id and settings.rocketchat_token):
+        return [
+            "the policy names Rocket.Chat users, but RELEASEGATE_ROCKETCHAT_URL, _USER_ID and "
+            "_TOKEN are not all set, so they cannot be resolved to ids"
+        ]
+    from bot.platforms.rocketchat_api import RocketChatPoster
+
+    poster = RocketChatPoster(settings.rocketchat_url, settings.rocketchat_user_id,
+                              settings.rocketchat_token.get_secret_value())  # fmt: skip
+    problems = []
+    print("Rocket.Chat users:")
+    for name in names:
+        user_id = poster.user_id(name)
+        if user_id is None:
+            problems.append(f"rocketchat:{name} is no Rocket.Chat user (neither an id nor a name)")
+            print(f"  rocketchat:{name:20} UNRESOLVED")
+        else:
+            print(f"  rocketchat:{name:20} id {user_id}")
+    return problems
 
 
 def _healthcheck(args: argparse.Namespace, settings: Settings) -> int:

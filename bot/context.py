@@ -8,14 +8,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from bot import messages
-from bot.authz import is_listed
 from bot.events import ChatEvent
 from config.errors import Refused
 from config.policy import Policy
+from config.principals import Principal
 from workers import audit
 from workers.gates import Locks
+from workers.identity import Identities, load_rocketchat_ids
 from workers.objects import Mirror
 from workers.request import DeployRequest, RequestState, Result
 from workers.store import RequestStore
@@ -35,10 +37,32 @@ class Context:
     clock: Clock = utcnow
     store: RequestStore = field(init=False)
     locks: Locks = field(init=False)
+    # Rocket.Chat names in the policy -> user ids, as the bot last resolved them.
+    rocketchat_ids: dict[str, str] = field(init=False)
+    _identities: Identities | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.store = RequestStore(self.redis)
         self.locks = Locks(self.redis)
+        try:
+            self.rocketchat_ids = load_rocketchat_ids(self.redis)
+        except RedisError:
+            self.rocketchat_ids = {}
+
+    @property
+    def identities(self) -> Identities:
+        """Who is who under the current policy (rebuilt when the policy or the ids change)."""
+        known = self._identities
+        if (
+            known is None
+            or known.policy is not self.policy
+            or (known.rocketchat_ids != self.rocketchat_ids)
+        ):
+            self._identities = known = Identities(self.policy, self.rocketchat_ids)
+        return known
+
+    def learn_rocketchat_ids(self, ids: dict[str, str]) -> None:
+        self.rocketchat_ids = {**self.rocketchat_ids, **ids}
 
     def audit(self, event: str, **fields: str | None) -> None:
         audit.record(self.redis, event, **fields)
@@ -67,14 +91,20 @@ class Context:
         if event.channel_ref not in channels:
             raise Refused(messages.wrong_channel(env, channels), "wrong_channel")
 
+    def is_listed(self, event: ChatEvent, allowed: list[str]) -> bool:
+        groups = [Principal.of(g) for g in event.groups]
+        return self.identities.is_listed(event.who, groups, allowed)
+
     def check_deployer(self, event: ChatEvent, env: str) -> None:
-        deployers = self.policy.environments[env].deployers
-        if not is_listed(self.policy, event.principal, event.groups, deployers):
+        if not self.is_listed(event, self.policy.environments[env].deployers):
             raise Refused(messages.not_deployer(event.display, env), "not_deployer")
 
     def is_approver(self, event: ChatEvent, env: str) -> bool:
-        approvers = self.policy.environments[env].approvers
-        return is_listed(self.policy, event.principal, event.groups, approvers)
+        return self.is_listed(event, self.policy.environments[env].approvers)
+
+    def is_requester(self, event: ChatEvent, request: DeployRequest) -> bool:
+        """True for the requester under any of their ids (a person on several platforms)."""
+        return self.identities.same_person(event.who, Principal.of(request.requester))
 
     def check_approver(self, event: ChatEvent, env: str) -> None:
         if not self.is_approver(event, env):

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 class CardPoster(Protocol):
     def post(self, channel: str, thread: str | None, text: str) -> str: ...
-    def ephemeral(self, channel: str, user: str, text: str, thread: str | None = None) -> None: ...
+    def ephemeral(self, channel: str, user: str, text: str, thread: str | None = None,
+                  name: str = "") -> None: ...  # fmt: skip
     def post_card(self, channel: str, card: Card, thread: str | None = None) -> str: ...
     def update_card(self, channel: str, ref: str, card: Card) -> None: ...
 
@@ -44,7 +45,7 @@ def _deliver(store: RequestStore, poster: CardPoster, event: ChatEvent, reply: R
         store.bind_message(reply.request_id, channel, ref)
         return
     if reply.private or not reply.ok:
-        poster.ephemeral(channel, event.user, reply.text, thread=private_thread)
+        poster.ephemeral(channel, event.user, reply.text, thread=private_thread, name=event.display)
         # A refusal can follow a change the card must show (the request just expired).
         if event.thread and (shown := store.request_for_message(channel, event.thread)):
             poster.update_card(channel, event.thread, card_for(store, shown))

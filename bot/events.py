@@ -7,6 +7,9 @@ specific to Slack, Rocket.Chat or the shell.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
+
+from config.principals import Kind, Principal
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,11 @@ class ChatEvent:
     @property
     def principal(self) -> str:
         return f"{self.platform}:{self.user}"
+
+    @property
+    def who(self) -> Principal:
+        """The asker as a principal: the platform and its stable user id."""
+        return Principal(cast(Kind, self.platform), self.user)
 
     @property
     def channel_ref(self) -> str:

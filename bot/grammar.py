@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from config.errors import Refused
+from config.text import inert
 
 VERBS = (
     "deploy", "promote", "rollback", "approve", "reject", "cancel",
@@ -156,8 +157,8 @@ def parse(text: str) -> Command:
         raise GrammarError(f"say one of: {', '.join(VERBS)}")
     verb, args = tokens[0].lower(), tokens[1:]
     if verb not in VERBS:
-        shown = tokens[0] if len(tokens[0]) <= 30 else tokens[0][:30] + "…"
-        raise GrammarError(f"unknown command {shown!r}; say one of: {', '.join(VERBS)}")
+        shown = inert(tokens[0], limit=30)
+        raise GrammarError(f"unknown command '{shown}'; say one of: {', '.join(VERBS)}")
     if verb == "deploy":
         if len(args) == 1:
             return DeployEnv(args[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.grammar import USAGE
+from config.text import inert
 from workers.request import Change, DeployRequest, RequestState, Result
 
 
@@ -18,11 +19,11 @@ def help_text() -> str:
 
 
 def unknown_app(app: str, known: Sequence[str]) -> str:
-    return f"unknown app {app!r}; known apps: {names(known)}"
+    return f"unknown app '{inert(app)}'; known apps: {names(known)}"
 
 
 def unknown_env(env: str, known: Sequence[str]) -> str:
-    return f"unknown environment {env!r}; known environments: {names(known)}"
+    return f"unknown environment '{inert(env)}'; known environments: {names(known)}"
 
 
 def not_pinned(app: str, env: str, envs: Sequence[str]) -> str:
@@ -128,7 +129,7 @@ def several_pending(ids: Sequence[str]) -> str:
 
 
 def rejected(request_id: str, who: str, reason: str) -> str:
-    return f"{request_id} rejected by {who}" + (f": {reason}" if reason else "")
+    return f"{request_id} rejected by {who}" + (f": {inert(reason, 200)}" if reason else "")
 
 
 def cancelled(request_id: str, who: str) -> str:

@@ -125,6 +125,8 @@ def create_app(
         threading.Thread(target=_warm, args=(conversation,), name="git-warm", daemon=True).start()
         for consumer in consumers:
             supervisor.start(f"outbox-{consumer.stream.rsplit(':', 1)[-1]}", consumer.step, stop)
+        if rocketchat is not None:
+            supervisor.start("rocketchat-ids", rocketchat.resolve_step, stop)
         if rocketchat is not None and settings.rocketchat_poll:
             # Without a webhook, poll for messages too; with one, only for reactions.
             messages_too = settings.rocketchat_webhook_token is None

@@ -8,6 +8,7 @@
     │   ├── PinAmbiguous
     │   └── StaleRequest     the repository moved since the request was approved
     ├── ValidationFailed     the environment's validation command refused the change
+    ├── ApprovalsChanged     at commit time, the approvals no longer meet the policy
     ├── GitOpsError          the GitOps repository could not be read or written
     │   ├── RemoteUnreachable
     │   └── PushRejected     lost a race or the remote refused; retried, bounded
@@ -60,6 +61,10 @@ class StaleRequest(PinError):
 
 class ValidationFailed(ReleasegateError):
     """The environment's validation command failed on the changed working tree."""
+
+
+class ApprovalsChanged(ReleasegateError):
+    """Right before the commit, the approvals no longer meet the policy the worker loaded."""
 
 
 class GitOpsError(ReleasegateError):

@@ -19,11 +19,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from config.errors import PolicyError, VersionError
+from config.principals import ChannelRef, Principal
+from config.text import inert
 from config.windows import Window
 
-PLATFORMS = ("slack", "slack-group", "rocketchat", "shell", "group")
-_PRINCIPAL = re.compile(r"^(slack|slack-group|rocketchat|shell|group):[A-Za-z0-9._@-]{1,80}$")
-_CHANNEL = re.compile(r"^(slack|rocketchat|shell):[A-Za-z0-9._#-]{1,80}$")
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -101,10 +100,7 @@ class Environment(_Model):
     @classmethod
     def _channels(cls, values: list[str]) -> list[str]:
         for value in values:
-            if not _CHANNEL.match(value):
-                raise ValueError(
-                    f"{value!r} is not PLATFORM:CHANNEL (slack:C0123, rocketchat:deploy-prd)"
-                )
+            ChannelRef.parse(value)
         return values
 
     @field_validator("windows")
@@ -122,8 +118,7 @@ class Environment(_Model):
     @classmethod
     def _principals(cls, values: list[str]) -> list[str]:
         for value in values:
-            if not _PRINCIPAL.match(value):
-                raise ValueError(f"{value!r} is not a principal ({', '.join(PLATFORMS)}:ID)")
+            Principal.parse(value)
         return values
 
 
@@ -240,7 +235,7 @@ class App(_Model):
 
     def check_version(self, name: str, version: str) -> str:
         """Return `version` if this app accepts it, else raise `VersionError`."""
-        shown = version if len(version) <= 40 and version.isprintable() else f"{version[:40]!r}…"
+        shown = inert(version, limit=40)
         if not SAFE_VERSION.fullmatch(version) or not self.version_pattern.fullmatch(version):
             expected = "semantic version like 2.1.0" if self.versions == "semver" else self.versions
             raise VersionError(f"{shown} is not a valid version of {name} (expected {expected})")
@@ -249,6 +244,9 @@ class App(_Model):
 
 class Policy(_Model):
     repository: Repository
+    # One person's principals on each platform: `person:NAME` matches any of them, the
+    # requester is excluded under all of them, and their approvals count once.
+    people: dict[str, list[str]] = {}
     groups: dict[str, list[str]] = {}
     environments: dict[str, Environment] = Field(min_length=1)
     apps: dict[str, App] = Field(min_length=1)
@@ -271,14 +269,37 @@ def _problems(policy: Policy) -> list[str]:
     envs = policy.environments
 
     def check_refs(path: str, principals: list[str]) -> None:
-        for i, principal in enumerate(principals):
-            if principal.startswith("group:") and principal[6:] not in policy.groups:
-                problems.append(f"{path}[{i}]: unknown group {principal[6:]!r}")
+        for i, text in enumerate(principals):
+            principal = Principal.parse(text)
+            if principal.kind == "group" and principal.id not in policy.groups:
+                problems.append(f"{path}[{i}]: unknown group {principal.id!r}")
+            if principal.kind == "person" and principal.id not in policy.people:
+                problems.append(f"{path}[{i}]: unknown person {principal.id!r}")
+
+    owner: dict[str, str] = {}
+    for person, ids in policy.people.items():
+        for i, text in enumerate(ids):
+            try:
+                principal = Principal.parse(text)
+            except ValueError as exc:
+                problems.append(f"people.{person}[{i}]: {exc}")
+                continue
+            if not principal.is_user:
+                problems.append(f"people.{person}[{i}]: {text!r} is not a user's id")
+            elif owner.setdefault(text, person) != person:
+                problems.append(f"people.{person}[{i}]: {text!r} is already {owner[text]}'s")
 
     for group, members in policy.groups.items():
         for i, member in enumerate(members):
-            if not _PRINCIPAL.match(member) or member.startswith("group:"):
-                problems.append(f"groups.{group}[{i}]: {member!r} is not a user or platform group")
+            try:
+                principal = Principal.parse(member)
+            except ValueError as exc:
+                problems.append(f"groups.{group}[{i}]: {exc}")
+                continue
+            if principal.kind == "group":
+                problems.append(f"groups.{group}[{i}]: {member!r}: groups cannot hold groups")
+            elif principal.kind == "person" and principal.id not in policy.people:
+                problems.append(f"groups.{group}[{i}]: unknown person {principal.id!r}")
 
     seen_names: dict[str, str] = {}
     for name, env in envs.items():

@@ -36,6 +36,8 @@ class FakeRocketChat:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     rate_limit: dict[str, int] = field(default_factory=dict)
     tokens: tuple[str, str] = (BOT_ID, "rc-token")
+    # user id -> current username; ids never change, usernames do (`rename`)
+    users: dict[str, str] = field(default_factory=lambda: {BOT_ID: BOT_NAME})
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _clock: datetime = field(default_factory=lambda: datetime(2026, 11, 27, 9, 0, tzinfo=UTC))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -44,11 +46,24 @@ class FakeRocketChat:
         self._clock += timedelta(seconds=1)
         return self._clock.isoformat().replace("+00:00", "Z")
 
+    def id_of(self, username: str) -> str:
+        """The id of the user called `username` now (a new user gets `id-NAME`)."""
+        found = next((i for i, name in self.users.items() if name == username), None)
+        if found is None:
+            found = f"id-{username}"
+            self.users[found] = username
+        return found
+
+    def rename(self, old: str, new: str) -> None:
+        """A user changes their username (their id stays)."""
+        with self._lock:
+            self.users[self.id_of(old)] = new
+
     def say(self, username: str, room: str, text: str, tmid: str | None = None) -> dict[str, Any]:
         """Someone writes in a room (what a person would do in the Rocket.Chat client)."""
         with self._lock:
             message = {"_id": f"m{next(self._ids)}", "rid": self.rooms[room], "msg": text,
-                       "ts": self._ts(), "u": {"_id": f"id-{username}", "username": username}}  # fmt: skip
+                       "ts": self._ts(), "u": {"_id": self.id_of(username), "username": username}}  # fmt: skip
             if tmid:
                 message["tmid"] = tmid
             self.messages.append(message)
@@ -91,6 +106,18 @@ class FakeRocketChat:
     def _answer(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if method == "me":
             return 200, {"_id": BOT_ID, "username": BOT_NAME, "success": True}
+        if method == "users.info":
+            if "userId" in params:
+                user_id = str(params["userId"])
+            else:
+                user_id = next(
+                    (i for i, n in self.users.items() if n == params.get("username")), ""
+                )
+            if user_id not in self.users:
+                return 400, {"success": False, "error": "User not found. [error-invalid-user]"}
+            return 200, {"user": {"_id": user_id, "username": self.users[user_id], "type": "user",
+                                  "active": True, "name": self.users[user_id].title()},
+                         "success": True}  # fmt: skip
         if method == "channels.info":
             name = params.get("roomName")
             if name not in self.rooms:

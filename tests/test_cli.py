@@ -126,7 +126,7 @@ def test_check_config_fails_clearly_when_a_pin_does_not_resolve(
     env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_WORKDIR": str(tmp_path / "w")}
     done = releasegate("check-config", env=env)
     assert done.returncode == 1
-    assert "1 pin(s) do not resolve" in done.stderr
+    assert "1 problem(s)" in done.stderr
     assert (
         "awesome in int: env/int/kustomization.yml: no images entry named "
         "'bespinian/awesome-image' (found: bespinian/renamed)"

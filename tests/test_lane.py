@@ -203,3 +203,28 @@ def test_status_answers_from_the_last_fetch_when_the_remote_is_gone_and_says_so(
     assert "app0: int 1.0.0" in reply.text
     assert "the remote did not answer" in reply.text
     assert "this is Git as fetched" in reply.text
+
+
+def test_each_host_clones_into_its_own_folder_and_folders_of_hosts_long_gone_are_removed(
+    apps_world: tuple[Chat, Remote, Path], tmp_path: Path
+) -> None:
+    from workers.gitops import Checkout
+
+    policy = apps_world[0].conversation.policy
+    here = Checkout(policy.repository, tmp_path / "cache", host="worker-7f9c")
+    with here.locked():
+        here.sync()
+    assert here.path.parent.name == "worker-7f9c"
+    other = Checkout(policy.repository, tmp_path / "cache", host="worker-0ld")
+    with other.locked():
+        other.sync()
+    recent = Checkout(policy.repository, tmp_path / "cache", host="worker-b2")
+    with recent.locked():
+        recent.sync()
+    week_ago = time.time() - 8 * 24 * 3600
+    for lock in other.base.glob("slot-*.lock"):
+        os.utime(lock, (week_ago, week_ago))
+    assert here.prune_gone_hosts() == [other.base]
+    assert not other.base.exists()
+    assert recent.base.exists()
+    assert (here.path / ".git").is_dir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -63,12 +64,14 @@ class RocketWorld:
         self._cards: set[str] = set()
 
     def webhook(self, username: str, room: str, text: str, tmid: str | None = None,
-                token: str | None = WEBHOOK_TOKEN, message_id: str | None = None) -> httpx.Response:  # fmt: skip
-        """A person writes; Rocket.Chat's outgoing webhook tells us."""
+                token: str | None = WEBHOOK_TOKEN, message_id: str | None = None,
+                user_name: str | None = None) -> httpx.Response:  # fmt: skip
+        """A person writes; Rocket.Chat's outgoing webhook tells us (`user_name` forges the
+        name field, which only a hostile sender would)."""
         message = self.fake.say(username, room, text, tmid)
         payload: dict[str, Any] = {
             "channel_id": message["rid"], "channel_name": room, "message_id": message_id or message["_id"],
-            "timestamp": message["ts"], "user_id": f"id-{username}", "user_name": username,
+            "timestamp": message["ts"], "user_id": message["u"]["_id"], "user_name": user_name or username,
             "text": text, "siteUrl": "https://chat.acme.example", "bot": False,
         }  # fmt: skip
         if token is not None:
@@ -98,10 +101,19 @@ def room_of(fake: FakeRocketChat, message: dict[str, Any]) -> str:
 @pytest.fixture
 def rocket(redis: Redis, remote: Path, settings: Settings, policy_file: Path,
            monkeypatch: pytest.MonkeyPatch) -> Iterator[RocketWorld]:  # fmt: skip
+    with rocket_world(RC_POLICY.format(url=remote.as_uri()), redis, policy_file,
+                      monkeypatch) as world:  # fmt: skip
+        yield world
+
+
+@contextmanager
+def rocket_world(policy_text: str, redis: Redis, policy_file: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[RocketWorld]:  # fmt: skip
+    """Our server with Rocket.Chat configured, the stand-in, and `policy_text` in force."""
     fake = FakeRocketChat()
     server = serve(fake)
     url = f"http://127.0.0.1:{server.server_port}"
-    policy_file.write_text(RC_POLICY.format(url=remote.as_uri()))
+    policy_file.write_text(policy_text)
     for name, value in {"URL": url, "USER_ID": BOT_ID, "TOKEN": "rc-token",
                         "WEBHOOK_TOKEN": WEBHOOK_TOKEN, "POLL": "false"}.items():  # fmt: skip
         monkeypatch.setenv(f"RELEASEGATE_ROCKETCHAT_{name}", value)
@@ -112,6 +124,9 @@ def rocket(redis: Redis, remote: Path, settings: Settings, policy_file: Path,
     )
     poster = RocketChatPoster(url, BOT_ID, "rc-token", backoff=0.01)
     adapter = RocketChatAdapter(conversation, poster, redis, BOT_ID)
+    for name in ("alice", "bob", "carol", "dave", "erin", "mallory"):
+        fake.id_of(name)
+    assert adapter.resolve_policy_ids() == []
     with http_server(create_app(settings, policy, redis, conversation)) as base:
         yield RocketWorld(base, fake, redis, adapter)
     server.shutdown()
@@ -143,7 +158,7 @@ def test_an_approval_reaction_is_polled_queued_pushed_and_reported_in_the_thread
     assert thread[-1] == f"{request_id}: pushed {origin.head()[:7]}: awesome: 2.0.0 -> 2.1.0 (prd)"
     edited = next(m for m in rocket.fake.messages if m["_id"] == card)
     assert f"🚀 pushed: {origin.head()[:7]}" in edited["msg"]
-    assert "Approved-by: rocketchat:carol" in origin.message()
+    assert "Approved-by: rocketchat:id-carol" in origin.message()
 
 
 def test_a_user_id_principal_matches_through_the_webhook(rocket: RocketWorld) -> None:
@@ -153,7 +168,7 @@ def test_a_user_id_principal_matches_through_the_webhook(rocket: RocketWorld) ->
     deadline = time.monotonic() + 10
     while rocket.store.state(request_id) is RequestState.PENDING and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert rocket.store.approvals(request_id) == ["rocketchat:dave"]
+    assert rocket.store.approvals(request_id) == ["rocketchat:id-dave"]
 
 
 def test_reactions_by_the_requester_or_a_non_approver_do_not_count_and_are_told_once(

@@ -111,13 +111,15 @@ def test_production_values_reference_secrets_and_never_hold_them() -> None:
     objects = render(production_values())
     for name, replicas in (("rg-releasegate-bot", 2), ("rg-releasegate-worker", 4)):
         assert objects[f"Deployment/{name}"]["spec"]["replicas"] == replicas
-    env = {e["name"]: e for e in container(objects, "rg-releasegate-worker")["env"]}
-    assert env["RELEASEGATE_SLACK_BOT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+    bot_env = {e["name"]: e for e in container(objects, "rg-releasegate-bot")["env"]}
+    assert bot_env["RELEASEGATE_SLACK_BOT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": "releasegate-slack", "key": "botToken"}  # fmt: skip
     assert (
-        env["RELEASEGATE_SLACK_SIGNING_SECRET"]["valueFrom"]["secretKeyRef"]["key"]
+        bot_env["RELEASEGATE_SLACK_SIGNING_SECRET"]["valueFrom"]["secretKeyRef"]["key"]
         == "signingSecret"
     )
+    env = {e["name"]: e for e in container(objects, "rg-releasegate-worker")["env"]}
+    assert not [name for name in env if "SLACK" in name or "ROCKETCHAT" in name]
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "platform-redis"
     assert (
         env["RELEASEGATE_REDIS_URL"]["value"]

@@ -17,6 +17,7 @@ from redis import Redis
 
 from config.errors import Refused
 from config.policy import SEMVER, Policy
+from config.text import inert
 from config.windows import next_opening, open_now
 from workers.request import DeployRequest
 from workers.store import PREFIX
@@ -31,7 +32,7 @@ class Lock:
     since: str  # ISO 8601
 
     def describe(self) -> str:
-        why = f": {self.reason}" if self.reason else ""
+        why = f": {inert(self.reason, 200)}" if self.reason else ""
         return f"{self.env} is locked by {self.owner_name} since {self.since[:16]}{why}"
 
 

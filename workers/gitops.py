@@ -22,9 +22,11 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import socket
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 GIT_TIMEOUT = 120  # seconds for any network operation
 MAX_SLOTS = 16
 TRAILER_SCAN_DEPTH = 2000  # commits searched for a request's trailer
+STALE_HOST_SECONDS = 7 * 24 * 3600
 _FAILED_PUSH = (
     git.PushInfo.ERROR
     | git.PushInfo.REJECTED
@@ -154,6 +157,22 @@ class Checkout:
     def remote_ref(self) -> str:
         return f"origin/{self.repository.branch}"
 
+    def prune_gone_hosts(self, older_than: float = STALE_HOST_SECONDS) -> list[Path]:
+        """Remove the clones of hosts (pods) that have not used them for `older_than` seconds:
+        a persistent cache outlives the pods that filled it."""
+        removed: list[Path] = []
+        now = time.time()
+        if not self.base.parent.is_dir():
+            return removed
+        for host in self.base.parent.iterdir():
+            locks = list(host.glob("slot-*.lock")) if host.is_dir() else []
+            if host == self.base or not locks:
+                continue
+            if all(now - lock.stat().st_mtime > older_than for lock in locks):
+                shutil.rmtree(host, ignore_errors=True)
+                removed.append(host)
+        return removed
+
     @contextmanager
     def locked(self) -> Iterator[Checkout]:
         """Hold a slot for this process; closes GitPython's handles on exit."""
@@ -177,8 +196,6 @@ class Checkout:
         url, branch = self.repository.url, self.repository.branch
         log.info("cloning %s into %s", redact_url(url), self.path)
         if self.path.exists():
-            import shutil
-
             shutil.rmtree(self.path)  # a clone that died half-way
         return git.Repo.clone_from(
             url, self.path, branch=branch, env=self._env, kill_after_timeout=GIT_TIMEOUT,

@@ -16,18 +16,20 @@ from typing import Any
 
 from redis import Redis
 
-from config.errors import GitOpsError
+from config.errors import ApprovalsChanged, GitOpsError
 from config.policy import Policy, load_policy
+from config.principals import Principal
 from config.settings import Settings
 from workers import audit, metrics, outbox
 from workers.connection import connect
 from workers.deploy import BatchHooks, Outcome, apply_batch, context
 from workers.gates import Locks, check_not_expired, check_open
 from workers.gitops import Checkout, url_credentials
+from workers.identity import Identities, load_rocketchat_ids
 from workers.lane import Lane, Lease, LeaseLost, lane_name
 from workers.logs import request_context
 from workers.queue import JOB_TIMEOUT
-from workers.request import DeployRequest, RequestState, Result
+from workers.request import Approval, DeployRequest, RequestState, Result
 from workers.store import RequestStore
 from workers.sweeper import sweep
 
@@ -64,6 +66,24 @@ def run_request(request_id: str) -> str:
     return store.state(request_id).value
 
 
+def check_approvals(policy: Policy, identities: Identities, request: DeployRequest,
+                    approvals: list[Approval]) -> None:  # fmt: skip
+    """Raise unless the approvals still meet the policy loaded now: every counted approver
+    still an approver of the environment, one count per person, and enough of them."""
+    env = policy.environments.get(request.env)
+    if env is None:
+        raise ApprovalsChanged(f"{request.env} is no longer in the policy; nothing was pushed")
+    counted, dropped = identities.still_counted(
+        request.env, Principal.of(request.requester), approvals
+    )
+    if len(counted) < env.approvals:
+        why = f" ({'; '.join(dropped)})" if dropped else ""
+        raise ApprovalsChanged(
+            f"the policy now asks for {env.approvals} approval(s) of deploys to {request.env} "
+            f"and {len(counted)} still count{why}; nothing was pushed, ask again"
+        )
+
+
 def drain_lane() -> int:
     """Take over the push lane and land what is ready (queued by the sweeper when a lane's
     holder died); returns how many requests were still waiting when it started."""
@@ -90,10 +110,13 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
     locks = Locks(redis)
     checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
 
+    identities = Identities(policy, load_rocketchat_ids(redis))
+
     def gates(request: DeployRequest) -> None:
         now = _now()
         check_not_expired(request, now)
         check_open(policy, locks, request.env, now)
+        check_approvals(policy, identities, request, store.approval_records(request.id))
 
     def before_push(requests: Sequence[DeployRequest]) -> None:
         lease.check()

@@ -19,6 +19,7 @@ import logging
 import subprocess
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class ObjectStore:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 env=git_env(None),
             )  # fmt: skip
+            # A store dropped without close() does not leave its process behind.
+            weakref.finalize(self, _stop, self._process)
         return self._process
 
     def get(self, name: str) -> tuple[str, bytes] | None:
@@ -105,6 +108,12 @@ class ObjectStore:
                 self._process.kill()
                 self._process.wait()
                 self._process = None
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def _is_object_id(name: str) -> bool:

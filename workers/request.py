@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -102,3 +104,21 @@ class Result(BaseModel):
     message: str
     commit: str | None = None
     finished_at: datetime
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One counted approval: who (`person:NAME`, else the principal), as which id, and in
+    which platform groups they were when they approved."""
+
+    identity: str
+    principal: str
+    groups: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps({"principal": self.principal, "groups": list(self.groups)})
+
+    @classmethod
+    def from_json(cls, identity: str, raw: str) -> Approval:
+        data = json.loads(raw)
+        return cls(identity, str(data["principal"]), tuple(str(g) for g in data.get("groups", [])))

@@ -17,7 +17,7 @@ from typing import Any, cast
 from redis import Redis
 
 from config.errors import UnknownRequest
-from workers.request import DeployRequest, RequestState, Result
+from workers.request import Approval, DeployRequest, RequestState, Result
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,10 @@ _APPROVE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'unknown', '0'} end
 if state ~= 'pending' then return {'not_pending', state} end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
-  return {'duplicate', tostring(redis.call('SCARD', KEYS[2]))}
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[5]) == 0 then
+  return {'duplicate', tostring(redis.call('HLEN', KEYS[2]))}
 end
-local count = redis.call('SCARD', KEYS[2])
+local count = redis.call('HLEN', KEYS[2])
 if count >= tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], 'state', 'approved', 'since', redis.call('TIME')[1])
   redis.call('SADD', KEYS[3], ARGV[3])
@@ -75,10 +75,13 @@ return false
 """
 
 
-# KEYS: request hash, approvals set. ARGV: principal.
+# KEYS: request hash, approvals hash. ARGV: identity, principal. Only the same id takes
+# back an approval (a person's reaction on one platform cannot undo one made on another).
 _WITHDRAW = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return 0 end
-return redis.call('SREM', KEYS[2], ARGV[1])
+local given = redis.call('HGET', KEYS[2], ARGV[1])
+if not given or cjson.decode(given)['principal'] ~= ARGV[2] then return 0 end
+return redis.call('HDEL', KEYS[2], ARGV[1])
 """
 
 
@@ -144,14 +147,21 @@ class RequestStore:
         raw = _text(self.redis.hget(self._key(request_id), "result"))
         return Result.model_validate_json(raw) if raw else None
 
-    def approvals(self, request_id: str) -> list[str]:
-        members = self.redis.smembers(self._approvals_key(request_id))
-        return sorted(str(_text(m)) for m in members)
+    def approval_records(self, request_id: str) -> list[Approval]:
+        """Who approved (one entry per person), as which id, in which platform groups."""
+        raw = cast(dict[Any, Any], self.redis.hgetall(self._approvals_key(request_id)))
+        records = [Approval.from_json(str(_text(k)), str(_text(v))) for k, v in raw.items()]
+        return sorted(records, key=lambda a: a.principal)
 
-    def approve(self, request_id: str, principal: str, needed: int) -> ApprovalOutcome:
+    def approvals(self, request_id: str) -> list[str]:
+        """The principals that approved, for trailers and cards."""
+        return [a.principal for a in self.approval_records(request_id)]
+
+    def approve(self, request_id: str, approval: Approval, needed: int) -> ApprovalOutcome:
+        """Count `approval` (once per identity); the request is approved at `needed`."""
         status, detail = self._approve(
             keys=[self._key(request_id), self._approvals_key(request_id), ACTIVE],
-            args=[principal, needed, request_id, PREFIX],
+            args=[approval.identity, needed, request_id, PREFIX, approval.to_json()],
         )
         status, detail = str(_text(status)), str(_text(detail))
         if status == "not_pending":
@@ -190,10 +200,10 @@ class RequestStore:
         """When the request entered its current state (Unix seconds, Redis's clock)."""
         return int(_text(self.redis.hget(self._key(request_id), "since")) or 0)
 
-    def withdraw(self, request_id: str, principal: str) -> bool:
+    def withdraw(self, request_id: str, identity: str, principal: str) -> bool:
         """Take back an approval while the request is still pending; True if one was taken."""
         keys = [self._key(request_id), self._approvals_key(request_id)]
-        return bool(self._withdraw(keys=keys, args=[principal]))
+        return bool(self._withdraw(keys=keys, args=[identity, principal]))
 
     def transition(
         self,

@@ -21,6 +21,7 @@ from bot.delivery import deliver
 from bot.events import ChatEvent
 from bot.grammar import APPROVE_REACTIONS, REJECT_REACTIONS, starts_with_verb
 from bot.platforms.rocketchat_api import RateLimited, RocketChatPoster
+from workers.identity import rocketchat_names, save_rocketchat_ids
 from workers.store import PREFIX, RequestStore
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,10 @@ class RocketChatAdapter:
 
     def on_message(self, user_id: str, username: str, channel: str, text: str,
                    message_id: str, thread: str | None) -> bool:  # fmt: skip
-        """Handle one message; False when it is not for us (or was handled before)."""
-        if user_id == self.bot_user_id or username == self._bot_username:
+        """Handle one message; False when it is not for us (or was handled before).
+
+        Who wrote it is `user_id` alone; `username` is only how we address them."""
+        if not user_id or user_id == self.bot_user_id:
             return False
         if not self.store.first_delivery("rocketchat-message", message_id):
             return False
@@ -72,9 +75,8 @@ class RocketChatAdapter:
             in_request_thread = thread and self.store.request_for_message(channel_ref, thread)
             if channel_ref not in self._channels() and not in_request_thread:
                 return False
-        event = ChatEvent(platform="rocketchat", user=username, user_name=username,
-                          channel=channel, text=text, thread=thread,
-                          groups=frozenset({f"rocketchat:{user_id}"}))  # fmt: skip
+        event = ChatEvent(platform="rocketchat", user=user_id, user_name=username,
+                          channel=channel, text=text, thread=thread)  # fmt: skip
         replies = self.conversation.handle(event)
         deliver(self.store, self.poster, event, replies, private_thread=thread or message_id)
         return True
@@ -90,6 +92,30 @@ class RocketChatAdapter:
             message_id=str(payload.get("message_id", "")),
             thread=payload.get("tmid") or None,
         )
+
+    # Who is who.
+
+    def resolve_policy_ids(self) -> list[str]:
+        """Resolve the policy's Rocket.Chat names to user ids (kept in Redis for the workers);
+        returns the names that resolve to nobody."""
+        found: dict[str, str] = {}
+        missing = []
+        for name in rocketchat_names(self.conversation.policy):
+            user_id = self.poster.user_id(name)
+            if user_id is None:
+                missing.append(name)
+            else:
+                found[name] = user_id
+        save_rocketchat_ids(self.redis, found)
+        self.conversation.ctx.learn_rocketchat_ids(found)
+        for name in missing:
+            log.warning("rocketchat:%s in the policy is no Rocket.Chat user; it matches nobody",
+                        name)  # fmt: skip
+        return missing
+
+    def resolve_step(self) -> float:
+        """For a `Supervisor`: resolve now, and again later (names can be taken over)."""
+        return 3600.0 if not self.resolve_policy_ids() else 300.0
 
     # Polling.
 
@@ -157,12 +183,17 @@ class RocketChatAdapter:
                     self._react(channel, str(message["_id"]), request_id, username, name)
 
     def _react(self, channel: str, card: str, request_id: str, username: str, emoji: str) -> None:
+        # A reaction names a username only: who that is now is the id the server gives for it.
+        user_id = self.poster.id_of_username(username)
+        if user_id is None:
+            log.warning("a reaction by %r, whom Rocket.Chat does not know; ignored", username)
+            return
         # Polls see the same reactions again and again: each counts (or is refused) once.
-        if username == self._bot_username or not self.store.first_delivery(
-            "rocketchat-reaction", f"{request_id}:{username}:{emoji}"
+        if user_id == self.bot_user_id or not self.store.first_delivery(
+            "rocketchat-reaction", f"{request_id}:{user_id}:{emoji}"
         ):
             return
-        event = ChatEvent(platform="rocketchat", user=username, user_name=username,
+        event = ChatEvent(platform="rocketchat", user=user_id, user_name=username,
                           channel=channel.split(":", 1)[1], text="", thread=card)  # fmt: skip
         deliver(self.store, self.poster, event, self.conversation.react(event, emoji, request_id))
 

@@ -27,6 +27,7 @@ from config.errors import PostFailed
 log = logging.getLogger(__name__)
 
 RETRIES = 3
+USERNAME_CACHE_SECONDS = 60.0
 BACKOFF_SECONDS = 2.0
 
 
@@ -55,6 +56,7 @@ class RocketChatPoster:
         )
         self.backoff = backoff
         self._rooms: dict[str, str] = {}
+        self._usernames: dict[str, tuple[float, str | None]] = {}
 
     def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call the API; wait out rate limits and dropped connections a bounded number of times."""
@@ -95,9 +97,38 @@ class RocketChatPoster:
         self._rooms[channel_name(channel)] = str(message["rid"])
         return str(message["_id"])
 
-    def ephemeral(self, channel: str, user: str, text: str, thread: str | None = None) -> None:
-        # Rocket.Chat's REST API has no ephemeral messages: answer in the asker's thread.
-        self.post(channel, thread, f"@{user} {text}")
+    def ephemeral(self, channel: str, user: str, text: str, thread: str | None = None,
+                  name: str = "") -> None:  # fmt: skip
+        # Rocket.Chat's REST API has no ephemeral messages: answer in the asker's thread,
+        # addressed to them by their current username.
+        self.post(channel, thread, f"@{name or user} {text}")
+
+    # Users: ids are who someone is; usernames change.
+
+    def _user(self, **lookup: str) -> str | None:
+        """The id of the user `users.info` finds by `lookup`; None when there is none (400)."""
+        try:
+            found = self.call(self.api.users_info, **lookup)
+        except PostFailed as exc:
+            if getattr(exc.__cause__, "status_code", None) in (400, 404):
+                return None  # "User not found"; a wrong token (401) or no answer still raises
+            raise
+        user = found.get("user") if isinstance(found, dict) else None
+        return str(user["_id"]) if isinstance(user, dict) and user.get("_id") else None
+
+    def user_id(self, name_or_id: str) -> str | None:
+        """The id of the user `name_or_id` names: tried as an id first, then as a username."""
+        return self._user(user_id=name_or_id) or self._user(username=name_or_id)
+
+    def id_of_username(self, username: str) -> str | None:
+        """The id behind a username as the server knows it now (reactions carry usernames);
+        remembered for a minute."""
+        cached = self._usernames.get(username)
+        if cached and time.monotonic() - cached[0] < USERNAME_CACHE_SECONDS:
+            return cached[1]
+        user_id = self._user(username=username)
+        self._usernames[username] = (time.monotonic(), user_id)
+        return user_id
 
     def post_card(self, channel: str, card: Card, thread: str | None = None) -> str:
         return self.post(channel, thread, card.text(mention="@{}"))

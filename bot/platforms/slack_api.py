@@ -74,7 +74,8 @@ class SlackPoster:
         )
         return str(response["ts"])
 
-    def ephemeral(self, channel: str, user: str, text: str, thread: str | None = None) -> None:
+    def ephemeral(self, channel: str, user: str, text: str, thread: str | None = None,
+                  name: str = "") -> None:  # fmt: skip
         self._call(self.client.chat_postEphemeral, channel=channel_id(channel), user=user,
                    text=text, thread_ts=thread)  # fmt: skip
 

@@ -72,6 +72,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- else }}
   value: {{ .Values.redis.externalUrl | quote }}
 {{- end }}
+{{- if .Values.git.existingSecret }}
+- name: RELEASEGATE_GIT_SSH_KEY
+  value: /etc/releasegate/git/ssh-privatekey
+{{- end }}
+{{- if .Values.git.knownHosts }}
+- name: GIT_SSH_COMMAND
+  value: "ssh -o UserKnownHostsFile=/etc/releasegate/known_hosts/known_hosts"
+{{- end }}
+{{- end }}
+
+{{- /* Chat credentials: the bot's alone. Workers never talk to chat (they queue outcomes in the outbox). */ -}}
+{{- define "releasegate.chatEnv" -}}
 {{- with .Values.slack.existingSecret }}
 - name: RELEASEGATE_SLACK_API_URL
   value: {{ $.Values.slack.apiUrl | quote }}
@@ -91,14 +103,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   valueFrom: {secretKeyRef: {name: {{ .Values.rocketchat.existingSecret }}, key: token}}
 - name: RELEASEGATE_ROCKETCHAT_WEBHOOK_TOKEN
   valueFrom: {secretKeyRef: {name: {{ .Values.rocketchat.existingSecret }}, key: webhookToken, optional: true}}
-{{- end }}
-{{- if .Values.git.existingSecret }}
-- name: RELEASEGATE_GIT_SSH_KEY
-  value: /etc/releasegate/git/ssh-privatekey
-{{- end }}
-{{- if .Values.git.knownHosts }}
-- name: GIT_SSH_COMMAND
-  value: "ssh -o UserKnownHostsFile=/etc/releasegate/known_hosts/known_hosts"
 {{- end }}
 {{- end }}
 
