@@ -227,4 +227,5 @@ def test_each_host_clones_into_its_own_folder_and_folders_of_hosts_long_gone_are
     assert here.prune_gone_hosts() == [other.base]
     assert not other.base.exists()
     assert recent.base.exists()
-    assert (here.path / ".git").is_dir()
+    assert (here.path / ".git").exists()
+    assert (here.base / "store.git").is_dir()  # one object store for every slot of the host

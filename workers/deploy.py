@@ -110,6 +110,7 @@ def apply_batch(
             return _fail(outcomes, [(r, "") for r in todo], str(exc))
         search = any(hooks.maybe_pushed(request) for request in todo)
         landed = checkout.request_commits() if search else {}
+        log.debug("fetched %s; applying %d request(s)", head[:7], len(todo))
         committed: list[tuple[DeployRequest, str]] = []
         for request in todo:
             with request_context(**context(request)):

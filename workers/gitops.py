@@ -192,36 +192,64 @@ class Checkout:
             raise GitOpsError("the checkout is not synced; call sync() first")
         return self._repo
 
-    def _clone(self) -> git.Repo:
-        url, branch = self.repository.url, self.repository.branch
-        log.info("cloning %s into %s", redact_url(url), self.path)
-        if self.path.exists():
-            shutil.rmtree(self.path)  # a clone that died half-way
-        return git.Repo.clone_from(
-            url, self.path, branch=branch, env=self._env, kill_after_timeout=GIT_TIMEOUT,
-            multi_options=["--filter=blob:none", "--single-branch", "--no-tags"],
-        )  # fmt: skip
+    @contextmanager
+    def _store_locked(self) -> Iterator[Path]:
+        """The host's shared object store, held while it is created or its refs fetched."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        with open(self.base / "store.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield self.base / "store.git"
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _git(self, *args: str, cwd: Path | None = None) -> None:
+        try:
+            git.Git(str(cwd or self.base)).execute(
+                ["git", *args], env=self._env, kill_after_timeout=GIT_TIMEOUT
+            )
+        except git.GitCommandError as exc:
+            raise RemoteUnreachable(f"git {args[0]} failed: {_git_error(exc)}") from exc
+
+    def _open(self) -> git.Repo:
+        """This slot's working tree: a worktree of the host's store (cloned once per host,
+        so a second worker on the host is ready in the time a checkout takes)."""
+        if (self.path / ".git").exists():
+            return git.Repo(self.path)
+        url = self.repository.url
+        with self._store_locked() as store:
+            if not (store / "HEAD").exists():
+                log.info("cloning %s into %s", redact_url(url), store)
+                self._git("init", "--quiet", "--bare", str(store))
+                self._git("--git-dir", str(store), "config", "gc.auto", "0")  # shared: no gc
+                self._git("--git-dir", str(store), "remote", "add", "origin", "--", url)
+                self._fetch_into(store)
+            log.info("adding the working tree %s", self.path)
+            if self.path.exists():
+                shutil.rmtree(self.path)  # a worktree that died half-way
+            self._git("--git-dir", str(store), "worktree", "prune")
+            self._git("--git-dir", str(store), "worktree", "add", "--quiet", "--detach",
+                      str(self.path), f"refs/remotes/{self.remote_ref}")  # fmt: skip
+        return git.Repo(self.path)
+
+    def _fetch_into(self, store: Path) -> None:
+        branch = self.repository.branch
+        self._git("--git-dir", str(store), "fetch", "--quiet", "--prune", "--no-tags",
+                  "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}")  # fmt: skip
 
     def fetch(self) -> str:
-        """Fetch the remote branch; returns its head. The working tree is left alone."""
+        """Fetch the remote branch into the host's store; returns its head. The working tree
+        is left alone."""
         branch, url = self.repository.branch, self.repository.url
         try:
             if self._repo is None:
-                if (self.path / ".git").is_dir():
-                    self._repo = git.Repo(self.path)
-                else:
-                    self._repo = self._clone()
-            with self._repo.git.custom_environment(**self._env):
-                self._repo.git.fetch(
-                    "--prune", "--no-tags", "origin",
-                    f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
-                    kill_after_timeout=GIT_TIMEOUT,
-                )  # fmt: skip
+                self._repo = self._open()
+            with self._store_locked() as store:
+                self._fetch_into(store)
             return str(self._repo.commit(self.remote_ref).hexsha)
-        except git.GitCommandError as exc:
-            raise RemoteUnreachable(
-                f"cannot fetch {branch} from {redact_url(url)}: {_git_error(exc)}"
-            ) from exc
+        except (RemoteUnreachable, git.GitCommandError) as exc:
+            why = _git_error(exc) if isinstance(exc, git.GitCommandError) else str(exc)
+            raise RemoteUnreachable(f"cannot fetch {branch} from {redact_url(url)}: {why}") from exc
 
     def sync(self) -> str:
         """Bring the working tree to the remote branch's head, discarding local changes."""
@@ -233,10 +261,11 @@ class Checkout:
         """Make the branch and working tree exactly `commit` (drops uncommitted edits)."""
         repo = self.repo
         with repo.git.custom_environment(**self._env):
-            repo.git.checkout("--force", "-B", self.repository.branch, commit, "--")
-            # Only our own edits can leave stray files; a large tree is not scanned for nothing.
+            # The slot works on a detached HEAD: worktrees of one store cannot share a branch,
+            # and we push HEAD to the remote branch by name anyway.
+            repo.git.reset("--hard", commit, "--")  # cheaper than checkout on a big tree
             if self._dirty:
-                repo.git.clean("-fdx")
+                repo.git.clean("-fdx")  # only our own edits (or a crash) leave stray files
         self._dirty = False
 
     def read(self, file: str) -> str:
@@ -284,17 +313,18 @@ class Checkout:
             **(env or {}),
         }
         repo = self.repo
-        with repo.git.custom_environment(**identity):
-            repo.git.add("--", *files)
         with tempfile.NamedTemporaryFile(
             "w", encoding="utf-8", dir=repo.git_dir, delete=False
         ) as f:
             f.write(message)
         try:
             with repo.git.custom_environment(**identity):
-                repo.git.commit("--no-verify", "--cleanup=verbatim", f"--file={f.name}")
+                # `commit -- PATHS` stages and commits exactly these files, in one process.
+                repo.git.commit("--no-verify", "--cleanup=verbatim", f"--file={f.name}",
+                                "--", *files)  # fmt: skip
         finally:
             os.unlink(f.name)
+        self._dirty = False  # what we wrote is committed; the tree is clean again
         return str(repo.head.commit.hexsha)
 
     def head(self) -> str:
