@@ -9,20 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot import messages
 from workers.request import DeployRequest, RequestState
 from workers.store import RequestStore
-
-STATE_LINES = {
-    RequestState.PENDING: "⏳ waiting for approval",
-    RequestState.APPROVED: "✅ approved; queued",
-    RequestState.RUNNING: "⚙️ deploying",
-    RequestState.PUSHED: "🚀 pushed",
-    RequestState.NOOP: "✔️ nothing to do",
-    RequestState.FAILED: "❌ failed",
-    RequestState.REJECTED: "🚫 rejected",
-    RequestState.CANCELLED: "🚫 cancelled",
-    RequestState.EXPIRED: "⌛ expired before it was approved",
-}
 
 
 @dataclass(frozen=True)
@@ -49,7 +38,7 @@ class Card:
             *(change.line() for change in request.changes),
             f"requested by {request.requester_name}; "
             f"approvals {len(self.approvers)}/{request.approvals_needed}: {approved}",
-            STATE_LINES[self.state] + (f": {self.outcome}" if self.outcome else ""),
+            messages.STATE_LINES[self.state] + (f": {self.outcome}" if self.outcome else ""),
         ]
         if request.diff and self.state in (RequestState.PENDING, RequestState.APPROVED):
             lines.append(f"```\n{request.diff}\n```")

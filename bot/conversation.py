@@ -8,7 +8,9 @@ error: it comes back as a reply marked not ok, with a reason for the logs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 from collections.abc import Callable
 
 from redis import Redis
@@ -90,6 +92,14 @@ class Conversation:
             except ReleasegateError as exc:
                 log.warning("failed: %s", exc)
                 return [Reply(str(exc), ok=False)]
+            except Exception:
+                # Anything else is our bug or a broken dependency: the person gets a short
+                # answer with a reference, the log gets the traceback, the audit the reference.
+                ref = secrets.token_hex(4)
+                log.exception("unexpected error answering %r (ref %s)", event.text[:80], ref)
+                with contextlib.suppress(Exception):
+                    self.ctx.audit("error", ref=ref, by=event.principal)
+                return [Reply(messages.internal_error(ref), ok=False, private=True)]
 
     def _dispatch(self, event: ChatEvent, command: Command) -> list[Reply]:
         ctx = self.ctx

@@ -183,7 +183,8 @@ def parse(text: str) -> Command:
             raise _usage(verb)
         return Status(args[0] if args else None)
     if verb == "history":
-        if not 1 <= len(args) <= 2 or (len(args) == 2 and not args[1].isdigit()):
+        # ASCII digits only: str.isdigit() also says yes to "²", which int() refuses.
+        if not 1 <= len(args) <= 2 or (len(args) == 2 and not re.fullmatch(r"[0-9]{1,4}", args[1])):
             raise _usage(verb)
         return History(args[0], min(int(args[1]), 50) if len(args) == 2 else 10)
     if verb == "lock":

@@ -8,6 +8,19 @@ from bot.grammar import USAGE
 from config.text import inert
 from workers.request import Change, DeployRequest, RequestState, Result
 
+# How a request's card says where it stands.
+STATE_LINES = {
+    RequestState.PENDING: "⏳ waiting for approval",
+    RequestState.APPROVED: "✅ approved; queued",
+    RequestState.RUNNING: "⚙️ deploying",
+    RequestState.PUSHED: "🚀 pushed",
+    RequestState.NOOP: "✔️ nothing to do",
+    RequestState.FAILED: "❌ failed",
+    RequestState.REJECTED: "🚫 rejected",
+    RequestState.CANCELLED: "🚫 cancelled",
+    RequestState.EXPIRED: "⌛ expired before it was approved",
+}
+
 
 def names(values: Sequence[str]) -> str:
     return ", ".join(values) if values else "none"
@@ -158,3 +171,10 @@ def outcome(request: DeployRequest, result: Result) -> str:
 
 def busy() -> str:
     return "releasegate is busy right now; try again in a moment"
+
+
+def internal_error(ref: str) -> str:
+    return (
+        f"something went wrong on releasegate's side (reference {ref}); `status` shows where "
+        "things stand. Try again, or give the reference to whoever runs releasegate"
+    )

@@ -202,3 +202,20 @@ def test_status_of_a_request_shows_its_state(chat: Chat) -> None:
     request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
     reply = chat.say("bob", "deploy-prd", f"status {request_id}")
     assert reply.text.startswith(f"{request_id} (pending): awesome: 2.0.0 -> 2.1.0 (prd)")
+
+
+def test_an_unexpected_failure_is_answered_with_a_reference_not_a_traceback(
+    conversation: Conversation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis gone mid-conversation: the asker gets one short line, the log the traceback."""
+    from redis import Redis as Client
+
+    ctx = conversation.ctx
+    broken = Conversation(ctx.policy, Client(port=1, socket_connect_timeout=0.2), ctx.mirror)
+    event = ChatEvent(platform="shell", user="alice", channel="deploy-prd", text="status prd")
+    [reply] = broken.handle(event)
+    assert not reply.ok
+    assert reply.text.startswith("something went wrong on releasegate's side (reference ")
+    assert "Traceback" not in reply.text
+    ref = reply.text.split("(reference ")[1].split(")")[0]
+    assert any(ref in r.getMessage() and r.exc_info for r in caplog.records)

@@ -15,6 +15,7 @@ errored is checked against the remote before it is called failed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,7 @@ def apply_batch(
     outcomes: dict[str, Outcome] = {}
     todo = list(requests)
     for attempt in range(1, max_attempts + 1):
+        started = time.monotonic()
         try:
             head = checkout.sync()
         except RemoteUnreachable as exc:
@@ -135,6 +137,7 @@ def apply_batch(
                     committed.append((request, sha))
         if not committed:
             return outcomes
+        applied = time.monotonic()
         # A lost lease raises here: the lane's next holder finishes the batch.
         hooks.before_push([request for request, _sha in committed])
         try:
@@ -150,7 +153,9 @@ def apply_batch(
             if not _landed_anyway(checkout):
                 return _fail(outcomes, committed, str(exc))
             log.warning("the push reported %s, but the remote has our commits", exc)
-        log.info("pushed %d commit(s) after %d attempt(s)", len(committed), attempt)
+        log.info("pushed %d commit(s) after %d attempt(s): fetch and apply %.0f ms, push %.0f ms",
+                 len(committed), attempt, (applied - started) * 1000,
+                 (time.monotonic() - applied) * 1000)  # fmt: skip
         for request, sha in committed:
             outcomes[request.id] = Outcome(RequestState.PUSHED, "pushed", sha)
         return outcomes
