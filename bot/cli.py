@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import logging
 import os
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from bot.platforms.shell import ShellChat
+    from workers.gitops import Checkout
     from workers.lane import Lane
 
 log = logging.getLogger("releasegate")
@@ -56,6 +58,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.connection import connect
     from workers.gitops import Checkout
     from workers.lane import Lane, lane_name
+    from workers.plan import checkout_paths
     from workers.queue import deploy_queue
     from workers.supervisor import Supervisor
     from workers.sweeper import HEARTBEAT_INTERVAL, sweep
@@ -65,12 +68,14 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     lane = Lane(redis, lane_name(policy.repository))
     sweep(redis, lane)
     # Warm a clone now, so the first job does not wait for one.
-    checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
+    checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
+                        paths=checkout_paths(policy))  # fmt: skip
     try:
         for gone in checkout.prune_gone_hosts():
             log.info("removed the clones of a host gone for a week: %s", gone)
         with checkout.locked():
             log.info("repository at %s in %s", checkout.sync()[:7], checkout.path)
+            _read_every_pin(policy, checkout)
     except ReleasegateError as exc:  # the jobs will say so where people see it
         log.warning("could not prepare a clone yet: %s", exc)
     worker = Worker([deploy_queue(redis)], connection=redis, serializer=JSONSerializer,
@@ -84,6 +89,17 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         stop.set()
     return 0
+
+
+def _read_every_pin(policy: Policy, checkout: Checkout) -> None:
+    """Read every pin once in the worker's parent process: each job is a fork of it, and
+    starts with the parsers warm and the unchanged files' pins already located."""
+    from workers.plan import current_versions
+
+    for app_name, app in policy.apps.items():
+        for env_name in app.pins:
+            with contextlib.suppress(ReleasegateError):
+                current_versions(policy, checkout.read, app_name, env_name)
 
 
 def _sweep_round(redis: Redis, lane: Lane) -> float:

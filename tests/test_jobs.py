@@ -278,3 +278,20 @@ def test_a_missing_validation_command_is_a_clear_failure(
         f"{request_id}: failed: validation command not found: no-such-validator env/prd"
     ]
     assert origin.count() == 1
+
+
+def test_the_worker_checks_out_only_the_pinned_files_unless_a_validation_needs_the_tree(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, policy_file: Path
+) -> None:
+    import socket
+
+    approved_prd_request(chat)
+    run_worker(redis)
+    [slot] = settings.workdir.glob(f"*/{socket.gethostname()}/slot-0")
+    present = sorted(str(p.relative_to(slot)) for p in slot.rglob("*") if p.is_file()
+                     and ".git" not in p.parts)  # fmt: skip
+    assert present == ["env/int/kustomization.yml", "env/prd/kustomization.yml"]
+    with_validation(policy_file, f'{sys.executable} -c "import sys; sys.exit(0)"')
+    approved_prd_request(chat, "2.2.0")
+    run_worker(redis)
+    assert (slot / "resources").is_dir()  # a validation command may read any file

@@ -28,6 +28,7 @@ from workers.gitops import Checkout, url_credentials
 from workers.identity import Identities, load_rocketchat_ids
 from workers.lane import Lane, Lease, LeaseLost, lane_name
 from workers.logs import request_context
+from workers.plan import checkout_paths
 from workers.queue import JOB_TIMEOUT
 from workers.request import Approval, DeployRequest, RequestState, Result
 from workers.store import RequestStore
@@ -108,7 +109,8 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
     """Land batches of ready requests until none is left (the lane's holder only)."""
     store = RequestStore(redis)
     locks = Locks(redis)
-    checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
+    checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
+                        paths=checkout_paths(policy))  # fmt: skip
 
     identities = Identities(policy, load_rocketchat_ids(redis))
 

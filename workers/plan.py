@@ -34,6 +34,15 @@ def pins_of(policy: Policy, app: str, env: str) -> list[Pin]:
     return pinned
 
 
+def checkout_paths(policy: Policy) -> list[str] | None:
+    """What a worker must check out: the pinned files, or everything (None) when an
+    environment runs a validation command, which may read any file."""
+    if any(env.validate_command for env in policy.environments.values()):
+        return None
+    return sorted({pin.file for app in policy.apps.values() for pins in app.pins.values()
+                   for pin in pins})  # fmt: skip
+
+
 def current_versions(policy: Policy, read: Reader, app: str, env: str) -> list[PinVersion]:
     """The version every pin of `app` in `env` holds now."""
     texts: dict[str, str] = {}
