@@ -203,32 +203,26 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 process.kill()
 
 
-def raw_git_floor(remote: Path, scratch: Path, rounds: int) -> list[float]:
-    """A warm clone: fetch, reset, edit one pinned file, commit, push. What a deploy costs raw."""
-    clone = scratch / "floor"
-    git("clone", "--quiet", "--filter=blob:none", remote.as_uri(), str(clone))
-    timings = []
-    for n in range(rounds):
+class RawGit:
+    """The floor: what a deploy costs with git alone, from a warm clone (a full clone, as a
+    person's would be): fetch, reset, edit one pinned file, commit, push."""
+
+    def __init__(self, remote: Path, clone: Path) -> None:
+        self.clone = clone
+        self.rounds = 0
+        git("clone", "--quiet", remote.as_uri(), str(clone))
+
+    def deploy(self) -> float:
+        self.rounds += 1
         started = time.monotonic()
-        git("fetch", "--quiet", "origin", cwd=clone)
-        git("reset", "--quiet", "--hard", "origin/main", cwd=clone)
-        path = clone / "apps" / "app049" / "values-prd.yaml"
-        text = path.read_text()
-        path.write_text(re.sub(r"tag: \S+", f"tag: 0.9.{n}", text))
-        git(
-            "-c",
-            "user.name=floor",
-            "-c",
-            "user.email=f@x",
-            "commit",
-            "--quiet",
-            "-am",
-            f"floor {n}",
-            cwd=clone,
-        )
-        git("push", "--quiet", "origin", "HEAD:main", cwd=clone)
-        timings.append(time.monotonic() - started)
-    return timings
+        git("fetch", "--quiet", "origin", cwd=self.clone)
+        git("reset", "--quiet", "--hard", "origin/main", cwd=self.clone)
+        path = self.clone / "apps" / "app049" / "values-prd.yaml"
+        path.write_text(re.sub(r"tag: \S+", f"tag: 0.9.{self.rounds}", path.read_text()))
+        identity = ["-c", "user.name=floor", "-c", "user.email=f@x"]
+        git(*identity, "commit", "--quiet", "-am", f"floor {self.rounds}", cwd=self.clone)
+        git("push", "--quiet", "origin", "HEAD:main", cwd=self.clone)
+        return time.monotonic() - started
 
 
 def new_requests(redis: Redis, before: set[str]) -> list[str]:
@@ -302,8 +296,8 @@ def main() -> None:
         }
         redis = Redis.from_url(redis_server.url)
 
-        floor = raw_git_floor(remote, base, 10)
-        floor_ms = statistics.median(floor) * 1000
+        raw = RawGit(remote, base / "floor")
+        raw.deploy()  # warm
 
         bot_log = open(base / "serve.log", "wb")  # noqa: SIM115 - closed with the folder
         bot = subprocess.Popen(
@@ -395,7 +389,9 @@ def main() -> None:
         # 3. Approval to commit on the remote, one deploy at a time.
         store = RequestStore(redis)
         to_remote = []
-        for n in range(10):
+        floor_rounds = []
+        for n in range(15):
+            floor_rounds.append(raw.deploy() * 1000)  # the floor, between our rounds
             before = set(new_requests(redis, set()))
             client.command("UALICE", "CPRD", f"app{n:03d} 1.2.{n} to prd")
             wait_for(lambda b=before: bool(new_requests(redis, b)), 60, "the request")  # type: ignore[misc]
@@ -407,7 +403,9 @@ def main() -> None:
             to_remote.append((time.monotonic() - approved) * 1000)
             wait_for(lambda r=request_id: store.state(r) in FINAL_STATES, 60, "the outcome")  # type: ignore[misc]
         median = statistics.median(to_remote)
-        results.append(("raw git floor (warm clone, median)", f"{floor_ms:.0f} ms", ""))
+        floor_ms = statistics.median(floor_rounds)
+        results.append(("raw git floor (warm clone, median, same moments)", f"{floor_ms:.0f} ms",
+                        ""))  # fmt: skip
         results.append(
             (
                 "approval -> commit on the remote, median",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
@@ -154,7 +155,6 @@ class Checkout:
         self.path: Path = self.base / "slot-unheld"
         self._env = git_env(ssh_key)
         self._repo: git.Repo | None = None
-        self._dirty = True  # until this process has reset the tree itself
 
     @property
     def remote_ref(self) -> str:
@@ -184,7 +184,6 @@ class Checkout:
             try:
                 yield self
             finally:
-                self._dirty = True  # the next holder of the slot cleans it
                 if self._repo is not None:
                     self._repo.close()
                     self._repo = None
@@ -229,6 +228,8 @@ class Checkout:
                 self._fetch_into(store)
             if self.path.exists():
                 shutil.rmtree(self.path)  # a worktree that died half-way
+            for marker in (".clean", ".paths"):
+                self.path.with_suffix(marker).unlink(missing_ok=True)
             self._git("--git-dir", str(store), "worktree", "prune")
         # Outside the store's lock: workers starting together check out side by side.
         log.info("adding the working tree %s", self.path)
@@ -236,10 +237,31 @@ class Checkout:
                   "--no-checkout", str(self.path), f"refs/remotes/{self.remote_ref}")  # fmt: skip
         return git.Repo(self.path)
 
+    # What the slot's working tree is known to hold, kept beside it: each job is a new
+    # process, and a clean tree with the right files needs neither a clean nor a re-checkout.
+
+    @property
+    def _dirty(self) -> bool:
+        """True unless the tree is known to hold exactly a commit (our edits may be in it)."""
+        return not self.path.with_suffix(".clean").exists()
+
+    @_dirty.setter
+    def _dirty(self, dirty: bool) -> None:
+        marker = self.path.with_suffix(".clean")
+        if dirty:
+            marker.unlink(missing_ok=True)
+        else:
+            marker.touch()
+
     def _limit_checkout(self) -> None:
         """Keep only the pinned files in the working tree (or all of them when paths is None);
         a repository of thousands of files then checks out and resets in milliseconds."""
+        wanted = json.dumps(self.paths)
+        applied = self.path.with_suffix(".paths")
+        if applied.exists() and applied.read_text() == wanted:
+            return
         repo = self.repo
+        applied.unlink(missing_ok=True)
         with repo.git.custom_environment(**self._env):
             if self.paths is None:
                 repo.git.sparse_checkout("disable")
@@ -247,6 +269,7 @@ class Checkout:
                 # Patterns, not paths: anchor each one and escape what a pattern would read.
                 patterns = ["/" + re.sub(r"([\\*?\[\]!#])", r"\\\1", p) for p in self.paths]
                 repo.git.sparse_checkout("set", "--no-cone", "--", *patterns)
+        applied.write_text(wanted)
 
     def _fetch_into(self, store: Path) -> None:
         branch = self.repository.branch
@@ -276,13 +299,14 @@ class Checkout:
     def reset_to(self, commit: str) -> None:
         """Make the branch and working tree exactly `commit` (drops uncommitted edits)."""
         repo = self.repo
-        if self._dirty:
-            self._limit_checkout()  # the pinned files may have changed with the policy
+        self._limit_checkout()  # the pinned files may have changed with the policy
+        dirty = self._dirty
+        self._dirty = True  # until the reset below is done
         with repo.git.custom_environment(**self._env):
             # The slot works on a detached HEAD: worktrees of one store cannot share a branch,
             # and we push HEAD to the remote branch by name anyway.
             repo.git.reset("--hard", commit, "--")  # cheaper than checkout on a big tree
-            if self._dirty:
+            if dirty:
                 repo.git.clean("-fdx")  # only our own edits (or a crash) leave stray files
         self._dirty = False
 
