@@ -45,7 +45,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     lane = Lane(redis, lane_name(policy.repository))
     mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
                     pushed=lane.pushed)  # fmt: skip
-    app = create_app(settings, policy, redis, Conversation(policy, redis, mirror))
+    conversation = Conversation(policy, redis, mirror, retention=settings.retention)
+    app = create_app(settings, policy, redis, conversation)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)
     return 0
 
@@ -121,7 +122,8 @@ def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:
     lane = Lane(redis, lane_name(policy.repository))
     mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
                     pushed=lane.pushed)  # fmt: skip
-    return ShellChat(Conversation(policy, redis, mirror), redis, sys.stdout, user, channel)
+    conversation = Conversation(policy, redis, mirror, retention=settings.retention)
+    return ShellChat(conversation, redis, sys.stdout, user, channel)
 
 
 def _shell(args: argparse.Namespace, settings: Settings) -> int:

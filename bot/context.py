@@ -3,24 +3,25 @@ and the checks of names and rights."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 from bot import messages
 from bot.events import ChatEvent
-from config.errors import Refused
+from config.errors import Refused, UnknownRequest
 from config.policy import Policy
 from config.principals import Principal
-from workers import audit
+from workers import audit, outbox
 from workers.gates import Locks
 from workers.identity import Identities, load_rocketchat_ids
 from workers.objects import Mirror
 from workers.request import DeployRequest, RequestState, Result
-from workers.store import RequestStore
+from workers.store import RETENTION, RequestStore
 
 Clock = Callable[[], datetime]
 
@@ -35,6 +36,7 @@ class Context:
     redis: Redis
     mirror: Mirror
     clock: Clock = utcnow
+    retention: timedelta = RETENTION
     store: RequestStore = field(init=False)
     locks: Locks = field(init=False)
     # Rocket.Chat names in the policy -> user ids, as the bot last resolved them.
@@ -42,7 +44,7 @@ class Context:
     _identities: Identities | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.store = RequestStore(self.redis)
+        self.store = RequestStore(self.redis, self.retention)
         self.locks = Locks(self.redis)
         try:
             self.rocketchat_ids = load_rocketchat_ids(self.redis)
@@ -112,11 +114,24 @@ class Context:
             raise Refused(messages.not_approver(event.display, env, approvers), "not_approver")
 
     def expire_if_due(self, request: DeployRequest) -> bool:
-        """End a pending request whose time ran out; True if it did now."""
+        """End a pending request whose time ran out; True if it did now. Whoever ends it (a
+        person talking to the bot, or the background round) queues the news, so its thread
+        is told once and its card loses its buttons."""
         if request.expires_at is None or self.clock() < request.expires_at:
             return False
-        result = Result(state=RequestState.EXPIRED, message="expired", finished_at=self.clock())
+        message = messages.not_approved_in_time(request)
+        result = Result(state=RequestState.EXPIRED, message=message, finished_at=self.clock())
         if self.store.finish(request.id, [RequestState.PENDING], result):
             self.audit("expired", request=request.id, env=request.env)
+            outbox.publish(self.redis, request)
             return True
         return False
+
+    def expire_due(self) -> list[str]:
+        """End every pending request whose time ran out, whether or not anyone talks to us."""
+        ended = []
+        for request_id in self.store.pending_all():
+            with contextlib.suppress(UnknownRequest):
+                if self.expire_if_due(self.store.get(request_id)):
+                    ended.append(request_id)
+        return ended

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable
+from datetime import timedelta
 
 from redis import Redis
 
@@ -42,14 +43,15 @@ from config.policy import Policy
 from workers.logs import request_context
 from workers.metrics import REFUSALS, REQUESTS
 from workers.objects import Mirror
-from workers.store import RequestStore
+from workers.store import RETENTION, RequestStore
 
 log = logging.getLogger(__name__)
 
 
 class Conversation:
-    def __init__(self, policy: Policy, redis: Redis, mirror: Mirror, clock: Clock = utcnow) -> None:
-        self.ctx = Context(policy, redis, mirror, clock)
+    def __init__(self, policy: Policy, redis: Redis, mirror: Mirror, clock: Clock = utcnow,
+                 retention: timedelta = RETENTION) -> None:  # fmt: skip
+        self.ctx = Context(policy, redis, mirror, clock, retention)
 
     @property
     def policy(self) -> Policy:

@@ -129,6 +129,11 @@ def not_pending(request_id: str, state: RequestState) -> str:
     return f"{request_id} is {state.value}; it cannot be changed any more"
 
 
+def not_approved_in_time(request: DeployRequest) -> str:
+    when = request.expires_at.strftime("%Y-%m-%d %H:%M UTC") if request.expires_at else "its time"
+    return f"not approved before {when}; ask again with a new request if it is still wanted"
+
+
 def expired(request_id: str) -> str:
     return f"{request_id} expired before it was approved; ask again with a new request"
 

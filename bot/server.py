@@ -14,7 +14,7 @@ import asyncio
 import hmac
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
@@ -31,6 +31,7 @@ from starlette.routing import Route
 from bot import messages
 from bot.conversation import Conversation
 from bot.executor import BoundedExecutor
+from bot.limits import BodyLimit
 from bot.outbox import OutboxConsumer
 from config.policy import Policy
 from config.settings import Settings
@@ -48,6 +49,7 @@ def create_app(
     dispatcher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="http")
     supervisor = Supervisor()
     consumers: list[OutboxConsumer] = []
+    checks: list[tuple[str, Callable[[], float]]] = []
 
     slack: App | None = None
     if settings.slack_bot_token and settings.slack_signing_secret:
@@ -58,13 +60,27 @@ def create_app(
         poster = SlackPoster(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
         consumers.append(OutboxConsumer(redis, "slack", poster))
 
+        def slack_answers() -> float:
+            """For `/readyz`: Slack's API takes our token (checked hourly once it does)."""
+            poster.check_token()
+            return 3600.0
+
+        checks.append(("slack-api", slack_answers))
+
     async def slack_events(request: Request) -> Response:
         if slack is None:
             return JSONResponse({"error": "Slack is not configured"}, status_code=404)
         body = await request.body()
+        try:
+            bolt_request = to_bolt_request(request, body)
+        except (UnicodeDecodeError, ValueError):
+            return JSONResponse({"error": "the body is not UTF-8 text"}, status_code=400)
         loop = asyncio.get_running_loop()
-        dispatch = partial(slack.dispatch, to_bolt_request(request, body))
-        bolt_response = await loop.run_in_executor(dispatcher, dispatch)
+        try:
+            bolt_response = await loop.run_in_executor(dispatcher, slack.dispatch, bolt_request)
+        except (ValueError, RecursionError, KeyError, TypeError):
+            # Bolt parses after checking the signature: only a signed, malformed body lands here.
+            return JSONResponse({"error": "malformed request"}, status_code=400)
         return to_starlette_response(bolt_response)
 
     registry = CollectorRegistry()
@@ -92,7 +108,7 @@ def create_app(
             return JSONResponse({"error": "Rocket.Chat webhook is not configured"}, status_code=404)
         try:
             payload = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested to exhaustion
             return JSONResponse({"error": "expected JSON"}, status_code=400)
         token = payload.get("token") if isinstance(payload, dict) else None
         if not isinstance(token, str) or not token:
@@ -123,6 +139,9 @@ def create_app(
         stop = threading.Event()
         # Fetch the repository now, so the first chat answer does not wait for a clone.
         threading.Thread(target=_warm, args=(conversation,), name="git-warm", daemon=True).start()
+        for name, check in checks:
+            supervisor.start(name, check, stop)
+        supervisor.start("expiry", partial(_expire_round, conversation), stop)
         for consumer in consumers:
             supervisor.start(f"outbox-{consumer.stream.rsplit(':', 1)[-1]}", consumer.step, stop)
         if rocketchat is not None:
@@ -154,7 +173,18 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+EXPIRY_ROUND = 5.0  # seconds between looks for pending requests whose time ran out
+
+
+def _expire_round(conversation: Conversation) -> float:
+    for request_id in conversation.ctx.expire_due():
+        log.info("request %s expired", request_id)
+    return EXPIRY_ROUND
 
 
 def _warm(conversation: Conversation) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,9 +39,17 @@ class Settings(BaseSettings):
 
     http_host: str = "0.0.0.0"  # noqa: S104 - the bot runs in a container behind a Service
     http_port: int = 8080
+    # Bodies over this many bytes are refused (413) before they are read whole or parsed.
+    max_body_bytes: int = 1024 * 1024
     workdir: Path = _default_workdir()
+    # How long an ended request (and its approvals) stays in Redis; Git keeps the record.
+    retention_days: int = Field(default=30, ge=1)
     git_ssh_key: Path | None = None
     log_format: str = "auto"  # "json", "text" or "auto" (text on a terminal)
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=self.retention_days)
 
     def secret_values(self) -> list[str]:
         """Every secret this process holds, to scrub from anything it shows."""

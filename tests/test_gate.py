@@ -219,3 +219,15 @@ def test_an_unexpected_failure_is_answered_with_a_reference_not_a_traceback(
     assert "Traceback" not in reply.text
     ref = reply.text.split("(reference ")[1].split(")")[0]
     assert any(ref in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_an_ended_request_is_kept_for_the_retention_period_then_dropped(
+    chat: Chat, redis: Redis
+) -> None:
+    request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    chat.say("carol", "deploy-prd", "approve")
+    assert redis.ttl(f"releasegate:request:{request_id}") == -1  # still owed an outcome
+    chat.say("carol", "deploy-prd", f"cancel {request_id}")
+    month = 30 * 24 * 3600
+    for key in (f"releasegate:request:{request_id}", f"releasegate:request:{request_id}:approvals"):
+        assert month - 60 < redis.ttl(key) <= month

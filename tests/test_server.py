@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 from redis import Redis
 
 from bot.conversation import Conversation
@@ -107,3 +109,56 @@ def test_worker_logs_are_json_lines_with_the_request_and_no_token(
     assert report
     assert "failed: cannot fetch main from https://***@127.0.0.1:1/env.git" in report[0]
     assert "s3cr3t-t0ken" not in report[0]
+
+
+@pytest.fixture
+def webhook_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Rocket.Chat's webhook configured (its API need not answer for these tests)."""
+    for name, value in {"URL": "http://127.0.0.1:1", "USER_ID": "bot", "TOKEN": "t",
+                        "WEBHOOK_TOKEN": "hook", "POLL": "false"}.items():  # fmt: skip
+        monkeypatch.setenv(f"RELEASEGATE_ROCKETCHAT_{name}", value)
+    return Settings()
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(
+    webhook_settings: Settings, policy: Policy, redis: Redis
+) -> None:
+    with http_server(app_for(webhook_settings, policy, redis)) as url:
+        declared = httpx.post(f"{url}/slack/events", content=b"x" * (1024 * 1024 + 1))
+        assert declared.status_code == 413
+
+        def stream():  # no Content-Length: counted while it arrives
+            for _ in range(40):
+                yield b"y" * 65536
+
+        streamed = httpx.post(f"{url}/rocketchat/webhook", content=stream())
+        assert streamed.status_code == 413
+        assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_malformed_webhook_bodies_get_400_not_a_traceback(
+    webhook_settings: Settings, policy: Policy, redis: Redis
+) -> None:
+    with http_server(app_for(webhook_settings, policy, redis)) as url:
+        hook = f"{url}/rocketchat/webhook"
+        nested = "[" * 100_000 + "]" * 100_000
+        for body in (b"\xff\xfe not utf-8", b"{not json", nested.encode()):
+            answer = httpx.post(hook, content=body, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 400, body[:20]
+            assert answer.json() == {"error": "expected JSON"}
+
+
+def test_serve_starts_while_slack_is_unreachable_and_readyz_says_so(
+    settings: Settings, policy: Policy, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELEASEGATE_SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("RELEASEGATE_SLACK_SIGNING_SECRET", "secret")
+    monkeypatch.setenv("RELEASEGATE_SLACK_API_URL", "http://127.0.0.1:1/api/")
+    with http_server(app_for(Settings(), policy, redis)) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        deadline = time.monotonic() + 20
+        while (ready := httpx.get(f"{url}/readyz")).status_code == 200:
+            assert time.monotonic() < deadline, "readyz never noticed Slack was unreachable"
+            time.sleep(0.2)
+        assert ready.status_code == 503
+        assert "slack-api" in ready.json()["loops"]

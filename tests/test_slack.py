@@ -479,9 +479,27 @@ def test_a_reaction_after_expiry_says_so_and_the_card_shows_it(slack: SlackWorld
         refusal["text"]
         == f"{request_id} expired before it was approved; ask again with a new request"
     )
-    [update] = slack.fake.wait_for("chat.update")
+    update = slack.fake.wait_for("chat.update")[-1]
     assert "⌛ expired before it was approved" in update["blocks"][0]["text"]["text"]
     assert "actions" not in [b["type"] for b in update["blocks"]]
+
+
+def test_a_request_nobody_touches_expires_and_its_thread_is_told_once(slack: SlackWorld) -> None:
+    slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd")
+    slack.fake.wait_for("chat.postMessage")
+    request_id, ts = slack.card()
+    expires = slack.store.get(request_id).expires_at
+    slack.conversation.ctx.clock = lambda: expires  # type: ignore[assignment,return-value]
+    # Nobody says anything: the bot's own expiry round ends it, the outbox tells the thread.
+    told = [p for p in slack.fake.wait_for("chat.postMessage", 2, timeout=30)
+            if p.get("thread_ts") == ts]  # fmt: skip
+    assert told[0]["text"].startswith(f"{request_id}: expired: not approved before ")
+    update = slack.fake.wait_for("chat.update")[-1]
+    assert "⌛ expired before it was approved" in update["blocks"][0]["text"]["text"]
+    assert "actions" not in [b["type"] for b in update["blocks"]]
+    time.sleep(6)  # another round of the loop: nothing more is said
+    assert len([p for p in slack.fake.called("chat.postMessage") if p.get("thread_ts") == ts]) == 1
+    assert slack.store.state(request_id) is RequestState.EXPIRED
 
 
 def test_the_manifest_subscribes_to_what_the_app_handles() -> None:

@@ -45,7 +45,7 @@ def run_request(request_id: str) -> str:
     final state."""
     settings = Settings()
     redis = connect(settings)
-    store = RequestStore(redis)
+    store = RequestStore(redis, settings.retention)
     policy = load_policy(settings.policy)
     lane = Lane(redis, lane_name(policy.repository))
     sweep(redis, lane)
@@ -90,7 +90,7 @@ def drain_lane() -> int:
     holder died); returns how many requests were still waiting when it started."""
     settings = Settings()
     redis = connect(settings)
-    store = RequestStore(redis)
+    store = RequestStore(redis, settings.retention)
     policy = load_policy(settings.policy)
     lane = Lane(redis, lane_name(policy.repository))
     waiting = len(store.ready(BATCH_SIZE))
@@ -107,7 +107,7 @@ def drain_lane() -> int:
 
 def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> None:
     """Land batches of ready requests until none is left (the lane's holder only)."""
-    store = RequestStore(redis)
+    store = RequestStore(redis, settings.retention)
     locks = Locks(redis)
     checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
                         paths=checkout_paths(policy))  # fmt: skip
@@ -149,7 +149,7 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
                 lease.lane.record_push(checkout.head())
             for request in batch:
                 if request.id in outcomes:
-                    end(redis, request, outcomes[request.id])
+                    end(store, request, outcomes[request.id])
 
 
 def batch_context(batch: list[DeployRequest]) -> dict[str, str | None]:
@@ -166,9 +166,9 @@ def batch_context(batch: list[DeployRequest]) -> dict[str, str | None]:
     }
 
 
-def end(redis: Redis, request: DeployRequest, outcome: Outcome) -> None:
+def end(store: RequestStore, request: DeployRequest, outcome: Outcome) -> None:
     """Record how a running request ended, count it, and queue the news for its channel."""
-    store = RequestStore(redis)
+    redis = store.redis
     result = Result(state=outcome.state, message=outcome.message, commit=outcome.commit,
                     finished_at=_now())  # fmt: skip
     with request_context(**context(request)):
@@ -188,8 +188,9 @@ def on_job_failure(job: Any, connection: Any, exc_type: Any, exc: Any, tb: Any) 
     """RQ calls this when the job crashed; once retries are used up, end the request as failed."""
     if job.retries_left:
         return
-    redis = connect(Settings())
-    store = RequestStore(redis)
+    settings = Settings()
+    redis = connect(settings)
+    store = RequestStore(redis, settings.retention)
     request = store.get(job.id)
     with request_context(**context(request)):
         log.error("deploy job crashed: %s", exc)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from redis import Redis
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 PREFIX = "releasegate"
 MESSAGE_TTL = 30 * 24 * 3600  # reactions on a request's card count for a month
 DELIVERY_TTL = 24 * 3600  # platforms retry deliveries within minutes; keep ids a day
+RETENTION = timedelta(days=30)
 ACTIVE = f"{PREFIX}:active"
 PENDING = f"{PREFIX}:pending"  # every pending request; `…:pending:CHANNEL` per channel
 
@@ -50,11 +51,12 @@ return {'counted', tostring(count)}
 """
 
 # KEYS: request hash, active set, key prefix. ARGV: request id, new state, result json
-# ('' for none), allowed old states...
+# ('' for none), seconds to keep a request that ends ('' when it does not), allowed
+# old states...
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   if state == ARGV[i] then
     redis.call('HSET', KEYS[1], 'state', ARGV[2], 'since', redis.call('TIME')[1])
     if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
@@ -67,6 +69,10 @@ for i = 4, #ARGV do
       local spec = redis.call('HGET', KEYS[1], 'spec')
       redis.call('ZREM', KEYS[3] .. ':pending:' .. cjson.decode(spec)['channel'], ARGV[1])
       redis.call('ZREM', KEYS[3] .. ':pending', ARGV[1])
+    end
+    if ARGV[4] ~= '' then  -- a final state: the request is kept for the retention period
+      redis.call('EXPIRE', KEYS[1], ARGV[4])
+      redis.call('EXPIRE', KEYS[1] .. ':approvals', ARGV[4])
     end
     return state
   end
@@ -97,8 +103,9 @@ def _text(value: bytes | str | None) -> str | None:
 
 
 class RequestStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, retention: timedelta = RETENTION) -> None:
         self.redis = redis
+        self.retention = int(retention.total_seconds())  # how long ended requests are kept
         self._approve = redis.register_script(_APPROVE)
         self._transition = redis.register_script(_TRANSITION)
         self._withdraw = redis.register_script(_WITHDRAW)
@@ -219,6 +226,7 @@ class RequestStore:
                 request_id,
                 to.value,
                 result.model_dump_json() if result else "",
+                self.retention if to.final else "",
                 *(s.value for s in allowed),
             ],
         )

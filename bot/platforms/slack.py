@@ -182,6 +182,9 @@ def slack_app(settings: Settings, conversation: Conversation, executor: BoundedE
         # Our listeners only hand the work to `executor` and return, so they can run before
         # Bolt answers: no hop through Bolt's own pool, no polling for the ack.
         process_before_response=True,
+        # Start even while Slack's API is unreachable: the token is checked at the first
+        # request instead (and `/readyz` says whether Slack answers).
+        token_verification_enabled=False,
     )
     app.command("/deploy")(adapter.on_command)
     app.event("message")(adapter.on_message)

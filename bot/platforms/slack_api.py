@@ -68,6 +68,10 @@ class SlackPoster:
         except (SlackApiError, SlackClientError, OSError) as exc:
             raise PostFailed(f"Slack refused or could not be reached: {exc}") from exc
 
+    def check_token(self) -> None:
+        """Raise `PostFailed` unless Slack's API answers and takes our token."""
+        self._call(self.client.auth_test)
+
     def post(self, channel: str, thread: str | None, text: str) -> str:
         response = self._call(
             self.client.chat_postMessage, channel=channel_id(channel), text=text, thread_ts=thread
