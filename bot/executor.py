@@ -16,7 +16,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-WORKERS = 8
+WORKERS = 4  # chat work waits on Redis and chat APIs; more threads only fight for the GIL
 WAITING = 1000  # a burst of a thousand commands is answered, just later
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from bot import messages
 from bot.context import Context
 from bot.events import ChatEvent, Reply
@@ -30,7 +32,10 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
         for env in envs:
             if env in policy.apps[app].pins:
                 try:
-                    version = current_version(policy, repo.read, app, env)
+                    # What a pin holds at a commit never changes: remembered per head.
+                    pins = tuple(policy.apps[app].pins[env])
+                    read = partial(current_version, policy, repo.read, app, env)
+                    version = repo.memo(("version", pins), read)
                 except PinError as exc:
                     version = f"unreadable ({exc})"
                 cells.append(f"{env} {version or '(unset)'}")

@@ -13,6 +13,7 @@ pin, commit, push) is measured in the same run, on the same remote.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import re
@@ -24,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,7 @@ class Client:
         said the bot is busy."""
         with self._lock:
             self._n += 1
-            trigger = f"trigger-{self._n}"
+            trigger = f"trigger-{os.getpid()}-{self._n}"
         form = urlencode(
             {
                 "command": "/deploy",
@@ -173,6 +174,13 @@ class Client:
         response = self._local.http.post(f"{self.url}/slack/events", content=form, headers=headers)
         elapsed = time.monotonic() - started
         return response.status_code, elapsed, "busy" in response.text
+
+
+def status_burst(url: str, count: int) -> list[tuple[int, float, bool]]:
+    """`count` signed `/deploy status` commands, 8 at a time, each from its own channel."""
+    client = Client(url)
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda n: client.command("UBOB", f"CACK{n}", "status"), range(count)))
 
 
 def pct(values: list[float], p: float) -> float:
@@ -333,10 +341,11 @@ def main() -> None:
         # 1. Acknowledgements: 400 `/deploy status` at 8 concurrent.
         client.command("UALICE", "CWARM", "status app000")  # the mirror's first fetch
         wait_for(lambda: any(m == "chat.postMessage" for _t, m, _p in fake.times), 120, "warm")
-        with ThreadPoolExecutor(8) as pool:
-            acks = list(
-                pool.map(lambda n: client.command("UBOB", f"CACK{n}", "status"), range(400))
-            )
+        # From a process of its own, so the Slack stand-in answering in this one does not
+        # slow the clock that times the acknowledgements.
+        fork = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(1, mp_context=fork) as elsewhere:
+            acks = elsewhere.submit(status_burst, client.url, 400).result()
         ok = sum(200 <= code < 300 for code, _s, _b in acks)
         busy = sum(b for _c, _s, b in acks)
         ack_ms = [s * 1000 for _c, s, _b in acks]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from redis import Redis
 
 from config.settings import Settings
@@ -295,3 +297,39 @@ def test_the_worker_checks_out_only_the_pinned_files_unless_a_validation_needs_t
     approved_prd_request(chat, "2.2.0")
     run_worker(redis)
     assert (slot / "resources").is_dir()  # a validation command may read any file
+
+
+def test_a_push_that_timed_out_but_landed_is_reported_as_pushed(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The remote took the push, then the connection hung: ask the remote before deciding."""
+    import workers.gitops
+
+    monkeypatch.setattr(workers.gitops, "GIT_TIMEOUT", 3)
+    hook = origin.path / "hooks" / "post-receive"
+    hook.write_text("#!/bin/sh\nsleep 30\n")  # after the ref moved: the push itself hangs
+    hook.chmod(hook.stat().st_mode | stat.S_IEXEC)
+    request_id = approved_prd_request(chat)
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.PUSHED
+    assert origin.count() == 2
+    assert RequestStore(redis).result(request_id).commit == origin.head()  # type: ignore[union-attr]
+
+
+def test_a_later_commit_with_an_old_date_does_not_hide_the_requests_own_commit(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, tmp_path: Path
+) -> None:
+    request_id = approved_prd_request(chat)
+    run_worker(redis)
+    clone = tmp_path / "old-clock"
+    git("clone", "--quiet", str(origin.path), str(clone))
+    (clone / "README.md").write_text("edited on a machine whose clock says 2001\n")
+    old = {"GIT_COMMITTER_DATE": "2001-01-01T00:00:00", "GIT_AUTHOR_DATE": "2001-01-01T00:00:00"}
+    subprocess.run(["git", "-c", "user.name=h", "-c", "user.email=h@x", "commit", "-qam", "old"],
+                   cwd=clone, check=True, env={**os.environ, **old})  # fmt: skip
+    git("push", "--quiet", "origin", "main", cwd=clone)
+    # A retry of the job (its worker died before recording the outcome) finds its commit.
+    RequestStore(redis).transition(request_id, [RequestState.PUSHED], RequestState.RUNNING)
+    assert run_request(request_id) == "pushed"
+    assert origin.count() == 3

@@ -26,6 +26,7 @@ import shlex
 import shutil
 import socket
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -205,13 +206,20 @@ class Checkout:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _git(self, *args: str, cwd: Path | None = None) -> None:
+    def _git(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+        """Run git (plain subprocess: cheaper than GitPython's reader threads, which counts on
+        the deploy path); raises `RemoteUnreachable` with git's own words."""
         try:
-            git.Git(str(cwd or self.base)).execute(
-                ["git", *args], env=self._env, kill_after_timeout=GIT_TIMEOUT
-            )
-        except git.GitCommandError as exc:
-            raise RemoteUnreachable(f"git {args[0]} failed: {_git_error(exc)}") from exc
+            done = subprocess.run(
+                ["git", *args], cwd=cwd or self.base, env={**self._env, **(env or {})},
+                capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            raise RemoteUnreachable(f"git {args[0]} took longer than {GIT_TIMEOUT}s") from exc
+        if done.returncode != 0:
+            error = redact_url(done.stderr.strip() or f"exit {done.returncode}")
+            raise RemoteUnreachable(f"git {args[0]} failed: {error}")
+        return done.stdout.strip()
 
     def _open(self) -> git.Repo:
         """This slot's working tree: a worktree of the host's store (cloned once per host,
@@ -222,10 +230,14 @@ class Checkout:
         with self._store_locked() as store:
             if not (store / "HEAD").exists():
                 log.info("cloning %s into %s", redact_url(url), store)
-                self._git("init", "--quiet", "--bare", str(store))
-                self._git("--git-dir", str(store), "config", "gc.auto", "0")  # shared: no gc
-                self._git("--git-dir", str(store), "remote", "add", "origin", "--", url)
-                self._fetch_into(store)
+                shutil.rmtree(store.with_suffix(".new"), ignore_errors=True)  # a crash's leftover
+                self._git("init", "--quiet", "--bare", str(store.with_suffix(".new")))
+                new = ["--git-dir", str(store.with_suffix(".new"))]
+                self._git(*new, "config", "gc.auto", "0")  # shared by worktrees: never pruned
+                self._git(*new, "remote", "add", "origin", "--", url)
+                store.with_suffix(".new").rename(store)  # a store exists whole, or not at all
+            if not (store / "refs" / "remotes" / "origin").is_dir():
+                self._fetch_into(store)  # a first fetch that failed is tried again here
             if self.path.exists():
                 shutil.rmtree(self.path)  # a worktree that died half-way
             for marker in (".clean", ".paths"):
@@ -285,7 +297,8 @@ class Checkout:
                 self._repo = self._open()
             with self._store_locked() as store:
                 self._fetch_into(store)
-            return str(self._repo.commit(self.remote_ref).hexsha)
+            return self._git("rev-parse", "--verify", f"{self.remote_ref}^{{commit}}",
+                             cwd=self.path)  # fmt: skip
         except (RemoteUnreachable, git.GitCommandError) as exc:
             why = _git_error(exc) if isinstance(exc, git.GitCommandError) else str(exc)
             raise RemoteUnreachable(f"cannot fetch {branch} from {redact_url(url)}: {why}") from exc
@@ -298,16 +311,14 @@ class Checkout:
 
     def reset_to(self, commit: str) -> None:
         """Make the branch and working tree exactly `commit` (drops uncommitted edits)."""
-        repo = self.repo
         self._limit_checkout()  # the pinned files may have changed with the policy
         dirty = self._dirty
         self._dirty = True  # until the reset below is done
-        with repo.git.custom_environment(**self._env):
-            # The slot works on a detached HEAD: worktrees of one store cannot share a branch,
-            # and we push HEAD to the remote branch by name anyway.
-            repo.git.reset("--hard", commit, "--")  # cheaper than checkout on a big tree
-            if dirty:
-                repo.git.clean("-fdx")  # only our own edits (or a crash) leave stray files
+        # The slot works on a detached HEAD: worktrees of one store cannot share a branch,
+        # and we push HEAD to the remote branch by name anyway.
+        self._git("reset", "--quiet", "--hard", commit, "--", cwd=self.path)
+        if dirty:
+            self._git("clean", "-fdxq", cwd=self.path)  # only our edits or a crash leave strays
         self._dirty = False
 
     def read(self, file: str) -> str:
@@ -360,21 +371,22 @@ class Checkout:
         ) as f:
             f.write(message)
         try:
-            with repo.git.custom_environment(**identity):
-                # Plumbing, not `git commit`: on a tree of thousands of files, staging just our
-                # files and writing the tree from the index's cache skips a scan of them all.
-                parent = str(repo.head.commit.hexsha)
-                repo.git.update_index("--", *files)
-                tree = repo.git.write_tree()
-                commit = repo.git.commit_tree(tree, "-p", parent, "-F", f.name)
-                repo.git.update_ref("--no-deref", "HEAD", commit, parent)
+            # Plumbing, not `git commit`: on a tree of thousands of files, staging just our
+            # files and writing the tree from the index's cache skips a scan of them all.
+            here = Path(self.path)
+            parent = self._git("rev-parse", "--verify", "HEAD", cwd=here)
+            self._git("update-index", "--", *files, cwd=here, env=identity)
+            tree = self._git("write-tree", cwd=here)
+            commit = self._git("commit-tree", tree, "-p", parent, "-F", f.name, cwd=here,
+                               env=identity)  # fmt: skip
+            self._git("update-ref", "--no-deref", "HEAD", commit, parent, cwd=here)
         finally:
             os.unlink(f.name)
         self._dirty = False  # what we wrote is committed; the tree is clean again
         return str(commit)
 
     def head(self) -> str:
-        return str(self.repo.head.commit.hexsha)
+        return self._git("rev-parse", "--verify", "HEAD", cwd=self.path)
 
     def push(self) -> None:
         """Push the local branch; raises `PushRejected` for a lost race or a refusal."""

@@ -32,7 +32,6 @@ from workers.plan import checkout_paths
 from workers.queue import JOB_TIMEOUT
 from workers.request import Approval, DeployRequest, RequestState, Result
 from workers.store import RequestStore
-from workers.sweeper import sweep
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,6 @@ def run_request(request_id: str) -> str:
     store = RequestStore(redis, settings.retention)
     policy = load_policy(settings.policy)
     lane = Lane(redis, lane_name(policy.repository))
-    sweep(redis, lane)
 
     def ended() -> bool:
         return store.state(request_id).final

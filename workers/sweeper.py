@@ -7,8 +7,7 @@ it within a moment, as a waiting job would), the holder died, and a job that
 drains the lane is queued. A request `approved` whose job is gone, ended, or
 started by a worker whose RQ heartbeat stopped gets its job queued again.
 Either way the commit trailer keeps a push that did happen from happening
-twice. Workers sweep when they start, before each job, and every few
-seconds while they run.
+twice. Workers sweep when they start and every few seconds while they run.
 """
 
 from __future__ import annotations
