@@ -59,7 +59,7 @@ def approve(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Repl
             ctx.audit("refused", request=request.id, by=event.principal, reason=exc.reason)
             raise
         who = ctx.identities.identity(event.who)
-        approval = Approval(who, event.principal, tuple(sorted(event.groups)))
+        approval = Approval(who, event.principal, tuple(sorted(event.groups)), event.user_name)
         outcome = ctx.store.approve(request.id, approval, request.approvals_needed)
         if outcome.status == "duplicate":
             raise Refused(messages.already_approved(request.id, event.display), "duplicate")

@@ -18,7 +18,7 @@ from workers.store import RequestStore
 class Card:
     request: DeployRequest
     state: RequestState
-    approvers: list[str]
+    approvers: list[tuple[str, str]]  # (user id, name as they were called when approving)
     outcome: str | None
 
     @property
@@ -29,10 +29,11 @@ class Card:
     def title(self) -> str:
         return f"{self.request.subject} ({self.request.id})"
 
-    def text(self, mention: str = "{}") -> str:
-        """The card as text; `mention` formats a principal's id for the platform."""
+    def text(self, mention: str = "{name}") -> str:
+        """The card as text; `mention` formats an approver (`{id}`, `{name}`) for the platform."""
         request = self.request
-        approved = ", ".join(mention.format(a.split(":", 1)[1]) for a in self.approvers) or "nobody"
+        who = [mention.format(id=user_id, name=name) for user_id, name in self.approvers]
+        approved = ", ".join(who) or "nobody"
         lines = [
             f"*{self.title}*",
             *(change.line() for change in request.changes),
@@ -53,6 +54,9 @@ def card_for(store: RequestStore, request_id: str) -> Card:
     return Card(
         request=store.get(request_id),
         state=store.state(request_id),
-        approvers=store.approvals(request_id),
+        approvers=[
+            (a.principal.split(":", 1)[1], a.name or a.principal.split(":", 1)[1])
+            for a in store.approval_records(request_id)
+        ],
         outcome=outcome,
     )

@@ -158,6 +158,7 @@ def test_an_approval_reaction_is_polled_queued_pushed_and_reported_in_the_thread
     assert thread[-1] == f"{request_id}: pushed {origin.head()[:7]}: awesome: 2.0.0 -> 2.1.0 (prd)"
     edited = next(m for m in rocket.fake.messages if m["_id"] == card)
     assert f"🚀 pushed: {origin.head()[:7]}" in edited["msg"]
+    assert "approvals 1/1: @carol" in edited["msg"]  # addressed by name, decided by id
     assert "Approved-by: rocketchat:id-carol" in origin.message()
 
 

@@ -114,11 +114,14 @@ class Approval:
     identity: str
     principal: str
     groups: tuple[str, ...] = ()
+    name: str = ""  # how the platform called them then (for cards; never to decide)
 
     def to_json(self) -> str:
-        return json.dumps({"principal": self.principal, "groups": list(self.groups)})
+        data = {"principal": self.principal, "groups": list(self.groups), "name": self.name}
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, identity: str, raw: str) -> Approval:
         data = json.loads(raw)
-        return cls(identity, str(data["principal"]), tuple(str(g) for g in data.get("groups", [])))
+        groups = tuple(str(g) for g in data.get("groups", []))
+        return cls(identity, str(data["principal"]), groups, str(data.get("name", "")))

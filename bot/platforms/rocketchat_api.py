@@ -131,10 +131,12 @@ class RocketChatPoster:
         return user_id
 
     def post_card(self, channel: str, card: Card, thread: str | None = None) -> str:
-        return self.post(channel, thread, card.text(mention="@{}"))
+        return self.post(channel, thread, card.text(mention="@{name}"))
 
     def update_card(self, channel: str, message_id: str, card: Card) -> None:
-        self.call(self.api.chat_update, self.room_id(channel), message_id, card.text(mention="@{}"))
+        self.call(
+            self.api.chat_update, self.room_id(channel), message_id, card.text(mention="@{name}")
+        )
 
     def history(self, channel: str, oldest: str | None, count: int = 100) -> list[dict[str, Any]]:
         """Messages of a channel, newest first, since `oldest` (an ISO timestamp) if given."""

@@ -31,7 +31,7 @@ def channel_id(channel_ref: str) -> str:
 
 
 def card_blocks(card: Card) -> list[dict[str, Any]]:
-    text = card.text(mention="<@{}>")
+    text = card.text(mention="<@{id}>")
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}
     ]
