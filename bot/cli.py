@@ -87,7 +87,11 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     if not args.burst:
         # Between jobs too: a lane whose holder died is taken over within seconds.
-        Supervisor().start("sweeper", lambda: _sweep_round(redis, lane), stop)
+        # On a client of its own: RQ forks a work horse per job, and a fork must not find this
+        # thread holding a connection of the pool the horse goes on to use.
+        own = connect(settings)
+        sweeper_lane = Lane(own, lane.name)
+        Supervisor().start("sweeper", lambda: _sweep_round(own, sweeper_lane), stop)
     try:
         worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
     finally:

@@ -90,7 +90,7 @@ class Conversation:
             except Refused as exc:
                 log.info("refused (%s): %s", exc.reason, exc)
                 REFUSALS.labels(exc.reason).inc()
-                return [Reply(str(exc), ok=False, private=True)]
+                return [Reply(str(exc), ok=False, private=True, reason=exc.reason)]
             except ReleasegateError as exc:
                 log.warning("failed: %s", exc)
                 return [Reply(str(exc), ok=False)]

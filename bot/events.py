@@ -56,6 +56,7 @@ class Reply:
     text: str
     ok: bool = True
     private: bool = False
+    reason: str | None = None  # why a refusal refused (Refused.reason), for adapters to weigh
     request_id: str | None = None
     about: str | None = None
     queued: tuple[str, ...] = field(default=())

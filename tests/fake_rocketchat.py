@@ -147,6 +147,8 @@ class FakeRocketChat:
             found = [m for m in self.messages if m["rid"] == room]
             if "oldest" in params:
                 found = [m for m in found if m["ts"] > params["oldest"]]
+            if "latest" in params:
+                found = [m for m in found if m["ts"] < params["latest"]]
             found.sort(key=lambda m: m["ts"], reverse=True)
             count = int(params.get("count", 20))
             return 200, {

@@ -257,6 +257,38 @@ def test_polling_mode_reads_new_messages_once_across_restarts(rocket: RocketWorl
     assert "1.9.0" not in " ".join(posted)
 
 
+def test_a_busy_channel_is_read_back_to_the_cursor_without_losing_a_message(
+    rocket: RocketWorld,
+) -> None:
+    assert rocket.adapter.poll_messages("rocketchat:deploy-int") == 0  # the cursor starts here
+    rocket.fake.say("bob", "deploy-int", "status awesome")  # the one command, oldest of all
+    for n in range(250):  # more than two pages of chatter since the last round
+        rocket.fake.say("alice", "deploy-int", f"chatter {n}")
+    assert rocket.adapter.poll_messages("rocketchat:deploy-int") == 1
+    assert any(m["msg"].startswith("awesome: int 2.0.0") for m in rocket.fake.posted())
+    assert len(rocket.fake.called("channels.history")) == 1 + 3
+
+
+def test_an_approval_reaction_refused_while_locked_counts_once_the_lock_is_gone(
+    rocket: RocketWorld,
+) -> None:
+    rocket.webhook("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    request_id, card = rocket.card()
+    rocket.webhook("carol", "deploy-prd", "lock prd change freeze")
+    rocket.fake.wait_for_posts(2)
+    rocket.fake.react("dave", card, "white_check_mark")
+    rocket.adapter.poll_once(messages_too=False)
+    rocket.adapter.poll_once(messages_too=False)  # the same reaction, the same lock
+    refusals = [m for m in rocket.fake.posted() if m["msg"].startswith("@dave prd is locked")]
+    assert len(refusals) == 1  # said once
+    assert rocket.store.state(request_id) is RequestState.PENDING
+    rocket.webhook("carol", "deploy-prd", "unlock prd")
+    rocket.fake.wait_for_posts(4)
+    rocket.adapter.poll_once(messages_too=False)
+    assert rocket.store.state(request_id) is RequestState.APPROVED
+    assert rocket.store.approvals(request_id) == ["rocketchat:id-dave"]
+
+
 def test_a_rate_limited_poll_is_retried_then_backs_off_without_approving(
     rocket: RocketWorld,
 ) -> None:

@@ -22,7 +22,7 @@ from bot.events import ChatEvent
 from bot.grammar import APPROVE_REACTIONS, REJECT_REACTIONS, starts_with_verb
 from bot.platforms.rocketchat_api import RateLimited, RocketChatPoster
 from workers.identity import rocketchat_names, save_rocketchat_ids
-from workers.store import PREFIX, RequestStore
+from workers.store import MESSAGE_TTL, PREFIX, RequestStore
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ CALLS_PER_MINUTE = 8  # below Rocket.Chat's default of ten per endpoint
 MIN_INTERVAL = 5.0
 MAX_INTERVAL = 120.0
 HISTORY_PAGE = 100
+MAX_PAGES = 20  # per channel and round: 2,000 messages
+FOR_NOW = frozenset({"locked", "window"})  # refusals that may not hold at the next round
 
 
 class RocketChatAdapter:
@@ -128,6 +130,16 @@ class RocketChatAdapter:
         cursor = self.redis.get(self._cursor_key(channel))
         oldest = cursor.decode() if isinstance(cursor, bytes) else None
         messages = self.poster.history(channel, oldest or None, count=HISTORY_PAGE)
+        # A busy channel: page back until the cursor, so no message between is skipped.
+        page, pages = messages, 1
+        while oldest is not None and len(page) == HISTORY_PAGE and pages < MAX_PAGES:
+            page = self.poster.history(channel, oldest or None, count=HISTORY_PAGE,
+                                       latest=str(page[-1]["ts"]))  # fmt: skip
+            messages += page
+            pages += 1
+        if len(page) == HISTORY_PAGE and pages == MAX_PAGES:
+            log.warning("more than %d messages in %s since the last round; the older ones are "
+                        "skipped", HISTORY_PAGE * MAX_PAGES, channel)  # fmt: skip
         if oldest is None:
             # First start: begin at the newest message instead of replaying the backlog.
             # The cursor is the server's own timestamp (never our clock); "" marks a channel
@@ -188,14 +200,26 @@ class RocketChatAdapter:
         if user_id is None:
             log.warning("a reaction by %r, whom Rocket.Chat does not know; ignored", username)
             return
-        # Polls see the same reactions again and again: each counts (or is refused) once.
-        if user_id == self.bot_user_id or not self.store.first_delivery(
-            "rocketchat-reaction", f"{request_id}:{user_id}:{emoji}"
-        ):
+        if user_id == self.bot_user_id:
+            return
+        # Polls see the same reactions again and again. One that counted, or was refused for
+        # good (the requester's, a non-approver's), is handled once; one refused for now (a
+        # lock, a closed window) is tried again each round and counts once that has passed,
+        # and its refusal is said once.
+        key = f"{PREFIX}:seen:rocketchat-reaction:{request_id}:{user_id}:{emoji}"
+        raw = self.redis.get(key)
+        seen = raw.decode() if isinstance(raw, bytes) else raw
+        if seen == "handled":
             return
         event = ChatEvent(platform="rocketchat", user=user_id, user_name=username,
                           channel=channel.split(":", 1)[1], text="", thread=card)  # fmt: skip
-        deliver(self.store, self.poster, event, self.conversation.react(event, emoji, request_id))
+        replies = self.conversation.react(event, emoji, request_id)
+        for_now = next((r.reason for r in replies if not r.ok and r.reason in FOR_NOW), None)
+        state = f"refused:{for_now}" if for_now else "handled"
+        self.redis.set(key, state, ex=MESSAGE_TTL)
+        if seen == state:
+            return  # the same refusal as last round: said already
+        deliver(self.store, self.poster, event, replies)
 
     def poll_once(self, messages_too: bool) -> int:
         """One polling round: new messages (without a webhook), then reactions on waiting

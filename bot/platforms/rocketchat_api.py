@@ -138,9 +138,11 @@ class RocketChatPoster:
             self.api.chat_update, self.room_id(channel), message_id, card.text(mention="@{name}")
         )
 
-    def history(self, channel: str, oldest: str | None, count: int = 100) -> list[dict[str, Any]]:
-        """Messages of a channel, newest first, since `oldest` (an ISO timestamp) if given."""
-        extra = {"oldest": oldest} if oldest else {}
+    def history(self, channel: str, oldest: str | None, count: int = 100,
+                latest: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Messages of a channel, newest first: at most `count`, after `oldest` and before
+        `latest` (ISO timestamps) where given."""
+        extra = {k: v for k, v in (("oldest", oldest), ("latest", latest)) if v}
         room = self.room_id(channel)
 
         def channels_history() -> list[dict[str, Any]]:
