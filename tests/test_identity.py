@@ -330,3 +330,20 @@ def test_a_policy_path_is_read_literally_never_as_a_git_pathspec(
     chat.conversation.ctx.policy = load_policy(policy_file)
     answer = chat.say("bob", "deploy-prd", "history prd").text
     assert answer == "no commits touch prd's pinned files"
+
+
+@two_approvals
+def test_the_commit_credits_only_the_approvals_that_still_count(
+    world: RocketWorld, redis: Redis, origin: Remote, policy_file: Path
+) -> None:
+    asked = shell(world).say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    shell(world).say("dave", "deploy-prd", f"approve {asked.request_id}")
+    world.webhook("erin", "deploy-prd", f"approve {asked.request_id}")
+    assert settle(world, str(asked.request_id)) is RequestState.APPROVED
+    text = policy_file.read_text()
+    text = text.replace("    approvals: 2\n", "    approvals: 1\n")
+    policy_file.write_text(text.replace(', "rocketchat:erin"]', "]"))
+    run_worker(redis)
+    assert world.store.state(str(asked.request_id)) is RequestState.PUSHED
+    trailers = [line for line in origin.message().splitlines() if line.startswith("Approved-by")]
+    assert trailers == ["Approved-by: shell:dave"]

@@ -122,9 +122,17 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
         lease.check()
         store.mark_pushing(request.id for request in requests)
 
+    def approvers(request: DeployRequest) -> list[str]:
+        """The approvals that count now (the trailers credit no one the policy dropped)."""
+        records = store.approval_records(request.id)
+        counted, _dropped = identities.still_counted(
+            request.env, Principal.of(request.requester), records
+        )
+        return [approval.principal for approval in counted]
+
     hooks = BatchHooks(
         gates=gates,
-        approvers=lambda request: store.approvals(request.id),
+        approvers=approvers,
         before_push=before_push,
         maybe_pushed=lambda request: store.was_pushing(request.id),
         on_retry=lambda: metrics.record_push_retry(redis),
