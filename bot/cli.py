@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.errors import PolicyError, ReleasegateError
@@ -271,6 +272,12 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="releasegate", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -295,14 +302,33 @@ def parser() -> argparse.ArgumentParser:
     health.add_argument("--max-age", type=int, default=120, help="heartbeat age in seconds")
     health.set_defaults(run=_healthcheck)
     audit = commands.add_parser("audit", help="print the audit trail, oldest first")
-    audit.add_argument("-n", "--count", type=int, default=100, help="how many entries")
+    audit.add_argument("-n", "--count", type=_positive, default=100, help="how many entries")
     audit.set_defaults(run=_audit)
     return root
 
 
+def _settings() -> Settings | None:
+    """The settings, or None after one line per bad variable (never a traceback)."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "RELEASEGATE_" + "_".join(str(p) for p in error["loc"]).upper()
+            print(f"releasegate: {name}: {error['msg']}", file=sys.stderr)
+        return None
+    url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        print("releasegate: RELEASEGATE_REDIS_URL: expected a URL like redis://HOST:6379/0",
+              file=sys.stderr)  # fmt: skip
+        return None
+    return settings
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = Settings()
+    settings = _settings()
+    if settings is None:
+        return 2
     setup_logging(
         settings.log_format, logging.WARNING if args.command in ("shell", "demo") else logging.INFO
     )

@@ -21,6 +21,7 @@ from functools import partial
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis import Redis
+from redis.exceptions import RedisError
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from starlette.applications import Starlette
@@ -89,7 +90,11 @@ def create_app(
     registry.register(RedisCollector(redis, lambda: deploy_queue(redis).count))
 
     async def metrics(request: Request) -> Response:
-        body = await asyncio.to_thread(generate_latest, registry)
+        try:
+            body = await asyncio.to_thread(generate_latest, registry)
+        except RedisError as exc:  # the cluster-wide counters live there
+            log.warning("metrics unavailable: Redis unreachable: %s", exc)
+            return JSONResponse({"error": "Redis unreachable"}, status_code=503)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     rocketchat = None

@@ -368,7 +368,8 @@ def load_policy(path: Path) -> Policy:
             return cached[1]
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PolicyError(str(path), [f"cannot read the policy file: {exc.strerror}"]) from exc
+        why = f"cannot read the policy file: {exc.strerror} (RELEASEGATE_POLICY names it)"
+        raise PolicyError(str(path), [why]) from exc
     policy = parse_policy(text, str(path))
     _loaded[path] = (stamp, policy)
     return policy

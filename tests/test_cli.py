@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.embedded_redis import EmbeddedRedis
 from tests.conftest import Remote, git
 
@@ -181,3 +183,46 @@ def test_healthcheck_answers_for_kubernetes_probes(
     assert down.returncode == 1
     assert down.stderr.startswith("releasegate: cannot reach Redis (RELEASEGATE_REDIS_URL): ")
     assert "Traceback" not in down.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        (
+            "RELEASEGATE_REDIS_URL",
+            "localhost:6379",
+            "RELEASEGATE_REDIS_URL: expected a URL like redis://",
+        ),
+        ("RELEASEGATE_HTTP_PORT", "abc", "RELEASEGATE_HTTP_PORT: Input should be a valid integer"),
+        (
+            "RELEASEGATE_ROCKETCHAT_POLL",
+            "maybe",
+            "RELEASEGATE_ROCKETCHAT_POLL: Input should be a valid boolean",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable_not_a_traceback(
+    tmp_path: Path, policy_file: Path, variable: str, value: str, said: str
+) -> None:
+    done = releasegate(
+        "check-config", env={"RELEASEGATE_POLICY": str(policy_file), variable: value}
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"releasegate: {said}")
+    assert "Traceback" not in done.stderr
+
+
+def test_a_missing_policy_file_names_the_setting(tmp_path: Path) -> None:
+    done = releasegate("check-config", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "releasegate.yaml" in done.stderr
+    assert "(RELEASEGATE_POLICY names it)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_audit_refuses_a_count_that_is_not_positive() -> None:
+    done = releasegate("audit", "-n", "-5")
+    assert done.returncode == 2
+    assert "'-5' is not a positive whole number" in done.stderr
+    assert "Traceback" not in done.stderr

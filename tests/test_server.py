@@ -162,3 +162,11 @@ def test_serve_starts_while_slack_is_unreachable_and_readyz_says_so(
             time.sleep(0.2)
         assert ready.status_code == 503
         assert "slack-api" in ready.json()["loops"]
+
+
+def test_metrics_answer_503_while_redis_is_unreachable(settings: Settings, policy: Policy) -> None:
+    unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    with http_server(app_for(settings, policy, unreachable)) as url:
+        answer = httpx.get(f"{url}/metrics")
+        assert answer.status_code == 503
+        assert answer.json() == {"error": "Redis unreachable"}
