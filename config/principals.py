@@ -15,7 +15,6 @@ from typing import Literal, cast
 Kind = Literal["slack", "slack-group", "rocketchat", "shell", "group", "person"]
 KINDS: tuple[Kind, ...] = ("slack", "slack-group", "rocketchat", "shell", "group", "person")
 USER_KINDS: tuple[Kind, ...] = ("slack", "rocketchat", "shell")
-PLATFORMS = ("slack", "rocketchat", "shell")
 
 _PRINCIPAL = re.compile(
     r"(slack|slack-group|rocketchat|shell|group|person):([A-Za-z0-9._@-]{1,80})"

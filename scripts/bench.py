@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from slack_sdk.signature import SignatureVerifier
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.embedded_redis import EmbeddedRedis  # noqa: E402
+from bot.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from tests.fake_slack import FakeSlack, serve  # noqa: E402
 from workers.request import FINAL_STATES, RequestState  # noqa: E402
 from workers.store import RequestStore  # noqa: E402
@@ -127,12 +126,6 @@ class TimedSlack(FakeSlack):
     def answer(self, method: str, params: dict[str, Any]) -> Any:
         self.times.append((time.monotonic(), method, params))
         return super().answer(method, params)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Client:
