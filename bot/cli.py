@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
 import logging
 import os
 import sys
-import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,11 +21,7 @@ from config.settings import Settings
 from workers.logs import setup_logging
 
 if TYPE_CHECKING:
-    from redis import Redis
-
     from bot.platforms.shell import ShellChat
-    from workers.gitops import Checkout
-    from workers.lane import Lane
 
 log = logging.getLogger("releasegate")
 
@@ -51,71 +45,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Hand the GIL over every 2 ms instead of 5: an acknowledgement is a few lines of Python
     # and must not wait long behind a chat answer being computed on another thread.
     sys.setswitchinterval(0.002)
+    log.info("listening on http://%s:%d (RELEASEGATE_HTTP_HOST, RELEASEGATE_HTTP_PORT)",
+             settings.http_host, settings.http_port)  # fmt: skip
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)
     return 0
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from rq import Worker
-    from rq.serializers import JSONSerializer
+    from workers import runner
 
-    import workers.jobs  # noqa: F401 - imported once here, not in every forked work horse
-    from workers.connection import connect
-    from workers.gitops import Checkout
-    from workers.lane import Lane, lane_name
-    from workers.plan import checkout_paths
-    from workers.queue import deploy_queue
-    from workers.supervisor import Supervisor
-    from workers.sweeper import HEARTBEAT_INTERVAL, sweep
-
-    policy = load_policy(settings.policy)  # fail at start, not at the first job
-    redis = connect(settings)
-    lane = Lane(redis, lane_name(policy.repository))
-    sweep(redis, lane)
-    # Warm a clone now, so the first job does not wait for one.
-    checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
-                        paths=checkout_paths(policy))  # fmt: skip
-    try:
-        for gone in checkout.prune_gone_hosts():
-            log.info("removed the clones of a host gone for a week: %s", gone)
-        with checkout.locked():
-            log.info("repository at %s in %s", checkout.sync()[:7], checkout.path)
-            _read_every_pin(policy, checkout)
-    except ReleasegateError as exc:  # the jobs will say so where people see it
-        log.warning("could not prepare a clone yet: %s", exc)
-    worker = Worker([deploy_queue(redis)], connection=redis, serializer=JSONSerializer,
-                    job_monitoring_interval=HEARTBEAT_INTERVAL)  # fmt: skip
-    stop = threading.Event()
-    if not args.burst:
-        # Between jobs too: a lane whose holder died is taken over within seconds.
-        # On a client of its own: RQ forks a work horse per job, and a fork must not find this
-        # thread holding a connection of the pool the horse goes on to use.
-        own = connect(settings)
-        sweeper_lane = Lane(own, lane.name)
-        Supervisor().start("sweeper", lambda: _sweep_round(own, sweeper_lane), stop)
-    try:
-        worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
-    finally:
-        stop.set()
-    return 0
-
-
-def _read_every_pin(policy: Policy, checkout: Checkout) -> None:
-    """Read every pin once in the worker's parent process: each job is a fork of it, and
-    starts with the parsers warm and the unchanged files' pins already located."""
-    from workers.plan import current_versions
-
-    for app_name, app in policy.apps.items():
-        for env_name in app.pins:
-            with contextlib.suppress(ReleasegateError):
-                current_versions(policy, checkout.read, app_name, env_name)
-
-
-def _sweep_round(redis: Redis, lane: Lane) -> float:
-    from workers.sweeper import SWEEP_EVERY, sweep
-
-    sweep(redis, lane)
-    return SWEEP_EVERY
+    return runner.run(settings, burst=args.burst)
 
 
 def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:
@@ -134,12 +73,24 @@ def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:
     return ShellChat(conversation, redis, sys.stdout, user, channel)
 
 
-def _shell(args: argparse.Namespace, settings: Settings) -> int:
-    chat = _shell_chat(settings, args.as_user or getpass.getuser(), args.channel or "")
+def _chat_in_terminal(chat: ShellChat, directory: Path) -> int:
+    """Interactive with history at a terminal, else a script read from stdin; the logs go to
+    a file in `directory`, never into the conversation."""
+    directory.mkdir(parents=True, exist_ok=True)
+    log_file = directory / "releasegate.log"
+    setup_logging("text", logging.INFO, path=log_file)
     if sys.stdin.isatty():
-        chat.run_interactive()
+        print(f"log: {log_file}")
+        from bot.demo import HISTORY
+
+        chat.run_interactive(history=directory / HISTORY)
         return 0
     return 0 if chat.run_script(sys.stdin) else 1
+
+
+def _shell(args: argparse.Namespace, settings: Settings) -> int:
+    chat = _shell_chat(settings, args.as_user or getpass.getuser(), args.channel or "")
+    return _chat_in_terminal(chat, settings.workdir)
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -165,10 +116,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         remote = directory / "remote.git"
         print(f"demo GitOps remote: {remote} (its history: git -C {remote} log)")
         print(f"worker log: {directory / 'worker.log'}")
-        if sys.stdin.isatty():
-            chat.run_interactive()
-            return 0
-        return 0 if chat.run_script(sys.stdin) else 1
+        return _chat_in_terminal(chat, directory)
     return 1
 
 
@@ -267,8 +215,11 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     from workers import audit
     from workers.connection import connect
 
-    for entry in audit.read(connect(settings), args.count):
+    entries = audit.read(connect(settings), args.count)
+    for entry in entries:
         print(entry.line())
+    if not entries:
+        print("no audit entries yet: requests, approvals, locks and outcomes appear here")
     return 0
 
 
@@ -278,8 +229,18 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("releasegate")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="releasegate", description=__doc__)
+    root.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = root.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve Slack, Rocket.Chat, health and metrics")
     serve.set_defaults(run=_serve)
@@ -329,6 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings()
     if settings is None:
         return 2
+    if args.command in ("serve", "worker", "shell", "check-config"):
+        try:
+            settings.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"releasegate: RELEASEGATE_WORKDIR: cannot create {settings.workdir}: "
+                  f"{exc.strerror}", file=sys.stderr)  # fmt: skip
+            return 2
     setup_logging(
         settings.log_format, logging.WARNING if args.command in ("shell", "demo") else logging.INFO
     )

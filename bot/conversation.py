@@ -15,6 +15,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot import approvals, deploys, messages, status
 from bot.context import Clock, Context, utcnow
@@ -36,6 +38,7 @@ from bot.grammar import (
     Status,
     Unlock,
     parse,
+    reaction_name,
     verb_of,
 )
 from config.errors import Refused, ReleasegateError
@@ -70,6 +73,7 @@ class Conversation:
         self, event: ChatEvent, emoji: str, request_id: str, added: bool = True
     ) -> list[Reply]:
         """A reaction added to (or removed from) a request's message; other emoji mean nothing."""
+        emoji = reaction_name(emoji)
         if emoji in APPROVE_REACTIONS:
             if not added:
                 return self._answer(
@@ -94,6 +98,11 @@ class Conversation:
             except ReleasegateError as exc:
                 log.warning("failed: %s", exc)
                 return [Reply(str(exc), ok=False)]
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                ref = secrets.token_hex(4)
+                log.error("Redis is unreachable answering %r (ref %s): %s", event.text[:80], ref,
+                          exc)  # fmt: skip
+                return [Reply(messages.store_unreachable(ref), ok=False, private=True)]
             except Exception:
                 # Anything else is our bug or a broken dependency: the person gets a short
                 # answer with a reference, the log gets the traceback, the audit the reference.

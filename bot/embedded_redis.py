@@ -40,8 +40,12 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    def __init__(self, directory: Path) -> None:
+    """`durable=True` keeps an append-only file synced on every write, as a production Redis
+    should be configured: a restart on the same directory finds everything acknowledged."""
+
+    def __init__(self, directory: Path, durable: bool = False) -> None:
         self.directory = directory
+        self.durable = durable
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -51,12 +55,17 @@ class EmbeddedRedis:
 
     def start(self) -> EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else [
+            "--appendonly", "no"]  # fmt: skip
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.directory),
+             "--save", "", *persistence, "--dir", str(self.directory),
              "--logfile", str(self.directory / "redis.log")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own session: Ctrl-C at the demo's prompt is for the shell, which stops the
+            # server itself once the queued deploys are done.
+            start_new_session=True,
         )  # fmt: skip
         client = Redis.from_url(self.url)
         deadline = time.monotonic() + 10
@@ -81,6 +90,13 @@ class EmbeddedRedis:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a node's sudden death would; `start()` brings it back."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
         self.process = None
 
     def __enter__(self) -> EmbeddedRedis:

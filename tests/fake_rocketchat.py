@@ -159,7 +159,9 @@ class FakeRocketChat:
         return 404, {"success": False, "error": f"unknown method {method}"}
 
 
-def serve(fake: FakeRocketChat) -> ThreadingHTTPServer:
+def serve(fake: FakeRocketChat, port: int = 0) -> ThreadingHTTPServer:
+    """Answer as Rocket.Chat on `port` (a free one by default; pass an old one to come back)."""
+
     class Handler(BaseHTTPRequestHandler):
         def _handle(self) -> None:
             url = urlsplit(self.path)
@@ -182,6 +184,6 @@ def serve(fake: FakeRocketChat) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

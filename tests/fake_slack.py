@@ -31,6 +31,8 @@ class FakeSlack:
     rate_limit: dict[str, int] = field(default_factory=dict)
     # method -> how many more times to answer an error
     fail: dict[str, int] = field(default_factory=dict)
+    # method -> how many more times to answer 503, as Slack does when it is having a bad day
+    unavailable: dict[str, int] = field(default_factory=dict)
     _counter: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -42,6 +44,10 @@ class FakeSlack:
                 self.rate_limit[method] -= 1
                 self.calls.append(Call(method + " (rate limited)", params))
                 return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "1"}
+            if self.unavailable.get(method, 0) > 0:
+                self.unavailable[method] -= 1
+                self.calls.append(Call(method + " (unavailable)", params))
+                return 503, {"ok": False, "error": "service_unavailable"}, {}
             if self.fail.get(method, 0) > 0:
                 self.fail[method] -= 1
                 self.calls.append(Call(method + " (failed)", params))
@@ -90,7 +96,9 @@ def _parse(body: bytes, content_type: str) -> dict[str, Any]:
     return params
 
 
-def serve(fake: FakeSlack) -> ThreadingHTTPServer:
+def serve(fake: FakeSlack, port: int = 0) -> ThreadingHTTPServer:
+    """Answer as Slack on `port` (a free one by default; pass an old one to come back)."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             method = self.path.rsplit("/", 1)[-1].split("?")[0]
@@ -111,6 +119,6 @@ def serve(fake: FakeSlack) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

@@ -9,7 +9,7 @@ from redis import Redis
 
 from bot.conversation import Conversation
 from bot.events import ChatEvent
-from tests.conftest import Chat, Remote
+from tests.conftest import Chat, Remote, run_worker
 from workers.queue import deploy_queue
 from workers.request import RequestState
 from workers.store import RequestStore
@@ -54,8 +54,16 @@ def test_an_approver_approval_queues_the_request(chat: Chat, redis: Redis) -> No
 
 def test_an_approval_reaction_counts_like_the_word(chat: Chat, redis: Redis) -> None:
     request_id = str(chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id)
-    assert chat.react("carol", "deploy-prd", "thumbsup", request_id) == []
+    assert chat.react("carol", "deploy-prd", "tada", request_id) == []  # means nothing
     [reply] = chat.react("carol", "deploy-prd", "white_check_mark", request_id)
+    assert reply.queued == (request_id,)
+
+
+@pytest.mark.parametrize("emoji", ["✅", "👍", "+1", "thumbsup", ":thumbsup:", "heavy_check_mark"])
+def test_every_spelling_of_an_approval_reaction_approves(chat: Chat, emoji: str) -> None:
+    """Slack says `+1`, Rocket.Chat `:thumbsup:`, a terminal the emoji itself: one reaction."""
+    request_id = str(chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id)
+    [reply] = chat.react("carol", "deploy-prd", emoji, request_id)
     assert reply.queued == (request_id,)
 
 
@@ -204,10 +212,21 @@ def test_status_of_a_request_shows_its_state(chat: Chat) -> None:
     assert reply.text.startswith(f"{request_id} (pending): awesome: 2.0.0 -> 2.1.0 (prd)")
 
 
-def test_an_unexpected_failure_is_answered_with_a_reference_not_a_traceback(
+def test_status_of_a_pushed_request_names_people_alike_and_shows_its_commit(
+    chat: Chat, redis: Redis, origin: Remote
+) -> None:
+    request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    chat.say("carol", "deploy-prd", "approve")
+    run_worker(redis)
+    assert chat.say("bob", "deploy-prd", f"status {request_id}").text.startswith(
+        f"{request_id} (pushed): awesome: 2.0.0 -> 2.1.0 (prd); requested by alice; "
+        f"approved by carol\ncommit {origin.head()[:12]}"
+    )
+
+
+def test_redis_gone_mid_conversation_is_answered_with_a_reference_not_a_traceback(
     conversation: Conversation, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Redis gone mid-conversation: the asker gets one short line, the log the traceback."""
     from redis import Redis as Client
 
     ctx = conversation.ctx
@@ -215,6 +234,21 @@ def test_an_unexpected_failure_is_answered_with_a_reference_not_a_traceback(
     event = ChatEvent(platform="shell", user="alice", channel="deploy-prd", text="status prd")
     [reply] = broken.handle(event)
     assert not reply.ok
+    assert reply.text.startswith("releasegate cannot reach its Redis right now (reference ")
+    ref = reply.text.split("(reference ")[1].split(")")[0]
+    assert any(ref in r.getMessage() for r in caplog.records)
+
+
+def test_an_unexpected_failure_is_answered_with_a_reference_not_a_traceback(
+    conversation: Conversation, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dependency answering other than we expect (here Redis, where someone overwrote the
+    index of pending requests by hand): one short line for the asker, a traceback in the log."""
+    redis.set("releasegate:pending", "overwritten by hand")
+    event = ChatEvent(platform="shell", user="alice", channel="deploy-prd",
+                      text="deploy awesome 2.1.0 to prd")  # fmt: skip
+    [reply] = conversation.handle(event)
+    assert not reply.ok, reply.text
     assert reply.text.startswith("something went wrong on releasegate's side (reference ")
     assert "Traceback" not in reply.text
     ref = reply.text.split("(reference ")[1].split(")")[0]

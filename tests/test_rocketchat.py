@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,12 @@ apps:
 
 class RocketWorld:
     def __init__(
-        self, url: str, fake: FakeRocketChat, redis: Redis, adapter: RocketChatAdapter
+        self,
+        url: str,
+        fake: FakeRocketChat,
+        redis: Redis,
+        adapter: RocketChatAdapter,
+        api: ThreadingHTTPServer,
     ) -> None:
         self.url = url
         self.fake = fake
@@ -62,6 +68,7 @@ class RocketWorld:
         self.adapter = adapter
         self.store = RequestStore(redis)
         self._cards: set[str] = set()
+        self.api = api  # the stand-in's HTTP server (a test may stop it and start another)
 
     def webhook(self, username: str, room: str, text: str, tmid: str | None = None,
                 token: str | None = WEBHOOK_TOKEN, message_id: str | None = None,
@@ -128,8 +135,10 @@ def rocket_world(policy_text: str, redis: Redis, policy_file: Path,
         fake.id_of(name)
     assert adapter.resolve_policy_ids() == []
     with http_server(create_app(settings, policy, redis, conversation)) as base:
-        yield RocketWorld(base, fake, redis, adapter)
-    server.shutdown()
+        world = RocketWorld(base, fake, redis, adapter, server)
+        yield world
+    world.api.shutdown()
+    world.api.server_close()
 
 
 def test_a_message_in_a_deployment_channel_posts_a_request_card(rocket: RocketWorld) -> None:

@@ -15,6 +15,7 @@ errored is checked against the remote before it is called failed.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from workers.validation import validate
 log = logging.getLogger(__name__)
 
 MAX_RACE_ATTEMPTS = 10  # outside pushers only: workers never race each other
+RACE_JITTER = 0.05  # seconds, times the attempt number
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,10 @@ def apply_batch(
                 return _fail(outcomes, committed, f"the remote refused the push: {exc}")
             log.info("attempt %d/%d: %s; fetching and re-applying", attempt, max_attempts, exc)
             hooks.on_retry()
+            # A little random wait from the second loss on: an outside writer that pushes on a
+            # steady beat would otherwise win every race that starts at the same point of it.
+            if attempt > 1:
+                time.sleep(random.uniform(0, RACE_JITTER * attempt))  # noqa: S311 - not a secret
             todo = [request for request, _sha in committed]
             continue
         except RemoteUnreachable as exc:

@@ -80,6 +80,13 @@ def repository_dir(repository: Repository, workdir: Path) -> Path:
     return workdir / hashlib.sha256(repository.url.encode()).hexdigest()[:12]
 
 
+def _remote_said(lines: list[str], keep: int = 5) -> str:
+    """What the remote's hooks printed (a protected branch, a policy), as a message's tail."""
+    said = [line.removeprefix("remote:").strip() for line in lines if line.startswith("remote:")]
+    said = [line[:200] for line in said if line][-keep:]
+    return (": " + " / ".join(said)) if said else ""
+
+
 def _git_error(exc: git.GitCommandError) -> str:
     stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
     return redact_url(stderr or str(exc.status))
@@ -391,10 +398,11 @@ class Checkout:
     def push(self) -> None:
         """Push the local branch; raises `PushRejected` for a lost race or a refusal."""
         branch = self.repository.branch
+        progress = git.RemoteProgress()
         try:
             with self.repo.git.custom_environment(**self._env):
                 infos = self.repo.remote("origin").push(
-                    f"HEAD:refs/heads/{branch}", kill_after_timeout=GIT_TIMEOUT
+                    f"HEAD:refs/heads/{branch}", progress=progress, kill_after_timeout=GIT_TIMEOUT
                 )
         except git.GitCommandError as exc:
             raise RemoteUnreachable(f"cannot push to {branch}: {_git_error(exc)}") from exc
@@ -402,7 +410,8 @@ class Checkout:
             raise RemoteUnreachable(f"cannot push to {branch}: the remote did not answer")
         for info in infos:
             if info.flags & _FAILED_PUSH:
-                raise PushRejected(f"push to {branch} rejected: {info.summary.strip()}")
+                said = _remote_said(progress.other_lines)
+                raise PushRejected(f"push to {branch} rejected: {info.summary.strip()}{said}")
 
     def landed(self, commit: str) -> bool:
         """After a push that errored: did `commit` reach the remote branch all the same?"""

@@ -284,7 +284,10 @@ class Mirror:
         return done.stdout.decode("utf-8", "replace")
 
     def _fetch_head(self) -> str:
-        self.git_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.git_dir.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GitOpsError(f"cannot create {self.git_dir.parent}: {exc.strerror}") from exc
         # Processes sharing a work directory (the demo's shell, check-config) fetch in turn.
         with open(self.git_dir.parent / "mirror.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -17,7 +17,7 @@ from redis import Redis
 from workers.request import DeployRequest
 from workers.store import PREFIX, RequestStore
 
-OUTBOX_MAXLEN = 100_000
+OUTBOX_MAXLEN = 100_000  # also in the store's transition script
 
 
 def stream(platform: str) -> str:
@@ -26,6 +26,12 @@ def stream(platform: str) -> str:
 
 def platform_of(channel: str) -> str:
     return channel.split(":", 1)[0]
+
+
+def report_to(request: DeployRequest) -> str:
+    """The stream that tells `request`'s channel (pass it to `RequestStore.finish`, which
+    writes the entry in the same step as the final state)."""
+    return stream(platform_of(request.channel))
 
 
 def publish(redis: Redis, request: DeployRequest, kind: str = "outcome") -> str:

@@ -51,12 +51,15 @@ return {'counted', tostring(count)}
 """
 
 # KEYS: request hash, active set, key prefix. ARGV: request id, new state, result json
-# ('' for none), seconds to keep a request that ends ('' when it does not), allowed
-# old states...
+# ('' for none), seconds to keep a request that ends ('' when it does not), the outbox
+# stream to tell the request's channel through ('' for none), allowed old states...
+# The outbox entry is written in the same script as the state it reports, so no crash
+# can leave a request ended and its channel never told, or told of an end that did not
+# happen.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   if state == ARGV[i] then
     redis.call('HSET', KEYS[1], 'state', ARGV[2], 'since', redis.call('TIME')[1])
     if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
@@ -73,6 +76,12 @@ for i = 5, #ARGV do
     if ARGV[4] ~= '' then  -- a final state: the request is kept for the retention period
       redis.call('EXPIRE', KEYS[1], ARGV[4])
       redis.call('EXPIRE', KEYS[1] .. ':approvals', ARGV[4])
+    end
+    if ARGV[5] ~= '' then
+      local spec = cjson.decode(redis.call('HGET', KEYS[1], 'spec'))
+      redis.call('SADD', KEYS[3] .. ':unreported', ARGV[1])
+      redis.call('XADD', ARGV[5], 'MAXLEN', '~', '100000', '*',
+                 'request', ARGV[1], 'kind', 'outcome', 'channel', spec['channel'])
     end
     return state
   end
@@ -218,8 +227,10 @@ class RequestStore:
         allowed: Iterable[RequestState],
         to: RequestState,
         result: Result | None = None,
+        report_to: str | None = None,
     ) -> RequestState | None:
-        """Move to `to` if the current state is one of `allowed`; return the old state or None."""
+        """Move to `to` if the current state is one of `allowed`; return the old state or None.
+        With `report_to` (an outbox stream), the move also queues the news for the channel."""
         old = self._transition(
             keys=[self._key(request_id), ACTIVE, PREFIX],
             args=[
@@ -227,6 +238,7 @@ class RequestStore:
                 to.value,
                 result.model_dump_json() if result else "",
                 self.retention if to.final else "",
+                report_to or "",
                 *(s.value for s in allowed),
             ],
         )
@@ -234,8 +246,10 @@ class RequestStore:
             return None
         return RequestState(str(_text(old)))
 
-    def finish(self, request_id: str, allowed: Iterable[RequestState], result: Result) -> bool:
-        return self.transition(request_id, allowed, result.state, result) is not None
+    def finish(self, request_id: str, allowed: Iterable[RequestState], result: Result,
+               report_to: str | None = None) -> bool:  # fmt: skip
+        """End the request if it is in one of `allowed`; see `transition` for `report_to`."""
+        return self.transition(request_id, allowed, result.state, result, report_to) is not None
 
     def pending_all(self) -> list[str]:
         """Every pending request, oldest first (an index, never a scan of the keyspace)."""

@@ -1,0 +1,109 @@
+"""`releasegate worker`: an RQ worker that outlives Redis restarts.
+
+RQ's worker quits on the first Redis error it meets. Here the process stays:
+it waits until Redis answers again and starts a fresh RQ worker, so a Redis
+restart is not turned into a crash loop of every worker pod. Between jobs a
+sweeper thread on its own connection finds requests a dead worker left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import Worker
+from rq.serializers import JSONSerializer
+
+import workers.jobs  # noqa: F401 - imported once here, not in every forked work horse
+from config.errors import ReleasegateError
+from config.policy import Policy, load_policy
+from config.settings import Settings
+from workers.connection import connect
+from workers.gitops import Checkout
+from workers.lane import Lane, lane_name
+from workers.plan import checkout_paths, current_versions
+from workers.queue import deploy_queue
+from workers.supervisor import Supervisor
+from workers.sweeper import HEARTBEAT_INTERVAL, SWEEP_EVERY, sweep
+
+log = logging.getLogger(__name__)
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
+MAX_WAIT = 5.0
+
+
+def run(settings: Settings, burst: bool = False) -> int:
+    policy = load_policy(settings.policy)  # fail at start, not at the first job
+    redis = connect(settings)
+    lane = Lane(redis, lane_name(policy.repository))
+    stop = threading.Event()
+    try:
+        sweep(redis, lane)
+    except REDIS_ERRORS as exc:
+        log.warning("Redis does not answer (%s); waiting for it", exc)
+        wait_for_redis(redis, stop)
+    _warm(policy, settings)
+    if not burst:
+        # Between jobs too: a lane whose holder died is taken over within seconds.
+        # On a client of its own: RQ forks a work horse per job, and a fork must not find this
+        # thread holding a connection of the pool the horse goes on to use.
+        own = connect(settings)
+        sweeper_lane = Lane(own, lane.name)
+        Supervisor().start("sweeper", lambda: _sweep_round(own, sweeper_lane), stop)
+    try:
+        while True:
+            worker: Worker | None = None
+            try:
+                worker = Worker([deploy_queue(redis)], connection=redis,
+                                serializer=JSONSerializer,
+                                job_monitoring_interval=HEARTBEAT_INTERVAL)  # fmt: skip
+                worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+            except REDIS_ERRORS as exc:  # at its start, or in RQ's clean-up after an outage
+                log.warning("the worker met a Redis error: %s", exc)
+            # RQ notes the time of a SIGTERM or SIGINT (a stop asked for, idle or busy); any
+            # other way out of `work()` is an error RQ gave up on, in practice Redis gone.
+            if burst or (worker is not None and worker._shutdown_requested_date is not None):
+                return 0
+            log.warning("the worker lost Redis; it starts again once Redis answers")
+            wait_for_redis(redis, stop)
+    finally:
+        stop.set()
+
+
+def wait_for_redis(redis: Redis, stop: threading.Event) -> None:
+    wait = 0.5
+    while not stop.is_set():
+        with contextlib.suppress(*REDIS_ERRORS):
+            if redis.ping():
+                log.info("Redis answers again")
+                return
+        stop.wait(wait)
+        wait = min(MAX_WAIT, wait * 2)
+
+
+def _warm(policy: Policy, settings: Settings) -> None:
+    """Clone now, so the first job does not wait for one, and read every pin once in this
+    parent process: each job is a fork of it, and starts with the parsers warm and the
+    unchanged files' pins already located."""
+    checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
+                        paths=checkout_paths(policy))  # fmt: skip
+    try:
+        for gone in checkout.prune_gone_hosts():
+            log.info("removed the clones of a host gone for a week: %s", gone)
+        with checkout.locked():
+            log.info("repository at %s in %s", checkout.sync()[:7], checkout.path)
+            for app_name, app in policy.apps.items():
+                for env_name in app.pins:
+                    with contextlib.suppress(ReleasegateError):
+                        current_versions(policy, checkout.read, app_name, env_name)
+    except ReleasegateError as exc:  # the jobs will say so where people see it
+        log.warning("could not prepare a clone yet: %s", exc)
+
+
+def _sweep_round(redis: Redis, lane: Lane) -> float:
+    sweep(redis, lane)
+    return SWEEP_EVERY
