@@ -18,6 +18,7 @@ from pathlib import Path
 from config.errors import ReleasegateError
 
 MARKER = ".releasegate-demo"
+HISTORY = "shell_history"  # the shell keeps it here, and a new demo keeps it
 
 
 def _git(*args: str, cwd: Path) -> None:
@@ -57,16 +58,23 @@ def create_remote(source: resources.abc.Traversable, remote: Path, scratch: Path
 
 def demo_policy(remote: Path) -> str:
     text = example("demo.yaml").read_text(encoding="utf-8")
-    return text.replace("REPOSITORY_URL", remote.resolve().as_uri())
+    return text.replace("url: REPOSITORY_URL", f"url: {remote.resolve().as_uri()}")
 
 
 def prepare(directory: Path) -> Path:
-    """Lay out a fresh demo in `directory`; return the policy's path."""
+    """Lay out a fresh demo in `directory` (the shell's history survives); return the policy's
+    path."""
+    history = directory / HISTORY
+    kept = history.read_bytes() if history.is_file() else None
     if directory.exists():
         if not (directory / MARKER).exists() and any(directory.iterdir()):
             raise ReleasegateError(f"{directory} exists and is not a releasegate demo; pick --dir")
+        if (directory / MARKER).exists():
+            print(f"replacing the earlier demo in {directory}: its remote and requests start over")
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
+    if kept is not None:
+        history.write_bytes(kept)
     (directory / MARKER).write_text("made by `releasegate demo`; removed by the next run\n")
     remote = directory / "remote.git"
     create_remote(example("argocd-demo"), remote, directory / "seed")
@@ -82,6 +90,7 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C at the prompt must not stop it mid-deploy
         )
 
 

@@ -21,6 +21,24 @@ VERBS = (
 
 APPROVE_REACTIONS = frozenset({"white_check_mark", "heavy_check_mark", "+1"})
 REJECT_REACTIONS = frozenset({"x"})
+# The same reactions as other platforms and people spell them: Rocket.Chat's 👍 is
+# `thumbsup`, a terminal sends the emoji itself.
+REACTION_ALIASES = {
+    "✅": "white_check_mark", "✔️": "heavy_check_mark", "✔": "heavy_check_mark",
+    "👍": "+1", "thumbsup": "+1", "❌": "x",
+}  # fmt: skip
+
+
+def reaction_name(emoji: str) -> str:
+    """The reaction's canonical name: `:thumbsup:`, `👍` and `+1` are one reaction."""
+    name = emoji.strip().strip(":")
+    return REACTION_ALIASES.get(name, name)
+
+
+def is_decision(emoji: str) -> bool:
+    """Whether the reaction approves or rejects (every other reaction means nothing to us)."""
+    return reaction_name(emoji) in APPROVE_REACTIONS | REJECT_REACTIONS
+
 
 _REQUEST_ID = re.compile(r"^R[0-9A-Z]{6}$")
 # Split on spaces and tabs only: a newline stays inside its token, so a
@@ -88,6 +106,7 @@ class Lock:
 @dataclass(frozen=True)
 class Unlock:
     env: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,7 +129,7 @@ USAGE = {
     "status": "status [ENV|APP|ID]",
     "history": "history ENV [N]",
     "lock": "lock ENV [reason]",
-    "unlock": "unlock ENV",
+    "unlock": "unlock ENV [reason]",
     "help": "help",
 }
 
@@ -184,7 +203,9 @@ def parse(text: str) -> Command:
         return Status(args[0] if args else None)
     if verb == "history":
         # ASCII digits only: str.isdigit() also says yes to "²", which int() refuses.
-        if not 1 <= len(args) <= 2 or (len(args) == 2 and not re.fullmatch(r"[0-9]{1,4}", args[1])):
+        if not 1 <= len(args) <= 2 or (
+            len(args) == 2 and not re.fullmatch(r"0*[1-9][0-9]{0,3}", args[1])
+        ):
             raise _usage(verb)
         return History(args[0], min(int(args[1]), 50) if len(args) == 2 else 10)
     if verb == "lock":
@@ -192,9 +213,9 @@ def parse(text: str) -> Command:
             raise _usage(verb)
         return Lock(args[0], " ".join(args[1:]))
     if verb == "unlock":
-        if len(args) != 1:
+        if not args:
             raise _usage(verb)
-        return Unlock(args[0])
+        return Unlock(args[0], " ".join(args[1:]))
     if args:
         raise _usage(verb)
     return Help()

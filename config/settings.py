@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,7 +46,7 @@ class Settings(BaseSettings):
     # How long an ended request (and its approvals) stays in Redis; Git keeps the record.
     retention_days: int = Field(default=30, ge=1)
     git_ssh_key: Path | None = None
-    log_format: str = "auto"  # "json", "text" or "auto" (text on a terminal)
+    log_format: Literal["auto", "json", "text"] = "auto"  # auto: text on a terminal
 
     @property
     def retention(self) -> timedelta:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.embedded_redis import EmbeddedRedis
+from bot.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import Remote, git
 
 CONVERSATION = """\
@@ -63,11 +63,45 @@ def test_the_demo_runs_the_whole_flow_from_stdin(tmp_path: Path) -> None:
     assert b"newTag: 2.1.0" in remote.file("env/prd/kustomization.yml")
 
 
-def test_the_demo_can_be_run_again_in_the_same_place(tmp_path: Path) -> None:
+def test_the_demo_can_be_run_again_in_the_same_place_and_says_it_starts_over(
+    tmp_path: Path,
+) -> None:
+    runs = []
     for _ in range(2):
         done = releasegate("demo", "--dir", str(tmp_path / "demo"), stdin="status\n")
         assert done.returncode == 0, done.stderr
         assert "awesome: int 2.0.0, prd 2.0.0" in done.stdout
+        runs.append(done.stdout)
+    assert "replacing the earlier demo" not in runs[0]
+    assert f"replacing the earlier demo in {tmp_path / 'demo'}" in runs[1]
+    policy = (tmp_path / "demo" / "policy.yaml").read_text()
+    assert "sets repository.url to\n# the file:// URL" in policy  # the comment left alone
+    assert f"url: {(tmp_path / 'demo' / 'remote.git').as_uri()}" in policy
+
+
+RELEASE_TRAIN = """\
+/as alice
+/in deploy-int
+deploy awesome 2.1.0-rc1 to int
+/in deploy-prd
+deploy awesome 2.2.0 to prd
+deploy production
+/as carol
+approve
+status
+"""
+
+
+def test_the_demo_runs_the_seeds_release_train(tmp_path: Path) -> None:
+    """int runs a release candidate; `deploy production` promotes its final version."""
+    done = releasegate("demo", "--dir", str(tmp_path / "demo"), stdin=RELEASE_TRAIN)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "queued: awesome: 2.0.0 -> 2.1.0-rc1 (int)" in out
+    assert "int has not run awesome 2.2.0" in out or "2.2.0 has not run in int" in out, out
+    assert "awesome: 2.0.0 -> 2.1.0 (prd)" in out
+    assert "approved by carol (1/1); queued" in out
+    assert "awesome: int 2.1.0-rc1, prd 2.1.0" in out
 
 
 def test_the_demo_will_not_overwrite_a_folder_it_did_not_make(tmp_path: Path) -> None:
@@ -148,7 +182,8 @@ def test_audit_prints_the_trail_of_a_demo_conversation(
     tmp_path: Path, redis_server: EmbeddedRedis
 ) -> None:
     env = {"RELEASEGATE_REDIS_URL": redis_server.url}
-    script = "/in deploy-prd\ndeploy awesome 2.1.0 to prd\n/as carol\nreject not today\n"
+    script = ("deploy awesome 2.1.0 to int\n/in deploy-prd\ndeploy awesome 2.1.0 to prd\n"
+              "/as carol\nreject not today\n")  # fmt: skip
     done = releasegate("demo", "--dir", str(tmp_path / "demo"), stdin=script, env=env)
     assert done.returncode == 0, done.stderr
     trail = releasegate("audit", "-n", "2", env=env)
@@ -213,6 +248,33 @@ def test_a_bad_setting_is_one_line_naming_the_variable_not_a_traceback(
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("RELEASEGATE_LOG_FORMAT", "xml", "RELEASEGATE_LOG_FORMAT: Input should be 'auto', 'json'"),
+        ("RELEASEGATE_WORKDIR", "/proc/nope", "RELEASEGATE_WORKDIR: cannot create /proc/nope"),
+    ],
+)
+def test_a_setting_that_cannot_work_is_one_line_naming_it(
+    policy_file: Path, variable: str, value: str, said: str
+) -> None:
+    done = releasegate("check-config", env={"RELEASEGATE_POLICY": str(policy_file), variable: value})
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"releasegate: {said}")
+
+
+def test_version_and_an_empty_audit_say_something(redis_server: EmbeddedRedis) -> None:
+    version = releasegate("--version")
+    assert version.returncode == 0
+    assert version.stdout.startswith("releasegate ")
+    empty = EmbeddedRedis(redis_server.directory.parent / "empty-audit")
+    with empty:
+        audit = releasegate("audit", env={"RELEASEGATE_REDIS_URL": empty.url})
+    assert audit.returncode == 0
+    assert audit.stdout.startswith("no audit entries yet")
+
+
 def test_a_missing_policy_file_names_the_setting(tmp_path: Path) -> None:
     done = releasegate("check-config", cwd=tmp_path)
     assert done.returncode == 2
@@ -226,3 +288,66 @@ def test_audit_refuses_a_count_that_is_not_positive() -> None:
     assert done.returncode == 2
     assert "'-5' is not a positive whole number" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def serve_log(env: dict[str, str], until: str) -> str:
+    """Start `releasegate serve`, read its log until `until` appears, stop it."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
+    server = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"],
+                              env={**clean, **env, "RELEASEGATE_LOG_FORMAT": "text"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines = []
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            lines.append(line)
+            if until in line:
+                break
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return "".join(lines)
+
+
+def test_serve_says_where_it_listens_and_warns_without_a_chat_platform(
+    tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
+) -> None:
+    port = free_port()
+    env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
+           "RELEASEGATE_WORKDIR": str(tmp_path / "w"), "RELEASEGATE_HTTP_HOST": "127.0.0.1",
+           "RELEASEGATE_HTTP_PORT": str(port)}  # fmt: skip
+    log = serve_log(env, until="policy: ")
+    assert f"listening on http://127.0.0.1:{port}" in log
+    assert "no chat platform is configured" in log
+    assert "policy: 1 apps in 2 environments" in log
+
+
+def test_serve_names_the_chat_platforms_it_serves(
+    tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
+) -> None:
+    env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
+           "RELEASEGATE_WORKDIR": str(tmp_path / "w"), "RELEASEGATE_HTTP_PORT": str(free_port()),
+           "RELEASEGATE_SLACK_BOT_TOKEN": "xoxb-x", "RELEASEGATE_SLACK_SIGNING_SECRET": "s",
+           "RELEASEGATE_SLACK_API_URL": "http://127.0.0.1:1/api/",
+           "RELEASEGATE_ROCKETCHAT_URL": "http://127.0.0.1:1", "RELEASEGATE_ROCKETCHAT_USER_ID": "u",
+           "RELEASEGATE_ROCKETCHAT_TOKEN": "t"}  # fmt: skip
+    log = serve_log(env, until="policy: ")
+    assert "Slack (Events API at POST /slack/events)" in log
+    assert "Rocket.Chat at http://127.0.0.1:1 (polling messages and reactions)" in log
+    assert "xoxb-x" not in log
+
+
+def test_a_warm_venv_is_not_reinstalled() -> None:
+    """`scripts/demo` and `scripts/test` call scripts/venv each time: when pyproject.toml and the
+    extras are unchanged since the last install, it must not run pip again."""
+    root = Path(__file__).resolve().parent.parent
+    stamp = root / ".venv" / ".releasegate-installed"
+    first = subprocess.run([str(root / "scripts" / "venv"), "dev"], capture_output=True,
+                           text=True, timeout=600)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    before = stamp.stat().st_mtime_ns
+    again = subprocess.run([str(root / "scripts" / "venv"), "dev"], capture_output=True,
+                           text=True, timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == again.stderr == ""
+    assert stamp.stat().st_mtime_ns == before

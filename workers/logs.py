@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from pathlib import Path
 
 FIELDS = ("request_id", "app", "env", "actor")
 _context: ContextVar[dict[str, str]] = ContextVar("releasegate_log_context", default={})  # noqa: B039
@@ -55,10 +56,14 @@ TEXT_FORMAT = (
 )
 
 
-def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(fmt: str = "auto", level: int = logging.INFO, path: Path | None = None) -> None:
+    """Log to stderr, or to the file at `path` (the shell's and demo's: their terminal is the
+    conversation)."""
+    handler: logging.Handler = (
+        logging.StreamHandler(sys.stderr) if path is None else logging.FileHandler(path)
+    )
     handler.addFilter(ContextFilter())
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    use_json = fmt == "json" or (fmt == "auto" and (path is not None or not sys.stderr.isatty()))
     handler.setFormatter(JsonFormatter() if use_json else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -19,7 +19,7 @@ from redis import Redis
 from bot.conversation import Conversation
 from bot.delivery import deliver
 from bot.events import ChatEvent
-from bot.grammar import APPROVE_REACTIONS, REJECT_REACTIONS, starts_with_verb
+from bot.grammar import is_decision, starts_with_verb
 from bot.platforms.rocketchat_api import RateLimited, RocketChatPoster
 from workers.identity import rocketchat_names, save_rocketchat_ids
 from workers.store import MESSAGE_TTL, PREFIX, RequestStore
@@ -189,7 +189,7 @@ class RocketChatAdapter:
                 continue
             for emoji, who in message["reactions"].items():
                 name = emoji.strip(":")
-                if name not in APPROVE_REACTIONS | REJECT_REACTIONS:
+                if not is_decision(name):
                     continue
                 for username in who.get("usernames", []):
                     self._react(channel, str(message["_id"]), request_id, username, name)

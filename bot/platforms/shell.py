@@ -8,17 +8,24 @@ or after each line's jobs are done (reading a script from stdin).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, TextIO, cast
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import Worker
 
 from bot import messages
 from bot.conversation import Conversation
 from bot.events import ChatEvent, Reply
+from bot.grammar import is_decision
 from workers.outbox import stream
+from workers.queue import deploy_queue
 from workers.request import RequestState
 from workers.store import RequestStore
 
@@ -31,6 +38,8 @@ SHELL_HELP = (
 )
 JOB_WAIT_SECONDS = 180.0
 SHELL_OUTBOX = stream("shell")
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+HISTORY_LINES = 1000
 
 
 class ShellChat:
@@ -67,12 +76,16 @@ class ShellChat:
         line = line.rstrip("\r\n")
         if not line.strip():
             return []
-        if line.startswith("/"):
-            return self._slash(line)
-        if not self.user or not self.channel:
-            self.say("set who and where you are first: /as USER, /in CHANNEL")
+        try:
+            if line.startswith("/"):
+                return self._slash(line)
+            if not self.user or not self.channel:
+                self.say("set who and where you are first: /as USER, /in CHANNEL")
+                return []
+            replies = self.conversation.handle(self._event(line))
+        except REDIS_DOWN as exc:
+            self.say(f"releasegate: cannot reach Redis right now ({exc}); try again in a moment")
             return []
-        replies = self.conversation.handle(self._event(line))
         self._show(replies)
         return replies
 
@@ -97,25 +110,42 @@ class ShellChat:
             self.channel = rest.lstrip("#")
         elif verb == "/react" and rest:
             emoji, _, request_id = rest.partition(" ")
+            if not is_decision(emoji):
+                self.say(f"the reaction {emoji} means nothing to releasegate: ✅ (or 👍) "
+                         "approves, ❌ rejects")  # fmt: skip
+                return []
             target = request_id.strip().upper() or self.last_request.get(self.channel)
             if not target:
                 self.say("no request to react to here; give its id")
                 return []
-            replies = self.conversation.react(self._event(""), emoji.strip(":"), target)
-            self._show(replies)
-            return replies
+            return self._react(emoji, target)
         elif verb == "/wait":
+            if not any(not self.store.state(r).final for r in self.queued):
+                self.say("nothing queued from this shell is still running")
             self.wait()
-        else:
+        elif verb in ("/help", "/?"):
             self.say(SHELL_HELP)
+        else:
+            known = "/as, /in, /react, /wait, /help, /quit"
+            self.say(f"unknown shell command {verb} (or it needs an argument); these are: {known}")
         return []
+
+    def _react(self, emoji: str, request_id: str) -> list[Reply]:
+        replies = self.conversation.react(self._event(""), emoji, request_id)
+        self._show(replies)
+        return replies
 
     def wait(self, timeout: float = JOB_WAIT_SECONDS) -> bool:
         """Wait until every request this shell queued has ended; print the worker's reports."""
         deadline = time.monotonic() + timeout
+        told = False
         while time.monotonic() < deadline:
             if all(self.store.state(r).final for r in self.queued):
                 break
+            if not told and not Worker.all(queue=deploy_queue(self.redis)):
+                self.say(f"no worker is running: start `releasegate worker` with the same "
+                         f"settings; waiting up to {timeout:.0f}s")  # fmt: skip
+                told = True
             time.sleep(0.1)
         else:
             self.say(f"gave up waiting after {timeout:.0f}s; is a worker running?")
@@ -159,12 +189,18 @@ class ShellChat:
                 self.wait()
         return self.wait() and self.succeeded()
 
-    def run_interactive(self) -> None:
+    def run_interactive(self, history: Path | None = None) -> None:
+        """Read lines with editing and history (readline) until /quit, Ctrl-D or Ctrl-C; on the
+        way out, wait for what this shell queued (a second Ctrl-C leaves at once)."""
+        _line_editing(history)
         stop = threading.Event()
 
         def tail() -> None:
             while not stop.is_set():
-                self.drain_outbox(block_ms=500, reprompt=True)
+                try:
+                    self.drain_outbox(block_ms=500, reprompt=True)
+                except REDIS_DOWN:  # said where it matters: at the next line typed
+                    stop.wait(1.0)
 
         thread = threading.Thread(target=tail, name="shell-outbox", daemon=True)
         thread.start()
@@ -173,11 +209,49 @@ class ShellChat:
             while True:
                 try:
                     line = input(self.prompt)
-                except EOFError:
+                    if line.strip() in ("/quit", "/exit"):
+                        break
+                    self.handle_line(line)
+                except (EOFError, KeyboardInterrupt):  # at the prompt, or mid-answer
+                    self.say("")
                     break
-                if line.strip() in ("/quit", "/exit"):
-                    break
-                self.handle_line(line)
+            self.leave()
         finally:
             stop.set()
             thread.join(timeout=2)
+            _save_history(history)
+
+    def leave(self) -> None:
+        try:
+            running = [r for r in self.queued if not self.store.state(r).final]
+            if running:
+                self.say(f"waiting for {len(running)} queued deploy(s) to finish "
+                         "(Ctrl-C again leaves now; the worker finishes them anyway)")  # fmt: skip
+                self.wait()
+        except KeyboardInterrupt:
+            self.say("")
+        except REDIS_DOWN as exc:
+            self.say(f"cannot reach Redis to see the queued deploys ({exc}); leaving")
+
+
+def _line_editing(history: Path | None) -> None:
+    """Arrow keys, editing and history at the prompt, where the platform has readline."""
+    try:
+        import readline
+    except ImportError:  # Windows without pyreadline: plain input() still works
+        return
+    readline.set_history_length(HISTORY_LINES)
+    if history is not None:
+        with contextlib.suppress(OSError):
+            readline.read_history_file(history)
+
+
+def _save_history(history: Path | None) -> None:
+    if history is None:
+        return
+    try:
+        import readline
+    except ImportError:
+        return
+    with contextlib.suppress(OSError):
+        readline.write_history_file(history)

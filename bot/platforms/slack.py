@@ -23,7 +23,7 @@ from bot.conversation import Conversation
 from bot.delivery import deliver
 from bot.events import ChatEvent, Reply
 from bot.executor import BoundedExecutor
-from bot.grammar import APPROVE_REACTIONS, REJECT_REACTIONS, slash_text, starts_with_verb
+from bot.grammar import is_decision, slash_text, starts_with_verb
 from bot.platforms.slack_api import APPROVE_ACTION, REJECT_ACTION, SlackPoster
 from config.errors import PostFailed
 from config.settings import Settings
@@ -111,7 +111,7 @@ class SlackAdapter:
     def on_reaction(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("item", {}).get("type") != "message" or "user" not in event:
             return
-        if event.get("reaction") not in APPROVE_REACTIONS | REJECT_REACTIONS:
+        if not is_decision(str(event.get("reaction", ""))):
             return
         self._later(self._reaction, body, event, event["user"], event["item"].get("channel", ""))
 
