@@ -113,6 +113,11 @@ class Context:
             approvers = self.policy.environments[env].approvers
             raise Refused(messages.not_approver(event.display, env, approvers), "not_approver")
 
+    def check_locker(self, event: ChatEvent, env: str) -> None:
+        lockers = self.policy.environments[env].may_lock
+        if not self.is_listed(event, lockers):
+            raise Refused(messages.not_locker(event.display, env, lockers), "not_locker")
+
     def expire_if_due(self, request: DeployRequest) -> bool:
         """End a pending request whose time ran out; True if it did now. Whoever ends it (a
         person talking to the bot, or the background round) queues the news, so its thread
@@ -121,9 +126,8 @@ class Context:
             return False
         message = messages.not_approved_in_time(request)
         result = Result(state=RequestState.EXPIRED, message=message, finished_at=self.clock())
-        if self.store.finish(request.id, [RequestState.PENDING], result):
+        if self.store.finish(request.id, [RequestState.PENDING], result, outbox.report_to(request)):
             self.audit("expired", request=request.id, env=request.env)
-            outbox.publish(self.redis, request)
             return True
         return False
 

@@ -7,15 +7,16 @@ request, queued at once where the environment needs no approval.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from bot import messages
 from bot.context import Context
 from bot.events import ChatEvent, Reply
 from bot.grammar import Deploy, DeployEnv, Promote, Rollback
-from config.errors import Refused, ReleasegateError
+from config.errors import Refused, ReleasegateError, UnknownRequest
 from workers.gates import check_open, check_prerelease, final_version, ran_upstream
-from workers.history import previous_version, versions_run
+from workers.history import rollback_target, versions_run
 from workers.logs import request_context
 from workers.objects import Snapshot
 from workers.plan import current_version, plan_changes
@@ -109,7 +110,7 @@ def rollback(ctx: Context, event: ChatEvent, command: Rollback) -> list[Reply]:
     _check_asker(ctx, event, env)
     repo = ctx.mirror.snapshot()
     old = current_version(ctx.policy, repo.read, app, env)
-    previous = previous_version(versions_run(ctx.policy, repo, app, env))
+    previous = rollback_target(ctx.policy, repo, app, env)
     if previous is None:
         raise Refused(messages.no_previous(app, env), "no_previous")
     previous = _check_version(ctx, app, previous)
@@ -118,9 +119,22 @@ def rollback(ctx: Context, event: ChatEvent, command: Rollback) -> list[Reply]:
     return _file(ctx, event, "rollback", env, [change], repo)
 
 
+def _check_not_asked(ctx: Context, env: str, changes: list[Change]) -> None:
+    """Refuse a request for exactly the change a waiting or queued request already makes."""
+    wanted = {(c.app, c.env, c.old, c.new) for c in changes}
+    for request_id in [*ctx.store.pending_all(), *sorted(ctx.store.active())]:
+        with contextlib.suppress(UnknownRequest):
+            other = ctx.store.get(request_id)
+            state = ctx.store.state(request_id)
+            same = {(c.app, c.env, c.old, c.new) for c in other.changes} == wanted
+            if other.env == env and same and not state.final:
+                raise Refused(messages.already_asked(other, state), "duplicate")
+
+
 def _file(ctx: Context, event: ChatEvent, verb: str, env: str, changes: list[Change],
           repo: Snapshot) -> list[Reply]:  # fmt: skip
     """Store the request (with the diff it will make) and queue it if nobody must approve."""
+    _check_not_asked(ctx, env, changes)
     spec = ctx.policy.environments[env]
     diff = plan_changes(ctx.policy, repo.read, changes).diff()
     now = ctx.clock()

@@ -19,6 +19,7 @@ STATE_LINES = {
     RequestState.REJECTED: "🚫 rejected",
     RequestState.CANCELLED: "🚫 cancelled",
     RequestState.EXPIRED: "⌛ expired before it was approved",
+    RequestState.SUPERSEDED: "↩️ superseded: another request changed the same pin first",
 }
 
 
@@ -55,6 +56,22 @@ def not_approver(who: str, env: str, approvers: Sequence[str]) -> str:
     return f"{who} may not approve deploys to {env}; approvers: {names(approvers)}"
 
 
+def not_locker(who: str, env: str, lockers: Sequence[str]) -> str:
+    return f"{who} may not lock or unlock {env}; who may: {names(lockers)}"
+
+
+def unlocked(env: str, who: str, reason: str) -> str:
+    return f"🔓 {env} unlocked by {who}" + (f": {inert(reason)}" if reason else "")
+
+
+def already_asked(other: DeployRequest, state: RequestState) -> str:
+    where = "waits for approval" if state is RequestState.PENDING else "is queued"
+    return (
+        f"the same change already {where} as {other.id} (asked by {other.requester_name}): "
+        f"approve or cancel it there; `status {other.id}` shows it"
+    )
+
+
 def already_running(app: str, version: str, env: str) -> str:
     return f"{app} already runs {version} in {env}; nothing to do"
 
@@ -73,7 +90,10 @@ def nothing_to_promote(env: str, upstream: str) -> str:
 
 
 def no_previous(app: str, env: str) -> str:
-    return f"Git history shows no earlier version of {app} in {env} to roll back to"
+    return (
+        f"Git history shows no earlier version of {app} in {env} to roll back to (versions "
+        "that were rolled back from are skipped); deploy the version you want instead"
+    )
 
 
 def locked(description: str) -> str:
@@ -182,4 +202,11 @@ def internal_error(ref: str) -> str:
     return (
         f"something went wrong on releasegate's side (reference {ref}); `status` shows where "
         "things stand. Try again, or give the reference to whoever runs releasegate"
+    )
+
+
+def store_unreachable(ref: str) -> str:
+    return (
+        f"releasegate cannot reach its Redis right now (reference {ref}), so this may not have "
+        "been recorded. Try again in a minute; `status` shows where things stand once it is back"
     )

@@ -142,6 +142,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = threading.Event()
+        on = platforms(settings)
+        if on:
+            log.info("chat platforms: %s", "; ".join(on))
+        else:
+            log.warning("no chat platform is configured (set RELEASEGATE_SLACK_BOT_TOKEN and "
+                        "_SIGNING_SECRET, or RELEASEGATE_ROCKETCHAT_URL, _USER_ID and _TOKEN): "
+                        "only /healthz, /readyz and /metrics answer")  # fmt: skip
+        log.info("policy: %d apps in %d environments", len(policy.apps), len(policy.environments))
         # Fetch the repository now, so the first chat answer does not wait for a clone.
         threading.Thread(target=_warm, args=(conversation,), name="git-warm", daemon=True).start()
         for name, check in checks:
@@ -181,6 +189,22 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
+
+
+def platforms(settings: Settings) -> list[str]:
+    """The chat platforms this configuration turns on, and how each reaches us."""
+    on = []
+    if settings.slack_bot_token and settings.slack_signing_secret:
+        how = "Socket Mode" if settings.slack_app_token else "Events API at POST /slack/events"
+        on.append(f"Slack ({how})")
+    if settings.rocketchat_url and settings.rocketchat_token and settings.rocketchat_user_id:
+        webhook = settings.rocketchat_webhook_token is not None
+        ways = ["outgoing webhook at POST /rocketchat/webhook"] if webhook else []
+        if settings.rocketchat_poll:
+            ways.append("polling reactions" if webhook else "polling messages and reactions")
+        how = ", ".join(ways) or "nothing: set RELEASEGATE_ROCKETCHAT_WEBHOOK_TOKEN or _POLL"
+        on.append(f"Rocket.Chat at {settings.rocketchat_url} ({how})")
+    return on
 
 
 EXPIRY_ROUND = 5.0  # seconds between looks for pending requests whose time ran out

@@ -62,11 +62,13 @@ def request_status(ctx: Context, request_id: str) -> str:
     ctx.expire_if_due(request)
     result = store.result(request.id)
     note = result.message if result else None
+    if result is not None and result.commit:
+        note = f"commit {result.commit[:12]}" + (f": {note}" if note and note != "pushed" else "")
     if store.is_unreported(request.id):
         note = (note or "") + " (the outcome could not be posted yet; it will be retried)"
-    return messages.request_status(
-        request, store.state(request.id), store.approvals(request.id), note
-    )
+    # People by the name their platform gave them, as the requester is named.
+    approvers = [a.name or a.principal for a in store.approval_records(request.id)]
+    return messages.request_status(request, store.state(request.id), approvers, note)
 
 
 def history(ctx: Context, event: ChatEvent, command: History) -> list[Reply]:
@@ -89,7 +91,7 @@ def history(ctx: Context, event: ChatEvent, command: History) -> list[Reply]:
 
 def lock(ctx: Context, event: ChatEvent, command: Lock) -> list[Reply]:
     env = ctx.env(command.env)
-    ctx.check_approver(event, env)
+    ctx.check_locker(event, env)
     wanted = gates.Lock(env=env, owner=event.principal, owner_name=event.display,
                         reason=command.reason, since=ctx.clock().isoformat())  # fmt: skip
     if held := ctx.locks.lock(wanted):
@@ -100,8 +102,8 @@ def lock(ctx: Context, event: ChatEvent, command: Lock) -> list[Reply]:
 
 def unlock(ctx: Context, event: ChatEvent, command: Unlock) -> list[Reply]:
     env = ctx.env(command.env)
-    ctx.check_approver(event, env)
+    ctx.check_locker(event, env)
     if ctx.locks.unlock(env) is None:
         raise Refused(f"{env} is not locked", "not_locked")
-    ctx.audit("unlocked", env=env, by=event.principal)
-    return [Reply(f"{env} unlocked by {event.display}")]
+    ctx.audit("unlocked", env=env, by=event.principal, reason=command.reason or None)
+    return [Reply(messages.unlocked(env, event.display, command.reason))]

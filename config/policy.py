@@ -7,6 +7,7 @@ each with its YAML path, as one `PolicyError`.
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 from datetime import timedelta
@@ -73,6 +74,8 @@ class Environment(_Model):
     channels: list[str] = Field(min_length=1)
     deployers: list[str] = Field(min_length=1)
     approvers: list[str] = []
+    # Who may lock and unlock the environment; empty means its approvers, else its deployers.
+    lockers: list[str] = []
     approvals: int = Field(default=0, ge=0, le=10)
     aliases: list[str] = []
     approval_ttl: Duration = timedelta(hours=2)
@@ -114,7 +117,11 @@ class Environment(_Model):
     def parsed_windows(self) -> list[Window]:
         return [Window.parse(w) for w in self.windows]
 
-    @field_validator("deployers", "approvers")
+    @property
+    def may_lock(self) -> list[str]:
+        return self.lockers or self.approvers or self.deployers
+
+    @field_validator("deployers", "approvers", "lockers")
     @classmethod
     def _principals(cls, values: list[str]) -> list[str]:
         for value in values:
@@ -306,6 +313,7 @@ def _problems(policy: Policy) -> list[str]:
         base = f"environments.{name}"
         check_refs(f"{base}.deployers", env.deployers)
         check_refs(f"{base}.approvers", env.approvers)
+        check_refs(f"{base}.lockers", env.lockers)
         if env.approvals > 0 and not env.approvers:
             problems.append(
                 f"{base}.approvers: approvals is {env.approvals} but nobody may approve"
@@ -336,6 +344,27 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return path or "(top level)"
 
 
+def _known_keys() -> list[str]:
+    keys: set[str] = set()
+    for model in (Policy, Repository, Environment, App, Pin):
+        for name, field in model.model_fields.items():
+            keys.add(field.alias or name)
+    return sorted(keys)
+
+
+def _plain(err: Any) -> str:
+    """One pydantic error in words a policy's author acts on."""
+    where, kind = _location(err["loc"]), err["type"]
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1])
+        close = difflib.get_close_matches(key, _known_keys(), n=1)
+        hint = f": did you mean `{close[0]}`?" if close else " (see the README's policy reference)"
+        return f"{where}: unknown key `{key}`{hint}"
+    if kind == "missing":
+        return f"{where}: required, but missing"
+    return f"{where}: {str(err['msg']).removeprefix('Value error, ')}"
+
+
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Parse and validate policy YAML; raise one `PolicyError` listing every problem."""
     try:
@@ -347,9 +376,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(
-            source, [f"{_location(err['loc'])}: {err['msg']}" for err in exc.errors()]
-        ) from exc
+        raise PolicyError(source, [_plain(err) for err in exc.errors()]) from exc
     if problems := _problems(policy):
         raise PolicyError(source, problems)
     return policy

@@ -44,6 +44,8 @@ from bot.grammar import (
         ("history prd 3", History("prd", 3)),
         ("lock prd incident 42", Lock("prd", "incident 42")),
         ("unlock prd", Unlock("prd")),
+        ("unlock prd because done", Unlock("prd", "because done")),
+        ("history int 3", History("int", 3)),
         ("help", Help()),
         ("  deploy\tawesome  2.1.1 to   prd ", Deploy("awesome", "2.1.1", "prd")),
     ],
@@ -64,7 +66,7 @@ def test_unknown_verb_lists_the_valid_ones() -> None:
     "text",
     ["deploy", "deploy awesome 2.1.1 prd", "deploy awesome 2.1.1 in prd", "promote awesome prd",
      "rollback awesome to prd", "approve RABCDEF extra", "history", "history prd many",
-     "history prd ²", "history prd ١٢",
+     "history prd ²", "history prd ١٢", "history int 0", "history int 00",
      "lock", "unlock", "help me", "status a b"],
 )  # fmt: skip
 def test_malformed_commands_answer_with_their_usage(text: str) -> None:

@@ -246,3 +246,45 @@ def test_yaml_path_edits_only_the_version_in_any_layout(
         ])  # fmt: skip
 
     assert write_version(render(old), pin(yaml_path=f"{key}.tag"), new) == render(new)
+
+
+@pytest.mark.parametrize(
+    ("fields", "value"),
+    [
+        ({"kustomize_image": "acme/app"}, "2.1.0+build.1"),  # `+` is no tag character
+        ({"kustomize_image": "acme/app"}, "-rc1"),
+        ({"kustomize_image": "acme/app"}, "x" * 129),
+        ({"kustomize_image": "acme/app", "part": "digest"}, "2.1.0"),
+        ({"terraform_module": "net"}, "v1..2"),
+        ({"terraform_module": "net"}, "v1&x=y"),
+        ({"terraform_module": "net"}, "-v1"),
+        ({"yaml_path": "image.tag"}, "1.0\n2.0"),
+    ],
+)
+def test_a_pin_refuses_a_value_its_kind_cannot_hold(fields: dict[str, str], value: str) -> None:
+    texts = {
+        "kustomize_image": "images:\n  - name: acme/app\n    newTag: 1.0.0\n"
+        "    digest: sha256:" + "a" * 64 + "\n",
+        "terraform_module": 'module "net" {\n  source = "git::https://x/net.git?ref=v1.0.0"\n}\n',
+        "yaml_path": "image:\n  tag: 1.0.0\n",
+    }
+    kind = next(k for k in texts if k in fields)
+    with pytest.raises(PinError, match="cannot hold"):
+        write_version(texts[kind], pin(**fields), value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "value"),
+    [
+        ({"kustomize_image": "acme/app"}, "2.1.0-rc.1_linux"),
+        ({"kustomize_image": "acme/app", "part": "digest"}, "sha256:" + "b" * 64),
+        ({"terraform_module": "net"}, "release/v1.2.0"),
+    ],
+)
+def test_a_pin_takes_what_its_kind_can_hold(fields: dict[str, str], value: str) -> None:
+    text = (
+        'module "net" {\n  source = "git::https://x/net.git?ref=v1.0.0"\n}\n'
+        if "terraform_module" in fields
+        else "images:\n  - name: acme/app\n    newTag: 1.0.0\n    digest: sha256:" + "a" * 64 + "\n"
+    )
+    assert read_version(write_version(text, pin(**fields), value), pin(**fields)) == value

@@ -90,9 +90,10 @@ def test_a_flow_style_entry_without_new_tag_cannot_be_extended() -> None:
 
 def test_the_digest_can_be_pinned_instead_of_the_tag() -> None:
     pin = Pin(file="k.yml", kustomize_image="bespinian/awesome-image", part="digest")
-    text = SEED.replace("newTag: 1.0.0", "digest: sha256:aaaa")
-    assert read_version(text, pin) == "sha256:aaaa"
-    assert "digest: sha256:bbbb" in write_version(text, pin, "sha256:bbbb")
+    old, new = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    text = SEED.replace("newTag: 1.0.0", f"digest: {old}")
+    assert read_version(text, pin) == old
+    assert f"digest: {new}" in write_version(text, pin, new)
 
 
 def test_an_entry_with_new_name_is_found_by_its_name() -> None:

@@ -68,6 +68,19 @@ apps:
     assert "policy.yaml" in str(err.value)
 
 
+def test_a_misspelt_or_missing_key_is_said_in_plain_words() -> None:
+    text = MINIMAL.replace("    deployers:", "    aproval: 1\n    deployers:").replace(
+        'repository: {url: "file:///tmp/x.git"}', "repository: {branch: main}"
+    )
+    with pytest.raises(PolicyError) as err:
+        parse_policy(text, "policy.yaml")
+    assert err.value.problems == [
+        "repository.url: required, but missing",
+        "environments.prd.aproval: unknown key `aproval`: did you mean `approvals`?",
+    ]
+    assert "Extra inputs" not in str(err.value)
+
+
 def test_references_between_sections_are_checked() -> None:
     text = MINIMAL.replace(
         'deployers: ["group:devs"]', 'deployers: ["group:ops"]\n    approvals: 2'

@@ -211,6 +211,28 @@ def test_rollback_pins_the_version_before_the_current_one(
     assert "Releasegate-Kind: rollback" in origin.message()
 
 
+def test_rolling_back_again_steps_further_back_never_forward(
+    gated: tuple[Chat, Clock], redis: Redis, origin: Remote
+) -> None:
+    chat, _ = gated
+    for version in ("2.1.0", "2.2.0", "2.3.0"):
+        to_int(chat, redis, version)
+    steps = []
+    for _ in range(3):
+        steps.append(chat.say("bob", "deploy-int", "rollback awesome in int").text)
+        run_worker(redis)
+    assert "awesome: 2.3.0 -> 2.2.0 (int)" in steps[0]
+    assert "awesome: 2.2.0 -> 2.1.0 (int)" in steps[1]
+    assert "awesome: 2.1.0 -> 2.0.0 (int)" in steps[2]
+    refused = chat.say("bob", "deploy-int", "rollback awesome in int")
+    assert not refused.ok
+    assert "no earlier version of awesome in int" in refused.text
+    # A deploy after a rollback is a new top: rolling back returns to what ran before it.
+    to_int(chat, redis, "2.4.0")
+    assert "awesome: 2.4.0 -> 2.0.0 (int)" in chat.say("bob", "deploy-int",
+                                                       "rollback awesome in int").text  # fmt: skip
+
+
 def test_rollback_is_gated_like_a_deploy(
     gated: tuple[Chat, Clock], redis: Redis, origin: Remote
 ) -> None:
@@ -233,15 +255,39 @@ def test_a_locked_environment_refuses_requests_and_approvals(
     chat, _ = office
     to_int(chat, redis, "2.1.0")
     request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
-    assert "may not approve" in chat.say("bob", "deploy-prd", "lock prd").text
+    assert chat.say("bob", "deploy-prd", "lock prd").text == (
+        "bob may not lock or unlock prd; who may: group:release-managers"
+    )
     assert chat.say("carol", "deploy-prd", "lock prd incident 42").ok
     refused = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
-    assert refused.text.startswith("prd is locked by carol since 2026-11-24T10:00: incident 42")
+    assert refused.text.startswith("prd is locked by carol since 2026-11-24 10:00 UTC: incident 42")
     assert "prd is locked by carol" in chat.say("dave", "deploy-prd", f"approve {request_id}").text
     status = chat.say("bob", "deploy-prd", "status prd").text
-    assert "🔒 prd is locked by carol since 2026-11-24T10:00: incident 42" in status
-    assert chat.say("carol", "deploy-prd", "unlock prd").ok
+    assert "🔒 prd is locked by carol since 2026-11-24 10:00 UTC: incident 42" in status
+    assert chat.say("carol", "deploy-prd", "unlock prd incident over").text == (
+        "🔓 prd unlocked by carol: incident over"
+    )
     assert "approval 1/2" in chat.say("dave", "deploy-prd", f"approve {request_id}").text
+
+
+def test_who_may_lock_is_the_policys_lockers_else_approvers_else_deployers(
+    tmp_path: Path, redis: Redis, settings: Settings, policy_file: Path
+) -> None:
+    text = policy_file.read_text().replace(
+        '    channels: ["shell:deploy-int"]\n',
+        '    channels: ["shell:deploy-int"]\n    lockers: ["shell:carol"]\n',
+    )
+    policy = parse_policy(text)
+    chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "w")))
+    assert "may not lock" in chat.say("alice", "deploy-int", "lock int").text
+    assert chat.say("carol", "deploy-int", "lock int").ok  # named in lockers
+    plain = parse_policy(policy_file.read_text())
+    chat = Chat(Conversation(plain, redis, Mirror(plain.repository, tmp_path / "w")))
+    chat.say("carol", "deploy-int", "unlock int")
+    # int has no approvers: its deployers may lock it (before, nobody could).
+    assert chat.say("alice", "deploy-int", "lock int").ok
+    assert chat.say("carol", "deploy-prd", "lock prd").ok  # prd's approvers
+    assert "may not lock" in chat.say("alice", "deploy-prd", "unlock prd").text
 
 
 def test_a_lock_taken_while_the_job_waits_stops_it_before_the_push(
@@ -256,7 +302,7 @@ def test_a_lock_taken_while_the_job_waits_stops_it_before_the_push(
     run_worker(redis)
     assert RequestStore(redis).state(str(request_id)) is RequestState.FAILED
     assert origin.head() == head
-    since = clock.now.isoformat()[:16]
+    since = clock.now.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     assert (
         outbox(redis)[-1] == f"{request_id}: failed: prd is locked by carol since {since}: freeze"
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from redis import Redis
 
@@ -33,7 +33,18 @@ class Lock:
 
     def describe(self) -> str:
         why = f": {inert(self.reason, 200)}" if self.reason else ""
-        return f"{self.env} is locked by {self.owner_name} since {self.since[:16]}{why}"
+        return f"{self.env} is locked by {self.owner_name} since {_utc_minute(self.since)}{why}"
+
+
+def _utc_minute(iso: str) -> str:
+    """`2026-11-24 10:00 UTC`: to the minute, with its zone (people read it across zones)."""
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso[:16]
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class Locks:

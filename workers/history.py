@@ -50,9 +50,27 @@ def _versions_run(repo: Snapshot, pin: Pin) -> list[Ran]:
     return ran
 
 
-def previous_version(history: list[Ran]) -> str | None:
-    """The version before the current one (history is newest first)."""
-    return history[1].version if len(history) > 1 else None
+def rollback_target(policy: Policy, repo: Snapshot, app: str, env: str) -> str | None:
+    """The version a rollback of `app` in `env` goes back to, or None.
+
+    History is read as a stack of deploys: a deploy pushes its version, a rollback (a commit
+    with `Releasegate-Kind: rollback`) pops back to the version it restored. So rolling back
+    twice steps back twice, and never returns to the version just rolled back from.
+    """
+    pin = pins_of(policy, app, env)[0]
+    rollbacks = {
+        entry["commit"]
+        for entry in repo.log_with_trailers([pin.file], HISTORY_DEPTH)
+        if entry["Releasegate-Kind"] == "rollback"
+    }
+    stack: list[str] = []
+    for ran in reversed(versions_run(policy, repo, app, env)):  # oldest first
+        if ran.commit in rollbacks and ran.version in stack:
+            while stack[-1] != ran.version:
+                stack.pop()
+        elif not stack or stack[-1] != ran.version:
+            stack.append(ran.version)
+    return stack[-2] if len(stack) > 1 else None
 
 
 @dataclass(frozen=True)

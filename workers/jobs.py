@@ -16,7 +16,7 @@ from typing import Any
 
 from redis import Redis
 
-from config.errors import ApprovalsChanged, GitOpsError
+from config.errors import ApprovalsChanged, GitOpsError, UnknownRequest
 from config.policy import Policy, load_policy
 from config.principals import Principal
 from config.settings import Settings
@@ -178,7 +178,7 @@ def end(store: RequestStore, request: DeployRequest, outcome: Outcome) -> None:
     result = Result(state=outcome.state, message=outcome.message, commit=outcome.commit,
                     finished_at=_now())  # fmt: skip
     with request_context(**context(request)):
-        if not store.finish(request.id, [RequestState.RUNNING], result):
+        if not store.finish(request.id, [RequestState.RUNNING], result, outbox.report_to(request)):
             return
         if result.state is RequestState.FAILED:
             log.warning("deploy failed: %s", result.message)
@@ -187,7 +187,35 @@ def end(store: RequestStore, request: DeployRequest, outcome: Outcome) -> None:
         metrics.record_deploy(redis, request.env, result.state.value, seconds)
         audit.record(redis, "outcome", request=request.id, state=result.state.value,
                      commit=result.commit, message=result.message)  # fmt: skip
-        outbox.publish(redis, request)
+        if pushed:
+            supersede(store, request)
+
+
+def supersede(store: RequestStore, landed: DeployRequest) -> list[str]:
+    """Close the pending requests that `landed` made stale (they would move a pin from a
+    version it no longer holds); each card and thread says so. Returns their ids."""
+    now_at = {(c.app, c.env): c.new for c in landed.changes}
+    closed = []
+    for request_id in store.pending_all():
+        try:
+            other = store.get(request_id)
+        except UnknownRequest:
+            continue
+        stale = [c for c in other.changes if now_at.get((c.app, c.env), c.old) != c.old]
+        if not stale:
+            continue
+        change = stale[0]
+        message = (
+            f"{landed.id} landed first, so {change.app} in {change.env} is now "
+            f"{now_at[(change.app, change.env)]}, not {change.old}; ask again if still wanted"
+        )
+        result = Result(state=RequestState.SUPERSEDED, message=message, finished_at=_now())
+        if store.finish(request_id, [RequestState.PENDING], result, outbox.report_to(other)):
+            with request_context(**context(other)):
+                log.info("%s", message)
+            audit.record(store.redis, "superseded", request=request_id, by=landed.id)
+            closed.append(request_id)
+    return closed
 
 
 def on_job_failure(job: Any, connection: Any, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -205,10 +233,10 @@ def on_job_failure(job: Any, connection: Any, exc_type: Any, exc: Any, tb: Any) 
             message=f"the worker crashed ({exc_type.__name__}); see the worker's log",
             finished_at=_now(),
         )
-        if store.finish(job.id, [RequestState.APPROVED, RequestState.RUNNING], result):
+        running = [RequestState.APPROVED, RequestState.RUNNING]
+        if store.finish(job.id, running, result, outbox.report_to(request)):
             metrics.record_deploy(redis, request.env, "failed", None)
             audit.record(redis, "outcome", request=job.id, state="failed", message=result.message)
-            outbox.publish(redis, request)
 
 
 def _now() -> datetime:

@@ -53,14 +53,16 @@ def current_versions(policy: Policy, read: Reader, app: str, env: str) -> list[P
     return found
 
 
+MIXED = " | "  # between the versions of pins that disagree, in the policy's pin order
+
+
 def current_version(policy: Policy, read: Reader, app: str, env: str) -> str:
-    """The version `app` runs in `env`: its pins' common version, or an error when they disagree."""
+    """The version `app` runs in `env`: its pins' common version or, when they disagree (a
+    chart's appVersion beside its image tag), every version they hold: `1.0 | 5`. A request
+    from that state converges them; the diff shows each pin, and the worker checks that each
+    still holds what was approved, as it does for one version."""
     versions = current_versions(policy, read, app, env)
-    distinct = sorted({v.version for v in versions})
-    if len(distinct) > 1:
-        held = ", ".join(f"{v.pin.describe()} = {v.version}" for v in versions)
-        raise PinError(f"the pins of {app} in {env} disagree: {held}")
-    return distinct[0]
+    return MIXED.join(dict.fromkeys(v.version for v in versions))
 
 
 @dataclass

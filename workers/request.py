@@ -21,6 +21,7 @@ class RequestState(StrEnum):
     REJECTED = "rejected"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+    SUPERSEDED = "superseded"  # another request landed first and moved the pin it would change
 
     @property
     def final(self) -> bool:
@@ -35,6 +36,7 @@ FINAL_STATES = frozenset(
         RequestState.REJECTED,
         RequestState.CANCELLED,
         RequestState.EXPIRED,
+        RequestState.SUPERSEDED,
     }
 )
 

@@ -71,8 +71,35 @@ def read_version(text: str, pin: Pin) -> str:
     return _unformat(pin, locate(text, pin).value)
 
 
+# What each kind of pin can hold, by (kind, part); every pin refuses control characters.
+_HOLDS: dict[tuple[str, str | None], tuple[re.Pattern[str], str]] = {
+    # Docker's reference grammar: a tag is at most 128 of these, and never starts with . or -.
+    ("kustomize_image", "tag"): (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"),
+                                 "an image tag (letters, digits, _ . -; at most 128)"),
+    ("kustomize_image", "digest"): (
+        re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"),
+        "an image digest (sha256:HEX)"),
+    # A Git ref that also survives in a URL's query: no spaces, .., ~^:?*[\ & # or leading -.
+    ("terraform_module", "ref"): (re.compile(r"(?!-)(?!.*\.\.)(?!.*[./]$)(?!.*\.lock$)"
+                                             r"[A-Za-z0-9._/+=@-]{1,200}"),
+                                  "a Git ref in a module source (?ref=)"),
+}  # fmt: skip
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_fits(pin: Pin, written: str) -> None:
+    """Refuse a value this kind of pin cannot hold, before anything is written."""
+    if _CONTROL.search(written):
+        raise PinError(f"{pin.describe()} cannot hold {written!r}: it has control characters")
+    rule = _HOLDS.get((pin.kind, pin.part_name))
+    if rule is not None and not rule[0].fullmatch(written):
+        raise PinError(f"{pin.describe()} cannot hold {written!r}: it must be {rule[1]}")
+
+
 def write_version(text: str, pin: Pin, version: str) -> str:
-    return replace(text, locate(text, pin), pin.format.replace("{version}", version))
+    written = pin.format.replace("{version}", version)
+    check_fits(pin, written)
+    return replace(text, locate(text, pin), written)
 
 
 __all__ = ["Span", "locate", "read_version", "write_version"]
