@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from bot import messages
 from workers.request import DeployRequest, RequestState
+from workers.rollout import load as load_rollout
 from workers.store import RequestStore
 
 
@@ -20,6 +21,7 @@ class Card:
     state: RequestState
     approvers: list[tuple[str, str]]  # (user id, name as they were called when approving)
     outcome: str | None
+    rollout: str | None = None  # how the reconciler took the pushed commit, once known
 
     @property
     def pending(self) -> bool:
@@ -40,6 +42,7 @@ class Card:
             f"requested by {request.requester_name}; "
             f"approvals {len(self.approvers)}/{request.approvals_needed}: {approved}",
             messages.STATE_LINES[self.state] + (f": {self.outcome}" if self.outcome else ""),
+            *([self.rollout] if self.rollout else []),
         ]
         if request.diff and self.state in (RequestState.PENDING, RequestState.APPROVED):
             lines.append(f"```\n{request.diff}\n```")
@@ -59,4 +62,7 @@ def card_for(store: RequestStore, request_id: str) -> Card:
             for a in store.approval_records(request_id)
         ],
         outcome=outcome,
+        rollout=messages.rollout_state(record)
+        if (record := load_rollout(store.redis, request_id))
+        else None,
     )

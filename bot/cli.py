@@ -128,6 +128,13 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
     counts = f"{len(policy.apps)} apps, {len(policy.environments)} environments"
     print(f"policy {settings.policy}: {counts}")
     problems = _check_rocketchat_users(policy, settings)
+    from bot.rollouts import check_applications
+
+    lines, rollout_problems = check_applications(policy, settings)
+    if lines:
+        print("Argo CD applications:")
+        print("\n".join(lines))
+    problems += rollout_problems
     mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
     repo = mirror.snapshot()
     print(f"repository at {repo.head[:7]}")

@@ -37,6 +37,9 @@ class Context:
     mirror: Mirror
     clock: Clock = utcnow
     retention: timedelta = RETENTION
+    # What the reconciler says now about an environment's apps, for `status ENV` (set by the
+    # processes that know how to reach Argo CD or the Kubernetes API).
+    live: Callable[[str], list[str]] | None = None
     store: RequestStore = field(init=False)
     locks: Locks = field(init=False)
     # Rocket.Chat names in the policy -> user ids, as the bot last resolved them.

@@ -15,6 +15,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from bot.embedded_redis import tied_if_main_thread
 from config.errors import ReleasegateError
 
 MARKER = ".releasegate-demo"
@@ -90,7 +91,8 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C at the prompt must not stop it mid-deploy
+            # Ctrl-C at the prompt must not stop it mid-deploy; our death must stop it.
+            **tied_if_main_thread(),
         )
 
 

@@ -7,16 +7,45 @@ the process that started it.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from redis import Redis
 
 from config.errors import ReleasegateError
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Looked up here, not in the forked child: between fork and exec only the call itself runs.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def own_session_tied_to_parent() -> None:
+    """For `Popen(preexec_fn=...)`: a session of its own, so Ctrl-C at our terminal does not
+    reach the child (we stop it ourselves, in order), and on Linux a SIGTERM when we die
+    however we die, so a killed demo leaves no Redis or worker running.
+
+    Linux ties that signal to the *thread* that started the child: call it only from the
+    main thread (`tied_if_main_thread`), or the child dies with a short-lived thread."""
+    os.setsid()
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def tied_if_main_thread() -> dict[str, Any]:
+    """Popen arguments: tied to this process from the main thread, else only detached."""
+    if threading.current_thread() is threading.main_thread():
+        return {"preexec_fn": own_session_tied_to_parent}
+    return {"start_new_session": True}
 
 
 def redis_server_binary() -> str:
@@ -63,9 +92,9 @@ class EmbeddedRedis:
              "--logfile", str(self.directory / "redis.log")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            # Its own session: Ctrl-C at the demo's prompt is for the shell, which stops the
-            # server itself once the queued deploys are done.
-            start_new_session=True,
+            # Ctrl-C at the demo's prompt is for the shell, which stops the server itself
+            # once the queued deploys are done.
+            **tied_if_main_thread(),
         )  # fmt: skip
         client = Redis.from_url(self.url)
         deadline = time.monotonic() + 10

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from bot.grammar import USAGE
 from config.text import inert
 from workers.request import Change, DeployRequest, RequestState, Result
+from workers.rollout import RolloutRecord, Target
 
 # How a request's card says where it stands.
 STATE_LINES = {
@@ -65,9 +66,9 @@ def unlocked(env: str, who: str, reason: str) -> str:
 
 
 def already_asked(other: DeployRequest, state: RequestState) -> str:
-    where = "waits for approval" if state is RequestState.PENDING else "is queued"
+    where = "already waits for approval" if state is RequestState.PENDING else "is already queued"
     return (
-        f"the same change already {where} as {other.id} (asked by {other.requester_name}): "
+        f"the same change {where} as {other.id} (asked by {other.requester_name}): "
         f"approve or cancel it there; `status {other.id}` shows it"
     )
 
@@ -210,3 +211,57 @@ def store_unreachable(ref: str) -> str:
         f"releasegate cannot reach its Redis right now (reference {ref}), so this may not have "
         "been recorded. Try again in a minute; `status` shows where things stand once it is back"
     )
+
+
+def took(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def rollout_target(record: RolloutRecord, target: Target) -> str:
+    last = inert(target.last, 300)
+    match target.state:
+        case "healthy":
+            return f"{target.name}: synced and healthy after {took(target.seconds)}"
+        case "degraded":
+            return f"{target.name}: degraded: {last}"
+        case "timeout":
+            return f"{target.name}: not healthy after {took(record.timeout)}: {last}"
+        case "error":
+            return f"{target.name}: not followed: {last}"
+        case _:
+            return f"{target.name}: {last or 'waiting for ' + record.reconciler}"
+
+
+def rollout_news(request: DeployRequest, record: RolloutRecord) -> str:
+    """How the reconciler took the pushed commit, as the request's thread is told it."""
+    short, env = record.commit[:7], record.env
+    if len(record.targets) == 1 and record.targets[0].state == "healthy":
+        target = record.targets[0]
+        return (f"{request.id}: {short} is synced and healthy in {env} after "
+                f"{took(target.seconds)} ({record.reconciler}: {target.name})")  # fmt: skip
+    lines = [rollout_target(record, t) for t in record.targets]
+    return f"{request.id}: rollout of {short} in {env} ({record.reconciler}):\n" + "\n".join(lines)
+
+
+def rollout_state(record: RolloutRecord) -> str:
+    """The card's line for the rollout."""
+    states = {t.state for t in record.targets}
+    if not record.ended:
+        return f"⏳ rolling out ({record.reconciler})"
+    if states == {"healthy"}:
+        slowest = max((t.seconds or 0.0) for t in record.targets)
+        return f"💚 synced and healthy after {took(slowest)}"
+    worst = next(s for s in ("degraded", "error", "timeout") if s in states)
+    return {"degraded": "💔 degraded after the push", "error": "⚠️ rollout not followed",
+            "timeout": f"⌛ not healthy after {took(record.timeout)}"}[worst]  # fmt: skip
+
+
+def rollback_offered(app: str) -> str:
+    return f"{app} is degraded: a rollback is proposed below; approve it to go back"
+
+
+def rollback_not_offered(app: str, why: str) -> str:
+    return f"{app} is degraded, and a rollback could not be proposed: {why}"

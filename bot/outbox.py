@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -23,14 +24,18 @@ from redis.exceptions import ResponseError
 
 from bot import messages
 from bot.cards import Card, card_for
+from bot.events import Reply
 from workers.outbox import stream
-from workers.store import RequestStore
+from workers.request import DeployRequest
+from workers.rollout import load as load_rollout
+from workers.store import PREFIX, RequestStore
 
 log = logging.getLogger(__name__)
 
 GROUP = "releasegate-bot"
 RETRY_IDLE = timedelta(seconds=30)
 GIVE_UP_AFTER = timedelta(days=1)
+GIVE_UP_AFTER_SECONDS = int(GIVE_UP_AFTER.total_seconds())
 BATCH = 50
 
 
@@ -51,6 +56,40 @@ def post_outcome(store: RequestStore, poster: Poster, request_id: str) -> None:
         poster.update_card(request.channel, card_ref, card_for(store, request_id))
 
 
+# Files a rollback request for an app whose rollout degraded, through the same path as a
+# person typing it; returns the conversation's answer (a new request, or why not).
+RollbackOffer = Callable[[DeployRequest, str], Reply]
+
+
+def post_rollout(store: RequestStore, poster: Poster, request_id: str,
+                 offer_rollback: RollbackOffer | None) -> None:  # fmt: skip
+    """Say how the rollout went in the request's thread, refresh its card, and where an app
+    degraded, put a rollback request (a card people approve like any other) in the thread."""
+    record = load_rollout(store.redis, request_id)
+    if record is None:
+        return
+    request = store.get(request_id)
+    card_ref = store.message_of(request_id)
+    thread = card_ref or request.thread
+    poster.post(request.channel, thread, messages.rollout_news(request, record))
+    if card_ref:
+        poster.update_card(request.channel, card_ref, card_for(store, request_id))
+    if offer_rollback is None:
+        return
+    for target in record.targets:
+        if target.state != "degraded":
+            continue
+        reply = offer_rollback(request, target.app)
+        if reply.request_id is None:
+            poster.post(
+                request.channel, thread, messages.rollback_not_offered(target.app, reply.text)
+            )
+            continue
+        ts = poster.post(request.channel, thread, reply.text)
+        store.bind_message(reply.request_id, request.channel, ts)
+        poster.update_card(request.channel, ts, card_for(store, reply.request_id))
+
+
 def _decoded(fields: dict[Any, Any]) -> dict[str, str]:
     return {
         (k.decode() if isinstance(k, bytes) else str(k)): (
@@ -69,8 +108,10 @@ class OutboxConsumer:
         *,
         name: str | None = None,
         retry_idle: timedelta = RETRY_IDLE,
+        offer_rollback: RollbackOffer | None = None,
     ) -> None:
         self.redis = redis
+        self.offer_rollback = offer_rollback
         self.store = RequestStore(redis)
         self.poster = poster
         self.stream = stream(platform)
@@ -108,6 +149,8 @@ class OutboxConsumer:
     def _handle(self, entry_id: Any, raw: dict[Any, Any]) -> bool:
         fields = _decoded(raw)
         request_id = fields.get("request", "")
+        if fields.get("kind") == "rollout":
+            return self._handle_rollout(entry_id, request_id)
         if request_id and self.store.is_unreported(request_id):
             result = self.store.result(request_id)
             if result is not None and datetime.now(UTC) - result.finished_at > GIVE_UP_AFTER:
@@ -119,6 +162,19 @@ class OutboxConsumer:
                     log.warning("could not post the outcome of %s: %s", request_id, exc)
                     return False
             self.store.mark_reported(request_id)
+        self.redis.xack(self.stream, GROUP, entry_id)
+        return True
+
+    def _handle_rollout(self, entry_id: Any, request_id: str) -> bool:
+        # Told once: a marker set only after the post; an entry claimed again finds it.
+        told = f"{PREFIX}:rollout:{request_id}:told"
+        if request_id and not self.redis.exists(told):
+            try:
+                post_rollout(self.store, self.poster, request_id, self.offer_rollback)
+            except Exception as exc:  # any platform failure: leave it pending, retry later
+                log.warning("could not post the rollout of %s: %s", request_id, exc)
+                return False
+            self.redis.set(told, 1, ex=GIVE_UP_AFTER_SECONDS * 30)
         self.redis.xack(self.stream, GROUP, entry_id)
         return True
 

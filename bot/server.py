@@ -34,6 +34,7 @@ from bot.conversation import Conversation
 from bot.executor import BoundedExecutor
 from bot.limits import BodyLimit
 from bot.outbox import OutboxConsumer
+from bot.rollouts import live_lines, offer_rollback
 from config.policy import Policy
 from config.settings import Settings
 from workers.metrics import APPROVALS, REFUSALS, REQUESTS, RedisCollector
@@ -47,6 +48,9 @@ def create_app(
     settings: Settings, policy: Policy, redis: Redis, conversation: Conversation
 ) -> Starlette:
     executor = BoundedExecutor()
+    offer = partial(offer_rollback, conversation)
+    if conversation.ctx.live is None:
+        conversation.ctx.live = partial(live_lines, conversation, settings)
     dispatcher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="http")
     supervisor = Supervisor()
     consumers: list[OutboxConsumer] = []
@@ -59,7 +63,7 @@ def create_app(
 
         slack = slack_app(settings, conversation, executor)
         poster = SlackPoster(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
-        consumers.append(OutboxConsumer(redis, "slack", poster))
+        consumers.append(OutboxConsumer(redis, "slack", poster, offer_rollback=offer))
 
         def slack_answers() -> float:
             """For `/readyz`: Slack's API takes our token (checked hourly once it does)."""
@@ -105,7 +109,7 @@ def create_app(
         rc_poster = RocketChatPoster(settings.rocketchat_url, settings.rocketchat_user_id,
                                      settings.rocketchat_token.get_secret_value())  # fmt: skip
         rocketchat = RocketChatAdapter(conversation, rc_poster, redis, settings.rocketchat_user_id)
-        consumers.append(OutboxConsumer(redis, "rocketchat", rc_poster))
+        consumers.append(OutboxConsumer(redis, "rocketchat", rc_poster, offer_rollback=offer))
 
     async def rocketchat_webhook(request: Request) -> Response:
         expected = settings.rocketchat_webhook_token

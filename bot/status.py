@@ -42,6 +42,8 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
         if cells:
             lines.append(f"{app}: " + ", ".join(cells))
     lines.append(f"(read from Git at {repo.head[:7]})")
+    if ctx.live is not None and len(envs) == 1:
+        lines.extend(ctx.live(envs[0]))
     if stale := repo.staleness():
         lines.append(f"⚠️ {stale}")
     for env in envs:

@@ -93,3 +93,12 @@ class Refused(ReleasegateError):
     def __init__(self, message: str, reason: str) -> None:
         self.reason = reason
         super().__init__(message)
+
+
+class ReconcilerError(ReleasegateError):
+    """Argo CD or the Kubernetes API could not tell how a rollout goes."""
+
+
+class ReconcilerRefused(ReconcilerError):
+    """The reconciler said no for good (a wrong token, missing rights, no such application):
+    following stops and says why; asking again would not help."""

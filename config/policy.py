@@ -13,19 +13,18 @@ import shlex
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from config.durations import Duration
 from config.errors import PolicyError, VersionError
 from config.principals import ChannelRef, Principal
+from config.rollout import ArgoCDRollout, FluxRollout, Rollout
 from config.text import inert
 from config.windows import Window
-
-_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 SEMVER = re.compile(
     r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -35,15 +34,6 @@ SEMVER = re.compile(
 # Whatever an app's own pattern says, a version is also held to this: it ends up
 # in files, commit messages and chat, and must never look like an option or markup.
 SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-
-
-def _duration(value: Any) -> Any:
-    if isinstance(value, str) and (m := _DURATION.match(value.strip())):
-        return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class _Model(BaseModel):
@@ -87,6 +77,8 @@ class Environment(_Model):
     validate_command: str | None = Field(default=None, alias="validate")
     # Environment variables the validation command may see besides PATH, HOME and LANG.
     validate_env: list[str] = []
+    # Follow the reconciler after a push and say in the thread when the commit runs healthy.
+    rollout: Rollout | None = None
 
     @field_validator("validate_command")
     @classmethod
@@ -346,7 +338,10 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 def _known_keys() -> list[str]:
     keys: set[str] = set()
-    for model in (Policy, Repository, Environment, App, Pin):
+    models: tuple[type[BaseModel], ...] = (
+        Policy, Repository, Environment, App, Pin, Rollout, ArgoCDRollout, FluxRollout,
+    )  # fmt: skip
+    for model in models:
         for name, field in model.model_fields.items():
             keys.add(field.alias or name)
     return sorted(keys)

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     # webhook token is set. Tests turn it off and drive polling rounds themselves.
     rocketchat_poll: bool = True
 
+    # Following rollouts: Argo CD's API (a token of an account that may get and sync the
+    # applications), or Flux through the Kubernetes API (in-cluster, or KUBECONFIG).
+    argocd_url: str | None = None
+    argocd_token: SecretStr | None = None
+
     http_host: str = "0.0.0.0"  # noqa: S104 - the bot runs in a container behind a Service
     http_port: int = 8080
     # Bodies over this many bytes are refused (413) before they are read whole or parsed.

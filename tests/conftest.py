@@ -155,12 +155,18 @@ def outbox(redis: Redis) -> list[str]:
     """What the workers queued for the shell's channels, as the thread is told it."""
     from bot import messages
     from workers.outbox import stream
+    from workers.rollout import load
     from workers.store import RequestStore
 
     store = RequestStore(redis)
     told = []
     for _id, fields in redis.xrange(stream("shell")):
         request_id = fields[b"request"].decode()
+        if fields.get(b"kind") == b"rollout":
+            record = load(redis, request_id)
+            assert record is not None, request_id
+            told.append(messages.rollout_news(store.get(request_id), record))
+            continue
         result = store.result(request_id)
         assert result is not None, request_id
         told.append(messages.outcome(store.get(request_id), result))

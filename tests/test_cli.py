@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from bot.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import Remote, git
@@ -113,7 +114,7 @@ def test_the_demo_will_not_overwrite_a_folder_it_did_not_make(tmp_path: Path) ->
 
 
 def test_a_failed_deploy_makes_the_shell_exit_non_zero(
-    tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis, origin: Remote
+    tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis, redis: Redis, origin: Remote
 ) -> None:
     env = {
         "RELEASEGATE_POLICY": str(policy_file),
@@ -258,7 +259,9 @@ def test_a_bad_setting_is_one_line_naming_the_variable_not_a_traceback(
 def test_a_setting_that_cannot_work_is_one_line_naming_it(
     policy_file: Path, variable: str, value: str, said: str
 ) -> None:
-    done = releasegate("check-config", env={"RELEASEGATE_POLICY": str(policy_file), variable: value})
+    done = releasegate(
+        "check-config", env={"RELEASEGATE_POLICY": str(policy_file), variable: value}
+    )
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"releasegate: {said}")

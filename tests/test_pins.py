@@ -193,8 +193,8 @@ apps:
     with pytest.raises(PolicyError) as err:
         parse_policy(base)
     assert err.value.problems == [
-        "apps.a.pins.prd[0].regex: Value error, needs a named group (?P<version>...)",
-        "apps.a.pins.prd[2].format: Value error, 'v{major}' must contain {version} exactly once and no other braces",
+        "apps.a.pins.prd[0].regex: needs a named group (?P<version>...)",
+        "apps.a.pins.prd[2].format: 'v{major}' must contain {version} exactly once and no other braces",
     ]
     fixed = base.replace("'no-group'", "'(?P<version>x)'").replace("'v{major}'", "'v{version}'")
     with pytest.raises(PolicyError) as err:

@@ -36,7 +36,7 @@ def test_asking_again_for_a_queued_change_says_it_is_queued(chat: Chat, redis: R
     first = chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to int")
     assert first.queued
     again = chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to int")
-    assert again.text.startswith(f"the same change already is queued as {first.request_id}")
+    assert again.text.startswith(f"the same change is already queued as {first.request_id}")
     run_worker(redis)
     # Once it landed, asking again is simply already done.
     assert "already runs 2.1.0 in int" in chat.say("alice", "deploy-int",

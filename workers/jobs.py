@@ -20,7 +20,7 @@ from config.errors import ApprovalsChanged, GitOpsError, UnknownRequest
 from config.policy import Policy, load_policy
 from config.principals import Principal
 from config.settings import Settings
-from workers import audit, metrics, outbox
+from workers import audit, metrics, outbox, rollout
 from workers.connection import connect
 from workers.deploy import BatchHooks, Outcome, apply_batch, context
 from workers.gates import Locks, check_not_expired, check_open
@@ -156,6 +156,9 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
             for request in batch:
                 if request.id in outcomes:
                     end(store, request, outcomes[request.id])
+                    commit = outcomes[request.id].commit
+                    if outcomes[request.id].state is RequestState.PUSHED and commit:
+                        rollout.start(redis, policy, request, commit)
 
 
 def batch_context(batch: list[DeployRequest]) -> dict[str, str | None]:

@@ -27,6 +27,8 @@ DURATION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 
 _DEPLOYS = f"{PREFIX}:metrics:deploys"
 _DURATION = f"{PREFIX}:metrics:duration"
 _RETRIES = f"{PREFIX}:metrics:push_retries"
+_ROLLOUTS = f"{PREFIX}:metrics:rollouts"
+_ROLLOUT_DURATION = f"{PREFIX}:metrics:rollout_duration"
 
 
 def record_deploy(redis: Redis, env: str, outcome: str, seconds: float | None) -> None:
@@ -39,6 +41,20 @@ def record_deploy(redis: Redis, env: str, outcome: str, seconds: float | None) -
                 pipe.hincrby(_DURATION, str(bound), 1)
         pipe.hincrby(_DURATION, "+Inf", 1)
         pipe.hincrbyfloat(_DURATION, "sum", seconds)
+    pipe.execute()
+
+
+def record_rollout(redis: Redis, env: str, outcome: str, seconds: float | None) -> None:
+    """Count a followed rollout (healthy, degraded, timeout, error); `seconds` from the push
+    to healthy, for healthy ones."""
+    pipe = redis.pipeline()
+    pipe.hincrby(_ROLLOUTS, f"{env}|{outcome}", 1)
+    if seconds is not None:
+        for bound in DURATION_BUCKETS:
+            if seconds <= bound:
+                pipe.hincrby(_ROLLOUT_DURATION, str(bound), 1)
+        pipe.hincrby(_ROLLOUT_DURATION, "+Inf", 1)
+        pipe.hincrbyfloat(_ROLLOUT_DURATION, "sum", seconds)
     pipe.execute()
 
 
@@ -72,6 +88,22 @@ class RedisCollector(Collector):
         yield HistogramMetricFamily(
             "releasegate_deploy_duration_seconds",
             "Seconds from request to push",
+            buckets=buckets,
+            sum_value=float(raw.get("sum", 0)),
+        )
+        rollouts = CounterMetricFamily(
+            "releasegate_rollouts", "Rollouts followed to their end", labels=["env", "outcome"]
+        )
+        for key, value in _decoded(self.redis.hgetall(_ROLLOUTS)).items():
+            env, outcome = key.split("|", 1)
+            rollouts.add_metric([env, outcome], float(value))
+        yield rollouts
+        raw = _decoded(self.redis.hgetall(_ROLLOUT_DURATION))
+        buckets = [(str(b), float(raw.get(str(b), 0))) for b in DURATION_BUCKETS]
+        buckets.append(("+Inf", float(raw.get("+Inf", 0))))
+        yield HistogramMetricFamily(
+            "releasegate_rollout_duration_seconds",
+            "Seconds from the push to the reconciler's Synced and Healthy",
             buckets=buckets,
             sum_value=float(raw.get("sum", 0)),
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import re
 import subprocess
 import threading
 import time
@@ -31,6 +32,8 @@ from config.policy import Repository
 from workers.gitops import git_env, redact_url, repository_dir
 
 log = logging.getLogger(__name__)
+
+_HEX = re.compile(r"[0-9a-f]{7,64}")
 T = TypeVar("T")
 
 FETCH_TIMEOUT = 30.0  # seconds a fetch may take before it is abandoned
@@ -282,6 +285,21 @@ class Mirror:
             message = done.stderr.decode("utf-8", "replace").strip().splitlines()
             raise GitOpsError(redact_url(message[-1] if message else f"exit {done.returncode}"))
         return done.stdout.decode("utf-8", "replace")
+
+    def is_ancestor(self, commit: str, later: str) -> bool:
+        """Whether `later` is `commit` or comes after it on the branch (fetching once when
+        `later` is not known here yet). Both come from outside (a reconciler's answer):
+        anything but a hex object name is simply not an ancestor."""
+        if not (_HEX.fullmatch(commit) and _HEX.fullmatch(later)):
+            return False
+        for attempt in range(2):
+            try:
+                self._git("merge-base", "--is-ancestor", commit, later, timeout=10)
+                return True
+            except GitOpsError:
+                if attempt == 0:
+                    self.snapshot()
+        return False
 
     def _fetch_head(self) -> str:
         try:

@@ -22,9 +22,11 @@ import workers.jobs  # noqa: F401 - imported once here, not in every forked work
 from config.errors import ReleasegateError
 from config.policy import Policy, load_policy
 from config.settings import Settings
+from workers import rollout
 from workers.connection import connect
 from workers.gitops import Checkout
 from workers.lane import Lane, lane_name
+from workers.objects import Mirror
 from workers.plan import checkout_paths, current_versions
 from workers.queue import deploy_queue
 from workers.supervisor import Supervisor
@@ -53,7 +55,15 @@ def run(settings: Settings, burst: bool = False) -> int:
         # thread holding a connection of the pool the horse goes on to use.
         own = connect(settings)
         sweeper_lane = Lane(own, lane.name)
-        Supervisor().start("sweeper", lambda: _sweep_round(own, sweeper_lane), stop)
+        supervisor = Supervisor()
+        supervisor.start("sweeper", lambda: _sweep_round(own, sweeper_lane), stop)
+        # Following rollouts: a look every few seconds, on a connection of its own too.
+        follower = connect(settings)
+        mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
+        token = settings.argocd_token.get_secret_value() if settings.argocd_token else None
+        supervisor.start("rollouts", lambda: rollout.follow_round(
+            follower, lambda: load_policy(settings.policy), settings.argocd_url, token,
+            mirror.is_ancestor), stop)  # fmt: skip
     try:
         while True:
             worker: Worker | None = None

@@ -9,9 +9,10 @@ or after each line's jobs are done (reading a script from stdin).
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -27,6 +28,7 @@ from bot.grammar import is_decision
 from workers.outbox import stream
 from workers.queue import deploy_queue
 from workers.request import RequestState
+from workers.rollout import load as load_rollout
 from workers.store import RequestStore
 
 SHELL_HELP = (
@@ -95,11 +97,12 @@ class ShellChat:
 
     def _show(self, replies: list[Reply]) -> None:
         for reply in replies:
-            prefix = "releasegate" + ("" if reply.ok else " (refused)")
-            self.say(f"{prefix}: {reply.text}")
+            # Noted before printing: a Ctrl-C while it prints still waits for what was queued.
+            self.queued.extend(reply.queued)
             if reply.request_id:
                 self.last_request[self.channel] = reply.request_id
-            self.queued.extend(reply.queued)
+            prefix = "releasegate" + ("" if reply.ok else " (refused)")
+            self.say(f"{prefix}: {reply.text}")
 
     def _slash(self, line: str) -> list[Reply]:
         verb, _, rest = line.partition(" ")
@@ -161,6 +164,9 @@ class ShellChat:
             for entry_id, fields in batch:
                 self._outbox_cursor = entry_id.decode()
                 request_id = fields[b"request"].decode()
+                if fields.get(b"kind") == b"rollout":
+                    self._show_rollout(request_id, reprompt)
+                    continue
                 result = self.store.result(request_id)
                 if result is None or not self.store.is_unreported(request_id):
                     continue
@@ -173,6 +179,15 @@ class ShellChat:
                     self.say(f"\r{text}\n{self.prompt}", end="")
                 else:
                     self.say(text)
+
+    def _show_rollout(self, request_id: str, reprompt: bool) -> None:
+        record = load_rollout(self.redis, request_id)
+        if record is None:
+            return
+        request = self.store.get(request_id)
+        channel = request.channel.removeprefix("shell:")
+        text = f"[{channel}] releasegate (rollout): {messages.rollout_news(request, record)}"
+        self.say(f"\r{text}\n{self.prompt}" if reprompt else text, end="" if reprompt else "\n")
 
     def succeeded(self) -> bool:
         ok = {RequestState.PUSHED, RequestState.NOOP}
@@ -191,8 +206,15 @@ class ShellChat:
 
     def run_interactive(self, history: Path | None = None) -> None:
         """Read lines with editing and history (readline) until /quit, Ctrl-D or Ctrl-C; on the
-        way out, wait for what this shell queued (a second Ctrl-C leaves at once)."""
+        way out, wait for what this shell queued (a second Ctrl-C leaves at once).
+
+        Ctrl-C is taken only at the prompt and while waiting: SIGINT stays blocked in every
+        other moment and in every other thread (they inherit the mask). So a command is never
+        cut off half-done, and the signal always reaches the main thread's readline; one
+        handed to a background thread would not wake it, and the shell would not leave.
+        """
         _line_editing(history)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         stop = threading.Event()
 
         def tail() -> None:
@@ -208,18 +230,20 @@ class ShellChat:
         try:
             while True:
                 try:
-                    line = input(self.prompt)
-                    if line.strip() in ("/quit", "/exit"):
-                        break
-                    self.handle_line(line)
-                except (EOFError, KeyboardInterrupt):  # at the prompt, or mid-answer
+                    with _interruptible():
+                        line = input(self.prompt)
+                except (EOFError, KeyboardInterrupt):
                     self.say("")
                     break
+                if line.strip() in ("/quit", "/exit"):
+                    break
+                self.handle_line(line)
             self.leave()
         finally:
             stop.set()
             thread.join(timeout=2)
             _save_history(history)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def leave(self) -> None:
         try:
@@ -227,11 +251,22 @@ class ShellChat:
             if running:
                 self.say(f"waiting for {len(running)} queued deploy(s) to finish "
                          "(Ctrl-C again leaves now; the worker finishes them anyway)")  # fmt: skip
-                self.wait()
+                with _interruptible():
+                    self.wait()
         except KeyboardInterrupt:
             self.say("")
         except REDIS_DOWN as exc:
             self.say(f"cannot reach Redis to see the queued deploys ({exc}); leaving")
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Let Ctrl-C in (in this thread) for the duration; a Ctrl-C typed meanwhile arrives now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 def _line_editing(history: Path | None) -> None:

@@ -1,0 +1,110 @@
+"""After a degraded rollout: propose the way back, and show live state in `status`.
+
+The rollback is asked for in the original requester's name, in the request's channel and
+thread, by the same words a person would type (`rollback APP in ENV`): the grammar, the
+rights, the gates and the approvals are the ones every request goes through. Nothing is
+applied on its own; the approvers decide.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from bot.conversation import Conversation
+from bot.events import ChatEvent, Reply
+from config.errors import ReconcilerError
+from config.policy import Policy
+from config.settings import Settings
+from workers.reconcilers import ArgoCD, reconciler_for
+from workers.request import DeployRequest
+
+log = logging.getLogger(__name__)
+
+
+def offer_rollback(conversation: Conversation, request: DeployRequest, app: str) -> Reply:
+    platform, user = request.requester.split(":", 1)
+    thread = conversation.store.message_of(request.id) or request.thread
+    event = ChatEvent(platform=platform, user=user, user_name=request.requester_name,
+                      channel=request.channel.split(":", 1)[1],
+                      text=f"rollback {app} in {request.env}", thread=thread)  # fmt: skip
+    [reply, *_] = conversation.handle(event) or [Reply("no answer", ok=False)]
+    log.info("rollback of %s in %s offered after a degraded rollout: %s", app, request.env,
+             reply.request_id or reply.text)  # fmt: skip
+    return reply
+
+
+def live_lines(conversation: Conversation, settings: Settings, env: str) -> list[str]:
+    """What the reconciler says now about each app of `env` (for `status ENV`)."""
+    policy = conversation.policy
+    rollout = policy.environments[env].rollout
+    if rollout is None:
+        return []
+    token = settings.argocd_token.get_secret_value() if settings.argocd_token else None
+    try:
+        client = reconciler_for(rollout, settings.argocd_url, token)
+    except ReconcilerError as exc:
+        return [f"{env} rollout: cannot ask ({exc})"]
+    lines = []
+    for app, spec in policy.apps.items():
+        if env not in spec.pins:
+            continue
+        name = rollout.target(app, env)
+        try:
+            lines.append(f"{client.name} {name}: {client.status(name).line()}")
+        except ReconcilerError as exc:
+            lines.append(f"{client.name} {name}: cannot ask: {exc}")
+    return lines
+
+
+def _same_repository(a: str, b: str) -> bool:
+    """`git@host:org/repo.git`, `https://host/org/repo` and `ssh://git@host/org/repo.git` are
+    one repository."""
+
+    def key(url: str) -> str:
+        url = url.strip().lower().removesuffix("/").removesuffix(".git")
+        url = re.sub(r"^[a-z+]+://", "", url)
+        url = re.sub(r"^[^@/]+@", "", url)
+        return url.replace(":", "/", 1) if "/" not in url.split(":", 1)[0] else url
+
+    return key(a) == key(b)
+
+
+def check_applications(policy: Policy, settings: Settings) -> tuple[list[str], list[str]]:
+    """For `check-config`: every Argo CD application the policy follows exists and reads this
+    repository's branch. Returns (lines to print, problems)."""
+    token = settings.argocd_token.get_secret_value() if settings.argocd_token else None
+    lines: list[str] = []
+    problems: list[str] = []
+    for env, spec in policy.environments.items():
+        if spec.rollout is None or spec.rollout.argocd is None:
+            continue
+        try:
+            client = reconciler_for(spec.rollout, settings.argocd_url, token)
+        except ReconcilerError as exc:
+            problems.append(f"{env} rollout: {exc}")
+            continue
+        if not isinstance(client, ArgoCD):
+            continue
+        for app, app_spec in policy.apps.items():
+            if env not in app_spec.pins:
+                continue
+            name = spec.rollout.target(app, env)
+            try:
+                repo_url, revision = client.source(name)
+            except ReconcilerError as exc:
+                problems.append(f"Argo CD application {name} ({app} in {env}): {exc}")
+                lines.append(f"  argocd {name:24} UNUSABLE: {exc}")
+                continue
+            wrong = []
+            if not _same_repository(repo_url, policy.repository.url):
+                wrong.append(f"reads {repo_url}, not {policy.repository.url}")
+            if revision not in (policy.repository.branch, f"refs/heads/{policy.repository.branch}",
+                                "HEAD"):  # fmt: skip
+                wrong.append(f"follows {revision}, not {policy.repository.branch}")
+            if wrong:
+                problems.append(f"Argo CD application {name}: " + "; ".join(wrong))
+                lines.append(f"  argocd {name:24} WRONG SOURCE: {'; '.join(wrong)}")
+            else:
+                lines.append(f"  argocd {name:24} ok: {repo_url} at {revision}")
+    return lines, problems

@@ -1,0 +1,273 @@
+"""Following the rollout: after the push, the thread is told when Argo CD (or Flux) runs the
+pushed commit Synced and Healthy, or that it degraded (with a rollback offered, never
+applied), or did not get there in time, or could not be asked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from bot.conversation import Conversation
+from bot.embedded_redis import EmbeddedRedis
+from bot.outbox import post_rollout
+from bot.platforms.slack_api import SlackPoster
+from bot.rollouts import live_lines, offer_rollback
+from config.policy import Policy, parse_policy
+from config.settings import Settings
+from tests.conftest import Chat, Remote, outbox, plain_policy, run_worker
+from tests.fake_argocd import TOKEN, FakeApp, FakeArgoCD, FakeKubernetes, FakeKustomization, serve
+from tests.fake_slack import FakeSlack
+from tests.fake_slack import serve as serve_slack
+from tests.test_cli import releasegate
+from tests.test_sweeper import kill_tree
+from workers import rollout
+from workers.objects import Mirror
+from workers.outbox import stream
+from workers.request import RequestState
+from workers.store import RequestStore
+
+ARGOCD = """\
+    rollout:
+      argocd: {application: "{app}-prd", sync: true}
+      timeout: 60s
+"""
+FLUX = """\
+    rollout:
+      flux: {kind: Kustomization, name: apps, namespace: flux-system, reconcile: true}
+      timeout: 60s
+"""
+
+
+def with_rollout(remote: Path, block: str) -> str:
+    text = plain_policy(remote)
+    anchor = "    approval_ttl: 2h\n"
+    assert anchor in text
+    return text.replace(anchor, anchor + block)
+
+
+@dataclass
+class World:
+    chat: Chat
+    policy: Policy
+    redis: Redis
+    origin: Remote
+    argocd: FakeArgoCD
+    url: str
+    mirror: Mirror
+
+    def push(self, version: str = "2.1.0") -> str:
+        request_id = str(self.chat.say("alice", "deploy-prd", f"deploy awesome {version} to prd")
+                         .request_id)  # fmt: skip
+        self.chat.say("carol", "deploy-prd", "approve")
+        run_worker(self.redis)
+        assert RequestStore(self.redis).state(request_id) is RequestState.PUSHED
+        return request_id
+
+    def follow(self, token: str = TOKEN, rounds: int = 40) -> rollout.RolloutRecord:
+        """Run the workers' rollouts loop, a look every POLL seconds of (simulated) time."""
+        start = time.time()
+        for n in range(rounds):
+            rollout.follow_round(self.redis, lambda: self.policy, self.url, token,
+                                 self.mirror.is_ancestor, now=start + n * rollout.POLL)  # fmt: skip
+            if not self.redis.zcard(rollout.DUE):
+                break
+        [request_id] = [m.decode() for m in self.redis.smembers("releasegate:active")] or [
+            self.last()]  # fmt: skip
+        record = rollout.load(self.redis, request_id)
+        assert record is not None
+        return record
+
+    def last(self) -> str:
+        *_, (_id, fields) = self.redis.xrange(stream("shell"))
+        return str(fields[b"request"].decode())
+
+
+@pytest.fixture
+def world(tmp_path: Path, remote: Path, redis: Redis, settings: Settings,
+          policy_file: Path) -> Iterator[World]:  # fmt: skip
+    policy_file.write_text(with_rollout(remote, ARGOCD))
+    policy = parse_policy(policy_file.read_text())
+    argocd = FakeArgoCD()
+    argocd.apps["awesome-prd"] = FakeApp("awesome-prd", remote, remote.as_uri())
+    server = serve(argocd)
+    url = f"http://127.0.0.1:{server.server_port}"
+    mirror = Mirror(policy.repository, tmp_path / "follower", freshness=0)
+    chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "bot",
+                                                   freshness=0)))  # fmt: skip
+    yield World(chat, policy, redis, Remote(remote), argocd, url, mirror)
+    server.shutdown()
+
+
+def test_a_healthy_rollout_is_synced_and_told_with_the_sha_and_the_time_it_took(
+    world: World,
+) -> None:
+    request_id = world.push()
+    head = world.origin.head()
+    record = world.follow()
+    assert [t.state for t in record.targets] == ["healthy"]
+    assert world.argocd.synced_with("awesome-prd") == [head]  # sync: true, with our commit
+    told = [line for line in outbox(world.redis) if "healthy" in line]
+    assert len(told) == 1
+    assert told[0].startswith(f"{request_id}: {head[:7]} is synced and healthy in prd after ")
+    assert told[0].endswith("(Argo CD: awesome-prd)")
+    assert world.redis.hget("releasegate:metrics:rollouts", "prd|healthy") == b"1"
+
+
+def test_a_degraded_rollout_is_told_at_once_and_a_rollback_is_offered_not_applied(
+    world: World, tmp_path: Path
+) -> None:
+    world.argocd.apps["awesome-prd"].behaviour = "degraded"
+    request_id = world.push()
+    record = world.follow()
+    assert [t.state for t in record.targets] == ["degraded"]
+    assert "exceeded its progress deadline" in record.targets[0].last
+    # The bot posts the news in the thread, then the rollback request as a card there.
+    fake = FakeSlack()
+    slack = serve_slack(fake)
+    poster = SlackPoster("xoxb-test", f"http://127.0.0.1:{slack.server_port}/api/")
+    store = RequestStore(world.redis)
+    offer = partial(offer_rollback, world.chat.conversation)
+    post_rollout(store, poster, request_id, offer)
+    slack.shutdown()
+    texts = fake.texts()
+    assert texts[0].startswith(f"{request_id}: rollout of {world.origin.head()[:7]} in prd")
+    assert 'awesome-prd: degraded: Deployment "awesome" exceeded' in texts[0]
+    [rollback_id] = store.pending_all()
+    rollback = store.get(rollback_id)
+    assert rollback.verb == "rollback"
+    assert [c.line() for c in rollback.changes] == ["awesome: 2.1.0 -> 2.0.0 (prd)"]
+    assert rollback.requester == "shell:alice"
+    assert store.message_of(rollback_id) is not None  # reactions on its card approve it
+    assert any(c.method == "chat.update" for c in fake.calls)  # the card, with its buttons
+    count = world.origin.count()
+    run_worker(world.redis)
+    assert world.origin.count() == count  # offered, never applied on its own
+
+
+def test_a_rollout_that_never_syncs_is_told_not_healthy_after_the_timeout(world: World) -> None:
+    world.argocd.apps["awesome-prd"].behaviour = "never-syncs"
+    request_id = world.push()
+    record = world.follow()
+    assert [t.state for t in record.targets] == ["timeout"]
+    [told] = [line for line in outbox(world.redis) if "rollout of" in line]
+    assert told.startswith(f"{request_id}: rollout of ")
+    assert "awesome-prd: not healthy after 1m 00s: OutOfSync, Healthy at " in told
+
+
+def test_a_wrong_token_is_one_clear_message_and_following_stops(world: World) -> None:
+    world.push()
+    record = world.follow(token="not-the-token")
+    assert [t.state for t in record.targets] == ["error"]
+    [told] = [line for line in outbox(world.redis) if "rollout of" in line]
+    assert "awesome-prd: not followed: Argo CD refused releasegate's token" in told
+    assert "HTTP 401: invalid session" in told
+    assert not world.redis.zcard(rollout.DUE)
+
+
+def test_status_of_an_environment_shows_what_argo_cd_says_now(
+    world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELEASEGATE_ARGOCD_URL", world.url)
+    monkeypatch.setenv("RELEASEGATE_ARGOCD_TOKEN", TOKEN)
+    world.argocd.apps["awesome-prd"].progressing = 0
+    conversation = world.chat.conversation
+    conversation.ctx.live = partial(live_lines, conversation, Settings())
+    text = world.chat.say("bob", "deploy-prd", "status prd").text
+    assert f"Argo CD awesome-prd: Synced, Healthy at {world.origin.head()[:7]}" in text
+
+
+def test_check_config_says_per_application_whether_it_follows_this_repository(
+    world: World, policy_file: Path, tmp_path: Path
+) -> None:
+    env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_WORKDIR": str(tmp_path / "cc"),
+           "RELEASEGATE_ARGOCD_URL": world.url, "RELEASEGATE_ARGOCD_TOKEN": TOKEN}  # fmt: skip
+    done = releasegate("check-config", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "argocd awesome-prd" in done.stdout
+    assert "ok: file://" in done.stdout
+    world.argocd.apps["awesome-prd"].target_revision = "release"
+    done = releasegate("check-config", env=env)
+    assert done.returncode == 1
+    assert "Argo CD application awesome-prd: follows release, not main" in done.stderr
+    del world.argocd.apps["awesome-prd"]
+    done = releasegate("check-config", env=env)
+    assert "Argo CD has no application awesome-prd" in done.stderr
+
+
+def test_following_survives_a_worker_killed_in_the_middle_and_is_told_once(
+    world: World, tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
+) -> None:
+    world.argocd.apps["awesome-prd"].behaviour = "healthy"
+    world.argocd.apps["awesome-prd"].progressing = 10**6  # Progressing until we say so
+    request_id = world.push()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
+           "RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
+           "RELEASEGATE_WORKDIR": str(tmp_path / "w"), "RELEASEGATE_ARGOCD_URL": world.url,
+           "RELEASEGATE_ARGOCD_TOKEN": TOKEN}  # fmt: skip
+
+    def worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    first = worker()
+    deadline = time.monotonic() + 60
+    while not (rollout.load(world.redis, request_id) or rollout.RolloutRecord.model_construct(
+            asked=False)).asked:  # fmt: skip
+        assert time.monotonic() < deadline, "the worker never looked at the rollout"
+        time.sleep(0.2)
+    kill_tree(first.pid)
+    first.wait()
+    world.argocd.apps["awesome-prd"].progressing = 0  # healthy from now on
+    second = worker()
+    try:
+        deadline = time.monotonic() + 90
+        while not (record := rollout.load(world.redis, request_id)) or not record.ended:
+            assert time.monotonic() < deadline, "the next worker did not finish following"
+            time.sleep(0.2)
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+    assert [t.state for t in record.targets] == ["healthy"]
+    kinds = [f.get(b"kind") for _id, f in world.redis.xrange(stream("shell"))]
+    assert kinds.count(b"rollout") == 1
+
+
+def test_flux_is_followed_through_the_kubernetes_api(
+    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    policy_file.write_text(with_rollout(remote, FLUX))
+    policy = parse_policy(policy_file.read_text())
+    kube = FakeKubernetes()
+    kube.kustomizations["apps"] = FakeKustomization("apps", remote)
+    server = serve(kube)
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{server.server_port}'}}}}]\n"
+        f"users: [{{name: u, user: {{token: {kube.token}}}}}]\n"
+        "contexts: [{name: test, context: {cluster: c, user: u}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "b", freshness=0)))
+    world = World(chat, policy, redis, Remote(remote), FakeArgoCD(), "", Mirror(
+        policy.repository, tmp_path / "f", freshness=0))  # fmt: skip
+    request_id = world.push()
+    kube.kustomizations["apps"].applied = "0" * 40  # still on the old revision
+    record = world.follow()
+    server.shutdown()
+    assert [t.state for t in record.targets] == ["healthy"]
+    assert "reconcile.fluxcd.io/requestedAt" in str(kube.patches)
+    told = [line for line in outbox(redis) if "healthy" in line]
+    assert told == [told[0]]
+    assert told[0].startswith(f"{request_id}: {world.origin.head()[:7]} is synced and healthy")
+    assert told[0].endswith("(Flux: apps)")

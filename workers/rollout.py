@@ -1,0 +1,226 @@
+"""Following a rollout after the push, until the reconciler runs the pushed commit healthy.
+
+A pushed request whose environment has `rollout:` gets a record in Redis and an entry in
+a sorted set scored by when to look next. Every worker process runs a `rollouts` loop
+that claims due entries (moving their score a lease ahead, atomically, so two loops never
+ask at once), asks the reconciler once per application and schedules the next look. So
+following survives restarts of bots and workers, and never holds a deploy worker.
+
+A target is done when the reconciler runs the pushed commit or a descendant of it,
+`Synced` and `Healthy`; `Degraded` (or a failed operation) ends it at once; the timeout
+ends what is left. When every target is done, the news goes to the channel's outbox in
+the same script that marks the record ended, so it is told once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel
+from redis import Redis
+
+from config.errors import ReconcilerError, ReconcilerRefused, UnknownRequest
+from config.policy import Policy
+from config.rollout import Rollout
+from workers import metrics
+from workers.outbox import report_to
+from workers.reconcilers import Reconciler, TargetStatus, reconciler_for
+from workers.request import DeployRequest
+from workers.store import PREFIX, RequestStore
+
+log = logging.getLogger(__name__)
+
+DUE = f"{PREFIX}:rollouts"  # request id -> when to look next (Unix seconds)
+POLL = 3.0  # seconds between looks while following: nobody waits long for the news
+CLAIM = 30.0  # a claimed look not finished by then is taken by another loop
+KEEP = 30 * 24 * 3600
+
+TargetState = Literal["following", "healthy", "degraded", "timeout", "error"]
+
+
+class Target(BaseModel):
+    app: str
+    name: str  # the Argo CD application or Flux object
+    state: TargetState = "following"
+    last: str = ""  # what the reconciler said last, or why it could not be asked
+    seconds: float | None = None  # from the push to healthy
+
+
+class RolloutRecord(BaseModel):
+    request: str
+    env: str
+    commit: str
+    reconciler: str  # "Argo CD" | "Flux"
+    started: float
+    deadline: float
+    targets: list[Target]
+    asked: bool = False  # the first look (refresh, sync or reconcile) was made
+    ended: bool = False
+
+    @property
+    def timeout(self) -> float:
+        return self.deadline - self.started
+
+
+def _key(request_id: str) -> str:
+    return f"{PREFIX}:rollout:{request_id}"
+
+
+def load(redis: Redis, request_id: str) -> RolloutRecord | None:
+    raw = cast(bytes | None, redis.get(_key(request_id)))
+    return RolloutRecord.model_validate_json(raw) if raw else None
+
+
+def start(redis: Redis, policy: Policy, request: DeployRequest,
+          commit: str) -> RolloutRecord | None:  # fmt: skip
+    """Begin following `request`'s push, if its environment says how; returns the record."""
+    rollout = policy.environments[request.env].rollout
+    if rollout is None:
+        return None
+    now = time.time()
+    targets = [Target(app=c.app, name=rollout.target(c.app, c.env)) for c in request.changes]
+    deadline = now + rollout.timeout.total_seconds()
+    record = RolloutRecord(request=request.id, env=request.env, commit=commit,
+                           reconciler="Argo CD" if rollout.argocd else "Flux",
+                           started=now, deadline=deadline,
+                           targets=targets)  # fmt: skip
+    pipe = redis.pipeline()
+    pipe.set(_key(request.id), record.model_dump_json(), ex=KEEP, nx=True)
+    pipe.zadd(DUE, {request.id: now})
+    pipe.execute()
+    return record
+
+
+# KEYS: due set. ARGV: now, lease end, how many.
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
+return ids
+"""
+
+# KEYS: record, due set. ARGV: request id, record json, outbox stream, channel.
+# Ends the record and queues the news once, whoever gets here first.
+_END = """
+local old = redis.call('GET', KEYS[1])
+if not old or cjson.decode(old)['ended'] then redis.call('ZREM', KEYS[2], ARGV[1]) return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('XADD', ARGV[3], 'MAXLEN', '~', '100000', '*',
+           'request', ARGV[1], 'kind', 'rollout', 'channel', ARGV[4])
+return 1
+"""
+
+
+def claim(redis: Redis, count: int = 10, now: float | None = None) -> list[str]:
+    now = time.time() if now is None else now
+    ids = redis.eval(_CLAIM, 1, DUE, now, now + CLAIM, count)
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in cast(list[Any], ids)]
+
+
+def reached(status: TargetStatus, commit: str, is_ancestor: Callable[[str, str], bool]) -> bool:
+    """Whether the reconciler runs `commit` or a commit after it."""
+    revision = status.revision
+    if not revision:
+        return False
+    if commit.startswith(revision) or revision.startswith(commit):
+        return True
+    return is_ancestor(commit, revision)
+
+
+def look(record: RolloutRecord, reconciler: Reconciler, is_ancestor: Callable[[str, str], bool],
+         now: float) -> None:  # fmt: skip
+    """Ask the reconciler once about each target still followed, and update the record."""
+    for target in record.targets:
+        if target.state != "following":
+            continue
+        try:
+            if not record.asked:
+                reconciler.nudge(target.name, record.commit)
+            status = reconciler.status(target.name, refresh=not record.asked)
+        except ReconcilerRefused as exc:
+            target.state, target.last = "error", str(exc)
+            continue
+        except ReconcilerError as exc:  # down or slow: keep trying until the timeout
+            target.last = f"cannot ask {reconciler.name}: {exc}"
+            continue
+        target.last = status.line()
+        at_commit = reached(status, record.commit, is_ancestor)
+        if status.failed or (at_commit and status.health == "Degraded"):
+            target.state = "degraded"
+            target.last = status.message or status.line()
+        elif at_commit and status.sync == "Synced" and status.health == "Healthy":
+            target.state, target.seconds = "healthy", round(now - record.started, 1)
+    record.asked = True
+    if now >= record.deadline:
+        for target in record.targets:
+            if target.state == "following":
+                target.state = "timeout"
+    record.ended = all(t.state != "following" for t in record.targets)
+
+
+def follow(redis: Redis, request: DeployRequest,
+           reconciler: Callable[[], Reconciler], is_ancestor: Callable[[str, str], bool],
+           now: float | None = None) -> RolloutRecord | None:  # fmt: skip
+    """One look at a claimed rollout; when it ends, its news is queued once."""
+    now = time.time() if now is None else now
+    record = load(redis, request.id)
+    if record is None or record.ended:
+        redis.zrem(DUE, request.id)
+        return record
+    try:
+        client = reconciler()
+    except ReconcilerRefused as exc:  # not configured: say so once, instead of looking forever
+        for target in record.targets:
+            target.state, target.last = "error", str(exc)
+        record.ended = True
+    else:
+        look(record, client, is_ancestor, now)
+    if not record.ended:
+        pipe = redis.pipeline()
+        pipe.set(_key(request.id), record.model_dump_json(), keepttl=True)
+        pipe.zadd(DUE, {request.id: now + POLL})
+        pipe.execute()
+        return record
+    told = redis.eval(_END, 2, _key(request.id), DUE, request.id, record.model_dump_json(),
+                      report_to(request), request.channel)  # fmt: skip
+    if told:
+        outcome = "healthy" if all(t.state == "healthy" for t in record.targets) else next(
+            t.state for t in record.targets if t.state != "healthy")  # fmt: skip
+        seconds = now - record.started if outcome == "healthy" else None
+        metrics.record_rollout(redis, record.env, outcome, seconds)
+        log.info("rollout of %s in %s ended: %s", record.commit[:7], record.env, outcome)
+    return record
+
+
+def follow_round(
+    redis: Redis,
+    policy: Callable[[], Policy],
+    argocd_url: str | None,
+    argocd_token: str | None,
+    is_ancestor: Callable[[str, str], bool],
+    now: float | None = None,
+) -> float:
+    """One round of a worker's `rollouts` loop: look at every due rollout once."""
+    store = RequestStore(redis)
+    for request_id in claim(redis, now=now):
+        try:
+            request = store.get(request_id)
+        except UnknownRequest:
+            redis.zrem(DUE, request_id)
+            continue
+        env = policy().environments.get(request.env)
+        spec = env.rollout if env is not None else None
+        client = partial(_client, spec, request.env, argocd_url, argocd_token)
+        follow(redis, request, client, is_ancestor, now)
+    return 1.0
+
+
+def _client(spec: Rollout | None, env: str, argocd_url: str | None,
+            argocd_token: str | None) -> Reconciler:  # fmt: skip
+    if spec is None:
+        raise ReconcilerRefused(f"the policy no longer follows rollouts in {env}")
+    return reconciler_for(spec, argocd_url, argocd_token)
