@@ -259,9 +259,5 @@ def rollout_state(record: RolloutRecord) -> str:
             "timeout": f"⌛ not healthy after {took(record.timeout)}"}[worst]  # fmt: skip
 
 
-def rollback_offered(app: str) -> str:
-    return f"{app} is degraded: a rollback is proposed below; approve it to go back"
-
-
-def rollback_not_offered(app: str, why: str) -> str:
-    return f"{app} is degraded, and a rollback could not be proposed: {why}"
+def rollback_not_offered(app: str, env: str, why: str) -> str:
+    return f"{app} is degraded; to go back, say `rollback {app} in {env}` ({why})"

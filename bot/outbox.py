@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 GROUP = "releasegate-bot"
 RETRY_IDLE = timedelta(seconds=30)
 GIVE_UP_AFTER = timedelta(days=1)
-GIVE_UP_AFTER_SECONDS = int(GIVE_UP_AFTER.total_seconds())
+TOLD_KEPT = 30 * 24 * 3600  # seconds a rollout's "told" marker is kept
 BATCH = 50
 
 
@@ -81,9 +81,8 @@ def post_rollout(store: RequestStore, poster: Poster, request_id: str,
             continue
         reply = offer_rollback(request, target.app)
         if reply.request_id is None:
-            poster.post(
-                request.channel, thread, messages.rollback_not_offered(target.app, reply.text)
-            )
+            text = messages.rollback_not_offered(target.app, request.env, reply.text)
+            poster.post(request.channel, thread, text)
             continue
         ts = poster.post(request.channel, thread, reply.text)
         store.bind_message(reply.request_id, request.channel, ts)
@@ -174,7 +173,7 @@ class OutboxConsumer:
             except Exception as exc:  # any platform failure: leave it pending, retry later
                 log.warning("could not post the rollout of %s: %s", request_id, exc)
                 return False
-            self.redis.set(told, 1, ex=GIVE_UP_AFTER_SECONDS * 30)
+            self.redis.set(told, 1, ex=TOLD_KEPT)
         self.redis.xack(self.stream, GROUP, entry_id)
         return True
 

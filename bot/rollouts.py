@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def offer_rollback(conversation: Conversation, request: DeployRequest, app: str) -> Reply:
+    env = conversation.policy.environments.get(request.env)
+    if env is None or env.approvals == 0:
+        # Filed here it would be queued at once: nobody would have decided to go back.
+        return Reply(f"{request.env} needs no approval, so nothing is filed for you", ok=False)
     platform, user = request.requester.split(":", 1)
     thread = conversation.store.message_of(request.id) or request.thread
     event = ChatEvent(platform=platform, user=user, user_name=request.requester_name,

@@ -271,3 +271,32 @@ def test_flux_is_followed_through_the_kubernetes_api(
     assert told == [told[0]]
     assert told[0].startswith(f"{request_id}: {world.origin.head()[:7]} is synced and healthy")
     assert told[0].endswith("(Flux: apps)")
+
+
+def test_a_degraded_rollout_where_nobody_approves_files_no_rollback_but_says_how(
+    world: World, policy_file: Path, remote: Path
+) -> None:
+    """Filed where no approval is needed, a rollback would be queued at once: nobody would
+    have decided to go back. The thread is told the command instead."""
+    text = with_rollout(remote, ARGOCD).replace("    approvals: 1\n", "    approvals: 0\n")
+    policy_file.write_text(text)  # the workers' policy too
+    policy = parse_policy(text)
+    world.policy = policy
+    world.chat = Chat(Conversation(policy, world.redis, world.mirror))
+    world.argocd.apps["awesome-prd"].behaviour = "degraded"
+    request_id = str(
+        world.chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    )
+    run_worker(world.redis)
+    world.follow()
+    fake = FakeSlack()
+    slack = serve_slack(fake)
+    poster = SlackPoster("xoxb-test", f"http://127.0.0.1:{slack.server_port}/api/")
+    store = RequestStore(world.redis)
+    post_rollout(store, poster, request_id, partial(offer_rollback, world.chat.conversation))
+    slack.shutdown()
+    assert fake.texts()[-1].startswith(
+        "awesome is degraded; to go back, say `rollback awesome in prd`"
+    )
+    assert store.pending_all() == []
+    assert store.active() == []

@@ -169,3 +169,28 @@ def test_a_missing_policy_is_a_clear_render_error() -> None:
         helm.HelmError, match=re.escape("policy.content or policy.existingConfigMap is required")
     ):
         render({})
+
+
+def test_following_rollouts_gives_bot_and_workers_the_token_and_flux_only_what_it_reads() -> None:
+    values = {**DEFAULTS, "rollout": {
+        "argocd": {"url": "https://argocd.acme.example", "existingSecret": "argocd-releasegate"},
+        "flux": {"enabled": True, "namespaces": ["flux-system"]},
+    }}  # fmt: skip
+    objects = render(values)
+    for name in ("rg-releasegate-bot", "rg-releasegate-worker"):
+        env = {e["name"]: e for e in container(objects, name)["env"]}
+        assert env["RELEASEGATE_ARGOCD_URL"]["value"] == "https://argocd.acme.example"
+        token = env["RELEASEGATE_ARGOCD_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert token == {"name": "argocd-releasegate", "key": "token"}
+        pod = objects[f"Deployment/{name}"]["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is True
+    role = objects["Role/rg-releasegate-flux"]
+    assert role["metadata"]["namespace"] == "flux-system"
+    assert {tuple(r["verbs"]) for r in role["rules"]} == {("get", "patch")}
+    binding = objects["RoleBinding/rg-releasegate-flux"]
+    assert binding["subjects"][0]["namespace"] == "deploys"
+    # Without rollouts: no token in the pods, no Kubernetes rights.
+    plain = render(DEFAULTS)
+    pod = plain["Deployment/rg-releasegate-worker"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert not any(k.startswith(("Role/", "RoleBinding/")) for k in plain)

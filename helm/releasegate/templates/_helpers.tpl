@@ -72,6 +72,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- else }}
   value: {{ .Values.redis.externalUrl | quote }}
 {{- end }}
+{{- if and .Values.rollout.argocd.url .Values.rollout.argocd.existingSecret }}
+- name: RELEASEGATE_ARGOCD_URL
+  value: {{ .Values.rollout.argocd.url | quote }}
+- name: RELEASEGATE_ARGOCD_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.rollout.argocd.existingSecret }}
+      key: token
+{{- end }}
 {{- if .Values.git.existingSecret }}
 - name: RELEASEGATE_GIT_SSH_KEY
   value: /etc/releasegate/git/ssh-privatekey
