@@ -135,6 +135,12 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
         print("Argo CD applications:")
         print("\n".join(lines))
     problems += rollout_problems
+    from workers.signing import Signer, require_key
+
+    try:
+        require_key(policy.repository, Signer.from_setting(settings.git_signing_key))
+    except ReleasegateError as exc:
+        problems.append(str(exc))
     mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
     repo = mirror.snapshot()
     print(f"repository at {repo.head[:7]}")

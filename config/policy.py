@@ -44,6 +44,10 @@ class Repository(_Model):
     url: str
     branch: str = "main"
     author: str = "releasegate <releasegate@localhost>"
+    # Every commit must be signed: a worker without RELEASEGATE_GIT_SIGNING_KEY refuses to start.
+    require_signed: bool = False
+    # An SSH allowed-signers file: never commit on top of a head that does not verify against it.
+    trusted_signers: Path | None = None
 
     @field_validator("branch")
     @classmethod

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # How long an ended request (and its approvals) stays in Redis; Git keeps the record.
     retention_days: int = Field(default=30, ge=1)
     git_ssh_key: Path | None = None
+    # Sign every commit: an SSH private key's path, or gpg:KEYID (see workers/signing.py).
+    git_signing_key: str | None = None
     log_format: Literal["auto", "json", "text"] = "auto"  # auto: text on a terminal
 
     @property

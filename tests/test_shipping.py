@@ -194,3 +194,14 @@ def test_following_rollouts_gives_bot_and_workers_the_token_and_flux_only_what_i
     pod = plain["Deployment/rg-releasegate-worker"]["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     assert not any(k.startswith(("Role/", "RoleBinding/")) for k in plain)
+
+
+def test_a_signing_key_is_mounted_read_only_for_the_workers_from_a_secret() -> None:
+    objects = render({**DEFAULTS, "git": {"signing": {"existingSecret": "releasegate-signing"}}})
+    env = {e["name"]: e for e in container(objects, "rg-releasegate-worker")["env"]}
+    assert env["RELEASEGATE_GIT_SIGNING_KEY"]["value"] == "/etc/releasegate/signing/signing-key"
+    pod = objects["Deployment/rg-releasegate-worker"]["spec"]["template"]["spec"]
+    volume = {v["name"]: v for v in pod["volumes"]}["signing"]["secret"]
+    assert volume == {"secretName": "releasegate-signing", "defaultMode": 0o400}
+    mount = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}["signing"]
+    assert mount["readOnly"] is True

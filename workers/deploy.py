@@ -56,6 +56,8 @@ class BatchHooks:
     maybe_pushed: Callable[[DeployRequest], bool] = lambda request: True
     on_retry: Callable[[], None] = lambda: None
     secrets: Sequence[str] = ()
+    # Raises when the fetched head may not be built on (its signature is not trusted).
+    verify_head: Callable[[str], None] = lambda head: None
 
 
 def context(request: DeployRequest) -> dict[str, str | None]:
@@ -111,6 +113,10 @@ def apply_batch(
         try:
             head = checkout.sync()
         except RemoteUnreachable as exc:
+            return _fail(outcomes, [(r, "") for r in todo], str(exc))
+        try:
+            hooks.verify_head(head)
+        except ReleasegateError as exc:
             return _fail(outcomes, [(r, "") for r in todo], str(exc))
         search = any(hooks.maybe_pushed(request) for request in todo)
         landed = checkout.request_commits() if search else {}

@@ -38,6 +38,7 @@ import git
 
 from config.errors import GitOpsError, PinError, PinNotFound, PushRejected, RemoteUnreachable
 from config.policy import Repository
+from workers.signing import Signer
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,14 @@ def git_env(ssh_key: Path | None) -> dict[str, str]:
 
 def repository_dir(repository: Repository, workdir: Path) -> Path:
     return workdir / hashlib.sha256(repository.url.encode()).hexdigest()[:12]
+
+
+def _verb(args: Sequence[str]) -> str:
+    """The git subcommand among `args` (after any `-c name=value`)."""
+    rest = list(args)
+    while rest[:1] == ["-c"]:
+        rest = rest[2:]
+    return rest[0] if rest else "git"
 
 
 def _remote_said(lines: list[str], keep: int = 5) -> str:
@@ -155,8 +164,10 @@ class Checkout:
         ssh_key: Path | None = None,
         host: str | None = None,
         paths: Sequence[str] | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.repository = repository
+        self.signer = signer  # signs every commit when set
         # Check out only these files (the pinned ones) where nothing needs the whole tree.
         self.paths = sorted(set(paths)) if paths is not None else None
         self.base = repository_dir(repository, workdir) / (host or socket.gethostname())
@@ -222,10 +233,10 @@ class Checkout:
                 capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired as exc:
-            raise RemoteUnreachable(f"git {args[0]} took longer than {GIT_TIMEOUT}s") from exc
+            raise RemoteUnreachable(f"git {_verb(args)} took longer than {GIT_TIMEOUT}s") from exc
         if done.returncode != 0:
             error = redact_url(done.stderr.strip() or f"exit {done.returncode}")
-            raise RemoteUnreachable(f"git {args[0]} failed: {error}")
+            raise RemoteUnreachable(f"git {_verb(args)} failed: {error}")
         return done.stdout.strip()
 
     def _open(self) -> git.Repo:
@@ -384,8 +395,9 @@ class Checkout:
             parent = self._git("rev-parse", "--verify", "HEAD", cwd=here)
             self._git("update-index", "--", *files, cwd=here, env=identity)
             tree = self._git("write-tree", cwd=here)
-            commit = self._git("commit-tree", tree, "-p", parent, "-F", f.name, cwd=here,
-                               env=identity)  # fmt: skip
+            sign = [*self.signer.git_options(), "commit-tree", "-S"] if self.signer else [
+                "commit-tree"]  # fmt: skip
+            commit = self._git(*sign, tree, "-p", parent, "-F", f.name, cwd=here, env=identity)
             self._git("update-ref", "--no-deref", "HEAD", commit, parent, cwd=here)
         finally:
             os.unlink(f.name)

@@ -12,11 +12,12 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from redis import Redis
 
-from config.errors import ApprovalsChanged, GitOpsError, UnknownRequest
+from config.errors import ApprovalsChanged, GitOpsError, ReleasegateError, UnknownRequest
 from config.policy import Policy, load_policy
 from config.principals import Principal
 from config.settings import Settings
@@ -31,6 +32,8 @@ from workers.logs import request_context
 from workers.plan import checkout_paths
 from workers.queue import JOB_TIMEOUT
 from workers.request import Approval, DeployRequest, RequestState, Result
+from workers.signing import Signer, require_key
+from workers.signing import verify_head as verify_head_signature
 from workers.store import RequestStore
 
 log = logging.getLogger(__name__)
@@ -107,8 +110,12 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
     """Land batches of ready requests until none is left (the lane's holder only)."""
     store = RequestStore(redis, settings.retention)
     locks = Locks(redis)
+    try:
+        signer, signing_problem = Signer.from_setting(settings.git_signing_key), None
+    except ReleasegateError as exc:
+        signer, signing_problem = None, str(exc)
     checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
-                        paths=checkout_paths(policy))  # fmt: skip
+                        paths=checkout_paths(policy), signer=signer)  # fmt: skip
 
     identities = Identities(policy, load_rocketchat_ids(redis))
 
@@ -130,6 +137,13 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
         )
         return [approval.principal for approval in counted]
 
+    def verify_head(head: str) -> None:
+        if signing_problem:
+            raise ReleasegateError(signing_problem)
+        require_key(policy.repository, signer)
+        if policy.repository.trusted_signers is not None:
+            verify_head_signature(Path(checkout.path), head, policy.repository.trusted_signers)
+
     hooks = BatchHooks(
         gates=gates,
         approvers=approvers,
@@ -137,6 +151,7 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
         maybe_pushed=lambda request: store.was_pushing(request.id),
         on_retry=lambda: metrics.record_push_retry(redis),
         secrets=[*settings.secret_values(), *url_credentials(policy.repository.url)],
+        verify_head=verify_head,
     )
     with checkout.locked():
         while True:

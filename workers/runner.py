@@ -29,6 +29,7 @@ from workers.lane import Lane, lane_name
 from workers.objects import Mirror
 from workers.plan import checkout_paths, current_versions
 from workers.queue import deploy_queue
+from workers.signing import Signer, require_key
 from workers.supervisor import Supervisor
 from workers.sweeper import HEARTBEAT_INTERVAL, SWEEP_EVERY, sweep
 
@@ -40,6 +41,7 @@ MAX_WAIT = 5.0
 
 def run(settings: Settings, burst: bool = False) -> int:
     policy = load_policy(settings.policy)  # fail at start, not at the first job
+    require_key(policy.repository, Signer.from_setting(settings.git_signing_key))
     redis = connect(settings)
     lane = Lane(redis, lane_name(policy.repository))
     stop = threading.Event()

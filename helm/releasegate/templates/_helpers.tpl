@@ -81,6 +81,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
       name: {{ .Values.rollout.argocd.existingSecret }}
       key: token
 {{- end }}
+{{- if .Values.git.signing.existingSecret }}
+- name: RELEASEGATE_GIT_SIGNING_KEY
+  value: /etc/releasegate/signing/signing-key
+{{- end }}
 {{- if .Values.git.existingSecret }}
 - name: RELEASEGATE_GIT_SSH_KEY
   value: /etc/releasegate/git/ssh-privatekey
@@ -134,6 +138,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   mountPath: /etc/releasegate/known_hosts
   readOnly: true
 {{- end }}
+{{- if .Values.git.signing.existingSecret }}
+- name: signing
+  mountPath: /etc/releasegate/signing
+  readOnly: true
+{{- end }}
 {{- end }}
 
 {{- define "releasegate.volumes" -}}
@@ -146,7 +155,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: git-key
   secret:
     secretName: {{ .Values.git.existingSecret }}
-    defaultMode: 0400
+    defaultMode: 256  # 0o400, owner read only (decimal: YAML parsers disagree on 0400)
+{{- end }}
+{{- if .Values.git.signing.existingSecret }}
+- name: signing
+  secret:
+    secretName: {{ .Values.git.signing.existingSecret }}
+    defaultMode: 256  # 0o400, owner read only (decimal: YAML parsers disagree on 0400)
 {{- end }}
 {{- if .Values.git.knownHosts }}
 - name: known-hosts
