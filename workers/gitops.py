@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import re
-import shlex
 import shutil
 import socket
 import stat
@@ -38,6 +36,7 @@ import git
 
 from config.errors import GitOpsError, PinError, PinNotFound, PushRejected, RemoteUnreachable
 from config.policy import Repository
+from workers.gitenv import git_env, redact_url, repository_dir
 from workers.signing import Signer
 
 log = logging.getLogger(__name__)
@@ -53,32 +52,6 @@ _FAILED_PUSH = (
     | git.PushInfo.REMOTE_FAILURE
 )
 _RACE_WORDS = ("fetch first", "non-fast-forward", "stale info", "cannot lock ref")
-
-
-def redact_url(url: str) -> str:
-    """The URL without any user:password part, fit for logs and chat."""
-    return re.sub(r"//[^/@]+@", "//***@", url)
-
-
-def url_credentials(url: str) -> list[str]:
-    """The user and password written into a URL, if any: secrets to scrub from output."""
-    found = re.search(r"//([^/@]+)@", url)
-    return [part for part in found.group(1).split(":") if part] if found else []
-
-
-def git_env(ssh_key: Path | None) -> dict[str, str]:
-    """The environment every Git call of ours runs with (on top of the process's own)."""
-    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_LITERAL_PATHSPECS": "1"}
-    if ssh_key is not None:
-        env["GIT_SSH_COMMAND"] = (
-            f"ssh -i {shlex.quote(str(ssh_key))} -o IdentitiesOnly=yes "
-            "-o StrictHostKeyChecking=accept-new"
-        )
-    return {**os.environ, **env}
-
-
-def repository_dir(repository: Repository, workdir: Path) -> Path:
-    return workdir / hashlib.sha256(repository.url.encode()).hexdigest()[:12]
 
 
 def _verb(args: Sequence[str]) -> str:
@@ -99,29 +72,6 @@ def _remote_said(lines: list[str], keep: int = 5) -> str:
 def _git_error(exc: git.GitCommandError) -> str:
     stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
     return redact_url(stderr or str(exc.status))
-
-
-_FIELD, _RECORD = "\x1f", "\x1e"
-_TRAILERS = ("Releasegate-Request", "Requested-by", "Approved-by", "Releasegate-Kind")
-TRAILER_FORMAT = (
-    _FIELD.join(
-        ["%H", "%ct", "%an", "%s"]
-        + [f"%(trailers:key={key},valueonly,separator=%x2C)" for key in _TRAILERS]
-    )
-    + _RECORD
-)
-
-
-def parse_trailer_log(out: str) -> list[dict[str, str]]:
-    """`git log --format=TRAILER_FORMAT` output as one dict per commit, newest first."""
-    entries = []
-    for record in out.split(_RECORD):
-        if record.strip():
-            values = record.strip("\n").split(_FIELD)
-            entries.append(
-                dict(zip(("commit", "time", "author", "subject", *_TRAILERS), values, strict=True))
-            )
-    return entries
 
 
 @contextmanager

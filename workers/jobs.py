@@ -25,7 +25,8 @@ from workers import audit, metrics, outbox, rollout
 from workers.connection import connect
 from workers.deploy import BatchHooks, Outcome, apply_batch, context
 from workers.gates import Locks, check_not_expired, check_open
-from workers.gitops import Checkout, url_credentials
+from workers.gitenv import url_credentials
+from workers.gitops import Checkout
 from workers.identity import Identities, load_rocketchat_ids
 from workers.lane import Lane, Lease, LeaseLost, lane_name
 from workers.logs import request_context

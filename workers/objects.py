@@ -29,7 +29,8 @@ from typing import TypeVar, cast
 
 from config.errors import GitOpsError, PinError, PinNotFound, RemoteUnreachable
 from config.policy import Repository
-from workers.gitops import git_env, redact_url, repository_dir
+from workers.gitenv import git_env, redact_url, repository_dir
+from workers.trailers import TRAILER_FORMAT, parse_trailer_log
 
 log = logging.getLogger(__name__)
 
@@ -397,8 +398,6 @@ class Mirror:
         return cast(list[tuple[str, int]], self.cached(("history", commit, file, limit), compute))
 
     def log_with_trailers(self, commit: str, files: list[str], limit: int) -> list[dict[str, str]]:
-        from workers.gitops import TRAILER_FORMAT, parse_trailer_log
-
         def compute() -> list[dict[str, str]]:
             out = self._git("log", f"--format={TRAILER_FORMAT}", f"--max-count={limit}", commit,
                             "--", *files, timeout=self.fetch_timeout)  # fmt: skip
