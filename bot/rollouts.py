@@ -21,6 +21,8 @@ from workers.request import DeployRequest
 
 log = logging.getLogger(__name__)
 
+LIVE_TIMEOUT = 2.0  # seconds `status ENV` waits for the reconciler
+
 
 def offer_rollback(conversation: Conversation, request: DeployRequest, app: str) -> Reply:
     env = conversation.policy.environments.get(request.env)
@@ -46,7 +48,8 @@ def live_lines(conversation: Conversation, settings: Settings, env: str) -> list
         return []
     token = settings.argocd_token.get_secret_value() if settings.argocd_token else None
     try:
-        client = reconciler_for(rollout, settings.argocd_url, token)
+        # A chat answer waits for this: ask briefly, and say so when the reconciler is slow.
+        client = reconciler_for(rollout, settings.argocd_url, token, timeout=LIVE_TIMEOUT)
     except ReconcilerError as exc:
         return [f"{env} rollout: cannot ask ({exc})"]
     lines = []

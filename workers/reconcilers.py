@@ -131,8 +131,10 @@ class ArgoCD:
 class Kubernetes:
     """Just enough of a Kubernetes API client: a bearer token, a server, a CA."""
 
-    def __init__(self, server: str, token: str, verify: bool | str = True) -> None:
+    def __init__(self, server: str, token: str, verify: bool | str = True,
+                 timeout: float = TIMEOUT) -> None:  # fmt: skip
         self.server = server.rstrip("/")
+        self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.verify = verify
@@ -182,7 +184,8 @@ class Kubernetes:
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            response = self.session.request(method, self.server + path, timeout=TIMEOUT, **kwargs)
+            response = self.session.request(method, self.server + path, timeout=self.timeout,
+                                            **kwargs)  # fmt: skip
         except requests.RequestException as exc:
             raise ReconcilerError(f"the Kubernetes API at {self.server} does not answer "
                                   f"({type(exc).__name__})") from exc  # fmt: skip
@@ -229,15 +232,23 @@ class Flux:
                            headers={"Content-Type": "application/merge-patch+json"})  # fmt: skip
 
 
-def reconciler_for(rollout: Rollout, argocd_url: str | None, argocd_token: str | None,
-                   kube: Kubernetes | None = None) -> Reconciler:  # fmt: skip
+def reconciler_for(
+    rollout: Rollout,
+    argocd_url: str | None,
+    argocd_token: str | None,
+    kube: Kubernetes | None = None,
+    timeout: float = TIMEOUT,
+) -> Reconciler:
     """The client that follows `rollout`; raises `ReconcilerRefused` when unconfigured."""
     if rollout.argocd is not None:
         if not (argocd_url and argocd_token):
             raise ReconcilerRefused("the policy follows Argo CD, but RELEASEGATE_ARGOCD_URL and "
                                     "RELEASEGATE_ARGOCD_TOKEN are not both set")  # fmt: skip
-        return ArgoCD(argocd_url, argocd_token, sync=rollout.argocd.sync)
+        return ArgoCD(argocd_url, argocd_token, timeout=timeout, sync=rollout.argocd.sync)
     flux = rollout.flux
     if flux is None:
         raise ReconcilerRefused("the rollout names no reconciler")
-    return Flux(kube or Kubernetes.from_environment(), flux.kind, flux.namespace, flux.reconcile)
+    if kube is None:
+        kube = Kubernetes.from_environment()
+        kube.timeout = timeout
+    return Flux(kube, flux.kind, flux.namespace, flux.reconcile)

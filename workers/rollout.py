@@ -47,6 +47,7 @@ class Target(BaseModel):
     name: str  # the Argo CD application or Flux object
     state: TargetState = "following"
     last: str = ""  # what the reconciler said last, or why it could not be asked
+    asked: bool = False  # the first look (sync or reconcile, refresh) went through
     seconds: float | None = None  # from the push to healthy
 
 
@@ -58,7 +59,6 @@ class RolloutRecord(BaseModel):
     started: float
     deadline: float
     targets: list[Target]
-    asked: bool = False  # the first look (refresh, sync or reconcile) was made
     ended: bool = False
 
     @property
@@ -138,9 +138,10 @@ def look(record: RolloutRecord, reconciler: Reconciler, is_ancestor: Callable[[s
         if target.state != "following":
             continue
         try:
-            if not record.asked:
+            if not target.asked:  # retried at the next look if the reconciler was away
                 reconciler.nudge(target.name, record.commit)
-            status = reconciler.status(target.name, refresh=not record.asked)
+            status = reconciler.status(target.name, refresh=not target.asked)
+            target.asked = True
         except ReconcilerRefused as exc:
             target.state, target.last = "error", str(exc)
             continue
@@ -154,7 +155,6 @@ def look(record: RolloutRecord, reconciler: Reconciler, is_ancestor: Callable[[s
             target.last = status.message or status.line()
         elif at_commit and status.sync == "Synced" and status.health == "Healthy":
             target.state, target.seconds = "healthy", round(now - record.started, 1)
-    record.asked = True
     if now >= record.deadline:
         for target in record.targets:
             if target.state == "following":
