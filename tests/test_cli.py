@@ -354,3 +354,30 @@ def test_a_warm_venv_is_not_reinstalled() -> None:
     assert again.returncode == 0, again.stderr
     assert again.stdout == again.stderr == ""
     assert stamp.stat().st_mtime_ns == before
+
+
+def test_a_piped_shell_without_any_worker_says_so_instead_of_waiting_silently(
+    tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis, redis: Redis
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
+    env = {**clean, "RELEASEGATE_POLICY": str(policy_file),
+           "RELEASEGATE_REDIS_URL": redis_server.url,
+           "RELEASEGATE_WORKDIR": str(tmp_path / "w")}  # fmt: skip
+    shell = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "shell", "--as", "alice", "--channel", "deploy-int"],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert shell.stdin is not None
+    assert shell.stdout is not None
+    shell.stdin.write("deploy awesome 2.1.0 to int\n")
+    shell.stdin.close()
+    lines = []
+    try:
+        for line in shell.stdout:
+            lines.append(line)
+            if "no worker is running" in line:
+                break
+    finally:
+        shell.kill()
+        shell.wait()
+    assert "no worker is running: start `releasegate worker`" in lines[-1], lines

@@ -299,3 +299,34 @@ def test_a_degraded_rollout_where_nobody_approves_files_no_rollback_but_says_how
     )
     assert store.pending_all() == []
     assert store.active() == []
+
+
+def test_each_app_of_a_release_train_is_followed_and_the_thread_gets_one_summary(
+    world: World,
+) -> None:
+    from datetime import UTC, datetime
+
+    from workers.request import Change, DeployRequest
+
+    head = world.origin.head()
+    world.argocd.apps["web-prd"] = FakeApp("web-prd", world.origin.path, "x")
+    world.argocd.apps["web-prd"].behaviour = "degraded"
+    train = DeployRequest(
+        id="RTRAIN2", verb="train", env="prd", requester="shell:alice", requester_name="alice",
+        channel="shell:deploy-prd", approvals_needed=1, created_at=datetime.now(UTC),
+        base_commit=head, diff="",
+        changes=(Change(app="awesome", env="prd", old="2.0.0", new="2.1.0"),
+                 Change(app="web", env="prd", old="1.0.0", new="1.1.0")),
+    )  # fmt: skip
+    store = RequestStore(world.redis)
+    store.create(train, RequestState.PUSHED)
+    assert rollout.start(world.redis, world.policy, train, head) is not None
+    world.argocd.apps["awesome-prd"].progressing = 0
+    world.argocd.apps["web-prd"].progressing = 0
+    record = world.follow()
+    assert {t.name: t.state for t in record.targets} == {"awesome-prd": "healthy",
+                                                         "web-prd": "degraded"}  # fmt: skip
+    [told] = [line for line in outbox(world.redis) if line.startswith("RTRAIN2")]
+    assert told.splitlines()[0] == f"RTRAIN2: rollout of {head[:7]} in prd (Argo CD):"
+    assert told.splitlines()[1].startswith("awesome-prd: synced and healthy after ")
+    assert told.splitlines()[2].startswith("web-prd: degraded: ")
