@@ -64,29 +64,49 @@ RollbackOffer = Callable[[DeployRequest, str], Reply]
 def post_rollout(store: RequestStore, poster: Poster, request_id: str,
                  offer_rollback: RollbackOffer | None) -> None:  # fmt: skip
     """Say how the rollout went in the request's thread, refresh its card, and where an app
-    degraded, put a rollback request (a card people approve like any other) in the thread."""
+    degraded, put a rollback request (a card people approve like any other) in the thread.
+
+    Each step is marked done in Redis as soon as it happened, so a retry after chat refused
+    a later post repeats only what did not happen: the news is told once, a rollback filed
+    once, its card posted once."""
     record = load_rollout(store.redis, request_id)
     if record is None:
         return
+    redis = store.redis
     request = store.get(request_id)
     card_ref = store.message_of(request_id)
     thread = card_ref or request.thread
-    poster.post(request.channel, thread, messages.rollout_news(request, record))
-    if card_ref:
-        poster.update_card(request.channel, card_ref, card_for(store, request_id))
+
+    def step(name: str) -> str:
+        return f"{PREFIX}:rollout:{request_id}:{name}"
+
+    if not redis.exists(step("told")):
+        poster.post(request.channel, thread, messages.rollout_news(request, record))
+        redis.set(step("told"), 1, ex=TOLD_KEPT)
+        if card_ref:
+            poster.update_card(request.channel, card_ref, card_for(store, request_id))
     if offer_rollback is None:
         return
     for target in record.targets:
-        if target.state != "degraded":
+        if target.state != "degraded" or redis.exists(step(f"posted:{target.app}")):
             continue
-        reply = offer_rollback(request, target.app)
-        if reply.request_id is None:
-            text = messages.rollback_not_offered(target.app, request.env, reply.text)
-            poster.post(request.channel, thread, text)
-            continue
-        ts = poster.post(request.channel, thread, reply.text)
-        store.bind_message(reply.request_id, request.channel, ts)
-        poster.update_card(request.channel, ts, card_for(store, reply.request_id))
+        filed = cast(bytes | None, redis.get(step(f"filed:{target.app}")))
+        if filed is None:
+            reply = offer_rollback(request, target.app)
+            if reply.request_id is None:
+                text = messages.rollback_not_offered(target.app, request.env, reply.text)
+                poster.post(request.channel, thread, text)
+                redis.set(step(f"posted:{target.app}"), 1, ex=TOLD_KEPT)
+                continue
+            redis.set(step(f"filed:{target.app}"), reply.request_id, ex=TOLD_KEPT)
+            rollback_id = reply.request_id
+        else:
+            rollback_id = filed.decode()
+        card = card_for(store, rollback_id)
+        ts = poster.post(request.channel, thread, card.text())
+        store.bind_message(rollback_id, request.channel, ts)
+        redis.set(step(f"posted:{target.app}"), 1, ex=TOLD_KEPT)
+        poster.update_card(request.channel, ts, card)
 
 
 def _decoded(fields: dict[Any, Any]) -> dict[str, str]:
@@ -165,15 +185,12 @@ class OutboxConsumer:
         return True
 
     def _handle_rollout(self, entry_id: Any, request_id: str) -> bool:
-        # Told once: a marker set only after the post; an entry claimed again finds it.
-        told = f"{PREFIX}:rollout:{request_id}:told"
-        if request_id and not self.redis.exists(told):
+        if request_id:
             try:
                 post_rollout(self.store, self.poster, request_id, self.offer_rollback)
             except Exception as exc:  # any platform failure: leave it pending, retry later
                 log.warning("could not post the rollout of %s: %s", request_id, exc)
                 return False
-            self.redis.set(told, 1, ex=TOLD_KEPT)
         self.redis.xack(self.stream, GROUP, entry_id)
         return True
 

@@ -33,6 +33,8 @@ class FakeSlack:
     fail: dict[str, int] = field(default_factory=dict)
     # method -> how many more times to answer 503, as Slack does when it is having a bad day
     unavailable: dict[str, int] = field(default_factory=dict)
+    # text -> how many more times to refuse a message containing it (a refusal mid-sequence)
+    refuse_text: dict[str, int] = field(default_factory=dict)
     _counter: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -44,6 +46,13 @@ class FakeSlack:
                 self.rate_limit[method] -= 1
                 self.calls.append(Call(method + " (rate limited)", params))
                 return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "1"}
+            text = str(params.get("text", ""))
+            if refused := next(
+                (t for t, n in self.refuse_text.items() if n > 0 and t in text), None
+            ):
+                self.refuse_text[refused] -= 1
+                self.calls.append(Call(method + " (unavailable)", params))
+                return 503, {"ok": False, "error": "service_unavailable"}, {}
             if self.unavailable.get(method, 0) > 0:
                 self.unavailable[method] -= 1
                 self.calls.append(Call(method + " (unavailable)", params))

@@ -21,6 +21,7 @@ from bot.embedded_redis import EmbeddedRedis
 from bot.outbox import post_rollout
 from bot.platforms.slack_api import SlackPoster
 from bot.rollouts import live_lines, offer_rollback
+from config.errors import PostFailed
 from config.policy import Policy, parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, outbox, plain_policy, run_worker
@@ -330,3 +331,26 @@ def test_each_app_of_a_release_train_is_followed_and_the_thread_gets_one_summary
     assert told.splitlines()[0] == f"RTRAIN2: rollout of {head[:7]} in prd (Argo CD):"
     assert told.splitlines()[1].startswith("awesome-prd: synced and healthy after ")
     assert told.splitlines()[2].startswith("web-prd: degraded: ")
+
+
+def test_a_post_slack_refuses_midway_is_retried_without_telling_or_filing_twice(
+    world: World,
+) -> None:
+    world.argocd.apps["awesome-prd"].behaviour = "degraded"
+    request_id = world.push()
+    world.follow()
+    fake = FakeSlack()
+    fake.refuse_text["Roll back awesome"] = 1  # the rollback's card, once
+    slack = serve_slack(fake)
+    poster = SlackPoster("xoxb-test", f"http://127.0.0.1:{slack.server_port}/api/")
+    store = RequestStore(world.redis)
+    offer = partial(offer_rollback, world.chat.conversation)
+    with pytest.raises(PostFailed):
+        post_rollout(store, poster, request_id, offer)
+    post_rollout(store, poster, request_id, offer)  # the outbox's retry
+    post_rollout(store, poster, request_id, offer)  # and a stray third delivery
+    slack.shutdown()
+    posted = [c.params["text"] for c in fake.calls if c.method == "chat.postMessage"]
+    assert sum(text.startswith(f"{request_id}: rollout of") for text in posted) == 1
+    assert sum("Roll back awesome" in text for text in posted) == 1
+    assert len(store.pending_all()) == 1  # one rollback filed
