@@ -171,10 +171,13 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
                 lease.lane.record_push(checkout.head())
             for request in batch:
                 if request.id in outcomes:
-                    end(store, request, outcomes[request.id])
-                    commit = outcomes[request.id].commit
-                    if outcomes[request.id].state is RequestState.PUSHED and commit:
-                        rollout.start(redis, policy, request, commit)
+                    outcome = outcomes[request.id]
+                    # Following starts before the request ends: a crash in between leaves
+                    # it running, its re-run finds its commit and ends it, and the
+                    # rollout record (written once) is already there.
+                    if outcome.state is RequestState.PUSHED and outcome.commit:
+                        rollout.start(redis, policy, request, outcome.commit)
+                    end(store, request, outcome)
 
 
 def batch_context(batch: list[DeployRequest]) -> dict[str, str | None]:
