@@ -97,6 +97,7 @@ def reject(ctx: Context, event: ChatEvent, command: Reject) -> list[Reply]:
     if not ctx.store.finish(request.id, [RequestState.PENDING], result):
         raise Refused(messages.not_pending(request.id, ctx.store.state(request.id)), "not_pending")
     ctx.audit("rejected", request=request.id, by=event.principal, reason=reason or None)
+    ctx.close_merge_request(request)
     return [Reply(result.message, about=request.id)]
 
 
@@ -113,4 +114,5 @@ def cancel(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply
     if not store.finish(request.id, [RequestState.PENDING, RequestState.APPROVED], result):
         raise Refused(messages.not_pending(request.id, store.state(request.id)), "not_pending")
     ctx.audit("cancelled", request=request.id, by=event.principal)
+    ctx.close_merge_request(request)
     return [Reply(result.message, about=request.id)]

@@ -22,6 +22,7 @@ class Card:
     approvers: list[tuple[str, str]]  # (user id, name as they were called when approving)
     outcome: str | None
     rollout: str | None = None  # how the reconciler took the pushed commit, once known
+    merge_request: str | None = None  # the pull (merge) request's address, in that mode
 
     @property
     def pending(self) -> bool:
@@ -42,6 +43,7 @@ class Card:
             f"requested by {request.requester_name}; "
             f"approvals {len(self.approvers)}/{request.approvals_needed}: {approved}",
             messages.STATE_LINES[self.state] + (f": {self.outcome}" if self.outcome else ""),
+            *([f"🔀 {self.merge_request}"] if self.merge_request else []),
             *([self.rollout] if self.rollout else []),
         ]
         if request.diff and self.state in (RequestState.PENDING, RequestState.APPROVED):
@@ -62,6 +64,7 @@ def card_for(store: RequestStore, request_id: str) -> Card:
             for a in store.approval_records(request_id)
         ],
         outcome=outcome,
+        merge_request=(store.merge_request(request_id) or {}).get("url"),
         rollout=messages.rollout_state(record)
         if (record := load_rollout(store.redis, request_id))
         else None,

@@ -20,6 +20,7 @@ from workers import audit, outbox
 from workers.gates import Locks
 from workers.identity import Identities, load_rocketchat_ids
 from workers.objects import Mirror
+from workers.queue import enqueue_forge
 from workers.request import DeployRequest, RequestState, Result
 from workers.store import RETENTION, RequestStore
 
@@ -121,6 +122,11 @@ class Context:
         if not self.is_listed(event, lockers):
             raise Refused(messages.not_locker(event.display, env, lockers), "not_locker")
 
+    def close_merge_request(self, request: DeployRequest) -> None:
+        """A request that ended without landing closes its pull request (a worker's job)."""
+        if self.policy.repository.merge_request is not None:
+            enqueue_forge(self.redis, "close_change", request.id)
+
     def expire_if_due(self, request: DeployRequest) -> bool:
         """End a pending request whose time ran out; True if it did now. Whoever ends it (a
         person talking to the bot, or the background round) queues the news, so its thread
@@ -131,6 +137,7 @@ class Context:
         result = Result(state=RequestState.EXPIRED, message=message, finished_at=self.clock())
         if self.store.finish(request.id, [RequestState.PENDING], result, outbox.report_to(request)):
             self.audit("expired", request=request.id, env=request.env)
+            self.close_merge_request(request)
             return True
         return False
 

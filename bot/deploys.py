@@ -20,7 +20,7 @@ from workers.history import rollback_target, versions_run
 from workers.logs import request_context
 from workers.objects import Snapshot
 from workers.plan import current_version, plan_changes
-from workers.queue import enqueue_deploy
+from workers.queue import enqueue_deploy, enqueue_forge
 from workers.request import Change, DeployRequest, RequestState, new_request_id
 
 log = logging.getLogger(__name__)
@@ -165,5 +165,7 @@ def _file(ctx: Context, event: ChatEvent, verb: str, env: str, changes: list[Cha
             enqueue_deploy(ctx.redis, request.id)
             text = messages.queued(request)
             return [Reply(text, request_id=request.id, queued=(request.id,), about=request.id)]
+        if ctx.policy.repository.merge_request is not None:
+            enqueue_forge(ctx.redis, "open_change", request.id)  # checks run while people approve
         text = messages.request_created(request, spec.approvers)
         return [Reply(text, request_id=request.id, about=request.id)]

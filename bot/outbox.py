@@ -25,6 +25,8 @@ from redis.exceptions import ResponseError
 from bot import messages
 from bot.cards import Card, card_for
 from bot.events import Reply
+from config.errors import UnknownRequest
+from config.text import inert
 from workers.outbox import stream
 from workers.request import DeployRequest
 from workers.rollout import load as load_rollout
@@ -170,6 +172,8 @@ class OutboxConsumer:
         request_id = fields.get("request", "")
         if fields.get("kind") == "rollout":
             return self._handle_rollout(entry_id, request_id)
+        if fields.get("kind") == "note":
+            return self._handle_note(entry_id, request_id, fields.get("text", ""))
         if request_id and self.store.is_unreported(request_id):
             result = self.store.result(request_id)
             if result is not None and datetime.now(UTC) - result.finished_at > GIVE_UP_AFTER:
@@ -181,6 +185,23 @@ class OutboxConsumer:
                     log.warning("could not post the outcome of %s: %s", request_id, exc)
                     return False
             self.store.mark_reported(request_id)
+        self.redis.xack(self.stream, GROUP, entry_id)
+        return True
+
+    def _handle_note(self, entry_id: Any, request_id: str, text: str) -> bool:
+        """A line for the request's thread (a pull request opened, a merge refused for now);
+        the card is refreshed with it."""
+        try:
+            request = self.store.get(request_id)
+            card_ref = self.store.message_of(request_id)
+            self.poster.post(request.channel, card_ref or request.thread, inert(text, 2000))
+            if card_ref:
+                self.poster.update_card(request.channel, card_ref, card_for(self.store, request_id))
+        except UnknownRequest:
+            pass
+        except Exception as exc:  # any platform failure: leave it pending, retry later
+            log.warning("could not post a note about %s: %s", request_id, exc)
+            return False
         self.redis.xack(self.stream, GROUP, entry_id)
         return True
 

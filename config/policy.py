@@ -40,6 +40,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class MergeRequestSpec(_Model):
+    forge: Literal["github", "gitlab"]
+    api_url: str = Field(pattern=r"^https?://")
+    project: str = Field(min_length=1, max_length=300)  # GitHub owner/repo; GitLab path or id
+    merge_method: Literal["merge", "squash", "rebase"] = "squash"
+
+
 class Repository(_Model):
     url: str
     branch: str = "main"
@@ -48,6 +55,8 @@ class Repository(_Model):
     require_signed: bool = False
     # An SSH allowed-signers file: never commit on top of a head that does not verify against it.
     trusted_signers: Path | None = None
+    # Land through the forge's pull (merge) requests instead of pushing to the branch.
+    merge_request: MergeRequestSpec | None = None
 
     @field_validator("branch")
     @classmethod
@@ -344,6 +353,7 @@ def _known_keys() -> list[str]:
     keys: set[str] = set()
     models: tuple[type[BaseModel], ...] = (
         Policy, Repository, Environment, App, Pin, Rollout, ArgoCDRollout, FluxRollout,
+        MergeRequestSpec,
     )  # fmt: skip
     for model in models:
         for name, field in model.model_fields.items():

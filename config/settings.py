@@ -40,6 +40,8 @@ class Settings(BaseSettings):
 
     # Following rollouts: Argo CD's API (a token of an account that may get and sync the
     # applications), or Flux through the Kubernetes API (in-cluster, or KUBECONFIG).
+    # A GitHub or GitLab token for repository.merge_request (pull requests, merges).
+    forge_token: SecretStr | None = None
     argocd_url: str | None = None
     argocd_token: SecretStr | None = None
 

@@ -162,6 +162,9 @@ def outbox(redis: Redis) -> list[str]:
     told = []
     for _id, fields in redis.xrange(stream("shell")):
         request_id = fields[b"request"].decode()
+        if fields.get(b"kind") == b"note":
+            told.append(fields[b"text"].decode())
+            continue
         if fields.get(b"kind") == b"rollout":
             record = load(redis, request_id)
             assert record is not None, request_id

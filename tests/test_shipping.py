@@ -205,3 +205,12 @@ def test_a_signing_key_is_mounted_read_only_for_the_workers_from_a_secret() -> N
     assert volume == {"secretName": "releasegate-signing", "defaultMode": 0o400}
     mount = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}["signing"]
     assert mount["readOnly"] is True
+
+
+def test_the_forge_token_reaches_the_workers_only() -> None:
+    objects = render({**DEFAULTS, "git": {"forge": {"existingSecret": "releasegate-forge"}}})
+    worker = {e["name"]: e for e in container(objects, "rg-releasegate-worker")["env"]}
+    token = worker["RELEASEGATE_FORGE_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert token == {"name": "releasegate-forge", "key": "token"}
+    bot = {e["name"] for e in container(objects, "rg-releasegate-bot")["env"]}
+    assert "RELEASEGATE_FORGE_TOKEN" not in bot

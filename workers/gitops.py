@@ -357,6 +357,11 @@ class Checkout:
     def head(self) -> str:
         return self._git("rev-parse", "--verify", "HEAD", cwd=self.path)
 
+    def push_branch(self, branch: str) -> None:
+        """Push HEAD to `branch` (a request's own branch, replaced if it exists)."""
+        self._git("push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}",
+                  cwd=Path(self.path))  # fmt: skip
+
     def push(self) -> None:
         """Push the local branch; raises `PushRejected` for a lost race or a refusal."""
         branch = self.repository.branch

@@ -21,7 +21,7 @@ from config.errors import ApprovalsChanged, GitOpsError, ReleasegateError, Unkno
 from config.policy import Policy, load_policy
 from config.principals import Principal
 from config.settings import Settings
-from workers import audit, metrics, outbox, rollout
+from workers import audit, mergerequests, metrics, outbox, rollout
 from workers.connection import connect
 from workers.deploy import BatchHooks, Outcome, apply_batch, context
 from workers.gates import Locks, check_not_expired, check_open
@@ -31,7 +31,7 @@ from workers.identity import Identities, load_rocketchat_ids
 from workers.lane import Lane, Lease, LeaseLost, lane_name
 from workers.logs import request_context
 from workers.plan import checkout_paths
-from workers.queue import JOB_TIMEOUT
+from workers.queue import JOB_TIMEOUT, enqueue_forge
 from workers.request import Approval, DeployRequest, RequestState, Result
 from workers.signing import Signer, require_key
 from workers.signing import verify_head as verify_head_signature
@@ -55,8 +55,11 @@ def run_request(request_id: str) -> str:
     def ended() -> bool:
         return store.state(request_id).final
 
+    def waiting() -> bool:  # the forge refused to merge for now: the sweeper queues it again
+        return store.not_before(request_id) > time.time()
+
     deadline = time.monotonic() + LANE_WAIT
-    while not ended():
+    while not ended() and not waiting():
         with lane.held(give_up=ended, timeout=max(1.0, deadline - time.monotonic())) as lease:
             if lease is None:
                 if ended():
@@ -166,7 +169,10 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
                 return
             with request_context(**batch_context(batch)):
                 log.info("landing a batch of %d request(s)", len(batch))
-                outcomes = apply_batch(policy, checkout, batch, hooks)
+                if policy.repository.merge_request is not None:
+                    outcomes = merge_batch(policy, settings, checkout, store, batch, hooks)
+                else:
+                    outcomes = apply_batch(policy, checkout, batch, hooks)
             if any(o.state is RequestState.PUSHED for o in outcomes.values()):
                 lease.lane.record_push(checkout.head())
             for request in batch:
@@ -178,6 +184,27 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
                     if outcome.state is RequestState.PUSHED and outcome.commit:
                         rollout.start(redis, policy, request, outcome.commit)
                     end(store, request, outcome)
+
+
+def merge_batch(policy: Policy, settings: Settings, checkout: Checkout, store: RequestStore,
+                batch: list[DeployRequest], hooks: BatchHooks) -> dict[str, Outcome]:  # fmt: skip
+    """Merge each request's pull request through the forge; one the forge refused for now
+    goes back to approved, to be tried again after its wait (the sweeper queues it)."""
+    outcomes: dict[str, Outcome] = {}
+    try:
+        forge = mergerequests.forge_of(policy, settings)
+        if forge is None:
+            raise ReleasegateError("the policy no longer lands through merge requests")
+    except ReleasegateError as exc:
+        return {request.id: Outcome(RequestState.FAILED, str(exc)) for request in batch}
+    for request in batch:
+        with request_context(**context(request)):
+            outcome = mergerequests.land(policy, checkout, forge, store, request, hooks)
+        if outcome is None:
+            store.transition(request.id, [RequestState.RUNNING], RequestState.APPROVED)
+        else:
+            outcomes[request.id] = outcome
+    return outcomes
 
 
 def batch_context(batch: list[DeployRequest]) -> dict[str, str | None]:
@@ -235,6 +262,8 @@ def supersede(store: RequestStore, landed: DeployRequest) -> list[str]:
         if store.finish(request_id, [RequestState.PENDING], result, outbox.report_to(other)):
             with request_context(**context(other)):
                 log.info("%s", message)
+            if store.merge_request(request_id) is not None:
+                enqueue_forge(store.redis, "close_change", request_id)
             audit.record(store.redis, "superseded", request=request_id, by=landed.id)
             closed.append(request_id)
     return closed

@@ -40,3 +40,11 @@ def publish(redis: Redis, request: DeployRequest, kind: str = "outcome") -> str:
     entry = cast(Any, {"request": request.id, "kind": kind, "channel": request.channel})
     key = stream(platform_of(request.channel))
     return str(redis.xadd(key, entry, maxlen=OUTBOX_MAXLEN, approximate=True))
+
+
+def note(redis: Redis, request: DeployRequest, text: str) -> str:
+    """Queue a line for `request`'s thread (news that is not its end: a pull request opened,
+    a merge the forge refused for now)."""
+    entry = cast(Any, {"request": request.id, "kind": "note", "channel": request.channel,
+                       "text": text[:2000]})  # fmt: skip
+    return str(redis.xadd(report_to(request), entry, maxlen=OUTBOX_MAXLEN, approximate=True))

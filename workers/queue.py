@@ -62,3 +62,22 @@ def enqueue_drain(redis: Redis, lane: str) -> bool:
     except DuplicateJobError:
         return False
     return True
+
+
+def enqueue_forge(redis: Redis, function: str, request_id: str) -> bool:
+    """Queue a pull request job for the request: `open_change` or `close_change`."""
+    name = function.rsplit("_", 1)[0]
+    try:
+        deploy_queue(redis).enqueue(
+            f"workers.mergerequests.{function}",
+            request_id,
+            job_id=f"{name}-{request_id}",
+            unique=True,
+            job_timeout=JOB_TIMEOUT,
+            result_ttl=24 * 3600,
+            failure_ttl=7 * 24 * 3600,
+            description=f"{name} the pull request of {request_id}",
+        )
+    except DuplicateJobError:
+        return False
+    return True

@@ -8,7 +8,9 @@ request.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -193,14 +195,35 @@ class RequestStore:
         ids = self.active()
         pipe = self.redis.pipeline()
         for request_id in ids:
-            pipe.hmget(self._key(request_id), "state", "since")
+            pipe.hmget(self._key(request_id), "state", "since", "not_before")
         rows = cast(list[list[Any]], pipe.execute())
+        now = time.time()
         waiting = sorted(
             (int(_text(since) or 0), request_id)
-            for request_id, (state, since) in zip(ids, rows, strict=True)
+            for request_id, (state, since, not_before) in zip(ids, rows, strict=True)
             if _text(state) in (RequestState.APPROVED.value, RequestState.RUNNING.value)
+            and float(_text(not_before) or 0) <= now
         )
         return [request_id for _since, request_id in waiting[:limit]]
+
+    # A request whose merge the forge refused for now waits, and is tried again after this.
+    def wait_until(self, request_id: str, when: float, why: str) -> bool:
+        """Note the retry time and the forge's reason; True when the reason is new (to say it)."""
+        key = self._key(request_id)
+        old = _text(self.redis.hget(key, "waiting_for"))
+        self.redis.hset(key, mapping={"not_before": when, "waiting_for": why})
+        return old != why
+
+    def not_before(self, request_id: str) -> float:
+        return float(_text(self.redis.hget(self._key(request_id), "not_before")) or 0)
+
+    # The request's pull (merge) request on the forge, once opened: {"number", "url", "branch"}.
+    def set_merge_request(self, request_id: str, info: dict[str, Any]) -> None:
+        self.redis.hset(self._key(request_id), "merge_request", json.dumps(info))
+
+    def merge_request(self, request_id: str) -> dict[str, Any] | None:
+        raw = _text(self.redis.hget(self._key(request_id), "merge_request"))
+        return dict(json.loads(raw)) if raw else None
 
     def mark_pushing(self, request_ids: Iterable[str]) -> None:
         """Note, before a push, that these requests' commits may reach the branch from now on."""

@@ -74,6 +74,8 @@ def sweep(redis: Redis, lane: Lane, now: float | None = None) -> list[str]:
         if state is RequestState.RUNNING:
             running.append(request_id)
             continue
+        if store.not_before(request_id) > now:
+            continue  # the forge refused its merge for now; tried again after the wait
         job = _job(redis, request_id)
         status = job.get_status() if job else None
         if status in WAITING:

@@ -167,6 +167,11 @@ class ShellChat:
                 if fields.get(b"kind") == b"rollout":
                     self._show_rollout(request_id, reprompt)
                     continue
+                if fields.get(b"kind") == b"note":
+                    text = f"releasegate (worker): {fields.get(b'text', b'').decode()}"
+                    self.say(f"\r{text}\n{self.prompt}" if reprompt else text,
+                             end="" if reprompt else "\n")  # fmt: skip
+                    continue
                 result = self.store.result(request_id)
                 if result is None or not self.store.is_unreported(request_id):
                     continue

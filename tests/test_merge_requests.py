@@ -1,0 +1,212 @@
+"""Landing through pull (merge) requests: opened when the request is made, merged through the
+forge's API on quorum with the same message and trailers as a direct push, refusals said in
+the forge's words and retried, closed when the request ends without landing. GitHub and
+GitLab are small local servers that really merge into the bare remote."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from bot.conversation import Conversation
+from config.policy import parse_policy
+from config.settings import Settings
+from tests.conftest import Chat, Remote, git, outbox, plain_policy, run_worker
+from tests.fake_forge import READ_ONLY, TOKEN, FakeForge, serve
+from workers import mergerequests
+from workers.lane import Lane, lane_name
+from workers.objects import Mirror
+from workers.request import RequestState
+from workers.store import RequestStore
+from workers.sweeper import sweep
+
+
+@dataclass
+class World:
+    chat: Chat
+    redis: Redis
+    origin: Remote
+    forge: FakeForge
+
+    def ask(self, text: str = "deploy awesome 2.1.0 to prd", channel: str = "deploy-prd") -> str:
+        reply = self.chat.say("alice", channel, text)
+        assert reply.request_id, reply.text
+        return str(reply.request_id)
+
+    def state(self, request_id: str) -> RequestState:
+        return RequestStore(self.redis).state(request_id)
+
+    def branch_exists(self, request_id: str) -> bool:
+        return subprocess.run(["git", "rev-parse", "--verify", f"releasegate/{request_id}"],
+                              cwd=self.origin.path, capture_output=True,
+                              check=False).returncode == 0  # fmt: skip
+
+    def retry(self) -> None:
+        """What the workers do after the wait: the sweeper queues the request again."""
+        time.sleep(mergerequests.RETRY + 0.1)
+        policy = self.chat.conversation.policy
+        sweep(self.redis, Lane(self.redis, lane_name(policy.repository)))
+        run_worker(self.redis)
+
+
+def make_world(tmp_path: Path, remote: Path, redis: Redis, policy_file: Path,
+               monkeypatch: pytest.MonkeyPatch, kind: str = "github",
+               token: str = TOKEN) -> Iterator[World]:  # fmt: skip
+    forge = FakeForge(remote, kind)  # type: ignore[arg-type]
+    server = serve(forge)
+    api = f"http://127.0.0.1:{server.server_port}" + ("/api/v4" if kind == "gitlab" else "")
+    text = plain_policy(remote).replace(
+        "  branch: main\n",
+        f"  branch: main\n  merge_request: {{forge: {kind}, api_url: '{api}', "
+        "project: acme/environments}\n",
+    )
+    policy_file.write_text(text)
+    monkeypatch.setenv("RELEASEGATE_FORGE_TOKEN", token)
+    monkeypatch.setattr(mergerequests, "RETRY", 0.5)  # the forked work horses see it too
+    policy = parse_policy(text)
+    mirror = Mirror(policy.repository, tmp_path / "bot", freshness=0)
+    yield World(Chat(Conversation(policy, redis, mirror)), redis, Remote(remote), forge)
+    server.shutdown()
+
+
+@pytest.fixture
+def github(tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:  # fmt: skip
+    yield from make_world(tmp_path, remote, redis, policy_file, monkeypatch)
+
+
+def test_a_pull_request_is_opened_when_asked_and_merged_with_the_trailers_on_approval(
+    github: World,
+) -> None:
+    request_id = github.ask()
+    run_worker(github.redis)  # the opening job: checks run while people approve
+    [pull] = github.forge.pulls.values()
+    assert (pull.head, pull.base, pull.title) == (f"releasegate/{request_id}", "main",
+                                                  "Deploy awesome 2.1.0 to prd")  # fmt: skip
+    assert b"newTag: 2.1.0" in github.origin.file("env/prd/kustomization.yml",
+                                                  f"releasegate/{request_id}")  # fmt: skip
+    assert github.origin.count() == 1  # nothing on main yet
+    assert f"{request_id}: pull request opened: {github.forge.url(1)}" in outbox(github.redis)[0]
+    card = github.chat.say("bob", "deploy-prd", f"status {request_id}")
+    assert card.ok
+
+    github.chat.say("carol", "deploy-prd", "approve")
+    run_worker(github.redis)
+    assert github.state(request_id) is RequestState.PUSHED
+    message = github.origin.message()
+    assert message.startswith("Deploy awesome 2.1.0 to prd\n")
+    assert f"Releasegate-Request: {request_id}" in message
+    assert "Approved-by: shell:carol" in message
+    assert b"newTag: 2.1.0" in github.origin.file("env/prd/kustomization.yml")
+    merges = [c for c in github.forge.calls if c[1].endswith("/merge")]
+    assert merges[0][2]["merge_method"] == "squash"
+    assert not github.branch_exists(request_id)
+    result = RequestStore(github.redis).result(request_id)
+    assert result is not None
+    assert result.commit == github.origin.head()
+
+
+def test_failing_checks_are_said_once_in_the_forges_words_and_the_merge_retried_when_green(
+    github: World,
+) -> None:
+    github.forge.checks = "failure"
+    request_id = github.ask()
+    run_worker(github.redis)
+    github.chat.say("carol", "deploy-prd", "approve")
+    run_worker(github.redis)
+    assert github.state(request_id) is RequestState.APPROVED  # waiting, not failed
+    github.retry()  # still failing: tried again, not told again
+    assert github.state(request_id) is RequestState.APPROVED
+    refusals = [line for line in outbox(github.redis) if "will not merge yet" in line]
+    assert refusals == [f'{request_id}: GitHub will not merge yet: Required status check "ci" '
+                        "is failing.; releasegate tries again every few seconds until the "
+                        "request expires"]  # fmt: skip
+    assert github.origin.count() == 1
+    github.forge.pulls[1].checks = "success"
+    github.retry()
+    assert github.state(request_id) is RequestState.PUSHED
+    assert "Approved-by: shell:carol" in github.origin.message()
+
+
+def test_a_conflict_after_another_change_landed_is_refused_and_said(github: World) -> None:
+    request_id = github.ask()
+    run_worker(github.redis)
+    clone = github.origin.path.parent / "outside"
+    git("clone", "--quiet", str(github.origin.path), str(clone))
+    kustomization = clone / "env" / "prd" / "kustomization.yml"
+    kustomization.write_text(kustomization.read_text().replace("newTag: 2.0.0", "newTag: 2.0.9"))
+    git("-c", "user.name=o", "-c", "user.email=o@x", "commit", "-qam", "hotfix", cwd=clone)
+    git("push", "--quiet", "origin", "main", cwd=clone)
+    github.chat.say("carol", "deploy-prd", "approve")
+    run_worker(github.redis)
+    assert github.state(request_id) is RequestState.APPROVED
+    assert any("GitHub will not merge yet: Pull Request is not mergeable" in line
+               for line in outbox(github.redis))  # fmt: skip
+    assert github.origin.message().startswith("hotfix")
+
+
+@pytest.mark.parametrize(("who", "how"), [("alice", "cancel"), ("carol", "reject")])
+def test_a_cancelled_or_rejected_request_closes_its_pull_request_and_deletes_its_branch(
+    github: World, who: str, how: str
+) -> None:
+    request_id = github.ask()
+    run_worker(github.redis)
+    assert github.branch_exists(request_id)
+    assert github.chat.say(who, "deploy-prd", f"{how} {request_id}").ok
+    run_worker(github.redis)
+    assert github.forge.pulls[1].state == "closed"
+    assert not github.branch_exists(request_id)
+    assert github.origin.count() == 1
+
+
+def test_a_token_without_rights_is_said_plainly_and_nothing_lands(
+    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    for world in make_world(tmp_path, remote, redis, policy_file, monkeypatch, token=READ_ONLY):
+        request_id = world.ask()
+        run_worker(redis)
+        assert any("could not open a pull request yet (GitHub refused releasegate's token "
+                   "(HTTP 403: Resource not accessible by integration))" in line
+                   for line in outbox(redis))  # fmt: skip
+        world.chat.say("carol", "deploy-prd", "approve")
+        run_worker(redis)
+        assert world.state(request_id) is RequestState.FAILED
+        result = RequestStore(redis).result(request_id)
+        assert result is not None
+        assert "refused releasegate's token" in result.message
+        assert world.origin.count() == 1
+
+
+def test_where_nobody_approves_the_pull_request_is_opened_and_merged_at_once(
+    github: World,
+) -> None:
+    request_id = github.ask("deploy awesome 2.1.0 to int", "deploy-int")
+    run_worker(github.redis)
+    assert github.state(request_id) is RequestState.PUSHED
+    assert github.forge.pulls[1].state == "merged"
+    assert f"Releasegate-Request: {request_id}" in github.origin.message()
+
+
+def test_gitlab_merge_requests_are_merged_with_the_same_message(
+    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    for world in make_world(tmp_path, remote, redis, policy_file, monkeypatch, kind="gitlab"):
+        request_id = world.ask()
+        run_worker(redis)
+        assert world.forge.pulls[1].head == f"releasegate/{request_id}"
+        world.chat.say("carol", "deploy-prd", "approve")
+        run_worker(redis)
+        assert world.state(request_id) is RequestState.PUSHED
+        message = world.origin.message()
+        assert message.startswith("Deploy awesome 2.1.0 to prd\n")
+        assert "Approved-by: shell:carol" in message
+        assert world.forge.pulls[1].state == "merged"
+        assert not world.branch_exists(request_id)

@@ -1,0 +1,156 @@
+"""Landing through the forge: a pull (merge) request per request, merged on quorum.
+
+With `repository.merge_request`, the request's change is committed on a branch
+`releasegate/ID`, pushed, and a pull request is opened as soon as the request is made (a
+job of its own), so the forge's checks run while people approve; the thread and the card
+link it. On quorum the lane's holder merges it through the forge's API with the commit
+message a direct push would carry (subject, body, trailers, the approvals included). A
+merge the forge refuses for now (checks, conflicts, reviews) is said in the thread with the
+forge's words, once per reason, and tried again every RETRY seconds until the request
+expires. A cancelled, rejected or expired request closes its pull request and deletes its
+branch. releasegate never approves a pull request in the forge on anyone's behalf.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from config.errors import ReleasegateError
+from config.policy import Policy, load_policy
+from config.settings import Settings
+from workers import outbox
+from workers.commit import commit_message
+from workers.connection import connect
+from workers.deploy import BatchHooks, Outcome, apply_one
+from workers.forges import Forge, ForgeError, MergeRefused, MergeRequest, forge_for
+from workers.gitops import Checkout
+from workers.plan import checkout_paths
+from workers.request import DeployRequest, RequestState
+from workers.signing import Signer
+from workers.store import RequestStore
+
+log = logging.getLogger(__name__)
+
+RETRY = 15.0  # seconds between merge attempts the forge refused
+
+
+def branch_of(request: DeployRequest) -> str:
+    return f"releasegate/{request.id}"
+
+
+def forge_of(policy: Policy, settings: Settings) -> Forge | None:
+    spec = policy.repository.merge_request
+    if spec is None:
+        return None
+    if settings.forge_token is None:
+        raise ForgeError("repository.merge_request is set, but RELEASEGATE_FORGE_TOKEN is not")
+    return forge_for(
+        spec.forge, spec.api_url, spec.project, settings.forge_token.get_secret_value()
+    )
+
+
+def _message(request: DeployRequest, approvers: list[str]) -> tuple[str, str]:
+    subject, _, body = commit_message(request, approvers).partition("\n\n")
+    return subject, body
+
+
+def open_for(policy: Policy, checkout: Checkout, forge: Forge, store: RequestStore,
+             request: DeployRequest) -> MergeRequest | None:  # fmt: skip
+    """Commit the change on its own branch, push it, open the pull request; None when the
+    pins already hold it (nothing to propose)."""
+    if known := store.merge_request(request.id):
+        return MergeRequest(int(known["number"]), str(known["url"]))
+    with checkout.locked():
+        head = checkout.sync()
+        try:
+            hooks = BatchHooks(gates=lambda r: None, approvers=lambda r: [])
+            if apply_one(policy, checkout, request, hooks) is None:
+                return None
+            checkout.push_branch(branch_of(request))
+        finally:
+            checkout.reset_to(head)
+    subject, body = _message(request, [])
+    mr = forge.open(branch_of(request), policy.repository.branch, subject, body)
+    store.set_merge_request(request.id, {"number": mr.number, "url": mr.url,
+                                         "branch": branch_of(request)})  # fmt: skip
+    outbox.note(store.redis, request, f"{request.id}: pull request opened: {mr.url} (its checks "
+                "run while people approve; releasegate merges it on approval)")  # fmt: skip
+    return mr
+
+
+def land(policy: Policy, checkout: Checkout, forge: Forge, store: RequestStore,
+         request: DeployRequest, hooks: BatchHooks) -> Outcome | None:  # fmt: skip
+    """Merge the request's pull request; None when the forge refused for now (retried)."""
+    spec = policy.repository.merge_request
+    if spec is None:
+        raise ReleasegateError("the policy no longer lands through merge requests")
+    try:
+        hooks.gates(request)
+        mr = open_for(policy, checkout, forge, store, request)
+        if mr is None:
+            message = "; ".join(f"{c.app} already runs {c.new} in {c.env}" for c in request.changes)
+            return Outcome(RequestState.NOOP, message)
+        subject, body = _message(request, list(hooks.approvers(request)))
+        sha = forge.merge(mr, spec.merge_method, subject, body)
+    except MergeRefused as exc:
+        if store.wait_until(request.id, time.time() + RETRY, str(exc)):
+            outbox.note(store.redis, request, f"{request.id}: {exc}; releasegate tries again "
+                        "every few seconds until the request expires")  # fmt: skip
+        log.info("merge refused for now: %s", exc)
+        return None
+    except ReleasegateError as exc:
+        close(policy, forge, store, request)
+        return Outcome(RequestState.FAILED, str(exc))
+    try:
+        forge.delete_branch(branch_of(request))
+    except ReleasegateError as exc:  # GitLab removed it with the merge; nothing lost either way
+        log.debug("branch not deleted: %s", exc)
+    checkout.fetch()
+    return Outcome(RequestState.PUSHED, f"merged {mr.url}", sha)
+
+
+def close(policy: Policy, forge: Forge, store: RequestStore, request: DeployRequest) -> None:
+    known = store.merge_request(request.id)
+    if known is None:
+        return
+    try:
+        forge.close(MergeRequest(int(known["number"]), str(known["url"])), str(known["branch"]))
+    except ReleasegateError as exc:
+        log.warning("could not close %s: %s", known["url"], exc)
+
+
+def open_change(request_id: str) -> str:
+    """RQ job, queued when a request is made: open its pull request while people approve."""
+    settings = Settings()
+    redis = connect(settings)
+    store = RequestStore(redis, settings.retention)
+    policy = load_policy(settings.policy)
+    request = store.get(request_id)
+    if store.state(request_id).final:
+        return "ended"
+    try:
+        forge = forge_of(policy, settings)
+        if forge is None:
+            return "no forge"
+        checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
+                            paths=checkout_paths(policy),
+                            signer=Signer.from_setting(settings.git_signing_key))  # fmt: skip
+        open_for(policy, checkout, forge, store, request)
+    except ReleasegateError as exc:
+        outbox.note(redis, request, f"{request.id}: could not open a pull request yet ({exc}); "
+                    "it is opened when the request is approved")  # fmt: skip
+        return "failed"
+    return "opened"
+
+
+def close_change(request_id: str) -> str:
+    """RQ job, queued when a request with a pull request is cancelled, rejected or expired."""
+    settings = Settings()
+    redis = connect(settings)
+    store = RequestStore(redis, settings.retention)
+    policy = load_policy(settings.policy)
+    forge = forge_of(policy, settings)
+    if forge is not None:
+        close(policy, forge, store, store.get(request_id))
+    return "closed"
