@@ -64,8 +64,16 @@ def card_for(store: RequestStore, request_id: str) -> Card:
             for a in store.approval_records(request_id)
         ],
         outcome=outcome,
-        merge_request=(store.merge_request(request_id) or {}).get("url"),
+        merge_request=_merge_request_line(store, request_id),
         rollout=messages.rollout_state(record)
         if (record := load_rollout(store.redis, request_id))
         else None,
     )
+
+
+def _merge_request_line(store: RequestStore, request_id: str) -> str | None:
+    known = store.merge_request(request_id)
+    if known is None:
+        return None
+    checks = known.get("checks")
+    return str(known["url"]) + (f" (checks {checks})" if checks and checks != "none" else "")

@@ -102,6 +102,12 @@ class FakeForge:
             pull = self._open(body["head"], body["base"], body["title"], body.get("body", ""))
             return 201, {"number": pull.number, "html_url": self.url(pull.number),
                          "state": "open", "head": {"ref": pull.head}}  # fmt: skip
+        if method == "GET" and rest[:1] == ["commits"] and rest[-1:] == ["status"]:
+            branch = "/".join(rest[1:-1])
+            found = [p for p in self.pulls.values() if p.head == branch]
+            state = found[-1].checks if found else "pending"
+            return 200, {"state": state, "total_count": 1 if found else 0,
+                         "statuses": [{"context": "ci", "state": state}] if found else []}  # fmt: skip
         if rest[:2] == ["git", "refs"] and method == "DELETE":
             self._delete_branch("/".join(rest[3:]))
             return 204, {}
@@ -139,6 +145,10 @@ class FakeForge:
         pull = self.pulls.get(int(rest[1])) if len(rest) > 1 and rest[1].isdigit() else None
         if pull is None:
             return 404, {"message": "404 Not found"}
+        if method == "GET" and rest[2:] == []:
+            status = {"success": "success", "failure": "failed", "pending": "running"}[pull.checks]
+            return 200, {"iid": pull.number, "state": pull.state, "web_url": self.url(pull.number),
+                         "head_pipeline": {"id": 1, "status": status}}  # fmt: skip
         if method == "PUT" and rest[2:] == []:
             if body.get("state_event") == "close":
                 pull.state = "closed"

@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,9 @@ def test_gitlab_merge_requests_are_merged_with_the_same_message(
         request_id = world.ask()
         run_worker(redis)
         assert world.forge.pulls[1].head == f"releasegate/{request_id}"
+        mergerequests.checks_round(redis, partial(parse_policy, policy_file.read_text()),
+                                   Settings())  # fmt: skip
+        assert f"{request_id}: checks passing: {world.forge.url(1)}" in outbox(redis)
         world.chat.say("carol", "deploy-prd", "approve")
         run_worker(redis)
         assert world.state(request_id) is RequestState.PUSHED
@@ -210,3 +214,23 @@ def test_gitlab_merge_requests_are_merged_with_the_same_message(
         assert "Approved-by: shell:carol" in message
         assert world.forge.pulls[1].state == "merged"
         assert not world.branch_exists(request_id)
+
+
+def test_the_checks_of_a_waiting_pull_request_are_shown_on_its_card_and_told_when_they_change(
+    github: World, settings: Settings
+) -> None:
+    from bot.cards import card_for
+
+    github.forge.checks = "pending"
+    request_id = github.ask()
+    run_worker(github.redis)
+    policy = github.chat.conversation.policy
+    for _ in range(2):  # unchanged checks are not told again
+        mergerequests.checks_round(github.redis, lambda: policy, Settings())
+    github.forge.pulls[1].checks = "success"
+    mergerequests.checks_round(github.redis, lambda: policy, Settings())
+    told = [line for line in outbox(github.redis) if ": checks " in line]
+    assert told == [f"{request_id}: checks pending: {github.forge.url(1)}",
+                    f"{request_id}: checks passing: {github.forge.url(1)}"]  # fmt: skip
+    card = card_for(RequestStore(github.redis), request_id).text()
+    assert f"🔀 {github.forge.url(1)} (checks passing)" in card

@@ -163,11 +163,19 @@ def test_an_approval_reaction_is_polled_queued_pushed_and_reported_in_the_thread
     assert said["msg"] == f"{request_id} approved by carol (1/1); queued"
     run_worker(redis)
     assert rocket.store.state(request_id) is RequestState.PUSHED
+    # The bot's outbox consumer runs in the server: it posts the outcome, then edits the card.
+    pushed = f"🚀 pushed: {origin.head()[:7]}"
+
+    def card_text() -> str:
+        return str(next(m for m in rocket.fake.messages if m["_id"] == card)["msg"])
+
+    deadline = time.monotonic() + 15
+    while pushed not in card_text():
+        assert time.monotonic() < deadline, card_text()
+        time.sleep(0.05)
     thread = [m["msg"] for m in rocket.fake.posted() if m.get("tmid") == card]
     assert thread[-1] == f"{request_id}: pushed {origin.head()[:7]}: awesome: 2.0.0 -> 2.1.0 (prd)"
-    edited = next(m for m in rocket.fake.messages if m["_id"] == card)
-    assert f"🚀 pushed: {origin.head()[:7]}" in edited["msg"]
-    assert "approvals 1/1: @carol" in edited["msg"]  # addressed by name, decided by id
+    assert "approvals 1/1: @carol" in card_text()  # addressed by name, decided by id
     assert "Approved-by: rocketchat:id-carol" in origin.message()
 
 

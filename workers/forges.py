@@ -45,6 +45,7 @@ class Forge(Protocol):
     def merge(self, mr: MergeRequest, method: MergeMethod, title: str, body: str) -> str: ...
     def close(self, mr: MergeRequest, branch: str) -> None: ...
     def delete_branch(self, branch: str) -> None: ...
+    def checks(self, mr: MergeRequest, branch: str) -> str: ...
 
 
 def _said(response: requests.Response) -> str:
@@ -110,6 +111,16 @@ class GitHub(_Client):
     def delete_branch(self, branch: str) -> None:
         self.call("DELETE", f"{self.repo}/git/refs/heads/{quote(branch, safe='/')}")
 
+    def checks(self, mr: MergeRequest, branch: str) -> str:
+        """The combined commit status of the branch: passing, failing, pending or none."""
+        status = self.call("GET", f"{self.repo}/commits/{quote(branch, safe='/')}/status")
+        if not status.get("total_count"):
+            return "none"
+        state = str(status.get("state", ""))
+        return {"success": "passing", "failure": "failing", "error": "failing"}.get(
+            state, "pending"
+        )
+
 
 class GitLab(_Client):
     name = "GitLab"
@@ -143,6 +154,17 @@ class GitLab(_Client):
 
     def delete_branch(self, branch: str) -> None:
         self.call("DELETE", f"{self.project}/repository/branches/{quote(branch, safe='')}")
+
+    def checks(self, mr: MergeRequest, branch: str) -> str:
+        """The merge request's head pipeline: passing, failing, pending or none."""
+        found = self.call("GET", f"{self.project}/merge_requests/{mr.number}")
+        pipeline = found.get("head_pipeline") or {}
+        state = str(pipeline.get("status", ""))
+        if not state:
+            return "none"
+        return {"success": "passing", "failed": "failing", "canceled": "failing"}.get(
+            state, "pending"
+        )
 
 
 def forge_for(kind: str, api_url: str, project: str, token: str) -> Forge:

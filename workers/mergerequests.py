@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+
+from redis import Redis
 
 from config.errors import ReleasegateError
 from config.policy import Policy, load_policy
@@ -33,6 +36,7 @@ from workers.store import RequestStore
 log = logging.getLogger(__name__)
 
 RETRY = 15.0  # seconds between merge attempts the forge refused
+CHECKS_EVERY = 20.0  # seconds between looks at the checks of waiting pull requests
 
 
 def branch_of(request: DeployRequest) -> str:
@@ -154,3 +158,29 @@ def close_change(request_id: str) -> str:
     if forge is not None:
         close(policy, forge, store, store.get(request_id))
     return "closed"
+
+
+def checks_round(redis: Redis, policy: Callable[[], Policy], settings: Settings) -> float:
+    """One round of a worker's `checks` loop: for every pending request with a pull request,
+    ask the forge how its checks stand, and tell the thread (and the card) when that changed."""
+    current = policy()
+    if current.repository.merge_request is None:
+        return CHECKS_EVERY
+    forge = forge_of(current, settings)
+    if forge is None:
+        return CHECKS_EVERY
+    store = RequestStore(redis, settings.retention)
+    for request_id in store.pending_all():
+        known = store.merge_request(request_id)
+        if known is None:
+            continue
+        mr = MergeRequest(int(known["number"]), str(known["url"]))
+        try:
+            state = forge.checks(mr, str(known["branch"]))
+        except ReleasegateError as exc:
+            log.info("cannot read the checks of %s: %s", mr.url, exc)
+            continue
+        if known.get("checks") != state:
+            store.set_merge_request(request_id, {**known, "checks": state})
+            outbox.note(redis, store.get(request_id), f"{request_id}: checks {state}: {mr.url}")
+    return CHECKS_EVERY

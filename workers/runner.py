@@ -22,7 +22,7 @@ import workers.jobs  # noqa: F401 - imported once here, not in every forked work
 from config.errors import ReleasegateError
 from config.policy import Policy, load_policy
 from config.settings import Settings
-from workers import rollout
+from workers import mergerequests, rollout
 from workers.connection import connect
 from workers.gitops import Checkout
 from workers.lane import Lane, lane_name
@@ -66,6 +66,9 @@ def run(settings: Settings, burst: bool = False) -> int:
         supervisor.start("rollouts", lambda: rollout.follow_round(
             follower, lambda: load_policy(settings.policy), settings.argocd_url, token,
             mirror.is_ancestor), stop)  # fmt: skip
+        # The checks of pull requests waiting for approval, for their cards and threads.
+        supervisor.start("forge-checks", lambda: mergerequests.checks_round(
+            follower, lambda: load_policy(settings.policy), settings), stop)  # fmt: skip
     try:
         while True:
             worker: Worker | None = None
