@@ -56,13 +56,10 @@ class FakeForge:
         """Merge with git's machinery; (0, sha) or (exit code, git's words) on a conflict."""
         base = _git(self.repo, "rev-parse", pull.base).stdout.strip()
         head = _git(self.repo, "rev-parse", pull.head).stdout.strip()
+        # Our branches hold one commit: its three-way merge with the base is its rebase.
+        tree = _git(self.repo, "merge-tree", "--write-tree", base, head)
         if method == "rebase":
-            tree = _git(
-                self.repo, "merge-tree", "--write-tree", f"--merge-base={head}^", base, head
-            )
             message = _git(self.repo, "log", "-1", "--format=%B", head).stdout
-        else:
-            tree = _git(self.repo, "merge-tree", "--write-tree", base, head)
         if tree.returncode != 0:
             return tree.returncode, "merge conflict"
         parents = ["-p", base] + (["-p", head] if method == "merge" else [])

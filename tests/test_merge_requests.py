@@ -234,3 +234,21 @@ def test_the_checks_of_a_waiting_pull_request_are_shown_on_its_card_and_told_whe
                     f"{request_id}: checks passing: {github.forge.url(1)}"]  # fmt: skip
     card = card_for(RequestStore(github.redis), request_id).text()
     assert f"🔀 {github.forge.url(1)} (checks passing)" in card
+
+
+def test_a_rebase_merge_lands_the_branch_commit_rewritten_with_the_approvals(
+    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    for world in make_world(tmp_path, remote, redis, policy_file, monkeypatch):
+        policy_file.write_text(policy_file.read_text().replace(
+            "project: acme/environments}", "project: acme/environments, merge_method: rebase}"))  # fmt: skip
+        request_id = world.ask()
+        run_worker(redis)
+        world.chat.say("carol", "deploy-prd", "approve")
+        run_worker(redis)
+        assert world.state(request_id) is RequestState.PUSHED
+        message = world.origin.message()
+        assert "Approved-by: shell:carol" in message
+        assert f"Releasegate-Request: {request_id}" in message
+        assert world.origin.count() == 2  # the commit itself, on top of main: no merge commit

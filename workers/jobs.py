@@ -33,8 +33,7 @@ from workers.logs import request_context
 from workers.plan import checkout_paths
 from workers.queue import JOB_TIMEOUT, enqueue_forge
 from workers.request import Approval, DeployRequest, RequestState, Result
-from workers.signing import Signer, require_key
-from workers.signing import verify_head as verify_head_signature
+from workers.signing import signer_and_check
 from workers.store import RequestStore
 
 log = logging.getLogger(__name__)
@@ -114,10 +113,8 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
     """Land batches of ready requests until none is left (the lane's holder only)."""
     store = RequestStore(redis, settings.retention)
     locks = Locks(redis)
-    try:
-        signer, signing_problem = Signer.from_setting(settings.git_signing_key), None
-    except ReleasegateError as exc:
-        signer, signing_problem = None, str(exc)
+    signer, verify_head = signer_and_check(policy.repository, settings.git_signing_key,
+                                           lambda: Path(checkout.path))  # fmt: skip
     checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
                         paths=checkout_paths(policy), signer=signer)  # fmt: skip
 
@@ -140,13 +137,6 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
             request.env, Principal.of(request.requester), records
         )
         return [approval.principal for approval in counted]
-
-    def verify_head(head: str) -> None:
-        if signing_problem:
-            raise ReleasegateError(signing_problem)
-        require_key(policy.repository, signer)
-        if policy.repository.trusted_signers is not None:
-            verify_head_signature(Path(checkout.path), head, policy.repository.trusted_signers)
 
     hooks = BatchHooks(
         gates=gates,

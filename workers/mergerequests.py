@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from redis import Redis
 
@@ -30,7 +31,7 @@ from workers.forges import Forge, ForgeError, MergeRefused, MergeRequest, forge_
 from workers.gitops import Checkout
 from workers.plan import checkout_paths
 from workers.request import DeployRequest, RequestState
-from workers.signing import Signer
+from workers.signing import signer_and_check
 from workers.store import RequestStore
 
 log = logging.getLogger(__name__)
@@ -59,21 +60,37 @@ def _message(request: DeployRequest, approvers: list[str]) -> tuple[str, str]:
     return subject, body
 
 
-def open_for(policy: Policy, checkout: Checkout, forge: Forge, store: RequestStore,
-             request: DeployRequest) -> MergeRequest | None:  # fmt: skip
+def _push_change(policy: Policy, checkout: Checkout, request: DeployRequest,
+                 approvers: list[str], verify_head: Callable[[str], None]) -> bool:  # fmt: skip
+    """Commit the change on top of the branch's head (its message crediting `approvers`) and
+    push it to the request's own branch; False when the pins already hold it."""
+    with checkout.locked():
+        head = checkout.sync()
+        verify_head(head)
+        try:
+            hooks = BatchHooks(gates=lambda r: None, approvers=lambda r: approvers)
+            if apply_one(policy, checkout, request, hooks) is None:
+                return False
+            checkout.push_branch(branch_of(request))
+        finally:
+            checkout.reset_to(head)
+    return True
+
+
+def open_for(
+    policy: Policy,
+    checkout: Checkout,
+    forge: Forge,
+    store: RequestStore,
+    request: DeployRequest,
+    verify_head: Callable[[str], None] = lambda head: None,
+) -> MergeRequest | None:
     """Commit the change on its own branch, push it, open the pull request; None when the
     pins already hold it (nothing to propose)."""
     if known := store.merge_request(request.id):
         return MergeRequest(int(known["number"]), str(known["url"]))
-    with checkout.locked():
-        head = checkout.sync()
-        try:
-            hooks = BatchHooks(gates=lambda r: None, approvers=lambda r: [])
-            if apply_one(policy, checkout, request, hooks) is None:
-                return None
-            checkout.push_branch(branch_of(request))
-        finally:
-            checkout.reset_to(head)
+    if not _push_change(policy, checkout, request, [], verify_head):
+        return None
     subject, body = _message(request, [])
     mr = forge.open(branch_of(request), policy.repository.branch, subject, body)
     store.set_merge_request(request.id, {"number": mr.number, "url": mr.url,
@@ -91,11 +108,19 @@ def land(policy: Policy, checkout: Checkout, forge: Forge, store: RequestStore,
         raise ReleasegateError("the policy no longer lands through merge requests")
     try:
         hooks.gates(request)
-        mr = open_for(policy, checkout, forge, store, request)
+        mr = open_for(policy, checkout, forge, store, request, hooks.verify_head)
         if mr is None:
             message = "; ".join(f"{c.app} already runs {c.new} in {c.env}" for c in request.changes)
             return Outcome(RequestState.NOOP, message)
-        subject, body = _message(request, list(hooks.approvers(request)))
+        approvers = list(hooks.approvers(request))
+        if spec.merge_method == "rebase":
+            # The branch's own commit lands: it must carry the approvals a direct push's would.
+            # Rewritten once per set of approvers (new checks run on it; the retry waits).
+            known = store.merge_request(request.id) or {}
+            if known.get("approved_by") != approvers:
+                _push_change(policy, checkout, request, approvers, hooks.verify_head)
+                store.set_merge_request(request.id, {**known, "approved_by": approvers})
+        subject, body = _message(request, approvers)
         sha = forge.merge(mr, spec.merge_method, subject, body)
     except MergeRefused as exc:
         if store.wait_until(request.id, time.time() + RETRY, str(exc)):
@@ -137,10 +162,11 @@ def open_change(request_id: str) -> str:
         forge = forge_of(policy, settings)
         if forge is None:
             return "no forge"
+        signer, verify_head = signer_and_check(policy.repository, settings.git_signing_key,
+                                               lambda: Path(checkout.path))  # fmt: skip
         checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
-                            paths=checkout_paths(policy),
-                            signer=Signer.from_setting(settings.git_signing_key))  # fmt: skip
-        open_for(policy, checkout, forge, store, request)
+                            paths=checkout_paths(policy), signer=signer)  # fmt: skip
+        open_for(policy, checkout, forge, store, request, verify_head)
     except ReleasegateError as exc:
         outbox.note(redis, request, f"{request.id}: could not open a pull request yet ({exc}); "
                     "it is opened when the request is approved")  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +84,27 @@ def verify_head(worktree: Path, commit: str, allowed_signers: Path) -> None:
             "releasegate does not commit on top of it: have it re-signed or reverted by "
             "someone in repository.trusted_signers"
         )
+
+
+HeadCheck = Callable[[str], None]
+
+
+def signer_and_check(
+    repository: Repository, setting: str | None, worktree: Callable[[], Path]
+) -> tuple[Signer | None, HeadCheck]:
+    """The signer for a worker's commits, and the check of the head it builds on: a key the
+    policy requires, and a trusted signature on the head when `trusted_signers` is set. A bad
+    key setting fails the check (each request says why) instead of the worker."""
+    try:
+        signer, problem = Signer.from_setting(setting), None
+    except ReleasegateError as exc:
+        signer, problem = None, str(exc)
+
+    def check(head: str) -> None:
+        if problem:
+            raise ReleasegateError(problem)
+        require_key(repository, signer)
+        if repository.trusted_signers is not None:
+            verify_head(worktree(), head, repository.trusted_signers)
+
+    return signer, check
