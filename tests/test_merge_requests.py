@@ -252,3 +252,17 @@ def test_a_rebase_merge_lands_the_branch_commit_rewritten_with_the_approvals(
         assert "Approved-by: shell:carol" in message
         assert f"Releasegate-Request: {request_id}" in message
         assert world.origin.count() == 2  # the commit itself, on top of main: no merge commit
+
+
+def test_an_expired_request_closes_its_pull_request(github: World) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    request_id = github.ask()
+    run_worker(github.redis)
+    ctx = github.chat.conversation.ctx
+    later = datetime.now(UTC) + timedelta(hours=3)  # past the two hours prd gives approvers
+    ctx.clock = lambda: later
+    assert ctx.expire_due() == [request_id]
+    run_worker(github.redis)
+    assert github.forge.pulls[1].state == "closed"
+    assert not github.branch_exists(request_id)
