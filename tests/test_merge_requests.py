@@ -266,3 +266,19 @@ def test_an_expired_request_closes_its_pull_request(github: World) -> None:
     run_worker(github.redis)
     assert github.forge.pulls[1].state == "closed"
     assert not github.branch_exists(request_id)
+
+
+def test_a_merge_while_the_pull_request_is_being_opened_waits_for_it_instead_of_a_second_one(
+    github: World,
+) -> None:
+    request_id = github.ask()
+    # The opening job is at work (holds its lease) when the approval's merge comes.
+    github.redis.set(f"releasegate:opening:{request_id}", 1, ex=60)
+    github.chat.say("carol", "deploy-prd", "approve")
+    run_worker(github.redis)  # the opening job steps aside; the merge waits
+    assert github.state(request_id) is RequestState.APPROVED
+    assert github.forge.pulls == {}
+    github.redis.delete(f"releasegate:opening:{request_id}")
+    github.retry()
+    assert github.state(request_id) is RequestState.PUSHED
+    assert len(github.forge.pulls) == 1

@@ -32,12 +32,13 @@ from workers.gitops import Checkout
 from workers.plan import checkout_paths
 from workers.request import DeployRequest, RequestState
 from workers.signing import signer_and_check
-from workers.store import RequestStore
+from workers.store import PREFIX, RequestStore
 
 log = logging.getLogger(__name__)
 
 RETRY = 15.0  # seconds between merge attempts the forge refused
 CHECKS_EVERY = 20.0  # seconds between looks at the checks of waiting pull requests
+OPENING_LEASE = 120  # seconds: a worker that died while opening does not block it for good
 
 
 def branch_of(request: DeployRequest) -> str:
@@ -89,12 +90,20 @@ def open_for(
     pins already hold it (nothing to propose)."""
     if known := store.merge_request(request.id):
         return MergeRequest(int(known["number"]), str(known["url"]))
-    if not _push_change(policy, checkout, request, [], verify_head):
-        return None
-    subject, body = _message(request, [])
-    mr = forge.open(branch_of(request), policy.repository.branch, subject, body)
-    store.set_merge_request(request.id, {"number": mr.number, "url": mr.url,
-                                         "branch": branch_of(request)})  # fmt: skip
+    # The opening job and a quick approval's merge may both get here: one opens, the other
+    # waits for it (a second pull request for the branch would be refused by the forge).
+    opening = f"{PREFIX}:opening:{request.id}"
+    if not store.redis.set(opening, 1, nx=True, ex=OPENING_LEASE):
+        raise MergeRefused("its pull request is being opened")
+    try:
+        if not _push_change(policy, checkout, request, [], verify_head):
+            return None
+        subject, body = _message(request, [])
+        mr = forge.open(branch_of(request), policy.repository.branch, subject, body)
+        store.set_merge_request(request.id, {"number": mr.number, "url": mr.url,
+                                             "branch": branch_of(request)})  # fmt: skip
+    finally:
+        store.redis.delete(opening)
     outbox.note(store.redis, request, f"{request.id}: pull request opened: {mr.url} (its checks "
                 "run while people approve; releasegate merges it on approval)")  # fmt: skip
     return mr
@@ -167,6 +176,12 @@ def open_change(request_id: str) -> str:
         checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
                             paths=checkout_paths(policy), signer=signer)  # fmt: skip
         open_for(policy, checkout, forge, store, request, verify_head)
+    except MergeRefused as exc:
+        if "being opened" in str(exc):  # the merge on approval got there first
+            return "opened elsewhere"
+        outbox.note(redis, request, f"{request.id}: could not open a pull request yet ({exc}); "
+                    "it is opened when the request is approved")  # fmt: skip
+        return "failed"
     except ReleasegateError as exc:
         outbox.note(redis, request, f"{request.id}: could not open a pull request yet ({exc}); "
                     "it is opened when the request is approved")  # fmt: skip
