@@ -282,3 +282,21 @@ def test_a_merge_while_the_pull_request_is_being_opened_waits_for_it_instead_of_
     github.retry()
     assert github.state(request_id) is RequestState.PUSHED
     assert len(github.forge.pulls) == 1
+
+
+def test_a_merge_whose_worker_died_before_saying_so_is_found_on_main_not_merged_again(
+    github: World,
+) -> None:
+    request_id = github.ask()
+    run_worker(github.redis)
+    github.chat.say("carol", "deploy-prd", "approve")
+    run_worker(github.redis)
+    store = RequestStore(github.redis)
+    # As if the worker died between the forge's merge and recording the outcome.
+    store.transition(request_id, [RequestState.PUSHED], RequestState.RUNNING)
+    policy = github.chat.conversation.policy
+    sweep(github.redis, Lane(github.redis, lane_name(policy.repository)))
+    run_worker(github.redis)
+    assert github.state(request_id) is RequestState.PUSHED
+    assert len([c for c in github.forge.calls if c[1].endswith("/merge")]) == 1
+    assert github.origin.count() == 2

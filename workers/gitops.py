@@ -124,6 +124,7 @@ class Checkout:
         self.path: Path = self.base / "slot-unheld"
         self._env = git_env(ssh_key)
         self._repo: git.Repo | None = None
+        self._held = False  # this process holds a slot through this object
 
     @property
     def remote_ref(self) -> str:
@@ -147,12 +148,17 @@ class Checkout:
 
     @contextmanager
     def locked(self) -> Iterator[Checkout]:
-        """Hold a slot for this process; closes GitPython's handles on exit."""
+        """Hold a slot for this process; closes GitPython's handles on exit. Nested use keeps
+        the slot already held (a second slot would leave `path` pointing at one let go)."""
+        if self._held:
+            yield self
+            return
         with _slot_lock(self.base) as path:
-            self.path = path
+            self.path, self._held = path, True
             try:
                 yield self
             finally:
+                self._held = False
                 if self._repo is not None:
                     self._repo.close()
                     self._repo = None

@@ -116,6 +116,11 @@ def land(policy: Policy, checkout: Checkout, forge: Forge, store: RequestStore,
     if spec is None:
         raise ReleasegateError("the policy no longer lands through merge requests")
     try:
+        with checkout.locked():
+            checkout.sync()
+            landed = checkout.request_commits().get(request.id)
+        if landed:  # merged by a worker that died before it could say so
+            return Outcome(RequestState.PUSHED, "merged", landed)
         hooks.gates(request)
         mr = open_for(policy, checkout, forge, store, request, hooks.verify_head)
         if mr is None:
