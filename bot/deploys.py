@@ -7,14 +7,13 @@ request, queued at once where the environment needs no approval.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from bot import messages
 from bot.context import Context
 from bot.events import ChatEvent, Reply
 from bot.grammar import Deploy, DeployEnv, Promote, Rollback
-from config.errors import Refused, ReleasegateError, UnknownRequest
+from config.errors import Refused, ReleasegateError
 from workers.gates import check_open, check_prerelease, final_version, ran_upstream
 from workers.history import rollback_target, versions_run
 from workers.logs import request_context
@@ -122,13 +121,10 @@ def rollback(ctx: Context, event: ChatEvent, command: Rollback) -> list[Reply]:
 def _check_not_asked(ctx: Context, env: str, changes: list[Change]) -> None:
     """Refuse a request for exactly the change a waiting or queued request already makes."""
     wanted = {(c.app, c.env, c.old, c.new) for c in changes}
-    for request_id in [*ctx.store.pending_all(), *sorted(ctx.store.active())]:
-        with contextlib.suppress(UnknownRequest):
-            other = ctx.store.get(request_id)
-            state = ctx.store.state(request_id)
-            same = {(c.app, c.env, c.old, c.new) for c in other.changes} == wanted
-            if other.env == env and same and not state.final:
-                raise Refused(messages.already_asked(other, state), "duplicate")
+    for other, state in ctx.store.open_requests():
+        same = {(c.app, c.env, c.old, c.new) for c in other.changes} == wanted
+        if other.env == env and same and not state.final:
+            raise Refused(messages.already_asked(other, state), "duplicate")
 
 
 def _file(ctx: Context, event: ChatEvent, verb: str, env: str, changes: list[Change],

@@ -43,6 +43,12 @@ def releasegate(*args: str, stdin: str = "", env: dict[str, str] | None = None,
     )
 
 
+def settings_env(policy_file: Path, redis_url: str, workdir: Path, **more: str) -> dict[str, str]:
+    """The RELEASEGATE_* variables a process needs here (policy, Redis, work folder), and more."""
+    return {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_url,
+            "RELEASEGATE_WORKDIR": str(workdir), **{f"RELEASEGATE_{k}": v for k, v in more.items()}}  # fmt: skip
+
+
 def test_the_demo_runs_the_whole_flow_from_stdin(tmp_path: Path) -> None:
     demo_dir = tmp_path / "demo"
     done = releasegate("demo", "--dir", str(demo_dir), stdin=CONVERSATION)
@@ -197,8 +203,7 @@ def test_audit_prints_the_trail_of_a_demo_conversation(
 def test_healthcheck_answers_for_kubernetes_probes(
     tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
 ) -> None:
-    env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
-           "RELEASEGATE_WORKDIR": str(tmp_path / "w")}  # fmt: skip
+    env = settings_env(policy_file, redis_server.url, tmp_path / "w")
     assert releasegate("healthcheck", env=env).stdout == "ok\n"
     no_worker = releasegate("healthcheck", "--worker", env=env)
     assert no_worker.returncode == 1
@@ -316,9 +321,8 @@ def test_serve_says_where_it_listens_and_warns_without_a_chat_platform(
     tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
 ) -> None:
     port = free_port()
-    env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
-           "RELEASEGATE_WORKDIR": str(tmp_path / "w"), "RELEASEGATE_HTTP_HOST": "127.0.0.1",
-           "RELEASEGATE_HTTP_PORT": str(port)}  # fmt: skip
+    env = settings_env(policy_file, redis_server.url, tmp_path / "w", HTTP_HOST="127.0.0.1",
+                       HTTP_PORT=str(port))  # fmt: skip
     log = serve_log(env, until="policy: ")
     assert f"listening on http://127.0.0.1:{port}" in log
     assert "no chat platform is configured" in log
@@ -328,12 +332,11 @@ def test_serve_says_where_it_listens_and_warns_without_a_chat_platform(
 def test_serve_names_the_chat_platforms_it_serves(
     tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
 ) -> None:
-    env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
-           "RELEASEGATE_WORKDIR": str(tmp_path / "w"), "RELEASEGATE_HTTP_PORT": str(free_port()),
-           "RELEASEGATE_SLACK_BOT_TOKEN": "xoxb-x", "RELEASEGATE_SLACK_SIGNING_SECRET": "s",
-           "RELEASEGATE_SLACK_API_URL": "http://127.0.0.1:1/api/",
-           "RELEASEGATE_ROCKETCHAT_URL": "http://127.0.0.1:1", "RELEASEGATE_ROCKETCHAT_USER_ID": "u",
-           "RELEASEGATE_ROCKETCHAT_TOKEN": "t"}  # fmt: skip
+    env = settings_env(policy_file, redis_server.url, tmp_path / "w", HTTP_PORT=str(free_port()),
+                       SLACK_BOT_TOKEN="xoxb-x", SLACK_SIGNING_SECRET="s",
+                       SLACK_API_URL="http://127.0.0.1:1/api/",
+                       ROCKETCHAT_URL="http://127.0.0.1:1", ROCKETCHAT_USER_ID="u",
+                       ROCKETCHAT_TOKEN="t")  # fmt: skip
     log = serve_log(env, until="policy: ")
     assert "Slack (Events API at POST /slack/events)" in log
     assert "Rocket.Chat at http://127.0.0.1:1 (polling messages and reactions)" in log
@@ -360,9 +363,7 @@ def test_a_piped_shell_without_any_worker_says_so_instead_of_waiting_silently(
     tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis, redis: Redis
 ) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
-    env = {**clean, "RELEASEGATE_POLICY": str(policy_file),
-           "RELEASEGATE_REDIS_URL": redis_server.url,
-           "RELEASEGATE_WORKDIR": str(tmp_path / "w")}  # fmt: skip
+    env = {**clean, **settings_env(policy_file, redis_server.url, tmp_path / "w")}
     shell = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "shell", "--as", "alice", "--channel", "deploy-int"],
         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

@@ -26,12 +26,12 @@ from workers.sweeper import sweep
 APPS = 6
 
 
-def many_apps_remote(path: Path, scratch: Path, apps: int = APPS) -> None:
-    """A bare remote with `apps` Helm-style apps, each pinned in apps/NAME/values-int.yaml."""
+def many_apps_remote(path: Path, scratch: Path, apps: int = APPS, env: str = "int") -> None:
+    """A bare remote with `apps` Helm-style apps, each pinned in apps/NAME/values-ENV.yaml."""
     scratch.mkdir()
     git("init", "--quiet", "--initial-branch=main", cwd=scratch)
     for n in range(apps):
-        values = scratch / "apps" / f"app{n}" / "values-int.yaml"
+        values = scratch / "apps" / f"app{n}" / f"values-{env}.yaml"
         values.parent.mkdir(parents=True)
         values.write_text(f"# app{n}\nimage:\n  repository: acme/app{n}\n  tag: 1.0.0\n")
     git("add", "--all", cwd=scratch)

@@ -12,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+from redis import Redis
+
 from bot.embedded_redis import EmbeddedRedis
 from tests.conftest import Remote
-from tests.test_cli import releasegate
+from tests.test_cli import releasegate, settings_env
 
 UP = b"\x1b[A"
 CTRL_C = b"\x03"
@@ -142,8 +144,7 @@ def test_the_shell_says_when_redis_is_gone_and_goes_on_when_it_is_back(
     tmp_path: Path, policy_file: Path
 ) -> None:
     with EmbeddedRedis(tmp_path / "redis") as redis_server:
-        env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
-               "RELEASEGATE_WORKDIR": str(tmp_path / "work")}  # fmt: skip
+        env = settings_env(policy_file, redis_server.url, tmp_path / "work")
         term = Terminal(["shell", "--as", "alice", "--channel", "deploy-int"], env, tmp_path)
         try:
             term.expect("alice@deploy-int> ")
@@ -201,11 +202,10 @@ def test_thumbsup_as_rocketchat_names_it_approves(tmp_path: Path) -> None:
     assert "approved by carol (1/1); queued" in done.stdout
 
 
-def test_a_piped_shell_without_a_worker_says_so_at_once(
-    tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
+def test_wait_at_the_prompt_without_any_worker_says_so_at_once(
+    tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis, redis: Redis
 ) -> None:
-    env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
-           "RELEASEGATE_WORKDIR": str(tmp_path / "work")}  # fmt: skip
+    env = settings_env(policy_file, redis_server.url, tmp_path / "work")
     term = Terminal(["shell", "--as", "alice", "--channel", "deploy-int"], env, tmp_path)
     try:
         term.expect("alice@deploy-int> ")

@@ -17,7 +17,7 @@ from typing import Any
 
 from redis import Redis
 
-from config.errors import ApprovalsChanged, GitOpsError, ReleasegateError, UnknownRequest
+from config.errors import ApprovalsChanged, GitOpsError, ReleasegateError
 from config.policy import Policy, load_policy
 from config.principals import Principal
 from config.settings import Settings
@@ -235,11 +235,10 @@ def supersede(store: RequestStore, landed: DeployRequest) -> list[str]:
     version it no longer holds); each card and thread says so. Returns their ids."""
     now_at = {(c.app, c.env): c.new for c in landed.changes}
     closed = []
-    for request_id in store.pending_all():
-        try:
-            other = store.get(request_id)
-        except UnknownRequest:
+    for other, state in store.open_requests():
+        if state is not RequestState.PENDING:
             continue
+        request_id = other.id
         stale = [c for c in other.changes if now_at.get((c.app, c.env), c.old) != c.old]
         if not stale:
             continue

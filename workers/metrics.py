@@ -31,31 +31,28 @@ _ROLLOUTS = f"{PREFIX}:metrics:rollouts"
 _ROLLOUT_DURATION = f"{PREFIX}:metrics:rollout_duration"
 
 
-def record_deploy(redis: Redis, env: str, outcome: str, seconds: float | None) -> None:
-    """Count a finished deploy; `seconds` from request to push, for pushed ones."""
+def _record(redis: Redis, counts: str, durations: str, env: str, outcome: str,
+            seconds: float | None) -> None:  # fmt: skip
     pipe = redis.pipeline()
-    pipe.hincrby(_DEPLOYS, f"{env}|{outcome}", 1)
+    pipe.hincrby(counts, f"{env}|{outcome}", 1)
     if seconds is not None:
         for bound in DURATION_BUCKETS:
             if seconds <= bound:
-                pipe.hincrby(_DURATION, str(bound), 1)
-        pipe.hincrby(_DURATION, "+Inf", 1)
-        pipe.hincrbyfloat(_DURATION, "sum", seconds)
+                pipe.hincrby(durations, str(bound), 1)
+        pipe.hincrby(durations, "+Inf", 1)
+        pipe.hincrbyfloat(durations, "sum", seconds)
     pipe.execute()
+
+
+def record_deploy(redis: Redis, env: str, outcome: str, seconds: float | None) -> None:
+    """Count a finished deploy; `seconds` from request to push, for pushed ones."""
+    _record(redis, _DEPLOYS, _DURATION, env, outcome, seconds)
 
 
 def record_rollout(redis: Redis, env: str, outcome: str, seconds: float | None) -> None:
     """Count a followed rollout (healthy, degraded, timeout, error); `seconds` from the push
     to healthy, for healthy ones."""
-    pipe = redis.pipeline()
-    pipe.hincrby(_ROLLOUTS, f"{env}|{outcome}", 1)
-    if seconds is not None:
-        for bound in DURATION_BUCKETS:
-            if seconds <= bound:
-                pipe.hincrby(_ROLLOUT_DURATION, str(bound), 1)
-        pipe.hincrby(_ROLLOUT_DURATION, "+Inf", 1)
-        pipe.hincrbyfloat(_ROLLOUT_DURATION, "sum", seconds)
-    pipe.execute()
+    _record(redis, _ROLLOUTS, _ROLLOUT_DURATION, env, outcome, seconds)
 
 
 def record_push_retry(redis: Redis) -> None:
@@ -73,40 +70,28 @@ class RedisCollector(Collector):
         self.redis = redis
         self.queue_length = queue_length
 
-    def collect(self) -> Iterator[Any]:
-        deploys = CounterMetricFamily(
-            "releasegate_deploys", "Deploys finished by workers", labels=["env", "outcome"]
-        )
-        for key, value in _decoded(self.redis.hgetall(_DEPLOYS)).items():
-            env, outcome = key.split("|", 1)
-            deploys.add_metric([env, outcome], float(value))
-        yield deploys
+    def _by_env(self, key: str, name: str, documentation: str) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, documentation, labels=["env", "outcome"])
+        for field, value in _decoded(self.redis.hgetall(key)).items():
+            env, outcome = field.split("|", 1)
+            family.add_metric([env, outcome], float(value))
+        return family
 
-        raw = _decoded(self.redis.hgetall(_DURATION))
+    def _histogram(self, key: str, name: str, documentation: str) -> HistogramMetricFamily:
+        raw = _decoded(self.redis.hgetall(key))
         buckets = [(str(b), float(raw.get(str(b), 0))) for b in DURATION_BUCKETS]
         buckets.append(("+Inf", float(raw.get("+Inf", 0))))
-        yield HistogramMetricFamily(
-            "releasegate_deploy_duration_seconds",
-            "Seconds from request to push",
-            buckets=buckets,
-            sum_value=float(raw.get("sum", 0)),
-        )
-        rollouts = CounterMetricFamily(
-            "releasegate_rollouts", "Rollouts followed to their end", labels=["env", "outcome"]
-        )
-        for key, value in _decoded(self.redis.hgetall(_ROLLOUTS)).items():
-            env, outcome = key.split("|", 1)
-            rollouts.add_metric([env, outcome], float(value))
-        yield rollouts
-        raw = _decoded(self.redis.hgetall(_ROLLOUT_DURATION))
-        buckets = [(str(b), float(raw.get(str(b), 0))) for b in DURATION_BUCKETS]
-        buckets.append(("+Inf", float(raw.get("+Inf", 0))))
-        yield HistogramMetricFamily(
-            "releasegate_rollout_duration_seconds",
-            "Seconds from the push to the reconciler's Synced and Healthy",
-            buckets=buckets,
-            sum_value=float(raw.get("sum", 0)),
-        )
+        return HistogramMetricFamily(name, documentation, buckets=buckets,
+                                     sum_value=float(raw.get("sum", 0)))  # fmt: skip
+
+    def collect(self) -> Iterator[Any]:
+        yield self._by_env(_DEPLOYS, "releasegate_deploys", "Deploys finished by workers")
+        yield self._histogram(_DURATION, "releasegate_deploy_duration_seconds",
+                              "Seconds from request to push")  # fmt: skip
+        yield self._by_env(_ROLLOUTS, "releasegate_rollouts", "Rollouts followed to their end")
+        rollout_seconds = "Seconds from the push to the reconciler's Synced and Healthy"
+        yield self._histogram(_ROLLOUT_DURATION, "releasegate_rollout_duration_seconds",
+                              rollout_seconds)  # fmt: skip
         retries = CounterMetricFamily("releasegate_push_retries", "Pushes retried after a race")
         retries.add_metric([], float(cast(bytes | None, self.redis.get(_RETRIES)) or 0))
         yield retries

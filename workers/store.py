@@ -152,6 +152,19 @@ class RequestStore:
             raise UnknownRequest(f"there is no request {request_id}")
         return DeployRequest.model_validate_json(raw)
 
+    def open_requests(self) -> list[tuple[DeployRequest, RequestState]]:
+        """Every request still waiting, approved or running, read in one round trip."""
+        ids = [*self.pending_all(), *self.active()]
+        pipe = self.redis.pipeline()
+        for request_id in ids:
+            pipe.hmget(self._key(request_id), "spec", "state")
+        found = []
+        for spec, state in cast(list[list[Any]], pipe.execute()):
+            if spec is not None and state is not None:
+                found.append((DeployRequest.model_validate_json(_text(spec) or ""),
+                              RequestState(str(_text(state)))))  # fmt: skip
+        return found
+
     def exists(self, request_id: str) -> bool:
         return bool(self.redis.exists(self._key(request_id)))
 

@@ -23,6 +23,7 @@ from bot.embedded_redis import EmbeddedRedis
 from bot.events import Reply
 from config.policy import parse_policy
 from tests.conftest import Chat, Remote, git, outbox
+from tests.test_lane import many_apps_remote
 from tests.test_sweeper import kill_tree
 from workers.audit import AUDIT_STREAM
 from workers.commit import REQUEST_TRAILER
@@ -38,20 +39,6 @@ SECRETS = {
     "RELEASEGATE_SLACK_BOT_TOKEN": "xoxb-fault-suite-0000-secret",
     "RELEASEGATE_SLACK_SIGNING_SECRET": "fault-suite-signing-secret-0000",
 }
-
-
-def prd_remote(path: Path, scratch: Path, apps: int = APPS) -> None:
-    """A bare remote with `apps` apps, each pinned in apps/NAME/values-prd.yaml at 1.0.0."""
-    scratch.mkdir()
-    git("init", "--quiet", "--initial-branch=main", cwd=scratch)
-    for n in range(apps):
-        values = scratch / "apps" / f"app{n}" / "values-prd.yaml"
-        values.parent.mkdir(parents=True)
-        values.write_text(f"image:\n  repository: acme/app{n}\n  tag: 1.0.0\n")
-    git("add", "--all", cwd=scratch)
-    git("-c", "user.name=seed", "-c", "user.email=s@x", "commit", "-qm", "seed", cwd=scratch)
-    git("init", "--quiet", "--bare", "--initial-branch=main", str(path), cwd=scratch)
-    git("push", "--quiet", str(path), "main", cwd=scratch)
 
 
 def prd_policy(url: str, apps: int = APPS, validate: str | None = None) -> str:
@@ -78,7 +65,7 @@ class World:
         self.redis_server = EmbeddedRedis(tmp / "redis", durable=True).start()
         self.redis = Redis.from_url(self.redis_server.url)
         remote = tmp / "prd.git"
-        prd_remote(remote, tmp / "seed")
+        many_apps_remote(remote, tmp / "seed", APPS, env="prd")
         self.origin = Remote(remote)
         self.policy_file = tmp / "policy.yaml"
         self.set_policy()
