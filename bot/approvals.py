@@ -9,11 +9,11 @@ from bot.context import Context
 from bot.events import ChatEvent, Reply
 from bot.grammar import Reject
 from config.errors import Refused
-from workers.gates import check_open
 from workers.logs import request_context
-from workers.metrics import APPROVALS
-from workers.queue import enqueue_deploy
-from workers.request import Approval, DeployRequest, RequestState, Result
+from workers.rules.gates import check_open
+from workers.state.metrics import APPROVALS
+from workers.state.queue import enqueue_deploy
+from workers.state.request import Approval, DeployRequest, RequestState, Result
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,12 @@ def approve(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Repl
             raise Refused(messages.not_pending(request.id, outcome.state), "not_pending")
         log.info("approval %d/%d", outcome.count, request.approvals_needed)
         APPROVALS.inc()
-        ctx.audit("approved", request=request.id, by=event.principal,
-                   count=f"{outcome.count}/{request.approvals_needed}")  # fmt: skip
+        ctx.audit(
+            "approved",
+            request=request.id,
+            by=event.principal,
+            count=f"{outcome.count}/{request.approvals_needed}",
+        )
         if outcome.status == "quorum":
             enqueue_deploy(ctx.redis, request.id)
             text = messages.approved(request, event.display, outcome.count)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot import messages
-from workers.request import DeployRequest, RequestState
-from workers.rollout import load as load_rollout
-from workers.store import RequestStore
+from config.principals import Principal
+from workers.rollout.follow import load as load_rollout
+from workers.state.request import DeployRequest, RequestState
+from workers.state.store import RequestStore
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ def card_for(store: RequestStore, request_id: str) -> Card:
         request=store.get(request_id),
         state=store.state(request_id),
         approvers=[
-            (a.principal.split(":", 1)[1], a.name or a.principal.split(":", 1)[1])
+            (who.id, a.name or who.id)
             for a in store.approval_records(request_id)
+            if (who := Principal.of(a.principal))
         ],
         outcome=outcome,
         merge_request=_merge_request_line(store, request_id),

@@ -31,22 +31,26 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from bot.conversation import Conversation
     from bot.server import create_app
-    from workers.connection import connect
-    from workers.lane import Lane, lane_name
-    from workers.objects import Mirror
+    from workers.git.mirror import Mirror
+    from workers.state.connection import connect
+    from workers.state.lane import Lane, lane_name
 
     policy = load_policy(settings.policy)
     redis = connect(settings)
     lane = Lane(redis, lane_name(policy.repository))
-    mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
-                    pushed=lane.pushed)  # fmt: skip
+    mirror = Mirror(
+        policy.repository, settings.workdir, ssh_key=settings.git_ssh_key, pushed=lane.pushed
+    )
     conversation = Conversation(policy, redis, mirror, retention=settings.retention)
     app = create_app(settings, policy, redis, conversation)
     # Hand the GIL over every 2 ms instead of 5: an acknowledgement is a few lines of Python
     # and must not wait long behind a chat answer being computed on another thread.
     sys.setswitchinterval(0.002)
-    log.info("listening on http://%s:%d (RELEASEGATE_HTTP_HOST, RELEASEGATE_HTTP_PORT)",
-             settings.http_host, settings.http_port)  # fmt: skip
+    log.info(
+        "listening on http://%s:%d (RELEASEGATE_HTTP_HOST, RELEASEGATE_HTTP_PORT)",
+        settings.http_host,
+        settings.http_port,
+    )
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)
     return 0
 
@@ -60,15 +64,16 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:
     from bot.conversation import Conversation
     from bot.platforms.shell import ShellChat
-    from workers.connection import connect
-    from workers.lane import Lane, lane_name
-    from workers.objects import Mirror
+    from workers.git.mirror import Mirror
+    from workers.state.connection import connect
+    from workers.state.lane import Lane, lane_name
 
     policy = load_policy(settings.policy)
     redis = connect(settings)
     lane = Lane(redis, lane_name(policy.repository))
-    mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
-                    pushed=lane.pushed)  # fmt: skip
+    mirror = Mirror(
+        policy.repository, settings.workdir, ssh_key=settings.git_ssh_key, pushed=lane.pushed
+    )
     conversation = Conversation(policy, redis, mirror, retention=settings.retention)
     return ShellChat(conversation, redis, sys.stdout, user, channel)
 
@@ -121,21 +126,21 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_config(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.objects import Mirror
-    from workers.plan import current_versions
+    from workers.git.mirror import Mirror
+    from workers.rules.plan import current_versions
 
     policy = load_policy(settings.policy)
     counts = f"{len(policy.apps)} apps, {len(policy.environments)} environments"
     print(f"policy {settings.policy}: {counts}")
     problems = _check_rocketchat_users(policy, settings)
-    from bot.rollouts import check_applications
+    from bot.live import check_applications
 
     lines, rollout_problems = check_applications(policy, settings)
     if lines:
         print("Argo CD applications:")
         print("\n".join(lines))
     problems += rollout_problems
-    from workers.signing import Signer, require_key
+    from workers.git.signing import Signer, require_key
 
     try:
         require_key(policy.repository, Signer.from_setting(settings.git_signing_key))
@@ -168,7 +173,7 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
 
 def _check_rocketchat_users(policy: Policy, settings: Settings) -> list[str]:
     """Resolve every Rocket.Chat user the policy names to an id, print them, list failures."""
-    from workers.identity import rocketchat_names
+    from workers.rules.identity import rocketchat_names
 
     names = rocketchat_names(policy)
     if not names:
@@ -180,8 +185,11 @@ def _check_rocketchat_users(policy: Policy, settings: Settings) -> list[str]:
         ]
     from bot.platforms.rocketchat_api import RocketChatPoster
 
-    poster = RocketChatPoster(settings.rocketchat_url, settings.rocketchat_user_id,
-                              settings.rocketchat_token.get_secret_value())  # fmt: skip
+    poster = RocketChatPoster(
+        settings.rocketchat_url,
+        settings.rocketchat_user_id,
+        settings.rocketchat_token.get_secret_value(),
+    )
     problems = []
     print("Rocket.Chat users:")
     for name in names:
@@ -202,8 +210,8 @@ def _healthcheck(args: argparse.Namespace, settings: Settings) -> int:
 
     from rq import Worker
 
-    from workers.connection import connect
-    from workers.queue import deploy_queue
+    from workers.state.connection import connect
+    from workers.state.queue import job_queue
 
     load_policy(settings.policy)
     redis = connect(settings)
@@ -213,7 +221,7 @@ def _healthcheck(args: argparse.Namespace, settings: Settings) -> int:
         recent = datetime.now(UTC) - timedelta(seconds=args.max_age)
         beats = [
             w.last_heartbeat.replace(tzinfo=UTC)
-            for w in Worker.all(queue=deploy_queue(redis))
+            for w in Worker.all(queue=job_queue(redis))
             if w.hostname == host and w.last_heartbeat
         ]
         alive = [beat for beat in beats if beat > recent]
@@ -225,8 +233,8 @@ def _healthcheck(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
-    from workers import audit
-    from workers.connection import connect
+    from workers.state import audit
+    from workers.state.connection import connect
 
     entries = audit.read(connect(settings), args.count)
     for entry in entries:
@@ -292,8 +300,10 @@ def _settings() -> Settings | None:
         return None
     url = settings.redis_url.get_secret_value() if settings.redis_url else None
     if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-        print("releasegate: RELEASEGATE_REDIS_URL: expected a URL like redis://HOST:6379/0",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "releasegate: RELEASEGATE_REDIS_URL: expected a URL like redis://HOST:6379/0",
+            file=sys.stderr,
+        )
         return None
     return settings
 
@@ -307,8 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             settings.workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            print(f"releasegate: RELEASEGATE_WORKDIR: cannot create {settings.workdir}: "
-                  f"{exc.strerror}", file=sys.stderr)  # fmt: skip
+            print(
+                f"releasegate: RELEASEGATE_WORKDIR: cannot create {settings.workdir}: "
+                f"{exc.strerror}",
+                file=sys.stderr,
+            )
             return 2
     setup_logging(
         settings.log_format, logging.WARNING if args.command in ("shell", "demo") else logging.INFO

@@ -16,13 +16,13 @@ from bot.events import ChatEvent
 from config.errors import Refused, UnknownRequest
 from config.policy import Policy
 from config.principals import Principal
-from workers import audit, outbox
-from workers.gates import Locks
-from workers.identity import Identities, load_rocketchat_ids
-from workers.objects import Mirror
-from workers.queue import enqueue_forge
-from workers.request import DeployRequest, RequestState, Result
-from workers.store import RETENTION, RequestStore
+from workers.git.mirror import Mirror
+from workers.rules.gates import Locks
+from workers.rules.identity import Identities, load_rocketchat_ids
+from workers.state import audit, outbox
+from workers.state.queue import enqueue_forge
+from workers.state.request import DeployRequest, RequestState, Result
+from workers.state.store import RETENTION, RequestStore
 
 Clock = Callable[[], datetime]
 

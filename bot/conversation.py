@@ -43,17 +43,25 @@ from bot.grammar import (
 )
 from config.errors import Refused, ReleasegateError
 from config.policy import Policy
+from config.principals import ChannelRef, Principal
+from workers.git.mirror import Mirror
 from workers.logs import request_context
-from workers.metrics import REFUSALS, REQUESTS
-from workers.objects import Mirror
-from workers.store import RETENTION, RequestStore
+from workers.state.metrics import REFUSALS, REQUESTS
+from workers.state.request import DeployRequest
+from workers.state.store import RETENTION, RequestStore
 
 log = logging.getLogger(__name__)
 
 
 class Conversation:
-    def __init__(self, policy: Policy, redis: Redis, mirror: Mirror, clock: Clock = utcnow,
-                 retention: timedelta = RETENTION) -> None:  # fmt: skip
+    def __init__(
+        self,
+        policy: Policy,
+        redis: Redis,
+        mirror: Mirror,
+        clock: Clock = utcnow,
+        retention: timedelta = RETENTION,
+    ) -> None:
         self.ctx = Context(policy, redis, mirror, clock, retention)
 
     @property
@@ -87,6 +95,34 @@ class Conversation:
             return []
         return self._answer(event, lambda: self._dispatch(event, command))
 
+    def offer_rollback(self, request: DeployRequest, app: str) -> Reply:
+        """After a degraded rollout, ask for the way back in the requester's name, in the
+        request's channel and thread, by the words a person would type (`rollback APP in
+        ENV`): the grammar, rights, gates and approvals of every request. Nothing is applied
+        on its own; the approvers decide."""
+        env = self.policy.environments.get(request.env)
+        if env is None or env.approvals == 0:
+            # Filed here it would be queued at once: nobody would have decided to go back.
+            return Reply(f"{request.env} needs no approval, so nothing is filed for you", ok=False)
+        who, where = Principal.of(request.requester), ChannelRef.parse(request.channel)
+        thread = self.store.message_of(request.id) or request.thread
+        event = ChatEvent(
+            platform=who.kind,
+            user=who.id,
+            user_name=request.requester_name,
+            channel=where.id,
+            text=f"rollback {app} in {request.env}",
+            thread=thread,
+        )
+        [reply, *_] = self.handle(event) or [Reply("no answer", ok=False)]
+        log.info(
+            "rollback of %s in %s offered after a degraded rollout: %s",
+            app,
+            request.env,
+            reply.request_id or reply.text,
+        )
+        return reply
+
     def _answer(self, event: ChatEvent, run: Callable[[], list[Reply]]) -> list[Reply]:
         with request_context(actor=event.principal):
             try:
@@ -100,8 +136,9 @@ class Conversation:
                 return [Reply(str(exc), ok=False)]
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 ref = secrets.token_hex(4)
-                log.error("Redis is unreachable answering %r (ref %s): %s", event.text[:80], ref,
-                          exc)  # fmt: skip
+                log.error(
+                    "Redis is unreachable answering %r (ref %s): %s", event.text[:80], ref, exc
+                )
                 return [Reply(messages.store_unreachable(ref), ok=False, private=True)]
             except Exception:
                 # Anything else is our bug or a broken dependency: the person gets a short

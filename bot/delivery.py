@@ -14,21 +14,27 @@ from typing import Protocol
 from bot.cards import Card, card_for
 from bot.events import ChatEvent, Reply
 from config.errors import PostFailed
-from workers.store import RequestStore
+from workers.state.store import RequestStore
 
 log = logging.getLogger(__name__)
 
 
 class CardPoster(Protocol):
     def post(self, channel: str, thread: str | None, text: str) -> str: ...
-    def ephemeral(self, channel: str, user: str, text: str, thread: str | None = None,
-                  name: str = "") -> None: ...  # fmt: skip
+    def ephemeral(
+        self, channel: str, user: str, text: str, thread: str | None = None, name: str = ""
+    ) -> None: ...
     def post_card(self, channel: str, card: Card, thread: str | None = None) -> str: ...
     def update_card(self, channel: str, ref: str, card: Card) -> None: ...
 
 
-def deliver(store: RequestStore, poster: CardPoster, event: ChatEvent, replies: list[Reply],
-            private_thread: str | None = None) -> None:  # fmt: skip
+def deliver(
+    store: RequestStore,
+    poster: CardPoster,
+    event: ChatEvent,
+    replies: list[Reply],
+    private_thread: str | None = None,
+) -> None:
     """Post `replies` to `event`'s channel; `private_thread` is where a private answer goes."""
     for reply in replies:
         try:
@@ -37,8 +43,13 @@ def deliver(store: RequestStore, poster: CardPoster, event: ChatEvent, replies: 
             log.warning("could not answer in %s: %s", event.channel_ref, exc)
 
 
-def _deliver(store: RequestStore, poster: CardPoster, event: ChatEvent, reply: Reply,
-             private_thread: str | None) -> None:  # fmt: skip
+def _deliver(
+    store: RequestStore,
+    poster: CardPoster,
+    event: ChatEvent,
+    reply: Reply,
+    private_thread: str | None,
+) -> None:
     channel = event.channel_ref
     if reply.request_id:
         ref = poster.post_card(channel, card_for(store, reply.request_id), thread=event.thread)

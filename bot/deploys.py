@@ -14,13 +14,13 @@ from bot.context import Context
 from bot.events import ChatEvent, Reply
 from bot.grammar import Deploy, DeployEnv, Promote, Rollback
 from config.errors import Refused, ReleasegateError
-from workers.gates import check_open, check_prerelease, final_version, ran_upstream
-from workers.history import rollback_target, versions_run
+from workers.git.mirror import Snapshot
 from workers.logs import request_context
-from workers.objects import Snapshot
-from workers.plan import current_version, plan_changes
-from workers.queue import enqueue_deploy, enqueue_forge
-from workers.request import Change, DeployRequest, RequestState, new_request_id
+from workers.rules.gates import check_open, check_prerelease, final_version, ran_upstream
+from workers.rules.history import rollback_target, versions_run
+from workers.rules.plan import current_version, plan_changes
+from workers.state.queue import enqueue_deploy, enqueue_forge
+from workers.state.request import Change, DeployRequest, RequestState, new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,9 @@ def _check_not_asked(ctx: Context, env: str, changes: list[Change]) -> None:
             raise Refused(messages.already_asked(other, state), "duplicate")
 
 
-def _file(ctx: Context, event: ChatEvent, verb: str, env: str, changes: list[Change],
-          repo: Snapshot) -> list[Reply]:  # fmt: skip
+def _file(
+    ctx: Context, event: ChatEvent, verb: str, env: str, changes: list[Change], repo: Snapshot
+) -> list[Reply]:
     """Store the request (with the diff it will make) and queue it if nobody must approve."""
     _check_not_asked(ctx, env, changes)
     spec = ctx.policy.environments[env]
@@ -155,8 +156,14 @@ def _file(ctx: Context, event: ChatEvent, verb: str, env: str, changes: list[Cha
     apps = ",".join(c.app for c in changes)
     with request_context(request_id=request.id, app=apps, env=env):
         log.info("%s request: %s", verb, messages.changes_text(request.changes))
-        ctx.audit("requested", request=request.id, verb=verb, env=env, by=event.principal,
-                   changes=messages.changes_text(request.changes))  # fmt: skip
+        ctx.audit(
+            "requested",
+            request=request.id,
+            verb=verb,
+            env=env,
+            by=event.principal,
+            changes=messages.changes_text(request.changes),
+        )
         if state is RequestState.APPROVED:
             enqueue_deploy(ctx.redis, request.id)
             text = messages.queued(request)

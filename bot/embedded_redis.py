@@ -84,18 +84,32 @@ class EmbeddedRedis:
 
     def start(self) -> EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else [
-            "--appendonly", "no"]  # fmt: skip
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.durable
+            else ["--appendonly", "no"]
+        )
         self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", *persistence, "--dir", str(self.directory),
-             "--logfile", str(self.directory / "redis.log")],
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                *persistence,
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             # Ctrl-C at the demo's prompt is for the shell, which stops the server itself
             # once the queued deploys are done.
             **tied_if_main_thread(),
-        )  # fmt: skip
+        )
         client = Redis.from_url(self.url)
         deadline = time.monotonic() + 10
         while True:

@@ -24,11 +24,15 @@ class BoundedExecutor:
     def __init__(self, workers: int = WORKERS, waiting: int = WAITING, name: str = "chat") -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
         self._places = threading.BoundedSemaphore(workers + waiting)
+        self._idle = threading.Condition()
+        self._busy = 0  # submitted and not finished
 
     def submit(self, work: Callable[..., Any], *args: Any) -> bool:
         """Run `work(*args)` soon; False (and nothing runs) when the pool is full."""
         if not self._places.acquire(blocking=False):
             return False
+        with self._idle:
+            self._busy += 1
 
         def run() -> None:
             try:
@@ -36,14 +40,26 @@ class BoundedExecutor:
             except Exception:
                 log.exception("chat work failed")
             finally:
-                self._places.release()
+                self._done()
 
         try:
             self._pool.submit(run)
         except RuntimeError:  # shutting down
-            self._places.release()
+            self._done()
             return False
         return True
+
+    def _done(self) -> None:
+        self._places.release()
+        with self._idle:
+            self._busy -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until everything submitted so far has run (tests and shutdown use it instead
+        of sleeping); False when `timeout` seconds were not enough."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout=timeout)
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)

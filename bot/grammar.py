@@ -15,18 +15,31 @@ from config.errors import Refused
 from config.text import inert
 
 VERBS = (
-    "deploy", "promote", "rollback", "approve", "reject", "cancel",
-    "status", "history", "lock", "unlock", "help",
-)  # fmt: skip
+    "deploy",
+    "promote",
+    "rollback",
+    "approve",
+    "reject",
+    "cancel",
+    "status",
+    "history",
+    "lock",
+    "unlock",
+    "help",
+)
 
 APPROVE_REACTIONS = frozenset({"white_check_mark", "heavy_check_mark", "+1"})
 REJECT_REACTIONS = frozenset({"x"})
 # The same reactions as other platforms and people spell them: Rocket.Chat's 👍 is
 # `thumbsup`, a terminal sends the emoji itself.
 REACTION_ALIASES = {
-    "✅": "white_check_mark", "✔️": "heavy_check_mark", "✔": "heavy_check_mark",
-    "👍": "+1", "thumbsup": "+1", "❌": "x",
-}  # fmt: skip
+    "✅": "white_check_mark",
+    "✔️": "heavy_check_mark",
+    "✔": "heavy_check_mark",
+    "👍": "+1",
+    "thumbsup": "+1",
+    "❌": "x",
+}
 
 
 def reaction_name(emoji: str) -> str:
@@ -115,9 +128,19 @@ class Help:
 
 
 Command = (
-    Deploy | DeployEnv | Promote | Rollback | Approve | Reject | Cancel
-    | Status | History | Lock | Unlock | Help
-)  # fmt: skip
+    Deploy
+    | DeployEnv
+    | Promote
+    | Rollback
+    | Approve
+    | Reject
+    | Cancel
+    | Status
+    | History
+    | Lock
+    | Unlock
+    | Help
+)
 
 USAGE = {
     "deploy": "deploy APP VERSION to ENV | deploy ENV",

@@ -56,7 +56,9 @@ class BodyLimit:
 
 async def _refuse(send: Send, status: int, error: str) -> None:
     body = json.dumps({"error": error}).encode()
-    headers: list[Any] = [(b"content-type", b"application/json"),
-                          (b"content-length", str(len(body)).encode())]  # fmt: skip
+    headers: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from bot.grammar import USAGE
 from config.text import inert
-from workers.request import Change, DeployRequest, RequestState, Result
-from workers.rollout import RolloutRecord, Target
+from workers.rollout.follow import RolloutRecord, Target
+from workers.state.request import Change, DeployRequest, RequestState, Result
 
 # How a request's card says where it stands.
 STATE_LINES = {
@@ -15,6 +15,7 @@ STATE_LINES = {
     RequestState.APPROVED: "✅ approved; queued",
     RequestState.RUNNING: "⚙️ deploying",
     RequestState.PUSHED: "🚀 pushed",
+    RequestState.MERGED: "🔀 merged",
     RequestState.NOOP: "✔️ nothing to do",
     RequestState.FAILED: "❌ failed",
     RequestState.REJECTED: "🚫 rejected",
@@ -179,8 +180,12 @@ def may_not_cancel(request_id: str) -> str:
     return f"only the requester or an approver may cancel {request_id}"
 
 
-def request_status(request: DeployRequest, state: RequestState, approvers: Sequence[str],
-                   result_message: str | None) -> str:  # fmt: skip
+def request_status(
+    request: DeployRequest,
+    state: RequestState,
+    approvers: Sequence[str],
+    result_message: str | None,
+) -> str:
     line = f"{request.id} ({state.value}): {changes_text(request.changes)}; "
     line += f"requested by {request.requester_name}; approved by {names(approvers)}"
     return line + (f"\n{result_message}" if result_message else "")
@@ -188,8 +193,9 @@ def request_status(request: DeployRequest, state: RequestState, approvers: Seque
 
 def outcome(request: DeployRequest, result: Result) -> str:
     """How a request ended, as its thread is told."""
-    if result.state is RequestState.PUSHED and result.commit:
-        return f"{request.id}: pushed {result.commit[:7]}: {changes_text(request.changes)}"
+    if result.state.landed and result.commit:
+        verb = result.state.value
+        return f"{request.id}: {verb} {result.commit[:7]}: {changes_text(request.changes)}"
     if result.state is RequestState.NOOP:
         return f"{request.id}: nothing to do: {result.message}"
     return f"{request.id}: {result.state.value}: {result.message}"
@@ -240,8 +246,10 @@ def rollout_news(request: DeployRequest, record: RolloutRecord) -> str:
     short, env = record.commit[:7], record.env
     if len(record.targets) == 1 and record.targets[0].state == "healthy":
         target = record.targets[0]
-        return (f"{request.id}: {short} is synced and healthy in {env} after "
-                f"{took(target.seconds)} ({record.reconciler}: {target.name})")  # fmt: skip
+        return (
+            f"{request.id}: {short} is synced and healthy in {env} after "
+            f"{took(target.seconds)} ({record.reconciler}: {target.name})"
+        )
     lines = [rollout_target(record, t) for t in record.targets]
     return f"{request.id}: rollout of {short} in {env} ({record.reconciler}):\n" + "\n".join(lines)
 
@@ -255,8 +263,35 @@ def rollout_state(record: RolloutRecord) -> str:
         slowest = max((t.seconds or 0.0) for t in record.targets)
         return f"💚 synced and healthy after {took(slowest)}"
     worst = next(s for s in ("degraded", "error", "timeout") if s in states)
-    return {"degraded": "💔 degraded after the push", "error": "⚠️ rollout not followed",
-            "timeout": f"⌛ not healthy after {took(record.timeout)}"}[worst]  # fmt: skip
+    return {
+        "degraded": "💔 degraded after the push",
+        "error": "⚠️ rollout not followed",
+        "timeout": f"⌛ not healthy after {took(record.timeout)}",
+    }[worst]
+
+
+def note(request_id: str, fields: dict[str, str]) -> str:
+    """A worker's news for a request's thread that is not its end, worded from its data."""
+    about, url, why = fields.get("about", ""), fields.get("url", ""), fields.get("why", "")
+    match about:
+        case "pr_opened":
+            return (
+                f"{request_id}: pull request opened: {url} (its checks run while people "
+                "approve; releasegate merges it on approval)"
+            )
+        case "pr_not_opened":
+            return (
+                f"{request_id}: could not open a pull request yet ({why}); it is opened "
+                "when the request is approved"
+            )
+        case "merge_refused":
+            return (
+                f"{request_id}: {why}; releasegate tries again every few seconds until the "
+                "request expires"
+            )
+        case "checks":
+            return f"{request_id}: checks {fields.get('state', '')}: {url}"
+    return fields.get("text", "")  # a note queued by a worker of an earlier release
 
 
 def rollback_not_offered(app: str, env: str, why: str) -> str:

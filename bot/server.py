@@ -14,15 +14,15 @@ import asyncio
 import hmac
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from functools import partial
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis import Redis
 from redis.exceptions import RedisError
-from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,48 +33,69 @@ from bot import messages
 from bot.conversation import Conversation
 from bot.executor import BoundedExecutor
 from bot.limits import BodyLimit
-from bot.outbox import OutboxConsumer
-from bot.rollouts import live_lines, offer_rollback
+from bot.live import live_lines
+from bot.reports import OutboxConsumer
 from config.policy import Policy
 from config.settings import Settings
-from workers.metrics import APPROVALS, REFUSALS, REQUESTS, RedisCollector
-from workers.queue import deploy_queue
-from workers.supervisor import Supervisor
+from workers.state.metrics import APPROVALS, REFUSALS, REQUESTS, RedisCollector
+from workers.state.queue import job_queue
+from workers.supervisor import Round, Supervisor
 
 log = logging.getLogger(__name__)
 
 
-def create_app(
-    settings: Settings, policy: Policy, redis: Redis, conversation: Conversation
-) -> Starlette:
-    executor = BoundedExecutor()
-    offer = partial(offer_rollback, conversation)
-    if conversation.ctx.live is None:
-        conversation.ctx.live = partial(live_lines, conversation, settings)
+@dataclass
+class Parts:
+    """What each platform adds to the server: its routes' handlers, the loops to supervise,
+    and what to close when the server stops."""
+
+    loops: list[tuple[str, Round]] = field(default_factory=list)
+    connect: list[Callable[[], None]] = field(default_factory=list)
+    close: list[Callable[[], None]] = field(default_factory=list)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _not_configured(what: str) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        return JSONResponse({"error": f"{what} is not configured"}, status_code=404)
+
+    return endpoint
+
+
+def _slack(
+    settings: Settings, conversation: Conversation, executor: BoundedExecutor, parts: Parts
+) -> Endpoint:
+    """`POST /slack/events`, the Slack outbox consumer, and Socket Mode when an app token is
+    set. Bolt's dispatch runs on a thread pool of its own, never on the event loop."""
+    if not (settings.slack_bot_token and settings.slack_signing_secret):
+        return _not_configured("Slack")
+    from bot.platforms.slack import slack_app
+    from bot.platforms.slack_api import SlackPoster
+
+    slack = slack_app(settings, conversation, executor)
+    poster = SlackPoster(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+    consumer = OutboxConsumer(
+        conversation.ctx.redis, "slack", poster, offer_rollback=conversation.offer_rollback
+    )
     dispatcher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="http")
-    supervisor = Supervisor()
-    consumers: list[OutboxConsumer] = []
-    checks: list[tuple[str, Callable[[], float]]] = []
 
-    slack: App | None = None
-    if settings.slack_bot_token and settings.slack_signing_secret:
-        from bot.platforms.slack import slack_app
-        from bot.platforms.slack_api import SlackPoster
+    def slack_answers() -> float:
+        """For `/readyz`: Slack's API takes our token (checked hourly once it does)."""
+        poster.check_token()
+        return 3600.0
 
-        slack = slack_app(settings, conversation, executor)
-        poster = SlackPoster(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
-        consumers.append(OutboxConsumer(redis, "slack", poster, offer_rollback=offer))
+    parts.loops += [("slack-api", slack_answers), ("outbox-slack", consumer.one_round)]
+    parts.close.append(lambda: dispatcher.shutdown(wait=False))
+    if settings.slack_app_token:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-        def slack_answers() -> float:
-            """For `/readyz`: Slack's API takes our token (checked hourly once it does)."""
-            poster.check_token()
-            return 3600.0
-
-        checks.append(("slack-api", slack_answers))
+        handler = SocketModeHandler(slack, settings.slack_app_token.get_secret_value())
+        parts.connect.append(handler.connect)
+        parts.close.append(handler.close)
 
     async def slack_events(request: Request) -> Response:
-        if slack is None:
-            return JSONResponse({"error": "Slack is not configured"}, status_code=404)
         body = await request.body()
         try:
             bolt_request = to_bolt_request(request, body)
@@ -88,33 +109,42 @@ def create_app(
             return JSONResponse({"error": "malformed request"}, status_code=400)
         return to_starlette_response(bolt_response)
 
-    registry = CollectorRegistry()
-    for collector in (REQUESTS, REFUSALS, APPROVALS):
-        registry.register(collector)
-    registry.register(RedisCollector(redis, lambda: deploy_queue(redis).count))
+    return slack_events
 
-    async def metrics(request: Request) -> Response:
-        try:
-            body = await asyncio.to_thread(generate_latest, registry)
-        except RedisError as exc:  # the cluster-wide counters live there
-            log.warning("metrics unavailable: Redis unreachable: %s", exc)
-            return JSONResponse({"error": "Redis unreachable"}, status_code=503)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    rocketchat = None
-    if settings.rocketchat_url and settings.rocketchat_token and settings.rocketchat_user_id:
-        from bot.platforms.rocketchat import RocketChatAdapter
-        from bot.platforms.rocketchat_api import RocketChatPoster
+def _rocketchat(
+    settings: Settings, conversation: Conversation, executor: BoundedExecutor, parts: Parts
+) -> Endpoint:
+    """`POST /rocketchat/webhook`, the Rocket.Chat outbox consumer, name resolution and the
+    poller. The webhook is answered as soon as its token checks out."""
+    if not (settings.rocketchat_url and settings.rocketchat_token and settings.rocketchat_user_id):
+        return _not_configured("Rocket.Chat webhook")
+    from bot.platforms.rocketchat import RocketChatAdapter
+    from bot.platforms.rocketchat_api import RocketChatPoster
 
-        rc_poster = RocketChatPoster(settings.rocketchat_url, settings.rocketchat_user_id,
-                                     settings.rocketchat_token.get_secret_value())  # fmt: skip
-        rocketchat = RocketChatAdapter(conversation, rc_poster, redis, settings.rocketchat_user_id)
-        consumers.append(OutboxConsumer(redis, "rocketchat", rc_poster, offer_rollback=offer))
+    redis = conversation.ctx.redis
+    poster = RocketChatPoster(
+        settings.rocketchat_url,
+        settings.rocketchat_user_id,
+        settings.rocketchat_token.get_secret_value(),
+    )
+    rocketchat = RocketChatAdapter(conversation, poster, redis, settings.rocketchat_user_id)
+    consumer = OutboxConsumer(
+        redis, "rocketchat", poster, offer_rollback=conversation.offer_rollback
+    )
+    parts.loops += [
+        ("outbox-rocketchat", consumer.one_round),
+        ("rocketchat-ids", rocketchat.resolve_round),
+    ]
+    if settings.rocketchat_poll:
+        # Without a webhook, poll for messages too; with one, only for reactions.
+        messages_too = settings.rocketchat_webhook_token is None
+        parts.loops.append(("rocketchat-poller", partial(rocketchat.poll_round, messages_too)))
+    expected = settings.rocketchat_webhook_token
+    if expected is None:
+        return _not_configured("Rocket.Chat webhook")
 
     async def rocketchat_webhook(request: Request) -> Response:
-        expected = settings.rocketchat_webhook_token
-        if rocketchat is None or expected is None:
-            return JSONResponse({"error": "Rocket.Chat webhook is not configured"}, status_code=404)
         try:
             payload = await request.json()
         except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested to exhaustion
@@ -130,15 +160,49 @@ def create_app(
             return JSONResponse({"text": messages.busy()})
         return JSONResponse({})
 
+    return rocketchat_webhook
+
+
+def _metrics(redis: Redis) -> Endpoint:
+    registry = CollectorRegistry()
+    for collector in (REQUESTS, REFUSALS, APPROVALS):
+        registry.register(collector)
+    registry.register(RedisCollector(redis, lambda: job_queue(redis).count))
+
+    async def metrics(request: Request) -> Response:
+        try:
+            body = await asyncio.to_thread(generate_latest, registry)
+        except RedisError as exc:  # the cluster-wide counters live there
+            log.warning("metrics unavailable: Redis unreachable: %s", exc)
+            return JSONResponse({"error": "Redis unreachable"}, status_code=503)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+def create_app(
+    settings: Settings, policy: Policy, redis: Redis, conversation: Conversation
+) -> Starlette:
+    executor = BoundedExecutor()
+    if conversation.ctx.live is None:
+        conversation.ctx.live = partial(live_lines, conversation, settings)
+    supervisor = Supervisor()
+    parts = Parts(loops=[("expiry", partial(_expire_round, conversation))])
+    slack_events = _slack(settings, conversation, executor, parts)
+    rocketchat_webhook = _rocketchat(settings, conversation, executor, parts)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         try:
             await asyncio.to_thread(redis.ping)
-        except Exception as exc:
+        except RedisError as exc:
             log.warning("not ready: Redis unreachable: %s", exc)
             return JSONResponse({"status": "redis unreachable"}, status_code=503)
+        except Exception as exc:  # not Redis's fault: say what it was, keep the traceback
+            log.exception("not ready: the Redis check failed")
+            return JSONResponse({"status": f"not ready: {type(exc).__name__}"}, status_code=503)
         if down := supervisor.down():
             return JSONResponse({"status": "loops down", "loops": down}, status_code=503)
         return JSONResponse({"status": "ready", "apps": len(policy.apps)})
@@ -150,48 +214,37 @@ def create_app(
         if on:
             log.info("chat platforms: %s", "; ".join(on))
         else:
-            log.warning("no chat platform is configured (set RELEASEGATE_SLACK_BOT_TOKEN and "
-                        "_SIGNING_SECRET, or RELEASEGATE_ROCKETCHAT_URL, _USER_ID and _TOKEN): "
-                        "only /healthz, /readyz and /metrics answer")  # fmt: skip
+            log.warning(
+                "no chat platform is configured (set RELEASEGATE_SLACK_BOT_TOKEN and "
+                "_SIGNING_SECRET, or RELEASEGATE_ROCKETCHAT_URL, _USER_ID and _TOKEN): "
+                "only /healthz, /readyz and /metrics answer"
+            )
         log.info("policy: %d apps in %d environments", len(policy.apps), len(policy.environments))
         # Fetch the repository now, so the first chat answer does not wait for a clone.
         threading.Thread(target=_warm, args=(conversation,), name="git-warm", daemon=True).start()
-        for name, check in checks:
-            supervisor.start(name, check, stop)
-        supervisor.start("expiry", partial(_expire_round, conversation), stop)
-        for consumer in consumers:
-            supervisor.start(f"outbox-{consumer.stream.rsplit(':', 1)[-1]}", consumer.step, stop)
-        if rocketchat is not None:
-            supervisor.start("rocketchat-ids", rocketchat.resolve_step, stop)
-        if rocketchat is not None and settings.rocketchat_poll:
-            # Without a webhook, poll for messages too; with one, only for reactions.
-            messages_too = settings.rocketchat_webhook_token is None
-            supervisor.start("rocketchat-poller", partial(rocketchat.step, messages_too), stop)
-        handler = None
-        if slack is not None and settings.slack_app_token:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-            handler = SocketModeHandler(slack, settings.slack_app_token.get_secret_value())
-            await asyncio.to_thread(handler.connect)
+        for name, one_round in parts.loops:
+            supervisor.start(name, one_round, stop)
+        for connect in parts.connect:
+            await asyncio.to_thread(connect)
             log.info("connected to Slack in Socket Mode")
         yield
         stop.set()
         for thread in supervisor.threads:  # each round ends within a second
             await asyncio.to_thread(thread.join, 5)
-        if handler is not None:
-            await asyncio.to_thread(handler.close)
+        for close in parts.close:
+            await asyncio.to_thread(close)
         executor.shutdown(wait=False)
-        dispatcher.shutdown(wait=False)
 
     routes = [
         Route("/slack/events", slack_events, methods=["POST"]),
         Route("/rocketchat/webhook", rocketchat_webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route("/metrics", _metrics(redis), methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.state.chat_work = executor  # what the handlers handed on: `wait_idle()` says when done
     return app
 
 
@@ -223,5 +276,5 @@ def _expire_round(conversation: Conversation) -> float:
 def _warm(conversation: Conversation) -> None:
     try:
         conversation.ctx.mirror.snapshot()
-    except Exception as exc:
-        log.warning("could not fetch the repository yet: %s", exc)
+    except Exception:
+        log.warning("could not fetch the repository yet", exc_info=True)

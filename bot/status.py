@@ -9,9 +9,9 @@ from bot.context import Context
 from bot.events import ChatEvent, Reply
 from bot.grammar import History, Lock, Status, Unlock, is_request_id
 from config.errors import PinError, Refused
-from workers import gates
-from workers.history import deployments
-from workers.plan import current_version
+from workers.rules import gates
+from workers.rules.history import deployments
+from workers.rules.plan import current_version
 
 
 def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
@@ -65,7 +65,9 @@ def request_status(ctx: Context, request_id: str) -> str:
     result = store.result(request.id)
     note = result.message if result else None
     if result is not None and result.commit:
-        note = f"commit {result.commit[:12]}" + (f": {note}" if note and note != "pushed" else "")
+        note = f"commit {result.commit[:12]}" + (
+            f": {note}" if note and note not in ("pushed", "merged") else ""
+        )
     if store.is_unreported(request.id):
         note = (note or "") + " (the outcome could not be posted yet; it will be retried)"
     # People by the name their platform gave them, as the requester is named.
@@ -94,8 +96,13 @@ def history(ctx: Context, event: ChatEvent, command: History) -> list[Reply]:
 def lock(ctx: Context, event: ChatEvent, command: Lock) -> list[Reply]:
     env = ctx.env(command.env)
     ctx.check_locker(event, env)
-    wanted = gates.Lock(env=env, owner=event.principal, owner_name=event.display,
-                        reason=command.reason, since=ctx.clock().isoformat())  # fmt: skip
+    wanted = gates.Lock(
+        env=env,
+        owner=event.principal,
+        owner_name=event.display,
+        reason=command.reason,
+        since=ctx.clock().isoformat(),
+    )
     if held := ctx.locks.lock(wanted):
         raise Refused(held.describe(), "already_locked")
     ctx.audit("locked", env=env, by=event.principal, reason=command.reason or None)

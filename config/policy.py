@@ -136,8 +136,12 @@ class Environment(_Model):
 
 PinKind = Literal["kustomize_image", "configmap_literal", "yaml_path", "terraform_module", "regex"]
 PIN_KINDS: tuple[PinKind, ...] = (
-    "kustomize_image", "configmap_literal", "yaml_path", "terraform_module", "regex",
-)  # fmt: skip
+    "kustomize_image",
+    "configmap_literal",
+    "yaml_path",
+    "terraform_module",
+    "regex",
+)
 # Which part of the pinned thing holds the version, per kind; the first is the default.
 PIN_PARTS: dict[str, tuple[str, ...]] = {
     "kustomize_image": ("tag", "digest"),
@@ -352,9 +356,16 @@ def _location(loc: tuple[int | str, ...]) -> str:
 def _known_keys() -> list[str]:
     keys: set[str] = set()
     models: tuple[type[BaseModel], ...] = (
-        Policy, Repository, Environment, App, Pin, Rollout, ArgoCDRollout, FluxRollout,
+        Policy,
+        Repository,
+        Environment,
+        App,
+        Pin,
+        Rollout,
+        ArgoCDRollout,
+        FluxRollout,
         MergeRequestSpec,
-    )  # fmt: skip
+    )
     for model in models:
         for name, field in model.model_fields.items():
             keys.add(field.alias or name)

@@ -52,7 +52,12 @@ class Rollout(_Model):
 
     def target(self, app: str, env: str) -> str:
         """The reconciler's object for `app` in `env` (an Argo CD application, a Flux object)."""
-        pattern = self.argocd.application if self.argocd else self.flux.name  # type: ignore[union-attr]
+        if self.argocd is not None:
+            pattern = self.argocd.application
+        elif self.flux is not None:
+            pattern = self.flux.name
+        else:  # the validator above makes this unreachable
+            raise ValueError("the rollout names no reconciler")
         return pattern.replace("{app}", app).replace("{env}", env)
 
     @property

@@ -37,10 +37,10 @@ from slack_sdk.signature import SignatureVerifier
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
-from tests.fake_slack import FakeSlack, serve  # noqa: E402
-from workers.request import FINAL_STATES, RequestState  # noqa: E402
-from workers.store import RequestStore  # noqa: E402
+from bot.embedded_redis import EmbeddedRedis, free_port  # noqa: E402 - after the checkout is on sys.path
+from tests.fake_slack import FakeSlack, serve  # noqa: E402 - after the checkout is on sys.path
+from workers.state.request import FINAL_STATES, RequestState  # noqa: E402 - after the checkout is on sys.path
+from workers.state.store import RequestStore  # noqa: E402 - after the checkout is on sys.path
 
 SECRET = "bench-signing-secret"  # noqa: S105 - signs the bench's own requests
 APPS = 50
@@ -253,7 +253,7 @@ def run_deploys(client: Client, redis: Redis, count: int, version: str) -> tuple
     for reason in sorted(
         {
             str(store.result(i).message)
-            for i in ids  # type: ignore[union-attr]
+            for i in ids  # type: ignore[union-attr] - ended requests have a result
             if store.state(i) is not RequestState.PUSHED
         }
     ):
@@ -319,12 +319,12 @@ def main() -> None:
             started.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "bot.cli", "worker"],
-                    stderr=open(log_path, "wb"),  # noqa: SIM115
+                    stderr=open(log_path, "wb"),  # noqa: SIM115 - the log stays open for the process
                     env={**env, "RELEASEGATE_WORKDIR": str(base / "workers")},
                 )
             )
         for log_path in worker_logs:
-            wait_for(lambda p=log_path: b"Listening on" in p.read_bytes(), 300, "a worker")  # type: ignore[misc]
+            wait_for(lambda p=log_path: b"Listening on" in p.read_bytes(), 300, "a worker")  # type: ignore[misc] - a default argument binds the loop value
             ready_times.append(time.monotonic() - launched)
         ready = f"{min(ready_times):.1f} / {max(ready_times):.1f} s"
         results.append(
@@ -396,18 +396,19 @@ def main() -> None:
             floor_rounds.append(raw.deploy() * 1000)  # the floor, between our rounds
             before = set(new_requests(redis, set()))
             client.command("UALICE", "CPRD", f"app{n:03d} 1.2.{n} to prd")
-            wait_for(lambda b=before: bool(new_requests(redis, b)), 60, "the request")  # type: ignore[misc]
+            wait_for(lambda b=before: bool(new_requests(redis, b)), 60, "the request")  # type: ignore[misc] - a default argument binds the loop value
             [request_id] = new_requests(redis, before)
             head = _head(remote)
             approved = time.monotonic()
             client.command("UCAROL", "CPRD", f"approve {request_id}")
-            wait_for(lambda h=head: _head(remote) != h, 60, "the push")  # type: ignore[misc]
+            wait_for(lambda h=head: _head(remote) != h, 60, "the push")  # type: ignore[misc] - a default argument binds the loop value
             to_remote.append((time.monotonic() - approved) * 1000)
-            wait_for(lambda r=request_id: store.state(r) in FINAL_STATES, 60, "the outcome")  # type: ignore[misc]
+            wait_for(lambda r=request_id: store.state(r) in FINAL_STATES, 60, "the outcome")  # type: ignore[misc] - a default argument binds the loop value
         median = statistics.median(to_remote)
         floor_ms = statistics.median(floor_rounds)
-        results.append(("raw git floor (warm clone, median, same moments)", f"{floor_ms:.0f} ms",
-                        ""))  # fmt: skip
+        results.append(
+            ("raw git floor (warm clone, median, same moments)", f"{floor_ms:.0f} ms", "")
+        )
         results.append(
             (
                 "approval -> commit on the remote, median",
@@ -467,7 +468,7 @@ def _head(remote: Path) -> str:
 
 def _memory(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
-    kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr] - Linux always reports VmHWM
     return kb / 1024
 
 

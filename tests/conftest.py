@@ -22,8 +22,8 @@ from bot.embedded_redis import EmbeddedRedis
 from bot.events import ChatEvent, Reply
 from config.policy import Policy, parse_policy
 from config.settings import Settings
-from workers.objects import Mirror
-from workers.queue import deploy_queue
+from workers.git.mirror import Mirror
+from workers.state.queue import job_queue
 
 
 @pytest.fixture(scope="session")
@@ -130,8 +130,9 @@ class Chat:
         self.conversation = conversation
 
     def say(self, user: str, channel: str, text: str, thread: str | None = None) -> Reply:
-        event = ChatEvent(platform="shell", user=user, user_name=user, channel=channel,
-                          text=text, thread=thread)  # fmt: skip
+        event = ChatEvent(
+            platform="shell", user=user, user_name=user, channel=channel, text=text, thread=thread
+        )
         replies = self.conversation.handle(event)
         assert len(replies) == 1, replies
         return replies[0]
@@ -148,22 +149,24 @@ def chat(conversation: Conversation) -> Chat:
 
 def run_worker(redis: Redis) -> None:
     """Run every queued job in a real RQ worker (forked work horse), then return."""
-    Worker([deploy_queue(redis)], connection=redis, serializer=JSONSerializer).work(burst=True)
+    Worker([job_queue(redis)], connection=redis, serializer=JSONSerializer).work(burst=True)
 
 
 def outbox(redis: Redis) -> list[str]:
     """What the workers queued for the shell's channels, as the thread is told it."""
     from bot import messages
-    from workers.outbox import stream
-    from workers.rollout import load
-    from workers.store import RequestStore
+    from workers.rollout.follow import load
+    from workers.state.outbox import stream
+    from workers.state.store import RequestStore
 
     store = RequestStore(redis)
     told = []
     for _id, fields in redis.xrange(stream("shell")):
         request_id = fields[b"request"].decode()
         if fields.get(b"kind") == b"note":
-            told.append(fields[b"text"].decode())
+            told.append(
+                messages.note(request_id, {k.decode(): v.decode() for k, v in fields.items()})
+            )
             continue
         if fields.get(b"kind") == b"rollout":
             record = load(redis, request_id)

@@ -23,8 +23,9 @@ TOKEN = "argocd-token-for-tests"
 
 
 def head_of(repo: Path, branch: str = "main") -> str:
-    return subprocess.run(["git", "rev-parse", branch], cwd=repo, capture_output=True, text=True,
-                          check=True).stdout.strip()  # fmt: skip
+    return subprocess.run(
+        ["git", "rev-parse", branch], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @dataclass
@@ -49,24 +50,36 @@ class FakeApp:
     def document(self) -> dict[str, Any]:
         synced = self.revision == head_of(self.repo)
         health: dict[str, Any] = {"status": "Healthy"}
-        operation = {"phase": "Succeeded", "message": "successfully synced (all tasks run)",
-                     "syncResult": {"revision": self.revision}}  # fmt: skip
+        operation = {
+            "phase": "Succeeded",
+            "message": "successfully synced (all tasks run)",
+            "syncResult": {"revision": self.revision},
+        }
         if self.progressing > 0:
             self.progressing -= 1
             health = {"status": "Progressing", "message": "Waiting for rollout to finish"}
         elif self.behaviour == "degraded":
-            health = {"status": "Degraded",
-                      "message": 'Deployment "awesome" exceeded its progress deadline'}  # fmt: skip
+            health = {
+                "status": "Degraded",
+                "message": 'Deployment "awesome" exceeded its progress deadline',
+            }
         return {
             "metadata": {"name": self.name, "namespace": "argocd"},
-            "spec": {"project": "default",
-                     "source": {"repoURL": self.repo_url, "path": "env/prd",
-                                "targetRevision": self.target_revision},
-                     "destination": {"server": "https://kubernetes.default.svc"}},
-            "status": {"sync": {"status": "Synced" if synced else "OutOfSync",
-                                "revision": self.revision},
-                       "health": health, "operationState": operation},
-        }  # fmt: skip
+            "spec": {
+                "project": "default",
+                "source": {
+                    "repoURL": self.repo_url,
+                    "path": "env/prd",
+                    "targetRevision": self.target_revision,
+                },
+                "destination": {"server": "https://kubernetes.default.svc"},
+            },
+            "status": {
+                "sync": {"status": "Synced" if synced else "OutOfSync", "revision": self.revision},
+                "health": health,
+                "operationState": operation,
+            },
+        }
 
 
 @dataclass
@@ -76,8 +89,9 @@ class FakeArgoCD:
     calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, method: str, path: str, query: dict[str, str], auth: str,
-               body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    def answer(
+        self, method: str, path: str, query: dict[str, str], auth: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.calls.append((method, path, {**query, **body}))
             if auth != f"Bearer {self.token}":
@@ -98,8 +112,11 @@ class FakeArgoCD:
             return 200, app.document()
 
     def synced_with(self, name: str) -> list[str]:
-        return [c[2].get("revision", "") for c in self.calls
-                if c[0] == "POST" and c[1].endswith(f"/{name}/sync")]  # fmt: skip
+        return [
+            c[2].get("revision", "")
+            for c in self.calls
+            if c[0] == "POST" and c[1].endswith(f"/{name}/sync")
+        ]
 
 
 @dataclass
@@ -113,13 +130,21 @@ class FakeKustomization:
     def document(self) -> dict[str, Any]:
         self.applied = self.applied or head_of(self.repo)
         return {
-            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+            "kind": "Kustomization",
             "metadata": {"name": self.name, "namespace": self.namespace, "annotations": {}},
-            "status": {"lastAppliedRevision": f"main@sha1:{self.applied}",
-                       "conditions": [{"type": "Ready", "status": self.ready,
-                                       "reason": "ReconciliationSucceeded",
-                                       "message": f"Applied revision: main@sha1:{self.applied}"}]},
-        }  # fmt: skip
+            "status": {
+                "lastAppliedRevision": f"main@sha1:{self.applied}",
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": self.ready,
+                        "reason": "ReconciliationSucceeded",
+                        "message": f"Applied revision: main@sha1:{self.applied}",
+                    }
+                ],
+            },
+        }
 
 
 @dataclass
@@ -128,11 +153,17 @@ class FakeKubernetes:
     token: str = "kube-token-for-tests"
     patches: list[dict[str, Any]] = field(default_factory=list)
 
-    def answer(self, method: str, path: str, query: dict[str, str], auth: str,
-               body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    def answer(
+        self, method: str, path: str, query: dict[str, str], auth: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         if auth != f"Bearer {self.token}":
-            return 401, {"kind": "Status", "status": "Failure", "message": "Unauthorized",
-                         "reason": "Unauthorized", "code": 401}  # fmt: skip
+            return 401, {
+                "kind": "Status",
+                "status": "Failure",
+                "message": "Unauthorized",
+                "reason": "Unauthorized",
+                "code": 401,
+            }
         prefix = "/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/"
         found = None
         if path.startswith(prefix):
@@ -141,9 +172,13 @@ class FakeKubernetes:
             if found is not None and found.namespace != namespace:
                 found = None
         if found is None:
-            return 404, {"kind": "Status", "status": "Failure", "reason": "NotFound",
-                         "message": f"kustomizations {path.rsplit('/', 1)[-1]} not found",
-                         "code": 404}  # fmt: skip
+            return 404, {
+                "kind": "Status",
+                "status": "Failure",
+                "reason": "NotFound",
+                "message": f"kustomizations {path.rsplit('/', 1)[-1]} not found",
+                "code": 404,
+            }
         if method == "PATCH":
             self.patches.append(body)
             found.applied = head_of(found.repo)  # reconciled at once, as asked
@@ -156,8 +191,13 @@ def serve(fake: FakeArgoCD | FakeKubernetes) -> ThreadingHTTPServer:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else {}
-            status, answer = fake.answer(self.command, url.path, dict(parse_qsl(url.query)),
-                                         self.headers.get("Authorization", ""), body)  # fmt: skip
+            status, answer = fake.answer(
+                self.command,
+                url.path,
+                dict(parse_qsl(url.query)),
+                self.headers.get("Authorization", ""),
+                body,
+            )
             data = json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

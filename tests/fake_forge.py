@@ -24,8 +24,9 @@ Checks = Literal["success", "failure", "pending"]
 
 
 def _git(repo: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, input=input,
-                          check=False)  # fmt: skip
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, input=input, check=False
+    )
 
 
 @dataclass
@@ -63,19 +64,31 @@ class FakeForge:
         if tree.returncode != 0:
             return tree.returncode, "merge conflict"
         parents = ["-p", base] + (["-p", head] if method == "merge" else [])
-        env_commit = _git(self.repo, "-c", "user.name=forge", "-c", "user.email=forge@x",
-                          "commit-tree", tree.stdout.split()[0], *parents, "-F", "-",
-                          input=message)  # fmt: skip
+        env_commit = _git(
+            self.repo,
+            "-c",
+            "user.name=forge",
+            "-c",
+            "user.email=forge@x",
+            "commit-tree",
+            tree.stdout.split()[0],
+            *parents,
+            "-F",
+            "-",
+            input=message,
+        )
         sha = env_commit.stdout.strip()
         _git(self.repo, "update-ref", f"refs/heads/{pull.base}", sha, base)
         return 0, sha
 
-    def answer(self, method: str, path: str, headers: dict[str, str],
-               body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    def answer(
+        self, method: str, path: str, headers: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.calls.append((method, path, body))
             token = headers.get("authorization", "").removeprefix("Bearer ") or headers.get(
-                "private-token", "")  # fmt: skip
+                "private-token", ""
+            )
             if token not in (TOKEN, READ_ONLY):
                 return 401, {"message": "Bad credentials"}
             if token == READ_ONLY and method != "GET":
@@ -91,20 +104,28 @@ class FakeForge:
     def _delete_branch(self, branch: str) -> None:
         _git(self.repo, "update-ref", "-d", f"refs/heads/{branch}")
 
-    def _github(self, method: str, parts: list[str],
-                body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    def _github(
+        self, method: str, parts: list[str], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         # repos OWNER REPO pulls [N [merge]] | repos OWNER REPO git refs heads BRANCH...
         rest = parts[3:]
         if method == "POST" and rest == ["pulls"]:
             pull = self._open(body["head"], body["base"], body["title"], body.get("body", ""))
-            return 201, {"number": pull.number, "html_url": self.url(pull.number),
-                         "state": "open", "head": {"ref": pull.head}}  # fmt: skip
+            return 201, {
+                "number": pull.number,
+                "html_url": self.url(pull.number),
+                "state": "open",
+                "head": {"ref": pull.head},
+            }
         if method == "GET" and rest[:1] == ["commits"] and rest[-1:] == ["status"]:
             branch = "/".join(rest[1:-1])
             found = [p for p in self.pulls.values() if p.head == branch]
             state = found[-1].checks if found else "pending"
-            return 200, {"state": state, "total_count": 1 if found else 0,
-                         "statuses": [{"context": "ci", "state": state}] if found else []}  # fmt: skip
+            return 200, {
+                "state": state,
+                "total_count": 1 if found else 0,
+                "statuses": [{"context": "ci", "state": state}] if found else [],
+            }
         if rest[:2] == ["git", "refs"] and method == "DELETE":
             self._delete_branch("/".join(rest[3:]))
             return 204, {}
@@ -128,13 +149,18 @@ class FakeForge:
             return 200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
         return 404, {"message": "Not Found"}
 
-    def _gitlab(self, method: str, parts: list[str],
-                body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    def _gitlab(
+        self, method: str, parts: list[str], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         # api v4 projects ID merge_requests [IID [merge]] | … repository branches BRANCH
         rest = parts[4:]
         if method == "POST" and rest == ["merge_requests"]:
-            pull = self._open(body["source_branch"], body["target_branch"], body["title"],
-                              body.get("description", ""))  # fmt: skip
+            pull = self._open(
+                body["source_branch"],
+                body["target_branch"],
+                body["title"],
+                body.get("description", ""),
+            )
             return 201, {"iid": pull.number, "web_url": self.url(pull.number), "state": "opened"}
         if rest[:2] == ["repository", "branches"] and method == "DELETE":
             self._delete_branch("/".join(rest[2:]))
@@ -144,8 +170,12 @@ class FakeForge:
             return 404, {"message": "404 Not found"}
         if method == "GET" and rest[2:] == []:
             status = {"success": "success", "failure": "failed", "pending": "running"}[pull.checks]
-            return 200, {"iid": pull.number, "state": pull.state, "web_url": self.url(pull.number),
-                         "head_pipeline": {"id": 1, "status": status}}  # fmt: skip
+            return 200, {
+                "iid": pull.number,
+                "state": pull.state,
+                "web_url": self.url(pull.number),
+                "head_pipeline": {"id": 1, "status": status},
+            }
         if method == "PUT" and rest[2:] == []:
             if body.get("state_event") == "close":
                 pull.state = "closed"
@@ -154,8 +184,10 @@ class FakeForge:
             if pull.state != "open" or pull.checks != "success":
                 return 405, {"message": "405 Method Not Allowed"}
             method_ = "squash" if body.get("squash") else "merge"
-            message = body.get("squash_commit_message" if method_ == "squash"
-                               else "merge_commit_message", pull.title)  # fmt: skip
+            message = body.get(
+                "squash_commit_message" if method_ == "squash" else "merge_commit_message",
+                pull.title,
+            )
             code, sha = self.merge_into_base(pull, method_, message)
             if code:
                 return 406, {"message": "Branch cannot be merged"}

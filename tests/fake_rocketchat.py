@@ -30,7 +30,7 @@ TOO_MANY = {
 @dataclass
 class FakeRocketChat:
     rooms: dict[str, str] = field(
-        default_factory=lambda: {"deploy-int": "RINT", "deploy-prd": "RPRD"}
+        default_factory=lambda: {"deploy-int": "RINT", "deploy-prd": "RPRD", "random": "RRND"}
     )
     messages: list[dict[str, Any]] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -62,8 +62,13 @@ class FakeRocketChat:
     def say(self, username: str, room: str, text: str, tmid: str | None = None) -> dict[str, Any]:
         """Someone writes in a room (what a person would do in the Rocket.Chat client)."""
         with self._lock:
-            message = {"_id": f"m{next(self._ids)}", "rid": self.rooms[room], "msg": text,
-                       "ts": self._ts(), "u": {"_id": self.id_of(username), "username": username}}  # fmt: skip
+            message = {
+                "_id": f"m{next(self._ids)}",
+                "rid": self.rooms[room],
+                "msg": text,
+                "ts": self._ts(),
+                "u": {"_id": self.id_of(username), "username": username},
+            }
             if tmid:
                 message["tmid"] = tmid
             self.messages.append(message)
@@ -115,9 +120,16 @@ class FakeRocketChat:
                 )
             if user_id not in self.users:
                 return 400, {"success": False, "error": "User not found. [error-invalid-user]"}
-            return 200, {"user": {"_id": user_id, "username": self.users[user_id], "type": "user",
-                                  "active": True, "name": self.users[user_id].title()},
-                         "success": True}  # fmt: skip
+            return 200, {
+                "user": {
+                    "_id": user_id,
+                    "username": self.users[user_id],
+                    "type": "user",
+                    "active": True,
+                    "name": self.users[user_id].title(),
+                },
+                "success": True,
+            }
         if method == "channels.info":
             name = params.get("roomName")
             if name not in self.rooms:
@@ -128,8 +140,13 @@ class FakeRocketChat:
             return 200, {"channel": {"_id": self.rooms[name], "name": name}, "success": True}
         if method == "chat.postMessage":
             room = str(params["channel"]).lstrip("#")
-            message = {"_id": f"m{next(self._ids)}", "rid": self.rooms[room], "msg": params["text"],
-                       "ts": self._ts(), "u": {"_id": BOT_ID, "username": BOT_NAME}}  # fmt: skip
+            message = {
+                "_id": f"m{next(self._ids)}",
+                "rid": self.rooms[room],
+                "msg": params["text"],
+                "ts": self._ts(),
+                "u": {"_id": BOT_ID, "username": BOT_NAME},
+            }
             if params.get("tmid"):
                 message["tmid"] = params["tmid"]
             self.messages.append(message)

@@ -65,11 +65,29 @@ class FakeSlack:
             self._counter += 1
             ts = f"{1700000000 + self._counter}.000100"
         if method == "auth.test":
-            return 200, {"ok": True, "user_id": BOT_USER, "bot_id": "BBOT", "team_id": "T1",
-                         "user": "releasegate", "url": "https://acme.slack.com/"}, {}  # fmt: skip
+            return (
+                200,
+                {
+                    "ok": True,
+                    "user_id": BOT_USER,
+                    "bot_id": "BBOT",
+                    "team_id": "T1",
+                    "user": "releasegate",
+                    "url": "https://acme.slack.com/",
+                },
+                {},
+            )
         if method == "chat.postMessage":
-            return 200, {"ok": True, "channel": params.get("channel"), "ts": ts,
-                         "message": {"text": params.get("text"), "ts": ts}}, {}  # fmt: skip
+            return (
+                200,
+                {
+                    "ok": True,
+                    "channel": params.get("channel"),
+                    "ts": ts,
+                    "message": {"text": params.get("text"), "ts": ts},
+                },
+                {},
+            )
         if method == "chat.postEphemeral":
             return 200, {"ok": True, "message_ts": ts}, {}
         if method == "usergroups.users.list":

@@ -29,8 +29,9 @@ status prd
 """
 
 
-def releasegate(*args: str, stdin: str = "", env: dict[str, str] | None = None,
-                cwd: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def releasegate(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", *args],
@@ -45,8 +46,12 @@ def releasegate(*args: str, stdin: str = "", env: dict[str, str] | None = None,
 
 def settings_env(policy_file: Path, redis_url: str, workdir: Path, **more: str) -> dict[str, str]:
     """The RELEASEGATE_* variables a process needs here (policy, Redis, work folder), and more."""
-    return {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_url,
-            "RELEASEGATE_WORKDIR": str(workdir), **{f"RELEASEGATE_{k}": v for k, v in more.items()}}  # fmt: skip
+    return {
+        "RELEASEGATE_POLICY": str(policy_file),
+        "RELEASEGATE_REDIS_URL": redis_url,
+        "RELEASEGATE_WORKDIR": str(workdir),
+        **{f"RELEASEGATE_{k}": v for k, v in more.items()},
+    }
 
 
 def test_the_demo_runs_the_whole_flow_from_stdin(tmp_path: Path) -> None:
@@ -134,12 +139,21 @@ def test_a_failed_deploy_makes_the_shell_exit_non_zero(
     hook.chmod(0o755)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "worker"], env={**clean, **env},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [sys.executable, "-m", "bot.cli", "worker"],
+        env={**clean, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        done = releasegate("shell", "--as", "alice", "--channel", "deploy-int", env=env,
-                           stdin="deploy awesome 2.1.0 to int\n")  # fmt: skip
+        done = releasegate(
+            "shell",
+            "--as",
+            "alice",
+            "--channel",
+            "deploy-int",
+            env=env,
+            stdin="deploy awesome 2.1.0 to int\n",
+        )
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -190,8 +204,10 @@ def test_audit_prints_the_trail_of_a_demo_conversation(
     tmp_path: Path, redis_server: EmbeddedRedis
 ) -> None:
     env = {"RELEASEGATE_REDIS_URL": redis_server.url}
-    script = ("deploy awesome 2.1.0 to int\n/in deploy-prd\ndeploy awesome 2.1.0 to prd\n"
-              "/as carol\nreject not today\n")  # fmt: skip
+    script = (
+        "deploy awesome 2.1.0 to int\n/in deploy-prd\ndeploy awesome 2.1.0 to prd\n"
+        "/as carol\nreject not today\n"
+    )
     done = releasegate("demo", "--dir", str(tmp_path / "demo"), stdin=script, env=env)
     assert done.returncode == 0, done.stderr
     trail = releasegate("audit", "-n", "2", env=env)
@@ -210,8 +226,12 @@ def test_healthcheck_answers_for_kubernetes_probes(
     assert no_worker.returncode == 1
     assert "sent a heartbeat" in no_worker.stderr
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
-    worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env={**clean, **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "worker"],
+        env={**clean, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while releasegate("healthcheck", "--worker", env=env).returncode != 0:
@@ -302,9 +322,13 @@ def test_audit_refuses_a_count_that_is_not_positive() -> None:
 def serve_log(env: dict[str, str], until: str) -> str:
     """Start `releasegate serve`, read its log until `until` appears, stop it."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
-    server = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"],
-                              env={**clean, **env, "RELEASEGATE_LOG_FORMAT": "text"},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve"],
+        env={**clean, **env, "RELEASEGATE_LOG_FORMAT": "text"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     try:
         assert server.stdout is not None
@@ -322,8 +346,9 @@ def test_serve_says_where_it_listens_and_warns_without_a_chat_platform(
     tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
 ) -> None:
     port = free_port()
-    env = settings_env(policy_file, redis_server.url, tmp_path / "w", HTTP_HOST="127.0.0.1",
-                       HTTP_PORT=str(port))  # fmt: skip
+    env = settings_env(
+        policy_file, redis_server.url, tmp_path / "w", HTTP_HOST="127.0.0.1", HTTP_PORT=str(port)
+    )
     log = serve_log(env, until="policy: ")
     assert f"listening on http://127.0.0.1:{port}" in log
     assert "no chat platform is configured" in log
@@ -333,11 +358,18 @@ def test_serve_says_where_it_listens_and_warns_without_a_chat_platform(
 def test_serve_names_the_chat_platforms_it_serves(
     tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
 ) -> None:
-    env = settings_env(policy_file, redis_server.url, tmp_path / "w", HTTP_PORT=str(free_port()),
-                       SLACK_BOT_TOKEN="xoxb-x", SLACK_SIGNING_SECRET="s",
-                       SLACK_API_URL="http://127.0.0.1:1/api/",
-                       ROCKETCHAT_URL="http://127.0.0.1:1", ROCKETCHAT_USER_ID="u",
-                       ROCKETCHAT_TOKEN="t")  # fmt: skip
+    env = settings_env(
+        policy_file,
+        redis_server.url,
+        tmp_path / "w",
+        HTTP_PORT=str(free_port()),
+        SLACK_BOT_TOKEN="xoxb-x",
+        SLACK_SIGNING_SECRET="s",
+        SLACK_API_URL="http://127.0.0.1:1/api/",
+        ROCKETCHAT_URL="http://127.0.0.1:1",
+        ROCKETCHAT_USER_ID="u",
+        ROCKETCHAT_TOKEN="t",
+    )
     log = serve_log(env, until="policy: ")
     assert "Slack (Events API at POST /slack/events)" in log
     assert "Rocket.Chat at http://127.0.0.1:1 (polling messages and reactions)" in log
@@ -349,12 +381,14 @@ def test_a_warm_venv_is_not_reinstalled() -> None:
     extras are unchanged since the last install, it must not run pip again."""
     root = Path(__file__).resolve().parent.parent
     stamp = root / ".venv" / ".releasegate-installed"
-    first = subprocess.run([str(root / "scripts" / "venv"), "dev"], capture_output=True,
-                           text=True, timeout=600)  # fmt: skip
+    first = subprocess.run(
+        [str(root / "scripts" / "venv"), "dev"], capture_output=True, text=True, timeout=600
+    )
     assert first.returncode == 0, first.stderr
     before = stamp.stat().st_mtime_ns
-    again = subprocess.run([str(root / "scripts" / "venv"), "dev"], capture_output=True,
-                           text=True, timeout=600)  # fmt: skip
+    again = subprocess.run(
+        [str(root / "scripts" / "venv"), "dev"], capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stderr
     assert again.stdout == again.stderr == ""
     assert stamp.stat().st_mtime_ns == before
@@ -367,8 +401,11 @@ def test_a_piped_shell_without_any_worker_says_so_instead_of_waiting_silently(
     env = {**clean, **settings_env(policy_file, redis_server.url, tmp_path / "w")}
     shell = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "shell", "--as", "alice", "--channel", "deploy-int"],
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert shell.stdin is not None
     assert shell.stdout is not None
     shell.stdin.write("deploy awesome 2.1.0 to int\n")

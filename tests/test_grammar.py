@@ -64,11 +64,25 @@ def test_unknown_verb_lists_the_valid_ones() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["deploy", "deploy awesome 2.1.1 prd", "deploy awesome 2.1.1 in prd", "promote awesome prd",
-     "rollback awesome to prd", "approve RABCDEF extra", "history", "history prd many",
-     "history prd ²", "history prd ١٢", "history int 0", "history int 00",
-     "lock", "unlock", "help me", "status a b"],
-)  # fmt: skip
+    [
+        "deploy",
+        "deploy awesome 2.1.1 prd",
+        "deploy awesome 2.1.1 in prd",
+        "promote awesome prd",
+        "rollback awesome to prd",
+        "approve RABCDEF extra",
+        "history",
+        "history prd many",
+        "history prd ²",
+        "history prd ١٢",
+        "history int 0",
+        "history int 00",
+        "lock",
+        "unlock",
+        "help me",
+        "status a b",
+    ],
+)
 def test_malformed_commands_answer_with_their_usage(text: str) -> None:
     with pytest.raises(GrammarError, match="usage: "):
         parse(text)

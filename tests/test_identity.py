@@ -18,7 +18,7 @@ from redis import Redis
 
 from tests.conftest import Chat, Remote, git, outbox, run_worker
 from tests.test_rocketchat import RocketWorld, rocket_world
-from workers.request import RequestState
+from workers.state.request import RequestState
 
 IDENTITY_POLICY = """
 repository: {{url: "{url}", author: "releasegate <rg@example.invalid>"}}
@@ -46,8 +46,14 @@ apps:
 
 
 @pytest.fixture(params=[1])
-def world(request: pytest.FixtureRequest, redis: Redis, remote: Path, policy_file: Path,
-          settings: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[RocketWorld]:  # fmt: skip
+def world(
+    request: pytest.FixtureRequest,
+    redis: Redis,
+    remote: Path,
+    policy_file: Path,
+    settings: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[RocketWorld]:
     text = IDENTITY_POLICY.format(url=remote.as_uri(), approvals=request.param)
     with rocket_world(text, redis, policy_file, monkeypatch) as found:
         yield found
@@ -56,9 +62,9 @@ def world(request: pytest.FixtureRequest, redis: Redis, remote: Path, policy_fil
 two_approvals = pytest.mark.parametrize("world", [2], indirect=True)
 
 
-def settle(world: RocketWorld, request_id: str, seconds: float = 1.0) -> RequestState:
-    """Give the webhook's work time to run; returns the request's state after it."""
-    time.sleep(seconds)
+def settle(world: RocketWorld, request_id: str) -> RequestState:
+    """Wait until the webhook's work has run; returns the request's state after it."""
+    world.settle()
     return world.store.state(request_id)
 
 
@@ -193,8 +199,9 @@ def test_an_approver_removed_from_the_policy_no_longer_counts_at_the_commit(
     request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
     assert chat.say("carol", "deploy-prd", "approve").queued == (request_id,)
     text = policy_file.read_text()
-    policy_file.write_text(text.replace('release-managers: ["shell:carol"]',
-                                        'release-managers: ["shell:dave"]'))  # fmt: skip
+    policy_file.write_text(
+        text.replace('release-managers: ["shell:carol"]', 'release-managers: ["shell:dave"]')
+    )
     run_worker(redis)
     assert "shell:carol is no longer an approver of prd" in outbox(redis)[0]
     assert origin.count() == 1
@@ -219,14 +226,19 @@ SECRETS = {
 
 
 def test_the_validation_command_does_not_see_the_workers_secrets(
-    chat: Chat, redis: Redis, origin: Remote, policy_file: Path, tmp_path: Path,
+    chat: Chat,
+    redis: Redis,
+    origin: Remote,
+    policy_file: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     script = tmp_path / "dump_env.py"
-    script.write_text("import os, sys\nfor k, v in sorted(os.environ.items()): print(k, v)\n"
-                      "sys.exit(1)\n")  # fmt: skip
+    script.write_text(
+        "import os, sys\nfor k, v in sorted(os.environ.items()): print(k, v)\nsys.exit(1)\n"
+    )
     with_validation(policy_file, f"{sys.executable} {script}")
     chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
     chat.say("carol", "deploy-prd", "approve")
@@ -242,14 +254,20 @@ def test_the_validation_command_does_not_see_the_workers_secrets(
 
 
 def test_a_secret_the_validation_command_prints_is_blanked_out(
-    chat: Chat, redis: Redis, origin: Remote, policy_file: Path, tmp_path: Path,
+    chat: Chat,
+    redis: Redis,
+    origin: Remote,
+    policy_file: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """Even where an operator lets a secret through `validate_env`, chat never shows it."""
     monkeypatch.setenv("RELEASEGATE_SLACK_BOT_TOKEN", SECRETS["RELEASEGATE_SLACK_BOT_TOKEN"])
     script = tmp_path / "leak.py"
-    script.write_text("import os, sys\nprint('token is', os.environ['RELEASEGATE_SLACK_BOT_TOKEN'])\n"
-                      "sys.exit(2)\n")  # fmt: skip
+    script.write_text(
+        "import os, sys\nprint('token is', os.environ['RELEASEGATE_SLACK_BOT_TOKEN'])\n"
+        "sys.exit(2)\n"
+    )
     with_validation(policy_file, f"{sys.executable} {script}", ["RELEASEGATE_SLACK_BOT_TOKEN"])
     chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
     chat.say("carol", "deploy-prd", "approve")

@@ -15,9 +15,9 @@ from redis import Redis
 from config.settings import Settings
 from tests.conftest import Chat, Remote, git, outbox, run_worker
 from workers.jobs import run_request
-from workers.queue import enqueue_deploy
-from workers.request import RequestState
-from workers.store import RequestStore
+from workers.state.queue import enqueue_deploy
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 
 def approved_prd_request(chat: Chat, version: str = "2.1.0") -> str:
@@ -215,9 +215,12 @@ def test_a_change_next_to_the_approved_lines_asks_for_a_new_request(
     """The pins still hold the old version, but the diff people approved no longer applies."""
     request_id = approved_prd_request(chat)
     push_from_elsewhere(
-        origin, tmp_path, "configMapGenerator:", "configMapGenerator:  # edited",
+        origin,
+        tmp_path,
+        "configMapGenerator:",
+        "configMapGenerator:  # edited",
         "env/prd/kustomization.yml",
-    )  # fmt: skip
+    )
     head = origin.head()
     run_worker(redis)
     assert RequestStore(redis).state(request_id) is RequestState.FAILED
@@ -229,9 +232,13 @@ def test_an_unrelated_change_elsewhere_in_the_file_still_applies(
     chat: Chat, redis: Redis, origin: Remote, settings: Settings, tmp_path: Path
 ) -> None:
     request_id = approved_prd_request(chat)
-    push_from_elsewhere(origin, tmp_path, "kind: Kustomization\n",
-                        "kind: Kustomization\n# a new comment line\n",
-                        "env/prd/kustomization.yml")  # fmt: skip
+    push_from_elsewhere(
+        origin,
+        tmp_path,
+        "kind: Kustomization\n",
+        "kind: Kustomization\n# a new comment line\n",
+        "env/prd/kustomization.yml",
+    )
     run_worker(redis)
     assert RequestStore(redis).state(request_id) is RequestState.PUSHED
 
@@ -290,8 +297,9 @@ def test_the_worker_checks_out_only_the_pinned_files_unless_a_validation_needs_t
     approved_prd_request(chat)
     run_worker(redis)
     [slot] = settings.workdir.glob(f"*/{socket.gethostname()}/slot-0")
-    present = sorted(str(p.relative_to(slot)) for p in slot.rglob("*") if p.is_file()
-                     and ".git" not in p.parts)  # fmt: skip
+    present = sorted(
+        str(p.relative_to(slot)) for p in slot.rglob("*") if p.is_file() and ".git" not in p.parts
+    )
     assert present == ["env/int/kustomization.yml", "env/prd/kustomization.yml"]
     with_validation(policy_file, f'{sys.executable} -c "import sys; sys.exit(0)"')
     approved_prd_request(chat, "2.2.0")
@@ -300,13 +308,16 @@ def test_the_worker_checks_out_only_the_pinned_files_unless_a_validation_needs_t
 
 
 def test_a_push_that_timed_out_but_landed_is_reported_as_pushed(
-    chat: Chat, redis: Redis, origin: Remote, settings: Settings,
+    chat: Chat,
+    redis: Redis,
+    origin: Remote,
+    settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """The remote took the push, then the connection hung: ask the remote before deciding."""
-    import workers.gitops
+    import workers.git.checkout
 
-    monkeypatch.setattr(workers.gitops, "GIT_TIMEOUT", 3)
+    monkeypatch.setattr(workers.git.checkout, "GIT_TIMEOUT", 3)
     hook = origin.path / "hooks" / "post-receive"
     hook.write_text("#!/bin/sh\nsleep 30\n")  # after the ref moved: the push itself hangs
     hook.chmod(hook.stat().st_mode | stat.S_IEXEC)
@@ -326,8 +337,12 @@ def test_a_later_commit_with_an_old_date_does_not_hide_the_requests_own_commit(
     git("clone", "--quiet", str(origin.path), str(clone))
     (clone / "README.md").write_text("edited on a machine whose clock says 2001\n")
     old = {"GIT_COMMITTER_DATE": "2001-01-01T00:00:00", "GIT_AUTHOR_DATE": "2001-01-01T00:00:00"}
-    subprocess.run(["git", "-c", "user.name=h", "-c", "user.email=h@x", "commit", "-qam", "old"],
-                   cwd=clone, check=True, env={**os.environ, **old})  # fmt: skip
+    subprocess.run(
+        ["git", "-c", "user.name=h", "-c", "user.email=h@x", "commit", "-qam", "old"],
+        cwd=clone,
+        check=True,
+        env={**os.environ, **old},
+    )
     git("push", "--quiet", "origin", "main", cwd=clone)
     # A retry of the job (its worker died before recording the outcome) finds its commit.
     RequestStore(redis).transition(request_id, [RequestState.PUSHED], RequestState.RUNNING)

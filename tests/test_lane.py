@@ -17,11 +17,11 @@ from bot.embedded_redis import EmbeddedRedis
 from config.policy import parse_policy
 from tests.conftest import Chat, Remote, git, run_worker
 from tests.test_sweeper import kill_tree
-from workers.lane import Lane, lane_name
-from workers.objects import Mirror
-from workers.request import RequestState
-from workers.store import RequestStore
-from workers.sweeper import sweep
+from workers.git.mirror import Mirror
+from workers.landing.sweeper import sweep
+from workers.state.lane import Lane, lane_name
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 APPS = 6
 
@@ -100,8 +100,14 @@ def test_ready_requests_for_one_branch_land_as_one_push_of_one_commit_each(
     assert [store.state(i) for i in ids] == [RequestState.PUSHED] * APPS
     assert len(pushes.read_text().splitlines()) == 1
     assert origin.count() == 1 + APPS
-    trailers = git("log", "--format=%(trailers:key=Releasegate-Request,valueonly)", "-n",
-                   str(APPS), "main", cwd=origin.path).split()  # fmt: skip
+    trailers = git(
+        "log",
+        "--format=%(trailers:key=Releasegate-Request,valueonly)",
+        "-n",
+        str(APPS),
+        "main",
+        cwd=origin.path,
+    ).split()
     assert sorted(trailers) == sorted(ids)
     for request_id in ids:  # each commit is its request's alone: revertable on its own
         commit = store.result(request_id).commit  # type: ignore[union-attr]
@@ -133,9 +139,11 @@ def test_a_failing_request_in_a_batch_does_not_hold_back_the_others(
 
 
 def test_a_lane_holder_killed_after_its_push_is_replaced_and_nothing_lands_twice(
-    apps_world: tuple[Chat, Remote, Path], redis: Redis, tmp_path: Path,
+    apps_world: tuple[Chat, Remote, Path],
+    redis: Redis,
+    tmp_path: Path,
     redis_server: EmbeddedRedis,
-) -> None:  # fmt: skip
+) -> None:
     chat, origin, policy_file = apps_world
     ids = deploy_all(chat, range(3))
     # The remote takes the push, then hangs in post-receive: the worker is killed there,
@@ -144,11 +152,18 @@ def test_a_lane_holder_killed_after_its_push_is_replaced_and_nothing_lands_twice
     hook = origin.path / "hooks" / "post-receive"
     hook.write_text(f"#!/bin/sh\ntouch {landed}\nsleep 120\n")
     hook.chmod(hook.stat().st_mode | stat.S_IEXEC)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
-           "RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
-           "RELEASEGATE_WORKDIR": str(tmp_path / "work-a")}  # fmt: skip
-    worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
+        "RELEASEGATE_POLICY": str(policy_file),
+        "RELEASEGATE_REDIS_URL": redis_server.url,
+        "RELEASEGATE_WORKDIR": str(tmp_path / "work-a"),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not landed.exists():
         assert time.monotonic() < deadline, "the worker never pushed"
@@ -208,18 +223,18 @@ def test_status_answers_from_the_last_fetch_when_the_remote_is_gone_and_says_so(
 def test_each_host_clones_into_its_own_folder_and_folders_of_hosts_long_gone_are_removed(
     apps_world: tuple[Chat, Remote, Path], tmp_path: Path
 ) -> None:
-    from workers.gitops import Checkout
+    from workers.git.checkout import Checkout
 
     policy = apps_world[0].conversation.policy
     here = Checkout(policy.repository, tmp_path / "cache", host="worker-7f9c")
-    with here.locked():
+    with here.in_slot():
         here.sync()
     assert here.path.parent.name == "worker-7f9c"
     other = Checkout(policy.repository, tmp_path / "cache", host="worker-0ld")
-    with other.locked():
+    with other.in_slot():
         other.sync()
     recent = Checkout(policy.repository, tmp_path / "cache", host="worker-b2")
-    with recent.locked():
+    with recent.in_slot():
         recent.sync()
     week_ago = time.time() - 8 * 24 * 3600
     for lock in other.base.glob("slot-*.lock"):

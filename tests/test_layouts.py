@@ -19,9 +19,9 @@ from bot.demo import create_remote
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, outbox, run_worker
-from workers.objects import Mirror
-from workers.request import RequestState
-from workers.store import RequestStore
+from workers.git.mirror import Mirror
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

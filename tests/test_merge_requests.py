@@ -14,18 +14,19 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from rq import Queue
 
 from bot.conversation import Conversation
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, git, outbox, plain_policy, run_worker
 from tests.fake_forge import READ_ONLY, TOKEN, FakeForge, serve
-from workers import mergerequests
-from workers.lane import Lane, lane_name
-from workers.objects import Mirror
-from workers.request import RequestState
-from workers.store import RequestStore
-from workers.sweeper import sweep
+from workers.git.mirror import Mirror
+from workers.landing import mergerequests
+from workers.landing.sweeper import sweep
+from workers.state.lane import Lane, lane_name
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 
 @dataclass
@@ -44,9 +45,15 @@ class World:
         return RequestStore(self.redis).state(request_id)
 
     def branch_exists(self, request_id: str) -> bool:
-        return subprocess.run(["git", "rev-parse", "--verify", f"releasegate/{request_id}"],
-                              cwd=self.origin.path, capture_output=True,
-                              check=False).returncode == 0  # fmt: skip
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--verify", f"releasegate/{request_id}"],
+                cwd=self.origin.path,
+                capture_output=True,
+                check=False,
+            ).returncode
+            == 0
+        )
 
     def retry(self) -> None:
         """What the workers do after the wait: the sweeper queues the request again."""
@@ -56,9 +63,15 @@ class World:
         run_worker(self.redis)
 
 
-def make_world(tmp_path: Path, remote: Path, redis: Redis, policy_file: Path,
-               monkeypatch: pytest.MonkeyPatch, kind: str = "github",
-               token: str = TOKEN) -> Iterator[World]:  # fmt: skip
+def make_world(
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str = "github",
+    token: str = TOKEN,
+) -> Iterator[World]:
     forge = FakeForge(remote, kind)  # type: ignore[arg-type]
     server = serve(forge)
     api = f"http://127.0.0.1:{server.server_port}" + ("/api/v4" if kind == "gitlab" else "")
@@ -77,8 +90,14 @@ def make_world(tmp_path: Path, remote: Path, redis: Redis, policy_file: Path,
 
 
 @pytest.fixture
-def github(tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:  # fmt: skip
+def github(
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    settings: Settings,
+    policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[World]:
     yield from make_world(tmp_path, remote, redis, policy_file, monkeypatch)
 
 
@@ -88,10 +107,14 @@ def test_a_pull_request_is_opened_when_asked_and_merged_with_the_trailers_on_app
     request_id = github.ask()
     run_worker(github.redis)  # the opening job: checks run while people approve
     [pull] = github.forge.pulls.values()
-    assert (pull.head, pull.base, pull.title) == (f"releasegate/{request_id}", "main",
-                                                  "Deploy awesome 2.1.0 to prd")  # fmt: skip
-    assert b"newTag: 2.1.0" in github.origin.file("env/prd/kustomization.yml",
-                                                  f"releasegate/{request_id}")  # fmt: skip
+    assert (pull.head, pull.base, pull.title) == (
+        f"releasegate/{request_id}",
+        "main",
+        "Deploy awesome 2.1.0 to prd",
+    )
+    assert b"newTag: 2.1.0" in github.origin.file(
+        "env/prd/kustomization.yml", f"releasegate/{request_id}"
+    )
     assert github.origin.count() == 1  # nothing on main yet
     assert f"{request_id}: pull request opened: {github.forge.url(1)}" in outbox(github.redis)[0]
     card = github.chat.say("bob", "deploy-prd", f"status {request_id}")
@@ -99,7 +122,7 @@ def test_a_pull_request_is_opened_when_asked_and_merged_with_the_trailers_on_app
 
     github.chat.say("carol", "deploy-prd", "approve")
     run_worker(github.redis)
-    assert github.state(request_id) is RequestState.PUSHED
+    assert github.state(request_id) is RequestState.MERGED
     message = github.origin.message()
     assert message.startswith("Deploy awesome 2.1.0 to prd\n")
     assert f"Releasegate-Request: {request_id}" in message
@@ -125,13 +148,15 @@ def test_failing_checks_are_said_once_in_the_forges_words_and_the_merge_retried_
     github.retry()  # still failing: tried again, not told again
     assert github.state(request_id) is RequestState.APPROVED
     refusals = [line for line in outbox(github.redis) if "will not merge yet" in line]
-    assert refusals == [f'{request_id}: GitHub will not merge yet: Required status check "ci" '
-                        "is failing.; releasegate tries again every few seconds until the "
-                        "request expires"]  # fmt: skip
+    assert refusals == [
+        f'{request_id}: GitHub will not merge yet: Required status check "ci" '
+        "is failing.; releasegate tries again every few seconds until the "
+        "request expires"
+    ]
     assert github.origin.count() == 1
     github.forge.pulls[1].checks = "success"
     github.retry()
-    assert github.state(request_id) is RequestState.PUSHED
+    assert github.state(request_id) is RequestState.MERGED
     assert "Approved-by: shell:carol" in github.origin.message()
 
 
@@ -147,8 +172,10 @@ def test_a_conflict_after_another_change_landed_is_refused_and_said(github: Worl
     github.chat.say("carol", "deploy-prd", "approve")
     run_worker(github.redis)
     assert github.state(request_id) is RequestState.APPROVED
-    assert any("GitHub will not merge yet: Pull Request is not mergeable" in line
-               for line in outbox(github.redis))  # fmt: skip
+    assert any(
+        "GitHub will not merge yet: Pull Request is not mergeable" in line
+        for line in outbox(github.redis)
+    )
     assert github.origin.message().startswith("hotfix")
 
 
@@ -167,15 +194,21 @@ def test_a_cancelled_or_rejected_request_closes_its_pull_request_and_deletes_its
 
 
 def test_a_token_without_rights_is_said_plainly_and_nothing_lands(
-    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path,
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    settings: Settings,
+    policy_file: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     for world in make_world(tmp_path, remote, redis, policy_file, monkeypatch, token=READ_ONLY):
         request_id = world.ask()
         run_worker(redis)
-        assert any("could not open a pull request yet (GitHub refused releasegate's token "
-                   "(HTTP 403: Resource not accessible by integration))" in line
-                   for line in outbox(redis))  # fmt: skip
+        assert any(
+            "could not open a pull request yet (GitHub refused releasegate's token "
+            "(HTTP 403: Resource not accessible by integration))" in line
+            for line in outbox(redis)
+        )
         world.chat.say("carol", "deploy-prd", "approve")
         run_worker(redis)
         assert world.state(request_id) is RequestState.FAILED
@@ -190,25 +223,30 @@ def test_where_nobody_approves_the_pull_request_is_opened_and_merged_at_once(
 ) -> None:
     request_id = github.ask("deploy awesome 2.1.0 to int", "deploy-int")
     run_worker(github.redis)
-    assert github.state(request_id) is RequestState.PUSHED
+    assert github.state(request_id) is RequestState.MERGED
     assert github.forge.pulls[1].state == "merged"
     assert f"Releasegate-Request: {request_id}" in github.origin.message()
 
 
 def test_gitlab_merge_requests_are_merged_with_the_same_message(
-    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path,
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    settings: Settings,
+    policy_file: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     for world in make_world(tmp_path, remote, redis, policy_file, monkeypatch, kind="gitlab"):
         request_id = world.ask()
         run_worker(redis)
         assert world.forge.pulls[1].head == f"releasegate/{request_id}"
-        mergerequests.checks_round(redis, partial(parse_policy, policy_file.read_text()),
-                                   Settings())  # fmt: skip
+        mergerequests.checks_round(
+            redis, partial(parse_policy, policy_file.read_text()), Settings()
+        )
         assert f"{request_id}: checks passing: {world.forge.url(1)}" in outbox(redis)
         world.chat.say("carol", "deploy-prd", "approve")
         run_worker(redis)
-        assert world.state(request_id) is RequestState.PUSHED
+        assert world.state(request_id) is RequestState.MERGED
         message = world.origin.message()
         assert message.startswith("Deploy awesome 2.1.0 to prd\n")
         assert "Approved-by: shell:carol" in message
@@ -230,24 +268,33 @@ def test_the_checks_of_a_waiting_pull_request_are_shown_on_its_card_and_told_whe
     github.forge.pulls[1].checks = "success"
     mergerequests.checks_round(github.redis, lambda: policy, Settings())
     told = [line for line in outbox(github.redis) if ": checks " in line]
-    assert told == [f"{request_id}: checks pending: {github.forge.url(1)}",
-                    f"{request_id}: checks passing: {github.forge.url(1)}"]  # fmt: skip
+    assert told == [
+        f"{request_id}: checks pending: {github.forge.url(1)}",
+        f"{request_id}: checks passing: {github.forge.url(1)}",
+    ]
     card = card_for(RequestStore(github.redis), request_id).text()
     assert f"🔀 {github.forge.url(1)} (checks passing)" in card
 
 
 def test_a_rebase_merge_lands_the_branch_commit_rewritten_with_the_approvals(
-    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path,
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    settings: Settings,
+    policy_file: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     for world in make_world(tmp_path, remote, redis, policy_file, monkeypatch):
-        policy_file.write_text(policy_file.read_text().replace(
-            "project: acme/environments}", "project: acme/environments, merge_method: rebase}"))  # fmt: skip
+        policy_file.write_text(
+            policy_file.read_text().replace(
+                "project: acme/environments}", "project: acme/environments, merge_method: rebase}"
+            )
+        )
         request_id = world.ask()
         run_worker(redis)
         world.chat.say("carol", "deploy-prd", "approve")
         run_worker(redis)
-        assert world.state(request_id) is RequestState.PUSHED
+        assert world.state(request_id) is RequestState.MERGED
         message = world.origin.message()
         assert "Approved-by: shell:carol" in message
         assert f"Releasegate-Request: {request_id}" in message
@@ -280,7 +327,7 @@ def test_a_merge_while_the_pull_request_is_being_opened_waits_for_it_instead_of_
     assert github.forge.pulls == {}
     github.redis.delete(f"releasegate:opening:{request_id}")
     github.retry()
-    assert github.state(request_id) is RequestState.PUSHED
+    assert github.state(request_id) is RequestState.MERGED
     assert len(github.forge.pulls) == 1
 
 
@@ -293,10 +340,28 @@ def test_a_merge_whose_worker_died_before_saying_so_is_found_on_main_not_merged_
     run_worker(github.redis)
     store = RequestStore(github.redis)
     # As if the worker died between the forge's merge and recording the outcome.
-    store.transition(request_id, [RequestState.PUSHED], RequestState.RUNNING)
+    store.transition(request_id, [RequestState.MERGED], RequestState.RUNNING)
     policy = github.chat.conversation.policy
     sweep(github.redis, Lane(github.redis, lane_name(policy.repository)))
     run_worker(github.redis)
-    assert github.state(request_id) is RequestState.PUSHED
+    assert github.state(request_id) is RequestState.MERGED
     assert len([c for c in github.forge.calls if c[1].endswith("/merge")]) == 1
     assert github.origin.count() == 2
+
+
+def test_a_pull_request_job_queued_under_its_old_path_before_an_upgrade_still_runs(
+    github: World,
+) -> None:
+    """Jobs are queued by dotted path: one queued before the house moved still opens."""
+    from rq.serializers import JSONSerializer
+
+    from workers.state.queue import QUEUE_NAME
+
+    request_id = github.ask()
+    github.redis.delete(f"rq:job:open-{request_id}")  # the job the bot queued, under the new path
+    Queue(QUEUE_NAME, connection=github.redis, serializer=JSONSerializer).enqueue(
+        "workers.mergerequests.open_change", request_id, job_id=f"old-open-{request_id}"
+    )
+    run_worker(github.redis)
+    [pull] = github.forge.pulls.values()
+    assert pull.head == f"releasegate/{request_id}"

@@ -61,8 +61,10 @@ def test_yaml_path_writes_only_the_scalar_and_keeps_its_quotes(
     assert read_version(after, pin(yaml_path=path)) == version
 
 
-@pytest.mark.parametrize(("version", "written"), [("1.10", '"1.10"'), ("0123", '"0123"'),
-                                                  ("1e3", '"1e3"'), ("2.1.0", "2.1.0")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("version", "written"),
+    [("1.10", '"1.10"'), ("0123", '"0123"'), ("1e3", '"1e3"'), ("2.1.0", "2.1.0")],
+)
 def test_a_plain_scalar_that_would_change_type_is_quoted(version: str, written: str) -> None:
     after = write_version(VALUES, pin(yaml_path="image.tag"), version)
     assert f"  tag: {written}\n" in after
@@ -237,13 +239,15 @@ def test_yaml_path_edits_only_the_version_in_any_layout(
     old: str, new: str, key: str, quote: str, newline: str
 ) -> None:
     def render(version: str) -> str:
-        return newline.join([
-            "---",
-            f"{key}:",
-            f"  tag: {quote}{version}{quote}   # keep me",
-            "  other: [1, 2]",
-            "",
-        ])  # fmt: skip
+        return newline.join(
+            [
+                "---",
+                f"{key}:",
+                f"  tag: {quote}{version}{quote}   # keep me",
+                "  other: [1, 2]",
+                "",
+            ]
+        )
 
     assert write_version(render(old), pin(yaml_path=f"{key}.tag"), new) == render(new)
 

@@ -125,9 +125,20 @@ def test_semver_versions_are_accepted(version: str) -> None:
 
 @pytest.mark.parametrize(
     "version",
-    ["2.1", "v2.1.0", "2.1.0\nnewTag: x", "2.1.0\n", "--upload-pack=touch /tmp/x", "$(reboot)",
-     "2.1.0;rm -rf /", "1" * 500, "01.2.3", "2.1.0 ", ""],
-)  # fmt: skip
+    [
+        "2.1",
+        "v2.1.0",
+        "2.1.0\nnewTag: x",
+        "2.1.0\n",
+        "--upload-pack=touch /tmp/x",
+        "$(reboot)",
+        "2.1.0;rm -rf /",
+        "1" * 500,
+        "01.2.3",
+        "2.1.0 ",
+        "",
+    ],
+)
 def test_crafted_versions_are_refused(version: str) -> None:
     app = parse_policy(MINIMAL).apps["awesome"]
     with pytest.raises(VersionError, match="is not a valid version of awesome"):

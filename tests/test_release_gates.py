@@ -13,10 +13,10 @@ from bot.conversation import Conversation
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, git, outbox, run_worker
-from workers import audit
-from workers.objects import Mirror
-from workers.request import RequestState
-from workers.store import RequestStore
+from workers.git.mirror import Mirror
+from workers.state import audit
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -229,8 +229,10 @@ def test_rolling_back_again_steps_further_back_never_forward(
     assert "no earlier version of awesome in int" in refused.text
     # A deploy after a rollback is a new top: rolling back returns to what ran before it.
     to_int(chat, redis, "2.4.0")
-    assert "awesome: 2.4.0 -> 2.0.0 (int)" in chat.say("bob", "deploy-int",
-                                                       "rollback awesome in int").text  # fmt: skip
+    assert (
+        "awesome: 2.4.0 -> 2.0.0 (int)"
+        in chat.say("bob", "deploy-int", "rollback awesome in int").text
+    )
 
 
 def test_rollback_is_gated_like_a_deploy(

@@ -12,9 +12,9 @@ from bot.conversation import Conversation
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, git, outbox, run_worker
-from workers.objects import Mirror
-from workers.request import RequestState
-from workers.store import RequestStore
+from workers.git.mirror import Mirror
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 
 def test_asking_again_for_a_waiting_change_points_at_it_and_files_nothing(
@@ -39,8 +39,10 @@ def test_asking_again_for_a_queued_change_says_it_is_queued(chat: Chat, redis: R
     assert again.text.startswith(f"the same change is already queued as {first.request_id}")
     run_worker(redis)
     # Once it landed, asking again is simply already done.
-    assert "already runs 2.1.0 in int" in chat.say("alice", "deploy-int",
-                                                   "deploy awesome 2.1.0 to int").text  # fmt: skip
+    assert (
+        "already runs 2.1.0 in int"
+        in chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to int").text
+    )
 
 
 def test_a_request_made_stale_by_one_that_landed_is_closed_as_superseded_and_told_once(

@@ -18,9 +18,9 @@ from redis import Redis
 
 from bot.conversation import Conversation
 from bot.embedded_redis import EmbeddedRedis
-from bot.outbox import post_rollout
+from bot.live import live_lines
 from bot.platforms.slack_api import SlackPoster
-from bot.rollouts import live_lines, offer_rollback
+from bot.reports import post_rollout
 from config.errors import PostFailed
 from config.policy import Policy, parse_policy
 from config.settings import Settings
@@ -30,11 +30,11 @@ from tests.fake_slack import FakeSlack
 from tests.fake_slack import serve as serve_slack
 from tests.test_cli import releasegate
 from tests.test_sweeper import kill_tree
-from workers import rollout
-from workers.objects import Mirror
-from workers.outbox import stream
-from workers.request import RequestState
-from workers.store import RequestStore
+from workers.git.mirror import Mirror
+from workers.rollout import follow as following
+from workers.state.outbox import stream
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 ARGOCD = """\
     rollout:
@@ -66,24 +66,32 @@ class World:
     mirror: Mirror
 
     def push(self, version: str = "2.1.0") -> str:
-        request_id = str(self.chat.say("alice", "deploy-prd", f"deploy awesome {version} to prd")
-                         .request_id)  # fmt: skip
+        request_id = str(
+            self.chat.say("alice", "deploy-prd", f"deploy awesome {version} to prd").request_id
+        )
         self.chat.say("carol", "deploy-prd", "approve")
         run_worker(self.redis)
         assert RequestStore(self.redis).state(request_id) is RequestState.PUSHED
         return request_id
 
-    def follow(self, token: str = TOKEN, rounds: int = 40) -> rollout.RolloutRecord:
+    def follow(self, token: str = TOKEN, rounds: int = 40) -> following.RolloutRecord:
         """Run the workers' rollouts loop, a look every POLL seconds of (simulated) time."""
         start = time.time()
         for n in range(rounds):
-            rollout.follow_round(self.redis, lambda: self.policy, self.url, token,
-                                 self.mirror.is_ancestor, now=start + n * rollout.POLL)  # fmt: skip
-            if not self.redis.zcard(rollout.DUE):
+            following.follow_round(
+                self.redis,
+                lambda: self.policy,
+                self.url,
+                token,
+                self.mirror.is_ancestor,
+                now=start + n * following.POLL,
+            )
+            if not self.redis.zcard(following.DUE):
                 break
         [request_id] = [m.decode() for m in self.redis.smembers("releasegate:active")] or [
-            self.last()]  # fmt: skip
-        record = rollout.load(self.redis, request_id)
+            self.last()
+        ]
+        record = following.load(self.redis, request_id)
         assert record is not None
         return record
 
@@ -93,8 +101,9 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path, remote: Path, redis: Redis, settings: Settings,
-          policy_file: Path) -> Iterator[World]:  # fmt: skip
+def world(
+    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path
+) -> Iterator[World]:
     policy_file.write_text(with_rollout(remote, ARGOCD))
     policy = parse_policy(policy_file.read_text())
     argocd = FakeArgoCD()
@@ -102,8 +111,9 @@ def world(tmp_path: Path, remote: Path, redis: Redis, settings: Settings,
     server = serve(argocd)
     url = f"http://127.0.0.1:{server.server_port}"
     mirror = Mirror(policy.repository, tmp_path / "follower", freshness=0)
-    chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "bot",
-                                                   freshness=0)))  # fmt: skip
+    chat = Chat(
+        Conversation(policy, redis, Mirror(policy.repository, tmp_path / "bot", freshness=0))
+    )
     yield World(chat, policy, redis, Remote(remote), argocd, url, mirror)
     server.shutdown()
 
@@ -136,7 +146,7 @@ def test_a_degraded_rollout_is_told_at_once_and_a_rollback_is_offered_not_applie
     slack = serve_slack(fake)
     poster = SlackPoster("xoxb-test", f"http://127.0.0.1:{slack.server_port}/api/")
     store = RequestStore(world.redis)
-    offer = partial(offer_rollback, world.chat.conversation)
+    offer = world.chat.conversation.offer_rollback
     post_rollout(store, poster, request_id, offer)
     slack.shutdown()
     texts = fake.texts()
@@ -171,7 +181,7 @@ def test_a_wrong_token_is_one_clear_message_and_following_stops(world: World) ->
     [told] = [line for line in outbox(world.redis) if "rollout of" in line]
     assert "awesome-prd: not followed: Argo CD refused releasegate's token" in told
     assert "HTTP 401: invalid session" in told
-    assert not world.redis.zcard(rollout.DUE)
+    assert not world.redis.zcard(following.DUE)
 
 
 def test_status_of_an_environment_shows_what_argo_cd_says_now(
@@ -189,8 +199,12 @@ def test_status_of_an_environment_shows_what_argo_cd_says_now(
 def test_check_config_says_per_application_whether_it_follows_this_repository(
     world: World, policy_file: Path, tmp_path: Path
 ) -> None:
-    env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_WORKDIR": str(tmp_path / "cc"),
-           "RELEASEGATE_ARGOCD_URL": world.url, "RELEASEGATE_ARGOCD_TOKEN": TOKEN}  # fmt: skip
+    env = {
+        "RELEASEGATE_POLICY": str(policy_file),
+        "RELEASEGATE_WORKDIR": str(tmp_path / "cc"),
+        "RELEASEGATE_ARGOCD_URL": world.url,
+        "RELEASEGATE_ARGOCD_TOKEN": TOKEN,
+    }
     done = releasegate("check-config", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "argocd awesome-prd" in done.stdout
@@ -210,18 +224,26 @@ def test_following_survives_a_worker_killed_in_the_middle_and_is_told_once(
     world.argocd.apps["awesome-prd"].behaviour = "healthy"
     world.argocd.apps["awesome-prd"].progressing = 10**6  # Progressing until we say so
     request_id = world.push()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
-           "RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
-           "RELEASEGATE_WORKDIR": str(tmp_path / "w"), "RELEASEGATE_ARGOCD_URL": world.url,
-           "RELEASEGATE_ARGOCD_TOKEN": TOKEN}  # fmt: skip
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
+        "RELEASEGATE_POLICY": str(policy_file),
+        "RELEASEGATE_REDIS_URL": redis_server.url,
+        "RELEASEGATE_WORKDIR": str(tmp_path / "w"),
+        "RELEASEGATE_ARGOCD_URL": world.url,
+        "RELEASEGATE_ARGOCD_TOKEN": TOKEN,
+    }
 
     def worker() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     first = worker()
     deadline = time.monotonic() + 60
-    while not any(t.asked for t in getattr(rollout.load(world.redis, request_id), "targets", [])):
+    while not any(t.asked for t in getattr(following.load(world.redis, request_id), "targets", [])):
         assert time.monotonic() < deadline, "the worker never looked at the rollout"
         time.sleep(0.2)
     kill_tree(first.pid)
@@ -230,7 +252,7 @@ def test_following_survives_a_worker_killed_in_the_middle_and_is_told_once(
     second = worker()
     try:
         deadline = time.monotonic() + 90
-        while not (record := rollout.load(world.redis, request_id)) or not record.ended:
+        while not (record := following.load(world.redis, request_id)) or not record.ended:
             assert time.monotonic() < deadline, "the next worker did not finish following"
             time.sleep(0.2)
     finally:
@@ -242,9 +264,13 @@ def test_following_survives_a_worker_killed_in_the_middle_and_is_told_once(
 
 
 def test_flux_is_followed_through_the_kubernetes_api(
-    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path,
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    settings: Settings,
+    policy_file: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     policy_file.write_text(with_rollout(remote, FLUX))
     policy = parse_policy(policy_file.read_text())
     kube = FakeKubernetes()
@@ -259,8 +285,15 @@ def test_flux_is_followed_through_the_kubernetes_api(
     )
     monkeypatch.setenv("KUBECONFIG", str(config))
     chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "b", freshness=0)))
-    world = World(chat, policy, redis, Remote(remote), FakeArgoCD(), "", Mirror(
-        policy.repository, tmp_path / "f", freshness=0))  # fmt: skip
+    world = World(
+        chat,
+        policy,
+        redis,
+        Remote(remote),
+        FakeArgoCD(),
+        "",
+        Mirror(policy.repository, tmp_path / "f", freshness=0),
+    )
     request_id = world.push()
     kube.kustomizations["apps"].applied = "0" * 40  # still on the old revision
     record = world.follow()
@@ -293,7 +326,7 @@ def test_a_degraded_rollout_where_nobody_approves_files_no_rollback_but_says_how
     slack = serve_slack(fake)
     poster = SlackPoster("xoxb-test", f"http://127.0.0.1:{slack.server_port}/api/")
     store = RequestStore(world.redis)
-    post_rollout(store, poster, request_id, partial(offer_rollback, world.chat.conversation))
+    post_rollout(store, poster, request_id, world.chat.conversation.offer_rollback)
     slack.shutdown()
     assert fake.texts()[-1].startswith(
         "awesome is degraded; to go back, say `rollback awesome in prd`"
@@ -307,26 +340,37 @@ def test_each_app_of_a_release_train_is_followed_and_the_thread_gets_one_summary
 ) -> None:
     from datetime import UTC, datetime
 
-    from workers.request import Change, DeployRequest
+    from workers.state.request import Change, DeployRequest
 
     head = world.origin.head()
     world.argocd.apps["web-prd"] = FakeApp("web-prd", world.origin.path, "x")
     world.argocd.apps["web-prd"].behaviour = "degraded"
     train = DeployRequest(
-        id="RTRAIN2", verb="train", env="prd", requester="shell:alice", requester_name="alice",
-        channel="shell:deploy-prd", approvals_needed=1, created_at=datetime.now(UTC),
-        base_commit=head, diff="",
-        changes=(Change(app="awesome", env="prd", old="2.0.0", new="2.1.0"),
-                 Change(app="web", env="prd", old="1.0.0", new="1.1.0")),
-    )  # fmt: skip
+        id="RTRAIN2",
+        verb="train",
+        env="prd",
+        requester="shell:alice",
+        requester_name="alice",
+        channel="shell:deploy-prd",
+        approvals_needed=1,
+        created_at=datetime.now(UTC),
+        base_commit=head,
+        diff="",
+        changes=(
+            Change(app="awesome", env="prd", old="2.0.0", new="2.1.0"),
+            Change(app="web", env="prd", old="1.0.0", new="1.1.0"),
+        ),
+    )
     store = RequestStore(world.redis)
     store.create(train, RequestState.PUSHED)
-    assert rollout.start(world.redis, world.policy, train, head) is not None
+    assert following.start(world.redis, world.policy, train, head) is not None
     world.argocd.apps["awesome-prd"].progressing = 0
     world.argocd.apps["web-prd"].progressing = 0
     record = world.follow()
-    assert {t.name: t.state for t in record.targets} == {"awesome-prd": "healthy",
-                                                         "web-prd": "degraded"}  # fmt: skip
+    assert {t.name: t.state for t in record.targets} == {
+        "awesome-prd": "healthy",
+        "web-prd": "degraded",
+    }
     [told] = [line for line in outbox(world.redis) if line.startswith("RTRAIN2")]
     assert told.splitlines()[0] == f"RTRAIN2: rollout of {head[:7]} in prd (Argo CD):"
     assert told.splitlines()[1].startswith("awesome-prd: synced and healthy after ")
@@ -344,7 +388,7 @@ def test_a_post_slack_refuses_midway_is_retried_without_telling_or_filing_twice(
     slack = serve_slack(fake)
     poster = SlackPoster("xoxb-test", f"http://127.0.0.1:{slack.server_port}/api/")
     store = RequestStore(world.redis)
-    offer = partial(offer_rollback, world.chat.conversation)
+    offer = world.chat.conversation.offer_rollback
     with pytest.raises(PostFailed):
         post_rollout(store, poster, request_id, offer)
     post_rollout(store, poster, request_id, offer)  # the outbox's retry

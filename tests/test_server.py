@@ -18,7 +18,7 @@ from bot.server import create_app
 from config.policy import Policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, http_server, outbox, run_worker
-from workers.objects import Mirror
+from workers.git.mirror import Mirror
 
 
 def app_for(settings: Settings, policy: Policy, redis: Redis):  # type: ignore[no-untyped-def]
@@ -88,15 +88,27 @@ def test_worker_logs_are_json_lines_with_the_request_and_no_token(
     policy_file.write_text(
         text.replace(url_line, '  url: "https://ci:s3cr3t-t0ken@127.0.0.1:1/env.git"')
     )
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
-           "RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
-           "RELEASEGATE_WORKDIR": str(tmp_path / "w"), "RELEASEGATE_LOG_FORMAT": "json"}  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "bot.cli", "worker", "--burst"], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
+        "RELEASEGATE_POLICY": str(policy_file),
+        "RELEASEGATE_REDIS_URL": redis_server.url,
+        "RELEASEGATE_WORKDIR": str(tmp_path / "w"),
+        "RELEASEGATE_LOG_FORMAT": "json",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "worker", "--burst"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     # From the moment RQ starts the job, every line of ours is about the request.
-    start = next(i for i, line in enumerate(lines)
-                 if line["logger"] == "rq.worker" and request_id in line["message"])  # fmt: skip
+    start = next(
+        i
+        for i, line in enumerate(lines)
+        if line["logger"] == "rq.worker" and request_id in line["message"]
+    )
     ours = [line for line in lines[start:] if line["logger"].startswith("workers.")]
     assert ours, done.stderr
     for line in ours:
@@ -114,8 +126,13 @@ def test_worker_logs_are_json_lines_with_the_request_and_no_token(
 @pytest.fixture
 def webhook_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Rocket.Chat's webhook configured (its API need not answer for these tests)."""
-    for name, value in {"URL": "http://127.0.0.1:1", "USER_ID": "bot", "TOKEN": "t",
-                        "WEBHOOK_TOKEN": "hook", "POLL": "false"}.items():  # fmt: skip
+    for name, value in {
+        "URL": "http://127.0.0.1:1",
+        "USER_ID": "bot",
+        "TOKEN": "t",
+        "WEBHOOK_TOKEN": "hook",
+        "POLL": "false",
+    }.items():
         monkeypatch.setenv(f"RELEASEGATE_ROCKETCHAT_{name}", value)
     return Settings()
 

@@ -195,8 +195,10 @@ def test_reactions_typed_as_emoji_count_and_unknown_ones_or_commands_are_named(
 
 
 def test_thumbsup_as_rocketchat_names_it_approves(tmp_path: Path) -> None:
-    script = ("deploy awesome 2.1.0 to int\n/in deploy-prd\ndeploy awesome 2.1.0 to prd\n"
-              "/as carol\n/react thumbsup\n")  # fmt: skip
+    script = (
+        "deploy awesome 2.1.0 to int\n/in deploy-prd\ndeploy awesome 2.1.0 to prd\n"
+        "/as carol\n/react thumbsup\n"
+    )
     done = releasegate("demo", "--dir", str(tmp_path / "demo"), stdin=script)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "approved by carol (1/1); queued" in done.stdout

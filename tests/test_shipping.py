@@ -113,7 +113,9 @@ def test_production_values_reference_secrets_and_never_hold_them() -> None:
         assert objects[f"Deployment/{name}"]["spec"]["replicas"] == replicas
     bot_env = {e["name"]: e for e in container(objects, "rg-releasegate-bot")["env"]}
     assert bot_env["RELEASEGATE_SLACK_BOT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
-        "name": "releasegate-slack", "key": "botToken"}  # fmt: skip
+        "name": "releasegate-slack",
+        "key": "botToken",
+    }
     assert (
         bot_env["RELEASEGATE_SLACK_SIGNING_SECRET"]["valueFrom"]["secretKeyRef"]["key"]
         == "signingSecret"
@@ -172,10 +174,16 @@ def test_a_missing_policy_is_a_clear_render_error() -> None:
 
 
 def test_following_rollouts_gives_bot_and_workers_the_token_and_flux_only_what_it_reads() -> None:
-    values = {**DEFAULTS, "rollout": {
-        "argocd": {"url": "https://argocd.acme.example", "existingSecret": "argocd-releasegate"},
-        "flux": {"enabled": True, "namespaces": ["flux-system"]},
-    }}  # fmt: skip
+    values = {
+        **DEFAULTS,
+        "rollout": {
+            "argocd": {
+                "url": "https://argocd.acme.example",
+                "existingSecret": "argocd-releasegate",
+            },
+            "flux": {"enabled": True, "namespaces": ["flux-system"]},
+        },
+    }
     objects = render(values)
     for name in ("rg-releasegate-bot", "rg-releasegate-worker"):
         env = {e["name"]: e for e in container(objects, name)["env"]}

@@ -15,8 +15,8 @@ from redis import Redis
 from config.settings import Settings
 from tests.conftest import Chat, Remote, git, run_worker
 from tests.test_cli import releasegate
-from workers.request import RequestState
-from workers.store import RequestStore
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 AUTHOR = "releasegate@demo.invalid"
 
@@ -24,8 +24,11 @@ AUTHOR = "releasegate@demo.invalid"
 def ssh_key(directory: Path, name: str = "signing") -> tuple[Path, str]:
     """A fresh ed25519 key without passphrase; returns (private key, public key line)."""
     key = directory / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
+        check=True,
+        capture_output=True,
+    )
     return key, key.with_suffix(".pub").read_text().strip()
 
 
@@ -37,8 +40,11 @@ def allowed_signers(path: Path, *public_keys: str) -> Path:
 def verify(origin: Remote, signers: Path, rev: str = "main") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["git", "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", rev],
-        cwd=origin.path, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        cwd=origin.path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def deploy_int(chat: Chat, redis: Redis) -> str:
@@ -48,9 +54,13 @@ def deploy_int(chat: Chat, redis: Redis) -> str:
 
 
 def test_every_commit_is_signed_with_the_ssh_key_and_verifies(
-    chat: Chat, redis: Redis, origin: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    chat: Chat,
+    redis: Redis,
+    origin: Remote,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     settings: Settings,
-) -> None:  # fmt: skip
+) -> None:
     key, public = ssh_key(tmp_path)
     monkeypatch.setenv("RELEASEGATE_GIT_SIGNING_KEY", str(key))
     request_id = deploy_int(chat, redis)
@@ -68,39 +78,74 @@ def gnupg_home(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
     env = {**os.environ, "GNUPGHOME": str(home)}
-    subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key",
-                    f"releasegate <{AUTHOR}>", "ed25519", "sign", "never"],
-                   env=env, check=True, capture_output=True)  # fmt: skip
-    listing = subprocess.run(["gpg", "--batch", "--with-colons", "--list-secret-keys"], env=env,
-                             check=True, capture_output=True, text=True).stdout  # fmt: skip
+    subprocess.run(
+        [
+            "gpg",
+            "--batch",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            f"releasegate <{AUTHOR}>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    listing = subprocess.run(
+        ["gpg", "--batch", "--with-colons", "--list-secret-keys"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     key_id = next(line.split(":")[4] for line in listing.splitlines() if line.startswith("sec"))
     yield home, key_id
     subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False, capture_output=True)
 
 
 def test_every_commit_is_signed_with_the_gnupg_key_and_verifies(
-    chat: Chat, redis: Redis, origin: Remote, gnupg_home: tuple[Path, str],
-    monkeypatch: pytest.MonkeyPatch, settings: Settings,
-) -> None:  # fmt: skip
+    chat: Chat,
+    redis: Redis,
+    origin: Remote,
+    gnupg_home: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+) -> None:
     home, key_id = gnupg_home
     monkeypatch.setenv("GNUPGHOME", str(home))
     monkeypatch.setenv("RELEASEGATE_GIT_SIGNING_KEY", f"gpg:{key_id}")
     deploy_int(chat, redis)
-    checked = subprocess.run(["git", "verify-commit", "main"], cwd=origin.path,
-                             capture_output=True, text=True, check=False)  # fmt: skip
+    checked = subprocess.run(
+        ["git", "verify-commit", "main"],
+        cwd=origin.path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert checked.returncode == 0, checked.stderr
     assert "Good signature from" in checked.stderr
 
 
 def test_a_head_without_a_trusted_signature_is_not_built_on(
-    chat: Chat, redis: Redis, origin: Remote, tmp_path: Path, policy_file: Path,
-    monkeypatch: pytest.MonkeyPatch, settings: Settings,
-) -> None:  # fmt: skip
+    chat: Chat,
+    redis: Redis,
+    origin: Remote,
+    tmp_path: Path,
+    policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+) -> None:
     key, public = ssh_key(tmp_path)
     signers = allowed_signers(tmp_path / "allowed", public)
     monkeypatch.setenv("RELEASEGATE_GIT_SIGNING_KEY", str(key))
-    policy_file.write_text(policy_file.read_text().replace(
-        "  branch: main\n", f"  branch: main\n  trusted_signers: {signers}\n"))  # fmt: skip
+    policy_file.write_text(
+        policy_file.read_text().replace(
+            "  branch: main\n", f"  branch: main\n  trusted_signers: {signers}\n"
+        )
+    )
     # The seed commit is unsigned: nothing is built on it.
     request_id = deploy_int(chat, redis)
     store = RequestStore(redis)
@@ -137,11 +182,18 @@ def test_a_head_without_a_trusted_signature_is_not_built_on(
 def test_a_policy_requiring_signatures_stops_a_worker_and_check_config_without_a_key(
     tmp_path: Path, policy_file: Path, redis: Redis, settings: Settings
 ) -> None:
-    policy_file.write_text(policy_file.read_text().replace(
-        "  branch: main\n", "  branch: main\n  require_signed: true\n"))  # fmt: skip
-    env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": settings.redis_url
-           .get_secret_value() if settings.redis_url else "",
-           "RELEASEGATE_WORKDIR": str(tmp_path / "w")}  # fmt: skip
+    policy_file.write_text(
+        policy_file.read_text().replace(
+            "  branch: main\n", "  branch: main\n  require_signed: true\n"
+        )
+    )
+    env = {
+        "RELEASEGATE_POLICY": str(policy_file),
+        "RELEASEGATE_REDIS_URL": settings.redis_url.get_secret_value()
+        if settings.redis_url
+        else "",
+        "RELEASEGATE_WORKDIR": str(tmp_path / "w"),
+    }
     worker = releasegate("worker", "--burst", env=env)
     assert worker.returncode == 1
     assert "requires signed commits (repository.require_signed)" in worker.stderr

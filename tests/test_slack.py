@@ -19,16 +19,17 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot.conversation import Conversation
-from bot.outbox import OutboxConsumer
+from bot.executor import BoundedExecutor
 from bot.platforms.slack_api import SlackPoster
+from bot.reports import OutboxConsumer
 from bot.server import create_app
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Remote, http_server, run_worker
 from tests.fake_slack import FakeSlack, serve
-from workers.objects import Mirror
-from workers.request import RequestState
-from workers.store import RequestStore
+from workers.git.mirror import Mirror
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -65,45 +66,83 @@ def chat_calls(slack: SlackWorld) -> list[str]:
 class SlackWorld:
     """Our server on a real port, the fake Slack API, and ways to talk to both."""
 
-    def __init__(self, url: str, fake: FakeSlack, redis: Redis, conversation: Conversation) -> None:
+    def __init__(
+        self,
+        url: str,
+        fake: FakeSlack,
+        redis: Redis,
+        conversation: Conversation,
+        chat_work: BoundedExecutor,
+    ) -> None:
         self.url = url
+        self.chat_work = chat_work
         self.fake = fake
         self.redis = redis
         self.conversation = conversation
         self.store = RequestStore(redis)
         self._n = 0
 
-    def post(self, body: str, content_type: str, *, secret: str = SECRET,
-             timestamp: int | None = None, headers: dict[str, str] | None = None) -> httpx.Response:  # fmt: skip
+    def post(
+        self,
+        body: str,
+        content_type: str,
+        *,
+        secret: str = SECRET,
+        timestamp: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         ts = str(int(time.time()) if timestamp is None else timestamp)
         signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-        sent = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts,
-                "X-Slack-Signature": signature, **(headers or {})}  # fmt: skip
+        sent = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": signature,
+            **(headers or {}),
+        }
         return httpx.post(f"{self.url}/slack/events", content=body, headers=sent, timeout=10)
 
     def command(
         self, user: str, channel: str, text: str, trigger: str | None = None, **kw: Any
     ) -> httpx.Response:
         self._n += 1
-        form = {"command": "/deploy", "text": text, "user_id": user, "user_name": user.lower(),
-                "channel_id": channel, "team_id": "T1", "trigger_id": trigger or f"trig{self._n}",
-                "response_url": f"{self.url}/unused"}  # fmt: skip
+        form = {
+            "command": "/deploy",
+            "text": text,
+            "user_id": user,
+            "user_name": user.lower(),
+            "channel_id": channel,
+            "team_id": "T1",
+            "trigger_id": trigger or f"trig{self._n}",
+            "response_url": f"{self.url}/unused",
+        }
         return self.post(urlencode(form), "application/x-www-form-urlencoded", **kw)
 
     def event(
         self, event: dict[str, Any], event_id: str | None = None, **kw: Any
     ) -> httpx.Response:
         self._n += 1
-        body = {"type": "event_callback", "team_id": "T1", "api_app_id": "A1",
-                "event_id": event_id or f"Ev{self._n}", "event_time": int(time.time()), "event": event}  # fmt: skip
+        body = {
+            "type": "event_callback",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "event_id": event_id or f"Ev{self._n}",
+            "event_time": int(time.time()),
+            "event": event,
+        }
         return self.post(json.dumps(body), "application/json", **kw)
 
     def message(
         self, user: str, channel: str, text: str, thread: str | None = None, **kw: Any
     ) -> httpx.Response:
         self._n += 1
-        event = {"type": "message", "user": user, "channel": channel, "text": text,
-                 "ts": f"1800000000.{self._n:06d}", "channel_type": "channel"}  # fmt: skip
+        event = {
+            "type": "message",
+            "user": user,
+            "channel": channel,
+            "text": text,
+            "ts": f"1800000000.{self._n:06d}",
+            "channel_type": "channel",
+        }
         if thread:
             event["thread_ts"] = thread
         return self.event(event, **kw)
@@ -111,21 +150,45 @@ class SlackWorld:
     def reaction(
         self, user: str, channel: str, ts: str, emoji: str, added: bool = True, **kw: Any
     ) -> httpx.Response:
-        event = {"type": "reaction_added" if added else "reaction_removed", "user": user,
-                 "reaction": emoji, "item": {"type": "message", "channel": channel, "ts": ts},
-                 "event_ts": str(time.time())}  # fmt: skip
+        event = {
+            "type": "reaction_added" if added else "reaction_removed",
+            "user": user,
+            "reaction": emoji,
+            "item": {"type": "message", "channel": channel, "ts": ts},
+            "event_ts": str(time.time()),
+        }
         return self.event(event, **kw)
 
-    def button(self, user: str, channel: str, ts: str, request_id: str, approve: bool = True,
-               action_ts: str | None = None) -> httpx.Response:  # fmt: skip
+    def button(
+        self,
+        user: str,
+        channel: str,
+        ts: str,
+        request_id: str,
+        approve: bool = True,
+        action_ts: str | None = None,
+    ) -> httpx.Response:
         self._n += 1
-        payload = {"type": "block_actions", "user": {"id": user}, "team": {"id": "T1"},
-                   "api_app_id": "A1", "token": "legacy", "trigger_id": f"t{self._n}",
-                   "channel": {"id": channel}, "container": {"type": "message", "message_ts": ts, "channel_id": channel},
-                   "message": {"ts": ts, "text": ""},
-                   "actions": [{"action_id": "releasegate_approve" if approve else "releasegate_reject",
-                                "block_id": f"releasegate:{request_id}", "value": request_id,
-                                "type": "button", "action_ts": action_ts or f"{time.time()}"}]}  # fmt: skip
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user},
+            "team": {"id": "T1"},
+            "api_app_id": "A1",
+            "token": "legacy",
+            "trigger_id": f"t{self._n}",
+            "channel": {"id": channel},
+            "container": {"type": "message", "message_ts": ts, "channel_id": channel},
+            "message": {"ts": ts, "text": ""},
+            "actions": [
+                {
+                    "action_id": "releasegate_approve" if approve else "releasegate_reject",
+                    "block_id": f"releasegate:{request_id}",
+                    "value": request_id,
+                    "type": "button",
+                    "action_ts": action_ts or f"{time.time()}",
+                }
+            ],
+        }
         return self.post(
             urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
         )
@@ -143,9 +206,9 @@ class SlackWorld:
         assert ts is not None
         return request_id, ts
 
-    def settle(self, seconds: float = 0.5) -> None:
-        """Slack handlers run after the ack; give them time to finish."""
-        time.sleep(seconds)
+    def settle(self) -> None:
+        """Slack handlers run after the ack: wait until the work they handed on is done."""
+        assert self.chat_work.wait_idle(), "the server's chat work did not finish"
 
 
 @pytest.fixture
@@ -158,9 +221,14 @@ def fake_slack() -> Iterator[tuple[FakeSlack, str]]:
 
 @pytest.fixture
 def slack(
-    fake_slack: tuple[FakeSlack, str], redis: Redis, remote: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, settings: Settings, policy_file: Path,
-) -> Iterator[SlackWorld]:  # fmt: skip
+    fake_slack: tuple[FakeSlack, str],
+    redis: Redis,
+    remote: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    policy_file: Path,
+) -> Iterator[SlackWorld]:
     fake, api_url = fake_slack
     policy_file.write_text(SLACK_POLICY.format(url=remote.as_uri()))
     monkeypatch.setenv("RELEASEGATE_SLACK_BOT_TOKEN", "xoxb-test-token")
@@ -173,7 +241,7 @@ def slack(
     )
     app = create_app(settings, policy, redis, conversation)
     with http_server(app) as url:
-        yield SlackWorld(url, fake, redis, conversation)
+        yield SlackWorld(url, fake, redis, conversation, app.state.chat_work)
 
 
 def test_url_verification_is_answered(slack: SlackWorld) -> None:
@@ -270,8 +338,15 @@ def test_a_plain_message_in_a_deployment_channel_is_a_command(slack: SlackWorld)
 def test_a_mention_elsewhere_is_a_command_and_other_chatter_is_ignored(slack: SlackWorld) -> None:
     slack.message("UALICE", "CRANDOM", "deploy awesome 2.1.0 to prd")
     slack.message("UALICE", "CPRD", "lunch anyone?")
-    slack.event({"type": "app_mention", "user": "UBOB", "channel": "CRANDOM",
-                 "text": "<@UBOT> status prd", "ts": "1.2"})  # fmt: skip
+    slack.event(
+        {
+            "type": "app_mention",
+            "user": "UBOB",
+            "channel": "CRANDOM",
+            "text": "<@UBOT> status prd",
+            "ts": "1.2",
+        }
+    )
     [status] = slack.fake.wait_for("chat.postMessage")
     assert status["text"].startswith("awesome: prd 2.0.0\n")
     slack.settle()
@@ -400,14 +475,25 @@ def test_a_forged_or_stale_request_gets_401_and_changes_nothing(
 
 
 def test_a_request_without_signature_headers_gets_401(slack: SlackWorld) -> None:
-    response = httpx.post(f"{slack.url}/slack/events", content="command=/deploy&text=status",
-                          headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    response = httpx.post(
+        f"{slack.url}/slack/events",
+        content="command=/deploy&text=status",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 401
 
 
 def test_events_from_the_bot_itself_are_ignored(slack: SlackWorld) -> None:
-    slack.event({"type": "message", "user": "UBOT", "bot_id": "BBOT", "channel": "CPRD",
-                 "text": "deploy awesome 2.1.0 to prd", "ts": "1.1"})  # fmt: skip
+    slack.event(
+        {
+            "type": "message",
+            "user": "UBOT",
+            "bot_id": "BBOT",
+            "channel": "CPRD",
+            "text": "deploy awesome 2.1.0 to prd",
+            "ts": "1.1",
+        }
+    )
     slack.settle()
     assert chat_calls(slack) == []
 
@@ -448,9 +534,19 @@ def test_socket_mode_dispatches_to_the_same_handlers(slack: SlackWorld) -> None:
     from bot.platforms.slack import slack_app
 
     bolt = slack_app(Settings(), _conversation_of(slack), BoundedExecutor())
-    payload = {"type": "event_callback", "event_id": "EvSOCKET", "team_id": "T1", "api_app_id": "A1",
-               "event": {"type": "message", "user": "UALICE", "channel": "CPRD",
-                         "text": "deploy awesome 2.1.0 to prd", "ts": "5.5"}}  # fmt: skip
+    payload = {
+        "type": "event_callback",
+        "event_id": "EvSOCKET",
+        "team_id": "T1",
+        "api_app_id": "A1",
+        "event": {
+            "type": "message",
+            "user": "UALICE",
+            "channel": "CPRD",
+            "text": "deploy awesome 2.1.0 to prd",
+            "ts": "5.5",
+        },
+    }
     response = run_bolt_app(
         bolt, SocketModeRequest(type="events_api", envelope_id="e1", payload=payload)
     )
@@ -491,8 +587,11 @@ def test_a_request_nobody_touches_expires_and_its_thread_is_told_once(slack: Sla
     expires = slack.store.get(request_id).expires_at
     slack.conversation.ctx.clock = lambda: expires  # type: ignore[assignment,return-value]
     # Nobody says anything: the bot's own expiry round ends it, the outbox tells the thread.
-    told = [p for p in slack.fake.wait_for("chat.postMessage", 2, timeout=30)
-            if p.get("thread_ts") == ts]  # fmt: skip
+    told = [
+        p
+        for p in slack.fake.wait_for("chat.postMessage", 2, timeout=30)
+        if p.get("thread_ts") == ts
+    ]
     assert told[0]["text"].startswith(f"{request_id}: expired: not approved before ")
     update = slack.fake.wait_for("chat.update")[-1]
     assert "⌛ expired before it was approved" in update["blocks"][0]["text"]["text"]
@@ -513,6 +612,13 @@ def test_the_manifest_subscribes_to_what_the_app_handles() -> None:
     assert {"reaction_added", "reaction_removed", "message.channels", "app_mention"} <= events
     assert manifest["features"]["slash_commands"][0]["command"] == "/deploy"
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-    assert scopes == {"commands", "chat:write", "app_mentions:read", "reactions:read",
-                      "channels:history", "groups:history", "usergroups:read"}  # fmt: skip
+    assert scopes == {
+        "commands",
+        "chat:write",
+        "app_mentions:read",
+        "reactions:read",
+        "channels:history",
+        "groups:history",
+        "usergroups:read",
+    }
     assert manifest["settings"]["interactivity"]["is_enabled"] is True

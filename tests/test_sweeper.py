@@ -18,11 +18,11 @@ from rq.serializers import JSONSerializer
 from bot.embedded_redis import EmbeddedRedis
 from config.settings import Settings
 from tests.conftest import Chat, Remote, run_worker
-from workers.lane import Lane, lane_name
-from workers.queue import deploy_queue
-from workers.request import RequestState
-from workers.store import RequestStore
-from workers.sweeper import DEAD_AFTER, sweep
+from workers.landing.sweeper import DEAD_AFTER, sweep
+from workers.state.lane import Lane, lane_name
+from workers.state.queue import job_queue
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 LATER = DEAD_AFTER + 1  # seconds after which a silent worker is taken for dead
 
@@ -55,21 +55,35 @@ def queued_int_request(chat: Chat) -> str:
 
 
 def test_a_worker_killed_mid_job_leaves_nothing_pushed_and_the_request_runs_again(
-    chat: Chat, redis: Redis, origin: Remote, policy_file: Path, tmp_path: Path,
+    chat: Chat,
+    redis: Redis,
+    origin: Remote,
+    policy_file: Path,
+    tmp_path: Path,
     redis_server: EmbeddedRedis,
-) -> None:  # fmt: skip
+) -> None:
     request_id = queued_int_request(chat)
     original = policy_file.read_text()
     # The validation step hangs, so the worker is surely mid-job when it is killed.
     command = sys.executable + ' -c "import time; time.sleep(60)"'
     hang = f"    validate: {json.dumps(command)}\n"
-    policy_file.write_text(original.replace("    channels: [\"shell:deploy-int\"]\n",
-                                            "    channels: [\"shell:deploy-int\"]\n" + hang))  # fmt: skip
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
-           "RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_REDIS_URL": redis_server.url,
-           "RELEASEGATE_WORKDIR": str(tmp_path / "work")}  # fmt: skip
-    worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    policy_file.write_text(
+        original.replace(
+            '    channels: ["shell:deploy-int"]\n', '    channels: ["shell:deploy-int"]\n' + hang
+        )
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
+        "RELEASEGATE_POLICY": str(policy_file),
+        "RELEASEGATE_REDIS_URL": redis_server.url,
+        "RELEASEGATE_WORKDIR": str(tmp_path / "work"),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     store = RequestStore(redis)
     deadline = time.monotonic() + 60
     while store.state(request_id) is not RequestState.RUNNING:
@@ -113,9 +127,9 @@ def test_an_approved_request_whose_job_vanished_is_queued_again(
 ) -> None:
     request_id = queued_int_request(chat)
     Job.fetch(request_id, connection=redis, serializer=JSONSerializer).delete()
-    assert deploy_queue(redis).count == 0
+    assert job_queue(redis).count == 0
     assert sweep(redis, lane_of(chat)) == [request_id]
-    assert deploy_queue(redis).job_ids == [request_id]
+    assert job_queue(redis).job_ids == [request_id]
     run_worker(redis)
     assert RequestStore(redis).state(request_id) is RequestState.PUSHED
 

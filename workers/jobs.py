@@ -1,4 +1,5 @@
-"""RQ job functions. They take a request id, never user data: everything else is in Redis.
+"""RQ job functions: the only module that queued jobs name. They take a request id, never
+user data: everything else is in Redis.
 
 Every request has its own job, but the job does not push that request
 alone: it waits for the push lane of the repository's branch, and the
@@ -11,30 +12,34 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from redis import Redis
 
-from config.errors import ApprovalsChanged, GitOpsError, ReleasegateError
+from config.errors import GitOpsError, ReleasegateError
 from config.policy import Policy, load_policy
-from config.principals import Principal
 from config.settings import Settings
-from workers import audit, mergerequests, metrics, outbox, rollout
-from workers.connection import connect
-from workers.deploy import BatchHooks, Outcome, apply_batch, context
-from workers.gates import Locks, check_not_expired, check_open
-from workers.gitenv import url_credentials
-from workers.gitops import Checkout
-from workers.identity import Identities, load_rocketchat_ids
-from workers.lane import Lane, Lease, LeaseLost, lane_name
+from workers.git.checkout import Checkout
+from workers.git.env import url_credentials
+from workers.git.signing import HeadCheck, signer_and_check
+from workers.landing import mergerequests
+from workers.landing.batch import BatchHooks, apply_batch, context
+from workers.landing.forges import MergeRefused
 from workers.logs import request_context
-from workers.plan import checkout_paths
-from workers.queue import JOB_TIMEOUT, enqueue_forge
-from workers.request import Approval, DeployRequest, RequestState, Result
-from workers.signing import signer_and_check
-from workers.store import RequestStore
+from workers.rollout import follow
+from workers.rules.approvals import check_approvals, counted_approvers
+from workers.rules.gates import Locks, check_not_expired, check_open
+from workers.rules.identity import Identities, load_rocketchat_ids
+from workers.rules.plan import checkout_paths
+from workers.state import audit, metrics, outbox
+from workers.state.connection import connect
+from workers.state.lane import Lane, Lease, LeaseLost, lane_name
+from workers.state.queue import JOB_TIMEOUT, enqueue_forge
+from workers.state.request import DeployRequest, RequestState, Result
+from workers.state.store import RequestStore
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +47,45 @@ BATCH_SIZE = 50
 LANE_WAIT = JOB_TIMEOUT - 120  # leave the holder's batch time to finish inside the job
 
 
+@dataclass(frozen=True)
+class Services:
+    """What every job starts from: its settings, Redis, the request store and the policy."""
+
+    settings: Settings
+    redis: Redis
+    store: RequestStore
+    policy: Policy
+
+    @classmethod
+    def load(cls) -> Services:
+        settings = Settings()
+        redis = connect(settings)
+        store = RequestStore(redis, settings.retention)
+        return cls(settings, redis, store, load_policy(settings.policy))
+
+    def checkout(self) -> tuple[Checkout, HeadCheck]:
+        """The worker's checkout of the repository (signing when a key is set), and the
+        check of the head it builds on."""
+        policy, settings = self.policy, self.settings
+        signer, verify_head = signer_and_check(
+            policy.repository, settings.git_signing_key, lambda: Path(checkout.path)
+        )
+        checkout = Checkout(
+            policy.repository,
+            settings.workdir,
+            ssh_key=settings.git_ssh_key,
+            paths=checkout_paths(policy),
+            signer=signer,
+        )
+        return checkout, verify_head
+
+
 def run_request(request_id: str) -> str:
     """See that an approved request lands (in this job's batch or another's); returns its
     final state."""
-    settings = Settings()
-    redis = connect(settings)
-    store = RequestStore(redis, settings.retention)
-    policy = load_policy(settings.policy)
-    lane = Lane(redis, lane_name(policy.repository))
+    job = Services.load()
+    store = job.store
+    lane = Lane(job.redis, lane_name(job.policy.repository))
 
     def ended() -> bool:
         return store.state(request_id).final
@@ -65,62 +101,71 @@ def run_request(request_id: str) -> str:
                     break
                 raise GitOpsError("timed out waiting for the push lane; the job is retried")
             try:
-                drain(policy, settings, redis, lease)
+                drain(job, lease)
             except LeaseLost as exc:
                 log.warning("%s", exc)
     return store.state(request_id).value
 
 
-def check_approvals(policy: Policy, identities: Identities, request: DeployRequest,
-                    approvals: list[Approval]) -> None:  # fmt: skip
-    """Raise unless the approvals still meet the policy loaded now: every counted approver
-    still an approver of the environment, one count per person, and enough of them."""
-    env = policy.environments.get(request.env)
-    if env is None:
-        raise ApprovalsChanged(f"{request.env} is no longer in the policy; nothing was pushed")
-    counted, dropped = identities.still_counted(
-        request.env, Principal.of(request.requester), approvals
-    )
-    if len(counted) < env.approvals:
-        why = f" ({'; '.join(dropped)})" if dropped else ""
-        raise ApprovalsChanged(
-            f"the policy now asks for {env.approvals} approval(s) of deploys to {request.env} "
-            f"and {len(counted)} still count{why}; nothing was pushed, ask again"
-        )
-
-
 def drain_lane() -> int:
     """Take over the push lane and land what is ready (queued by the sweeper when a lane's
     holder died); returns how many requests were still waiting when it started."""
-    settings = Settings()
-    redis = connect(settings)
-    store = RequestStore(redis, settings.retention)
-    policy = load_policy(settings.policy)
-    lane = Lane(redis, lane_name(policy.repository))
+    job = Services.load()
+    store = job.store
+    lane = Lane(job.redis, lane_name(job.policy.repository))
     waiting = len(store.ready(BATCH_SIZE))
     while store.ready(1):
         with lane.held(give_up=lambda: not store.ready(1), timeout=LANE_WAIT) as lease:
             if lease is None:
                 break
             try:
-                drain(policy, settings, redis, lease)
+                drain(job, lease)
             except LeaseLost as exc:
                 log.warning("%s", exc)
     return waiting
 
 
-def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> None:
-    """Land batches of ready requests until none is left (the lane's holder only)."""
-    store = RequestStore(redis, settings.retention)
-    locks = Locks(redis)
-    signer, verify_head = signer_and_check(policy.repository, settings.git_signing_key,
-                                           lambda: Path(checkout.path))  # fmt: skip
-    checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
-                        paths=checkout_paths(policy), signer=signer)  # fmt: skip
+def open_change(request_id: str) -> str:
+    """Queued when a request is made in merge-request mode: open its pull request while people
+    approve."""
+    job = Services.load()
+    request = job.store.get(request_id)
+    if job.store.state(request_id).final:
+        return "ended"
+    try:
+        forge = mergerequests.forge_of(job.policy, job.settings)
+        if forge is None:
+            return "no forge"
+        checkout, verify_head = job.checkout()
+        mergerequests.open_for(job.policy, checkout, forge, job.store, request, verify_head)
+    except MergeRefused as exc:
+        if "being opened" in str(exc):  # the merge on approval got there first
+            return "opened elsewhere"
+        mergerequests.note_not_opened(job.redis, request, exc)
+        return "failed"
+    except ReleasegateError as exc:
+        mergerequests.note_not_opened(job.redis, request, exc)
+        return "failed"
+    return "opened"
 
+
+def close_change(request_id: str) -> str:
+    """Queued when a request with a pull request is cancelled, rejected or expired."""
+    job = Services.load()
+    forge = mergerequests.forge_of(job.policy, job.settings)
+    if forge is not None:
+        mergerequests.close(job.policy, forge, job.store, job.store.get(request_id))
+    return "closed"
+
+
+def drain(job: Services, lease: Lease) -> None:
+    """Land batches of ready requests until none is left (the lane's holder only)."""
+    policy, settings, redis, store = job.policy, job.settings, job.redis, job.store
+    locks = Locks(redis)
+    checkout, verify_head = job.checkout()
     identities = Identities(policy, load_rocketchat_ids(redis))
 
-    def gates(request: DeployRequest) -> None:
+    def recheck(request: DeployRequest) -> None:
         now = _now()
         check_not_expired(request, now)
         check_open(policy, locks, request.env, now)
@@ -130,24 +175,16 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
         lease.check()
         store.mark_pushing(request.id for request in requests)
 
-    def approvers(request: DeployRequest) -> list[str]:
-        """The approvals that count now (the trailers credit no one the policy dropped)."""
-        records = store.approval_records(request.id)
-        counted, _dropped = identities.still_counted(
-            request.env, Principal.of(request.requester), records
-        )
-        return [approval.principal for approval in counted]
-
     hooks = BatchHooks(
-        gates=gates,
-        approvers=approvers,
+        recheck=recheck,
+        approvers=lambda r: counted_approvers(identities, r, store.approval_records(r.id)),
         before_push=before_push,
         maybe_pushed=lambda request: store.was_pushing(request.id),
         on_retry=lambda: metrics.record_push_retry(redis),
         secrets=[*settings.secret_values(), *url_credentials(policy.repository.url)],
         verify_head=verify_head,
     )
-    with checkout.locked():
+    with checkout.in_slot():
         while True:
             lease.check()
             batch = []
@@ -160,10 +197,12 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
             with request_context(**batch_context(batch)):
                 log.info("landing a batch of %d request(s)", len(batch))
                 if policy.repository.merge_request is not None:
-                    outcomes = merge_batch(policy, settings, checkout, store, batch, hooks)
+                    outcomes = mergerequests.merge_batch(
+                        policy, settings, checkout, store, batch, hooks
+                    )
                 else:
                     outcomes = apply_batch(policy, checkout, batch, hooks)
-            if any(o.state is RequestState.PUSHED for o in outcomes.values()):
+            if any(o.state.landed for o in outcomes.values()):
                 lease.lane.record_push(checkout.head())
             for request in batch:
                 if request.id in outcomes:
@@ -171,30 +210,9 @@ def drain(policy: Policy, settings: Settings, redis: Redis, lease: Lease) -> Non
                     # Following starts before the request ends: a crash in between leaves
                     # it running, its re-run finds its commit and ends it, and the
                     # rollout record (written once) is already there.
-                    if outcome.state is RequestState.PUSHED and outcome.commit:
-                        rollout.start(redis, policy, request, outcome.commit)
+                    if outcome.state.landed and outcome.commit:
+                        follow.start(redis, policy, request, outcome.commit)
                     end(store, request, outcome)
-
-
-def merge_batch(policy: Policy, settings: Settings, checkout: Checkout, store: RequestStore,
-                batch: list[DeployRequest], hooks: BatchHooks) -> dict[str, Outcome]:  # fmt: skip
-    """Merge each request's pull request through the forge; one the forge refused for now
-    goes back to approved, to be tried again after its wait (the sweeper queues it)."""
-    outcomes: dict[str, Outcome] = {}
-    try:
-        forge = mergerequests.forge_of(policy, settings)
-        if forge is None:
-            raise ReleasegateError("the policy no longer lands through merge requests")
-    except ReleasegateError as exc:
-        return {request.id: Outcome(RequestState.FAILED, str(exc)) for request in batch}
-    for request in batch:
-        with request_context(**context(request)):
-            outcome = mergerequests.land(policy, checkout, forge, store, request, hooks)
-        if outcome is None:
-            store.transition(request.id, [RequestState.RUNNING], RequestState.APPROVED)
-        else:
-            outcomes[request.id] = outcome
-    return outcomes
 
 
 def batch_context(batch: list[DeployRequest]) -> dict[str, str | None]:
@@ -211,22 +229,27 @@ def batch_context(batch: list[DeployRequest]) -> dict[str, str | None]:
     }
 
 
-def end(store: RequestStore, request: DeployRequest, outcome: Outcome) -> None:
+def end(store: RequestStore, request: DeployRequest, outcome: Result) -> None:
     """Record how a running request ended, count it, and queue the news for its channel."""
     redis = store.redis
-    result = Result(state=outcome.state, message=outcome.message, commit=outcome.commit,
-                    finished_at=_now())  # fmt: skip
+    result = outcome.model_copy(update={"finished_at": _now()})
     with request_context(**context(request)):
         if not store.finish(request.id, [RequestState.RUNNING], result, outbox.report_to(request)):
             return
         if result.state is RequestState.FAILED:
             log.warning("deploy failed: %s", result.message)
-        pushed = result.state is RequestState.PUSHED
-        seconds = (result.finished_at - request.created_at).total_seconds() if pushed else None
+        landed = result.state.landed
+        seconds = (result.finished_at - request.created_at).total_seconds() if landed else None
         metrics.record_deploy(redis, request.env, result.state.value, seconds)
-        audit.record(redis, "outcome", request=request.id, state=result.state.value,
-                     commit=result.commit, message=result.message)  # fmt: skip
-        if pushed:
+        audit.record(
+            redis,
+            "outcome",
+            request=request.id,
+            state=result.state.value,
+            commit=result.commit,
+            message=result.message,
+        )
+        if landed:
             supersede(store, request)
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 FIELDS = ("request_id", "app", "env", "actor")
-_context: ContextVar[dict[str, str]] = ContextVar("releasegate_log_context", default={})  # noqa: B039
+_context: ContextVar[dict[str, str]] = ContextVar("releasegate_log_context", default={})  # noqa: B039 - never mutated, only replaced
 
 
 @contextmanager

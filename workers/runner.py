@@ -22,16 +22,17 @@ import workers.jobs  # noqa: F401 - imported once here, not in every forked work
 from config.errors import ReleasegateError
 from config.policy import Policy, load_policy
 from config.settings import Settings
-from workers import mergerequests, rollout
-from workers.connection import connect
-from workers.gitops import Checkout
-from workers.lane import Lane, lane_name
-from workers.objects import Mirror
-from workers.plan import checkout_paths, current_versions
-from workers.queue import deploy_queue
-from workers.signing import Signer, require_key
+from workers.git.checkout import Checkout
+from workers.git.mirror import Mirror
+from workers.git.signing import Signer, require_key
+from workers.landing import mergerequests
+from workers.landing.sweeper import HEARTBEAT_INTERVAL, SWEEP_EVERY, sweep
+from workers.rollout import follow
+from workers.rules.plan import checkout_paths, current_versions
+from workers.state.connection import connect
+from workers.state.lane import Lane, lane_name
+from workers.state.queue import job_queue
 from workers.supervisor import Supervisor
-from workers.sweeper import HEARTBEAT_INTERVAL, SWEEP_EVERY, sweep
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +64,35 @@ def run(settings: Settings, burst: bool = False) -> int:
         follower = connect(settings)
         mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
         token = settings.argocd_token.get_secret_value() if settings.argocd_token else None
-        supervisor.start("rollouts", lambda: rollout.follow_round(
-            follower, lambda: load_policy(settings.policy), settings.argocd_url, token,
-            mirror.is_ancestor), stop)  # fmt: skip
+        supervisor.start(
+            "rollouts",
+            lambda: follow.follow_round(
+                follower,
+                lambda: load_policy(settings.policy),
+                settings.argocd_url,
+                token,
+                mirror.is_ancestor,
+            ),
+            stop,
+        )
         # The checks of pull requests waiting for approval, for their cards and threads.
-        supervisor.start("forge-checks", lambda: mergerequests.checks_round(
-            follower, lambda: load_policy(settings.policy), settings), stop)  # fmt: skip
+        supervisor.start(
+            "forge-checks",
+            lambda: mergerequests.checks_round(
+                follower, lambda: load_policy(settings.policy), settings
+            ),
+            stop,
+        )
     try:
         while True:
             worker: Worker | None = None
             try:
-                worker = Worker([deploy_queue(redis)], connection=redis,
-                                serializer=JSONSerializer,
-                                job_monitoring_interval=HEARTBEAT_INTERVAL)  # fmt: skip
+                worker = Worker(
+                    [job_queue(redis)],
+                    connection=redis,
+                    serializer=JSONSerializer,
+                    job_monitoring_interval=HEARTBEAT_INTERVAL,
+                )
                 worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
             except REDIS_ERRORS as exc:  # at its start, or in RQ's clean-up after an outage
                 log.warning("the worker met a Redis error: %s", exc)
@@ -104,12 +121,16 @@ def _warm(policy: Policy, settings: Settings) -> None:
     """Clone now, so the first job does not wait for one, and read every pin once in this
     parent process: each job is a fork of it, and starts with the parsers warm and the
     unchanged files' pins already located."""
-    checkout = Checkout(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key,
-                        paths=checkout_paths(policy))  # fmt: skip
+    checkout = Checkout(
+        policy.repository,
+        settings.workdir,
+        ssh_key=settings.git_ssh_key,
+        paths=checkout_paths(policy),
+    )
     try:
         for gone in checkout.prune_gone_hosts():
             log.info("removed the clones of a host gone for a week: %s", gone)
-        with checkout.locked():
+        with checkout.in_slot():
             log.info("repository at %s in %s", checkout.sync()[:7], checkout.path)
             for app_name, app in policy.apps.items():
                 for env_name in app.pins:

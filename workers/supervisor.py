@@ -1,13 +1,16 @@
-"""Long-running loops (pollers, the outbox consumer) that survive what they meet.
+"""Long-running loops (pollers, the outbox consumer, the sweeper) that survive what they meet.
 
-Each loop runs one round at a time under `Supervisor.start`: an exception is
-logged with its traceback, the loop backs off (doubling, up to a minute) and
-goes on. `down()` names the loops whose last round failed, for `/readyz`.
+A loop is a function that does one round and returns how long to wait before the next.
+`Supervisor.start` runs rounds until it is told to stop: a round that raises is logged
+with its traceback, and the loop backs off (doubling up to a minute, with jitter, so
+replicas that met the same outage do not retry in step) and goes on. `down()` names the
+loops whose last round failed, for `/readyz`.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +19,8 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
 
+Round = Callable[[], float]  # one round of a loop; returns the seconds until the next
+
 
 @dataclass
 class LoopState:
@@ -23,26 +28,34 @@ class LoopState:
     last_error: str | None = None
 
 
+def backoff(failures: int) -> float:
+    """Seconds before the next round after `failures` failed rounds in a row: doubling, capped,
+    and spread over its upper half so that replicas drift apart."""
+    ceiling = min(MAX_BACKOFF, 0.5 * 2**failures)
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - spreading retries, not a secret
+
+
 class Supervisor:
     def __init__(self) -> None:
         self.loops: dict[str, LoopState] = {}
         self.threads: list[threading.Thread] = []
 
-    def start(self, name: str, step: Callable[[], float], stop: threading.Event) -> None:
-        """Run `step()` until `stop` is set; it returns how long to wait before the next round."""
+    def start(self, name: str, one_round: Round, stop: threading.Event) -> None:
+        """Run `one_round()` until `stop` is set."""
         state = self.loops.setdefault(name, LoopState())
 
         def loop() -> None:
             while not stop.is_set():
                 try:
-                    wait = step()
+                    wait = one_round()
                     state.failures, state.last_error = 0, None
                 except Exception as exc:
                     state.failures += 1
                     state.last_error = f"{type(exc).__name__}: {exc}"
-                    wait = min(MAX_BACKOFF, 0.5 * 2**state.failures)
-                    log.exception("%s failed (%d in a row); again in %.0fs",
-                                  name, state.failures, wait)  # fmt: skip
+                    wait = backoff(state.failures)
+                    log.exception(
+                        "%s failed (%d in a row); again in %.1fs", name, state.failures, wait
+                    )
                 stop.wait(wait)
 
         thread = threading.Thread(target=loop, name=name, daemon=True)

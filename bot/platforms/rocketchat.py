@@ -21,8 +21,9 @@ from bot.delivery import deliver
 from bot.events import ChatEvent
 from bot.grammar import is_decision, starts_with_verb
 from bot.platforms.rocketchat_api import RateLimited, RocketChatPoster
-from workers.identity import rocketchat_names, save_rocketchat_ids
-from workers.store import MESSAGE_TTL, PREFIX, RequestStore
+from workers.rules.identity import rocketchat_names, save_rocketchat_ids
+from workers.state import keys
+from workers.state.store import MESSAGE_TTL, RequestStore
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,9 @@ FOR_NOW = frozenset({"locked", "window"})  # refusals that may not hold at the n
 
 
 class RocketChatAdapter:
-    def __init__(self, conversation: Conversation, poster: RocketChatPoster, redis: Redis,
-                 bot_user_id: str) -> None:  # fmt: skip
+    def __init__(
+        self, conversation: Conversation, poster: RocketChatPoster, redis: Redis, bot_user_id: str
+    ) -> None:
         self.conversation = conversation
         self.poster = poster
         self.redis = redis
@@ -58,8 +60,15 @@ class RocketChatAdapter:
 
     # Messages, from the webhook or from polling: the same path.
 
-    def on_message(self, user_id: str, username: str, channel: str, text: str,
-                   message_id: str, thread: str | None) -> bool:  # fmt: skip
+    def on_message(
+        self,
+        user_id: str,
+        username: str,
+        channel: str,
+        text: str,
+        message_id: str,
+        thread: str | None,
+    ) -> bool:
         """Handle one message; False when it is not for us (or was handled before).
 
         Who wrote it is `user_id` alone; `username` is only how we address them."""
@@ -77,8 +86,14 @@ class RocketChatAdapter:
             in_request_thread = thread and self.store.request_for_message(channel_ref, thread)
             if channel_ref not in self._channels() and not in_request_thread:
                 return False
-        event = ChatEvent(platform="rocketchat", user=user_id, user_name=username,
-                          channel=channel, text=text, thread=thread)  # fmt: skip
+        event = ChatEvent(
+            platform="rocketchat",
+            user=user_id,
+            user_name=username,
+            channel=channel,
+            text=text,
+            thread=thread,
+        )
         replies = self.conversation.handle(event)
         deliver(self.store, self.poster, event, replies, private_thread=thread or message_id)
         return True
@@ -111,18 +126,19 @@ class RocketChatAdapter:
         save_rocketchat_ids(self.redis, found)
         self.conversation.ctx.learn_rocketchat_ids(found)
         for name in missing:
-            log.warning("rocketchat:%s in the policy is no Rocket.Chat user; it matches nobody",
-                        name)  # fmt: skip
+            log.warning(
+                "rocketchat:%s in the policy is no Rocket.Chat user; it matches nobody", name
+            )
         return missing
 
-    def resolve_step(self) -> float:
+    def resolve_round(self) -> float:
         """For a `Supervisor`: resolve now, and again later (names can be taken over)."""
         return 3600.0 if not self.resolve_policy_ids() else 300.0
 
     # Polling.
 
     def _cursor_key(self, channel: str) -> str:
-        return f"{PREFIX}:rocketchat:cursor:{channel}"
+        return keys.rocketchat_cursor(channel)
 
     def poll_messages(self, channel: str) -> int:
         """Handle the channel's messages since the cursor kept in Redis; returns how many were
@@ -133,13 +149,17 @@ class RocketChatAdapter:
         # A busy channel: page back until the cursor, so no message between is skipped.
         page, pages = messages, 1
         while oldest is not None and len(page) == HISTORY_PAGE and pages < MAX_PAGES:
-            page = self.poster.history(channel, oldest or None, count=HISTORY_PAGE,
-                                       latest=str(page[-1]["ts"]))  # fmt: skip
+            page = self.poster.history(
+                channel, oldest or None, count=HISTORY_PAGE, latest=str(page[-1]["ts"])
+            )
             messages += page
             pages += 1
         if len(page) == HISTORY_PAGE and pages == MAX_PAGES:
-            log.warning("more than %d messages in %s since the last round; the older ones are "
-                        "skipped", HISTORY_PAGE * MAX_PAGES, channel)  # fmt: skip
+            log.warning(
+                "more than %d messages in %s since the last round; the older ones are skipped",
+                HISTORY_PAGE * MAX_PAGES,
+                channel,
+            )
         if oldest is None:
             # First start: begin at the newest message instead of replaying the backlog.
             # The cursor is the server's own timestamp (never our clock); "" marks a channel
@@ -151,10 +171,13 @@ class RocketChatAdapter:
             if not message.get("t"):  # skip joins and other system messages
                 user = message.get("u", {})
                 handled += self.on_message(
-                    str(user.get("_id", "")), str(user.get("username", "")),
-                    channel.split(":", 1)[1], str(message.get("msg", "")),
-                    str(message["_id"]), message.get("tmid"),
-                )  # fmt: skip
+                    str(user.get("_id", "")),
+                    str(user.get("username", "")),
+                    channel.split(":", 1)[1],
+                    str(message.get("msg", "")),
+                    str(message["_id"]),
+                    message.get("tmid"),
+                )
             self.redis.set(self._cursor_key(channel), str(message["ts"]))
         return handled
 
@@ -206,13 +229,19 @@ class RocketChatAdapter:
         # good (the requester's, a non-approver's), is handled once; one refused for now (a
         # lock, a closed window) is tried again each round and counts once that has passed,
         # and its refusal is said once.
-        key = f"{PREFIX}:seen:rocketchat-reaction:{request_id}:{user_id}:{emoji}"
+        key = keys.seen("rocketchat-reaction", f"{request_id}:{user_id}:{emoji}")
         raw = self.redis.get(key)
         seen = raw.decode() if isinstance(raw, bytes) else raw
         if seen == "handled":
             return
-        event = ChatEvent(platform="rocketchat", user=user_id, user_name=username,
-                          channel=channel.split(":", 1)[1], text="", thread=card)  # fmt: skip
+        event = ChatEvent(
+            platform="rocketchat",
+            user=user_id,
+            user_name=username,
+            channel=channel.split(":", 1)[1],
+            text="",
+            thread=card,
+        )
         replies = self.conversation.react(event, emoji, request_id)
         for_now = next((r.reason for r in replies if not r.ok and r.reason in FOR_NOW), None)
         state = f"refused:{for_now}" if for_now else "handled"
@@ -231,7 +260,7 @@ class RocketChatAdapter:
                 calls += 1
         return calls + self.poll_reactions()
 
-    def step(self, messages_too: bool) -> float:
+    def poll_round(self, messages_too: bool) -> float:
         """One polling round for a `Supervisor`; returns the wait before the next one, spaced by
         the calls this round made and slower while Rocket.Chat says to slow down."""
         try:

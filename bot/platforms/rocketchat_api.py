@@ -97,8 +97,9 @@ class RocketChatPoster:
         self._rooms[channel_name(channel)] = str(message["rid"])
         return str(message["_id"])
 
-    def ephemeral(self, channel: str, user: str, text: str, thread: str | None = None,
-                  name: str = "") -> None:  # fmt: skip
+    def ephemeral(
+        self, channel: str, user: str, text: str, thread: str | None = None, name: str = ""
+    ) -> None:
         # Rocket.Chat's REST API has no ephemeral messages: answer in the asker's thread,
         # addressed to them by their current username.
         self.post(channel, thread, f"@{name or user} {text}")
@@ -138,8 +139,9 @@ class RocketChatPoster:
             self.api.chat_update, self.room_id(channel), message_id, card.text(mention="@{name}")
         )
 
-    def history(self, channel: str, oldest: str | None, count: int = 100,
-                latest: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    def history(
+        self, channel: str, oldest: str | None, count: int = 100, latest: str | None = None
+    ) -> list[dict[str, Any]]:
         """Messages of a channel, newest first: at most `count`, after `oldest` and before
         `latest` (ISO timestamps) where given."""
         extra = {k: v for k, v in (("oldest", oldest), ("latest", latest)) if v}

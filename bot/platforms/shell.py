@@ -25,11 +25,11 @@ from bot import messages
 from bot.conversation import Conversation
 from bot.events import ChatEvent, Reply
 from bot.grammar import is_decision
-from workers.outbox import stream
-from workers.queue import deploy_queue
-from workers.request import RequestState
-from workers.rollout import load as load_rollout
-from workers.store import RequestStore
+from workers.rollout.follow import load as load_rollout
+from workers.state.outbox import stream
+from workers.state.queue import job_queue
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 SHELL_HELP = (
     "/as USER        speak as USER\n"
@@ -93,8 +93,9 @@ class ShellChat:
         return replies
 
     def _event(self, text: str) -> ChatEvent:
-        return ChatEvent(platform="shell", user=self.user, user_name=self.user,
-                         channel=self.channel, text=text)  # fmt: skip
+        return ChatEvent(
+            platform="shell", user=self.user, user_name=self.user, channel=self.channel, text=text
+        )
 
     def _show(self, replies: list[Reply]) -> None:
         for reply in replies:
@@ -115,8 +116,10 @@ class ShellChat:
         elif verb == "/react" and rest:
             emoji, _, request_id = rest.partition(" ")
             if not is_decision(emoji):
-                self.say(f"the reaction {emoji} means nothing to releasegate: ✅ (or 👍) "
-                         "approves, ❌ rejects")  # fmt: skip
+                self.say(
+                    f"the reaction {emoji} means nothing to releasegate: ✅ (or 👍) "
+                    "approves, ❌ rejects"
+                )
                 return []
             target = request_id.strip().upper() or self.last_request.get(self.channel)
             if not target:
@@ -148,9 +151,11 @@ class ShellChat:
                 break
             # A worker that is starting (the demo's) registers within seconds: say nothing yet.
             late = time.monotonic() - started > NO_WORKER_GRACE
-            if not told and late and not Worker.all(queue=deploy_queue(self.redis)):
-                self.say(f"no worker is running: start `releasegate worker` with the same "
-                         f"settings; waiting up to {timeout:.0f}s")  # fmt: skip
+            if not told and late and not Worker.all(queue=job_queue(self.redis)):
+                self.say(
+                    f"no worker is running: start `releasegate worker` with the same "
+                    f"settings; waiting up to {timeout:.0f}s"
+                )
                 told = True
             time.sleep(0.1)
         else:
@@ -171,9 +176,12 @@ class ShellChat:
                     self._show_rollout(request_id, reprompt)
                     continue
                 if fields.get(b"kind") == b"note":
-                    text = f"releasegate (worker): {fields.get(b'text', b'').decode()}"
-                    self.say(f"\r{text}\n{self.prompt}" if reprompt else text,
-                             end="" if reprompt else "\n")  # fmt: skip
+                    facts = {k.decode(): v.decode() for k, v in fields.items()}
+                    text = f"releasegate (worker): {messages.note(request_id, facts)}"
+                    self.say(
+                        f"\r{text}\n{self.prompt}" if reprompt else text,
+                        end="" if reprompt else "\n",
+                    )
                     continue
                 result = self.store.result(request_id)
                 if result is None or not self.store.is_unreported(request_id):
@@ -198,7 +206,7 @@ class ShellChat:
         self.say(f"\r{text}\n{self.prompt}" if reprompt else text, end="" if reprompt else "\n")
 
     def succeeded(self) -> bool:
-        ok = {RequestState.PUSHED, RequestState.NOOP}
+        ok = {RequestState.PUSHED, RequestState.MERGED, RequestState.NOOP}
         return all(self.store.state(r) in ok for r in self.queued)
 
     def run_script(self, lines: Iterable[str]) -> bool:
@@ -257,8 +265,10 @@ class ShellChat:
         try:
             running = [r for r in self.queued if not self.store.state(r).final]
             if running:
-                self.say(f"waiting for {len(running)} queued deploy(s) to finish "
-                         "(Ctrl-C again leaves now; the worker finishes them anyway)")  # fmt: skip
+                self.say(
+                    f"waiting for {len(running)} queued deploy(s) to finish "
+                    "(Ctrl-C again leaves now; the worker finishes them anyway)"
+                )
                 with _interruptible():
                     self.wait()
         except KeyboardInterrupt:

@@ -27,7 +27,7 @@ from bot.grammar import is_decision, slash_text, starts_with_verb
 from bot.platforms.slack_api import APPROVE_ACTION, REJECT_ACTION, SlackPoster
 from config.errors import PostFailed
 from config.settings import Settings
-from workers.store import RequestStore
+from workers.state.store import RequestStore
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,11 @@ class SlackAdapter:
     # Who and where.
 
     def _groups(self, user: str) -> frozenset[str]:
-        principals = {p for env in self.conversation.policy.environments.values()
-                      for p in [*env.deployers, *env.approvers]}  # fmt: skip
+        principals = {
+            p
+            for env in self.conversation.policy.environments.values()
+            for p in [*env.deployers, *env.approvers]
+        }
         for members in self.conversation.policy.groups.values():
             principals.update(members)
         groups = set()
@@ -64,8 +67,15 @@ class SlackAdapter:
         return frozenset(groups)
 
     def _event(self, user: str, channel: str, text: str, thread: str | None = None) -> ChatEvent:
-        return ChatEvent(platform="slack", user=user, user_name=f"<@{user}>", channel=channel,
-                         text=text, thread=thread, groups=self._groups(user))  # fmt: skip
+        return ChatEvent(
+            platform="slack",
+            user=user,
+            user_name=f"<@{user}>",
+            channel=channel,
+            text=text,
+            thread=thread,
+            groups=self._groups(user),
+        )
 
     def _deployment_channels(self) -> set[str]:
         return {c for env in self.conversation.policy.environments.values() for c in env.channels}
@@ -87,8 +97,14 @@ class SlackAdapter:
         event = self._event(body["user_id"], body["channel_id"], slash_text(body.get("text", "")))
         self.deliver(event, self.conversation.handle(event))
 
-    def _later(self, work: Callable[..., None], body: dict[str, Any], event: dict[str, Any],
-               user: str, channel: str) -> None:  # fmt: skip
+    def _later(
+        self,
+        work: Callable[..., None],
+        body: dict[str, Any],
+        event: dict[str, Any],
+        user: str,
+        channel: str,
+    ) -> None:
         """Events are acknowledged by Bolt already: run `work` on our pool, or say we are busy."""
         if not self.executor.submit(work, body, event):
             try:

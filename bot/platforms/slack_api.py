@@ -36,16 +36,28 @@ def card_blocks(card: Card) -> list[dict[str, Any]]:
         {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}
     ]
     if card.pending:
-        blocks.append({
-            "type": "actions",
-            "block_id": f"releasegate:{card.request.id}",
-            "elements": [
-                {"type": "button", "action_id": APPROVE_ACTION, "style": "primary",
-                 "text": {"type": "plain_text", "text": "Approve"}, "value": card.request.id},
-                {"type": "button", "action_id": REJECT_ACTION, "style": "danger",
-                 "text": {"type": "plain_text", "text": "Reject"}, "value": card.request.id},
-            ],
-        })  # fmt: skip
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"releasegate:{card.request.id}",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": APPROVE_ACTION,
+                        "style": "primary",
+                        "text": {"type": "plain_text", "text": "Approve"},
+                        "value": card.request.id,
+                    },
+                    {
+                        "type": "button",
+                        "action_id": REJECT_ACTION,
+                        "style": "danger",
+                        "text": {"type": "plain_text", "text": "Reject"},
+                        "value": card.request.id,
+                    },
+                ],
+            }
+        )
     return blocks
 
 
@@ -78,10 +90,16 @@ class SlackPoster:
         )
         return str(response["ts"])
 
-    def ephemeral(self, channel: str, user: str, text: str, thread: str | None = None,
-                  name: str = "") -> None:  # fmt: skip
-        self._call(self.client.chat_postEphemeral, channel=channel_id(channel), user=user,
-                   text=text, thread_ts=thread)  # fmt: skip
+    def ephemeral(
+        self, channel: str, user: str, text: str, thread: str | None = None, name: str = ""
+    ) -> None:
+        self._call(
+            self.client.chat_postEphemeral,
+            channel=channel_id(channel),
+            user=user,
+            text=text,
+            thread_ts=thread,
+        )
 
     def post_card(self, channel: str, card: Card, thread: str | None = None) -> str:
         response = self._call(
@@ -94,8 +112,13 @@ class SlackPoster:
         return str(response["ts"])
 
     def update_card(self, channel: str, ts: str, card: Card) -> None:
-        self._call(self.client.chat_update, channel=channel_id(channel), ts=ts, text=card.title,
-                   blocks=card_blocks(card))  # fmt: skip
+        self._call(
+            self.client.chat_update,
+            channel=channel_id(channel),
+            ts=ts,
+            text=card.title,
+            blocks=card_blocks(card),
+        )
 
     def group_members(self, group: str) -> frozenset[str]:
         """Members of a Slack user group (`S…`), cached briefly."""

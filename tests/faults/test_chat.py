@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from bot.outbox import GROUP, OutboxConsumer
 from bot.platforms.rocketchat_api import RocketChatPoster
 from bot.platforms.slack_api import SlackPoster
+from bot.reports import GROUP, OutboxConsumer
 from config.errors import ReleasegateError
 from config.settings import Settings
 from tests.conftest import Chat, Remote, run_worker
@@ -22,9 +22,9 @@ from tests.fake_rocketchat import BOT_ID
 from tests.fake_slack import FakeSlack, serve
 from tests.test_rocketchat import RC_POLICY, RocketWorld, rocket_world
 from tests.test_rocketchat import serve as serve_rocketchat
-from workers.outbox import stream
-from workers.request import RequestState
-from workers.store import RequestStore
+from workers.state.outbox import stream
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 from workers.supervisor import Supervisor
 
 
@@ -69,10 +69,16 @@ def test_slack_rate_limiting_failing_and_gone_gets_every_outcome_posted_exactly_
 
 
 @pytest.fixture
-def rocket(redis: Redis, remote: Path, settings: Settings, policy_file: Path,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[RocketWorld]:  # fmt: skip
-    with rocket_world(RC_POLICY.format(url=remote.as_uri()), redis, policy_file,
-                      monkeypatch) as world:  # fmt: skip
+def rocket(
+    redis: Redis,
+    remote: Path,
+    settings: Settings,
+    policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[RocketWorld]:
+    with rocket_world(
+        RC_POLICY.format(url=remote.as_uri()), redis, policy_file, monkeypatch
+    ) as world:
         yield world
 
 
@@ -89,7 +95,7 @@ def test_rocketchat_down_while_a_request_waits_then_its_approval_counts_once_it_
     supervisor, stop = Supervisor(), threading.Event()
 
     def poll_round() -> float:
-        rocket.adapter.step(False)
+        rocket.adapter.poll_round(False)
         return 0.2  # rounds close together, to keep the test short
 
     supervisor.start("rocketchat-poller", poll_round, stop)

@@ -7,7 +7,7 @@ import threading
 import time
 
 from tests.faults.world import World, check_invariants
-from workers.request import RequestState
+from workers.state.request import RequestState
 
 
 def test_redis_killed_again_and_again_during_approvals_and_pushes_loses_no_approval(

@@ -10,7 +10,7 @@ import time
 
 from tests.conftest import git
 from tests.faults.world import World, check_invariants
-from workers.request import RequestState
+from workers.state.request import RequestState
 
 
 def hook(world: World, name: str, body: str) -> None:
@@ -52,8 +52,11 @@ def test_a_slow_remote_still_takes_every_request_once(world: World) -> None:
 def test_a_remote_that_refuses_fails_the_request_with_its_words_and_commits_nothing(
     world: World,
 ) -> None:
-    hook(world, "pre-receive", 'echo "GH006: Protected branch update failed for refs/heads/main" '
-                               ">&2\nexit 1")  # fmt: skip
+    hook(
+        world,
+        "pre-receive",
+        'echo "GH006: Protected branch update failed for refs/heads/main" >&2\nexit 1',
+    )
     request_id = world.request(0)
     world.start_worker()
     world.approve_all(request_id)
@@ -80,8 +83,9 @@ def test_an_outside_writer_pushing_all_along_loses_nothing_and_every_request_lan
             n += 1
             (clone / "README.md").write_text(f"edit {n}\n")
             git("add", "README.md", cwd=clone)
-            git("-c", "user.name=o", "-c", "user.email=o@x", "commit", "-qm", f"edit {n}",
-                cwd=clone)  # fmt: skip
+            git(
+                "-c", "user.name=o", "-c", "user.email=o@x", "commit", "-qm", f"edit {n}", cwd=clone
+            )
             try:
                 git("push", "--quiet", "origin", "main", cwd=clone)
                 pushed.append(n)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.faults.world import World, check_invariants
-from workers.outbox import report_to
-from workers.request import RequestState, Result
+from workers.state.outbox import report_to
+from workers.state.request import RequestState, Result
 
 
 def hang_in_hook(world: World, hook: str) -> Path:

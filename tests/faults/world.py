@@ -25,12 +25,12 @@ from config.policy import parse_policy
 from tests.conftest import Chat, Remote, git, outbox
 from tests.test_lane import many_apps_remote
 from tests.test_sweeper import kill_tree
-from workers.audit import AUDIT_STREAM
-from workers.commit import REQUEST_TRAILER
-from workers.objects import Mirror
-from workers.outbox import stream
-from workers.request import RequestState
-from workers.store import RequestStore
+from workers.git.mirror import Mirror
+from workers.landing.commit import REQUEST_TRAILER
+from workers.state.audit import AUDIT_STREAM
+from workers.state.outbox import stream
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 APPS = 6
 APPROVERS = ("bob", "carol")
@@ -91,14 +91,22 @@ class World:
 
     def env(self) -> dict[str, str]:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
-        return {**inherited, **SECRETS, "RELEASEGATE_POLICY": str(self.policy_file),
-                "RELEASEGATE_REDIS_URL": self.redis_server.url,
-                "RELEASEGATE_WORKDIR": str(self.tmp / "work")}  # fmt: skip
+        return {
+            **inherited,
+            **SECRETS,
+            "RELEASEGATE_POLICY": str(self.policy_file),
+            "RELEASEGATE_REDIS_URL": self.redis_server.url,
+            "RELEASEGATE_WORKDIR": str(self.tmp / "work"),
+        }
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         log = (self.logs / f"worker-{len(self.workers)}.log").open("wb")
-        worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=self.env(),
-                                  stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "worker"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.workers.append(worker)
         return worker
 
@@ -172,7 +180,11 @@ def check_invariants(world: World, ids: Iterable[str], expect: RequestState | No
         landed = state is RequestState.PUSHED
         assert len(commits.get(request_id, [])) == (1 if landed else 0), request_id
         assert told[request_id] == 1, f"{request_id} was told {told[request_id]} times"
-    seen = [world.tail(), *outbox(world.redis), *(m[0] for m in commits.values()),
-            *(str(fields) for _id, fields in world.redis.xrange(AUDIT_STREAM))]  # fmt: skip
+    seen = [
+        world.tail(),
+        *outbox(world.redis),
+        *(m[0] for m in commits.values()),
+        *(str(fields) for _id, fields in world.redis.xrange(AUDIT_STREAM)),
+    ]
     for secret in SECRETS.values():
         assert not any(secret in text for text in seen), "a secret leaked"

@@ -74,16 +74,23 @@ def read_version(text: str, pin: Pin) -> str:
 # What each kind of pin can hold, by (kind, part); every pin refuses control characters.
 _HOLDS: dict[tuple[str, str | None], tuple[re.Pattern[str], str]] = {
     # Docker's reference grammar: a tag is at most 128 of these, and never starts with . or -.
-    ("kustomize_image", "tag"): (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"),
-                                 "an image tag (letters, digits, _ . -; at most 128)"),
+    ("kustomize_image", "tag"): (
+        re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"),
+        "an image tag (letters, digits, _ . -; at most 128)",
+    ),
     ("kustomize_image", "digest"): (
         re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"),
-        "an image digest (sha256:HEX)"),
+        "an image digest (sha256:HEX)",
+    ),
     # A Git ref that also survives in a URL's query: no spaces, .., ~^:?*[\ & # or leading -.
-    ("terraform_module", "ref"): (re.compile(r"(?!-)(?!.*\.\.)(?!.*[./]$)(?!.*\.lock$)"
-                                             r"[A-Za-z0-9._/+=@-]{1,200}"),
-                                  "a Git ref in a module source (?ref=)"),
-}  # fmt: skip
+    ("terraform_module", "ref"): (
+        re.compile(
+            r"(?!-)(?!.*\.\.)(?!.*[./]$)(?!.*\.lock$)"
+            r"[A-Za-z0-9._/+=@-]{1,200}"
+        ),
+        "a Git ref in a module source (?ref=)",
+    ),
+}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

@@ -68,8 +68,9 @@ def _selected(doc: Node, selector: str | None) -> bool:
     return label == selector or label.split("/", 1)[0] == selector
 
 
-def yaml_path(text: str, file: str, path: str, part: str | None = None, *,
-              document: str | None = None) -> Span:  # fmt: skip
+def yaml_path(
+    text: str, file: str, path: str, part: str | None = None, *, document: str | None = None
+) -> Span:
     steps = parse_path(path)
     docs = [doc for doc in documents(text, file) if _selected(doc, document)]
     found = [(doc, node) for doc in docs if (node := _walk(doc, steps)) is not None]

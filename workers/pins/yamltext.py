@@ -98,8 +98,17 @@ def scalar_span(text: str, node: ScalarNode, file: str, prefix: str = "") -> Spa
 
 
 _YAML11_SPECIAL = {
-    "y", "yes", "n", "no", "true", "false", "on", "off", "null", "~",
-}  # fmt: skip
+    "y",
+    "yes",
+    "n",
+    "no",
+    "true",
+    "false",
+    "on",
+    "off",
+    "null",
+    "~",
+}
 
 
 def reads_as_string(value: str) -> bool:

@@ -66,8 +66,7 @@ class _Client:
         self.session = requests.Session()
         self.session.headers.update(headers)
 
-    def call(self, method: str, path: str, refusals: tuple[int, ...] = (),
-             **kwargs: Any) -> Any:  # fmt: skip
+    def call(self, method: str, path: str, refusals: tuple[int, ...] = (), **kwargs: Any) -> Any:
         try:
             response = self.session.request(method, self.api_url + path, timeout=TIMEOUT, **kwargs)
         except requests.RequestException as exc:
@@ -75,8 +74,10 @@ class _Client:
         if response.status_code in refusals:
             raise MergeRefused(f"{self.name} will not merge yet: {_said(response)}")
         if response.status_code in (401, 403):
-            raise ForgeError(f"{self.name} refused releasegate's token (HTTP "
-                             f"{response.status_code}: {_said(response)})")  # fmt: skip
+            raise ForgeError(
+                f"{self.name} refused releasegate's token (HTTP "
+                f"{response.status_code}: {_said(response)})"
+            )
         if response.status_code >= 500:
             raise MergeRefused(f"{self.name} answered HTTP {response.status_code}")
         if response.status_code >= 400:
@@ -88,8 +89,9 @@ class GitHub(_Client):
     name = "GitHub"
 
     def __init__(self, api_url: str, project: str, token: str) -> None:
-        super().__init__(api_url, {"Authorization": f"Bearer {token}",
-                                   "Accept": "application/vnd.github+json"})  # fmt: skip
+        super().__init__(
+            api_url, {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"}
+        )
         self.repo = "/repos/" + "/".join(quote(part, safe="") for part in project.split("/", 1))
 
     def open(self, branch: str, base: str, title: str, body: str) -> MergeRequest:
@@ -99,9 +101,12 @@ class GitHub(_Client):
 
     def merge(self, mr: MergeRequest, method: MergeMethod, title: str, body: str) -> str:
         # 405: not mergeable (checks, reviews, conflicts); 409: the head moved.
-        done = self.call("PUT", f"{self.repo}/pulls/{mr.number}/merge", refusals=(405, 409),
-                         json={"merge_method": method, "commit_title": title,
-                               "commit_message": body})  # fmt: skip
+        done = self.call(
+            "PUT",
+            f"{self.repo}/pulls/{mr.number}/merge",
+            refusals=(405, 409),
+            json={"merge_method": method, "commit_title": title, "commit_message": body},
+        )
         return str(done["sha"])
 
     def close(self, mr: MergeRequest, branch: str) -> None:
@@ -130,26 +135,41 @@ class GitLab(_Client):
         self.project = f"/projects/{quote(project, safe='')}"
 
     def open(self, branch: str, base: str, title: str, body: str) -> MergeRequest:
-        mr = self.call("POST", f"{self.project}/merge_requests",
-                       json={"source_branch": branch, "target_branch": base, "title": title,
-                             "description": body, "remove_source_branch": True})  # fmt: skip
+        mr = self.call(
+            "POST",
+            f"{self.project}/merge_requests",
+            json={
+                "source_branch": branch,
+                "target_branch": base,
+                "title": title,
+                "description": body,
+                "remove_source_branch": True,
+            },
+        )
         return MergeRequest(int(mr["iid"]), str(mr["web_url"]))
 
     def merge(self, mr: MergeRequest, method: MergeMethod, title: str, body: str) -> str:
         message = f"{title}\n\n{body}"
         # 405: not mergeable now (pipeline, approvals, draft); 406: conflicts; 409: SHA moved;
         # 422: the branch cannot be merged as asked.
-        done = self.call("PUT", f"{self.project}/merge_requests/{mr.number}/merge",
-                         refusals=(405, 406, 409, 422),
-                         json={"squash": method == "squash", "squash_commit_message": message,
-                               "merge_commit_message": message,
-                               "should_remove_source_branch": True})  # fmt: skip
+        done = self.call(
+            "PUT",
+            f"{self.project}/merge_requests/{mr.number}/merge",
+            refusals=(405, 406, 409, 422),
+            json={
+                "squash": method == "squash",
+                "squash_commit_message": message,
+                "merge_commit_message": message,
+                "should_remove_source_branch": True,
+            },
+        )
         sha = done.get("squash_commit_sha") or done.get("merge_commit_sha") or done.get("sha")
         return str(sha)
 
     def close(self, mr: MergeRequest, branch: str) -> None:
-        self.call("PUT", f"{self.project}/merge_requests/{mr.number}",
-                  json={"state_event": "close"})  # fmt: skip
+        self.call(
+            "PUT", f"{self.project}/merge_requests/{mr.number}", json={"state_event": "close"}
+        )
         self.delete_branch(branch)
 
     def delete_branch(self, branch: str) -> None:

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from config.errors import PinError
 from config.policy import Pin, Policy
 from workers import pins
-from workers.objects import Snapshot
-from workers.plan import pins_of
+from workers.git.mirror import Snapshot
+from workers.rules.plan import pins_of
 
 HISTORY_DEPTH = 300  # commits per pinned file: enough for months of deploys
 

@@ -10,15 +10,15 @@ from redis import Redis
 from bot.conversation import Conversation
 from bot.events import ChatEvent
 from tests.conftest import Chat, Remote, run_worker
-from workers.queue import deploy_queue
-from workers.request import RequestState
-from workers.store import RequestStore
+from workers.state.queue import job_queue
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 
 def nothing_happened(redis: Redis, origin: Remote) -> None:
     """No request stored, nothing queued, nothing committed."""
     assert redis.keys("releasegate:request:*") == []
-    assert deploy_queue(redis).count == 0
+    assert job_queue(redis).count == 0
     assert origin.count() == 1
 
 
@@ -27,7 +27,7 @@ def test_a_deploy_to_an_ungated_environment_is_queued_at_once(chat: Chat, redis:
     assert reply.ok
     assert reply.queued == (reply.request_id,)
     assert "queued: awesome: 2.0.0 -> 2.1.0 (int)" in reply.text
-    assert deploy_queue(redis).job_ids == [reply.request_id]
+    assert job_queue(redis).job_ids == [reply.request_id]
 
 
 def test_a_gated_deploy_waits_for_approval_and_shows_its_diff(chat: Chat, redis: Redis) -> None:
@@ -39,7 +39,7 @@ def test_a_gated_deploy_waits_for_approval_and_shows_its_diff(chat: Chat, redis:
     assert "-    newTag: 2.0.0\n+    newTag: 2.1.0" in reply.text
     assert "-      - appVersion=2.0.0\n+      - appVersion=2.1.0" in reply.text
     assert RequestStore(redis).state(reply.request_id) is RequestState.PENDING
-    assert deploy_queue(redis).count == 0
+    assert job_queue(redis).count == 0
 
 
 def test_an_approver_approval_queues_the_request(chat: Chat, redis: Redis) -> None:
@@ -48,7 +48,7 @@ def test_an_approver_approval_queues_the_request(chat: Chat, redis: Redis) -> No
     assert reply.ok
     assert reply.queued == (request_id,)
     assert reply.text == f"{request_id} approved by carol (1/1); queued"
-    assert deploy_queue(redis).job_ids == [request_id]
+    assert job_queue(redis).job_ids == [request_id]
     assert RequestStore(redis).approvals(str(request_id)) == ["shell:carol"]
 
 
@@ -77,22 +77,48 @@ def test_a_reject_reaction_by_an_approver_ends_the_request(chat: Chat, redis: Re
 @pytest.mark.parametrize(
     ("user", "channel", "text", "answer"),
     [
-        ("alice", "deploy-prd", "deploy awsome 2.1.0 to prd", "unknown app 'awsome'; known apps: awesome"),
-        ("alice", "deploy-prd", "deploy awesome 2.1.0 to staging",
-         "unknown environment 'staging'; known environments: int, prd"),
+        (
+            "alice",
+            "deploy-prd",
+            "deploy awsome 2.1.0 to prd",
+            "unknown app 'awsome'; known apps: awesome",
+        ),
+        (
+            "alice",
+            "deploy-prd",
+            "deploy awesome 2.1.0 to staging",
+            "unknown environment 'staging'; known environments: int, prd",
+        ),
         ("alice", "deploy-prd", "yeet", "unknown command 'yeet'; say one of: deploy, promote"),
-        ("alice", "deploy-int", "deploy awesome 2.1.0 to prd",
-         "deploys to prd are requested in shell:deploy-prd, not here"),
+        (
+            "alice",
+            "deploy-int",
+            "deploy awesome 2.1.0 to prd",
+            "deploys to prd are requested in shell:deploy-prd, not here",
+        ),
         ("mallory", "deploy-prd", "deploy awesome 2.1.0 to prd", "mallory may not deploy to prd"),
-        ("alice", "deploy-prd", "deploy awesome 2.1.0\nnewTag:x to prd",
-         "is not a valid version of awesome"),
-        ("alice", "deploy-prd", "deploy awesome --upload-pack=touch%20x to prd",
-         "is not a valid version of awesome"),
+        (
+            "alice",
+            "deploy-prd",
+            "deploy awesome 2.1.0\nnewTag:x to prd",
+            "is not a valid version of awesome",
+        ),
+        (
+            "alice",
+            "deploy-prd",
+            "deploy awesome --upload-pack=touch%20x to prd",
+            "is not a valid version of awesome",
+        ),
         ("alice", "deploy-prd", "deploy awesome $(reboot) to prd", "is not a valid version"),
-        ("alice", "deploy-prd", "deploy awesome " + "9" * 500 + " to prd", "is not a valid version"),
+        (
+            "alice",
+            "deploy-prd",
+            "deploy awesome " + "9" * 500 + " to prd",
+            "is not a valid version",
+        ),
         ("alice", "deploy-prd", "deploy awesome 2.0.0 to prd", "awesome already runs 2.0.0 in prd"),
     ],
-)  # fmt: skip
+)
 def test_refused_requests_say_why_and_leave_nothing_behind(
     chat: Chat, redis: Redis, origin: Remote, user: str, channel: str, text: str, answer: str
 ) -> None:
@@ -123,7 +149,7 @@ def test_approvals_that_do_not_count(
     assert answer in reply.text
     assert RequestStore(redis).state(request_id) is RequestState.PENDING
     assert RequestStore(redis).approvals(request_id) == []
-    assert deploy_queue(redis).count == 0
+    assert job_queue(redis).count == 0
 
 
 def test_approving_twice_counts_once(conversation: Conversation, redis: Redis, chat: Chat) -> None:
@@ -137,7 +163,7 @@ def test_approving_twice_counts_once(conversation: Conversation, redis: Redis, c
     again = chat.say("carol", "deploy-prd", "approve")
     assert not again.ok
     assert "carol already approved" in again.text
-    assert deploy_queue(redis).count == 0
+    assert job_queue(redis).count == 0
     assert chat.say("dave", "deploy-prd", "approve").queued == (request_id,)
 
 
@@ -149,7 +175,7 @@ def test_a_finished_request_cannot_be_approved(chat: Chat, redis: Redis, ending:
     reply = chat.say("carol", "deploy-prd", f"approve {request_id}")
     assert not reply.ok
     assert "it cannot be changed any more" in reply.text
-    assert deploy_queue(redis).count == (1 if ending == "approve" else 0)
+    assert job_queue(redis).count == (1 if ending == "approve" else 0)
 
 
 def test_approve_without_id_needs_exactly_one_pending_request(chat: Chat) -> None:
@@ -185,7 +211,7 @@ def test_two_approvers_racing_enqueue_exactly_once(
     for thread in threads:
         thread.join()
     assert [q for q in queued if q] == [(request_id,)]
-    assert deploy_queue(redis).job_ids == [request_id]
+    assert job_queue(redis).job_ids == [request_id]
 
 
 def test_an_expired_request_cannot_be_approved(chat: Chat, conversation: Conversation) -> None:
@@ -245,8 +271,9 @@ def test_an_unexpected_failure_is_answered_with_a_reference_not_a_traceback(
     """A dependency answering other than we expect (here Redis, where someone overwrote the
     index of pending requests by hand): one short line for the asker, a traceback in the log."""
     redis.set("releasegate:pending", "overwritten by hand")
-    event = ChatEvent(platform="shell", user="alice", channel="deploy-prd",
-                      text="deploy awesome 2.1.0 to prd")  # fmt: skip
+    event = ChatEvent(
+        platform="shell", user="alice", channel="deploy-prd", text="deploy awesome 2.1.0 to prd"
+    )
     [reply] = conversation.handle(event)
     assert not reply.ok, reply.text
     assert reply.text.startswith("something went wrong on releasegate's side (reference ")

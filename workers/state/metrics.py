@@ -17,22 +17,23 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from redis import Redis
 
-from workers.store import PREFIX
+from workers.state import keys
 
 REQUESTS = Counter("releasegate_chat_requests", "Chat commands received", ["platform", "verb"])
 REFUSALS = Counter("releasegate_refusals", "Chat commands refused", ["reason"])
 APPROVALS = Counter("releasegate_approvals", "Approvals counted")
 
 DURATION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
-_DEPLOYS = f"{PREFIX}:metrics:deploys"
-_DURATION = f"{PREFIX}:metrics:duration"
-_RETRIES = f"{PREFIX}:metrics:push_retries"
-_ROLLOUTS = f"{PREFIX}:metrics:rollouts"
-_ROLLOUT_DURATION = f"{PREFIX}:metrics:rollout_duration"
+_DEPLOYS = keys.METRICS_DEPLOYS
+_DURATION = keys.METRICS_DURATION
+_RETRIES = keys.METRICS_PUSH_RETRIES
+_ROLLOUTS = keys.METRICS_ROLLOUTS
+_ROLLOUT_DURATION = keys.METRICS_ROLLOUT_DURATION
 
 
-def _record(redis: Redis, counts: str, durations: str, env: str, outcome: str,
-            seconds: float | None) -> None:  # fmt: skip
+def _record(
+    redis: Redis, counts: str, durations: str, env: str, outcome: str, seconds: float | None
+) -> None:
     pipe = redis.pipeline()
     pipe.hincrby(counts, f"{env}|{outcome}", 1)
     if seconds is not None:
@@ -81,17 +82,20 @@ class RedisCollector(Collector):
         raw = _decoded(self.redis.hgetall(key))
         buckets = [(str(b), float(raw.get(str(b), 0))) for b in DURATION_BUCKETS]
         buckets.append(("+Inf", float(raw.get("+Inf", 0))))
-        return HistogramMetricFamily(name, documentation, buckets=buckets,
-                                     sum_value=float(raw.get("sum", 0)))  # fmt: skip
+        return HistogramMetricFamily(
+            name, documentation, buckets=buckets, sum_value=float(raw.get("sum", 0))
+        )
 
     def collect(self) -> Iterator[Any]:
         yield self._by_env(_DEPLOYS, "releasegate_deploys", "Deploys finished by workers")
-        yield self._histogram(_DURATION, "releasegate_deploy_duration_seconds",
-                              "Seconds from request to push")  # fmt: skip
+        yield self._histogram(
+            _DURATION, "releasegate_deploy_duration_seconds", "Seconds from request to push"
+        )
         yield self._by_env(_ROLLOUTS, "releasegate_rollouts", "Rollouts followed to their end")
         rollout_seconds = "Seconds from the push to the reconciler's Synced and Healthy"
-        yield self._histogram(_ROLLOUT_DURATION, "releasegate_rollout_duration_seconds",
-                              rollout_seconds)  # fmt: skip
+        yield self._histogram(
+            _ROLLOUT_DURATION, "releasegate_rollout_duration_seconds", rollout_seconds
+        )
         retries = CounterMetricFamily("releasegate_push_retries", "Pushes retried after a race")
         retries.add_metric([], float(cast(bytes | None, self.redis.get(_RETRIES)) or 0))
         yield retries

@@ -3,8 +3,8 @@
 The push lane's holder calls `apply_batch` with every request ready for the
 branch. From a fresh fetch it skips requests whose trailer is already on the
 branch (a retry after a crash), then for each of the others re-checks its
-gates, that every pin still holds the approved old version and that the
-diff is still the one people approved, writes, validates and commits. A
+lock, window, expiry and approvals, that every pin still holds the approved
+old version and that the diff is still the one people approved, writes, validates and commits. A
 request that fails any of this is dropped from the batch (the working tree
 goes back to the last good commit) and ends alone; the rest are pushed
 together. A push that loses a race to an outside writer fetches and
@@ -23,12 +23,12 @@ from pathlib import Path
 
 from config.errors import PushRejected, ReleasegateError, RemoteUnreachable, StaleRequest
 from config.policy import Policy
-from workers.commit import commit_message
-from workers.gitops import Checkout
+from workers.git.checkout import Checkout
+from workers.landing.commit import commit_message
+from workers.landing.validation import validate
 from workers.logs import request_context
-from workers.plan import current_version, plan_changes, same_change
-from workers.request import DeployRequest, RequestState
-from workers.validation import validate
+from workers.rules.plan import current_version, plan_changes, same_change
+from workers.state.request import DeployRequest, RequestState, Result
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +36,12 @@ MAX_RACE_ATTEMPTS = 10  # outside pushers only: workers never race each other
 RACE_JITTER = 0.05  # seconds, times the attempt number
 
 
-@dataclass(frozen=True)
-class Outcome:
-    state: RequestState
-    message: str
-    commit: str | None = None
-
-
 @dataclass
 class BatchHooks:
     """What the batch needs from the job around it."""
 
-    gates: Callable[[DeployRequest], None]  # raises to stop one request (lock, window, approvals)
+    # Raises to stop one request: a lock, a closed window, expiry, approvals that no longer count.
+    recheck: Callable[[DeployRequest], None]
     approvers: Callable[[DeployRequest], Sequence[str]]  # for the Approved-by trailers
     # Runs right before each push with the requests in it; raises when the lane's lease is lost.
     before_push: Callable[[Sequence[DeployRequest]], None] = lambda requests: None
@@ -92,9 +86,13 @@ def apply_one(
         checkout.write(file, plan.after[file])
     env = policy.environments[request.env]
     if env.validate_command:
-        validate(env.validate_command, Path(checkout.path), allowed_env=env.validate_env,
-                 secrets=hooks.secrets)  # fmt: skip
-    hooks.gates(request)
+        validate(
+            env.validate_command,
+            Path(checkout.path),
+            allowed_env=env.validate_env,
+            secrets=hooks.secrets,
+        )
+    hooks.recheck(request)
     return checkout.commit(commit_message(request, hooks.approvers(request)), plan.changed_files)
 
 
@@ -104,9 +102,9 @@ def apply_batch(
     requests: Sequence[DeployRequest],
     hooks: BatchHooks,
     max_attempts: int = MAX_RACE_ATTEMPTS,
-) -> dict[str, Outcome]:
+) -> dict[str, Result]:
     """Land what can land of `requests`; returns how each one ended, by request id."""
-    outcomes: dict[str, Outcome] = {}
+    outcomes: dict[str, Result] = {}
     todo = list(requests)
     for attempt in range(1, max_attempts + 1):
         started = time.monotonic()
@@ -126,7 +124,9 @@ def apply_batch(
             with request_context(**context(request)):
                 if sha := landed.get(request.id):
                     log.info("already committed as %s", sha[:7])
-                    outcomes[request.id] = Outcome(RequestState.PUSHED, "pushed", sha)
+                    outcomes[request.id] = Result(
+                        state=RequestState.PUSHED, message="pushed", commit=sha
+                    )
                     continue
                 good = checkout.head()
                 try:
@@ -134,13 +134,10 @@ def apply_batch(
                 except ReleasegateError as exc:
                     log.warning("dropped from the batch: %s", exc)
                     checkout.reset_to(good)
-                    outcomes[request.id] = Outcome(RequestState.FAILED, str(exc))
+                    outcomes[request.id] = Result(state=RequestState.FAILED, message=str(exc))
                     continue
                 if sha is None:
-                    message = "; ".join(
-                        f"{c.app} already runs {c.new} in {c.env}" for c in request.changes
-                    )
-                    outcomes[request.id] = Outcome(RequestState.NOOP, message)
+                    outcomes[request.id] = already_there(request)
                 else:
                     committed.append((request, sha))
         if not committed:
@@ -165,14 +162,24 @@ def apply_batch(
             if not _landed_anyway(checkout):
                 return _fail(outcomes, committed, str(exc))
             log.warning("the push reported %s, but the remote has our commits", exc)
-        log.info("pushed %d commit(s) after %d attempt(s): fetch and apply %.0f ms, push %.0f ms",
-                 len(committed), attempt, (applied - started) * 1000,
-                 (time.monotonic() - applied) * 1000)  # fmt: skip
+        log.info(
+            "pushed %d commit(s) after %d attempt(s): fetch and apply %.0f ms, push %.0f ms",
+            len(committed),
+            attempt,
+            (applied - started) * 1000,
+            (time.monotonic() - applied) * 1000,
+        )
         for request, sha in committed:
-            outcomes[request.id] = Outcome(RequestState.PUSHED, "pushed", sha)
+            outcomes[request.id] = Result(state=RequestState.PUSHED, message="pushed", commit=sha)
         return outcomes
     message = f"gave up after {max_attempts} attempts: the branch kept moving under us; try again"
     return _fail(outcomes, [(r, "") for r in todo], message)
+
+
+def already_there(request: DeployRequest) -> Result:
+    """The outcome of a request whose pins already hold what it asks for."""
+    message = "; ".join(f"{c.app} already runs {c.new} in {c.env}" for c in request.changes)
+    return Result(state=RequestState.NOOP, message=message)
 
 
 def _landed_anyway(checkout: Checkout) -> bool:
@@ -182,8 +189,9 @@ def _landed_anyway(checkout: Checkout) -> bool:
         return False
 
 
-def _fail(outcomes: dict[str, Outcome], committed: Sequence[tuple[DeployRequest, str]],
-          message: str) -> dict[str, Outcome]:  # fmt: skip
+def _fail(
+    outcomes: dict[str, Result], committed: Sequence[tuple[DeployRequest, str]], message: str
+) -> dict[str, Result]:
     for request, _sha in committed:
-        outcomes[request.id] = Outcome(RequestState.FAILED, message)
+        outcomes[request.id] = Result(state=RequestState.FAILED, message=message)
     return outcomes

@@ -44,9 +44,15 @@ def validate(
     secrets = list(secrets)
     try:
         done = subprocess.run(
-            shlex.split(command), cwd=tree, capture_output=True, text=True, errors="replace",
-            timeout=timeout, check=False, env=minimal_env(allowed_env),
-        )  # fmt: skip
+            shlex.split(command),
+            cwd=tree,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
+            env=minimal_env(allowed_env),
+        )
     except (FileNotFoundError, PermissionError) as exc:
         raise ValidationFailed(f"validation command not found: {command}") from exc
     except subprocess.TimeoutExpired as exc:

@@ -1,7 +1,7 @@
 """A worker's warm clone of the GitOps repository: fetch, edit, commit, push.
 
 Each worker process takes a slot (`workdir/<repo>/<host>/slot-N`, held with a
-file lock for as long as it works there) and keeps that slot's clone warm:
+file lock for as long as it works there: it holds the slot) and keeps that slot's clone warm:
 a job fetches and hard-resets instead of cloning again. A first clone is
 blobless where the remote allows it, so a large repository is ready in
 seconds. The host name in the path keeps replicas that share a persistent
@@ -36,8 +36,8 @@ import git
 
 from config.errors import GitOpsError, PinError, PinNotFound, PushRejected, RemoteUnreachable
 from config.policy import Repository
-from workers.gitenv import git_env, redact_url, repository_dir
-from workers.signing import Signer
+from workers.git.env import git_env, redact_url, repository_dir
+from workers.git.signing import Signer
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,13 @@ def _git_error(exc: git.GitCommandError) -> str:
 
 
 @contextmanager
-def _slot_lock(base: Path) -> Iterator[Path]:
+def _hold_slot(base: Path) -> Iterator[Path]:
     """The first free slot folder under `base`, held (flock) until the block ends."""
     base.mkdir(parents=True, exist_ok=True)
     handles: list[IO[str]] = []
     try:
         for number in range(MAX_SLOTS):
-            handle: IO[str] = open(base / f"slot-{number}.lock", "w")  # noqa: SIM115
+            handle: IO[str] = open(base / f"slot-{number}.lock", "w")  # noqa: SIM115 - held past this block
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -93,7 +93,7 @@ def _slot_lock(base: Path) -> Iterator[Path]:
             yield base / f"slot-{number}"
             return
         # Every slot busy: queue for the first one rather than make a seventeenth clone.
-        first = open(base / "slot-0.lock", "w")  # noqa: SIM115
+        first = open(base / "slot-0.lock", "w")  # noqa: SIM115 - held past this block
         handles.append(first)
         fcntl.flock(first, fcntl.LOCK_EX)
         yield base / "slot-0"
@@ -147,13 +147,13 @@ class Checkout:
         return removed
 
     @contextmanager
-    def locked(self) -> Iterator[Checkout]:
+    def in_slot(self) -> Iterator[Checkout]:
         """Hold a slot for this process; closes GitPython's handles on exit. Nested use keeps
         the slot already held (a second slot would leave `path` pointing at one let go)."""
         if self._held:
             yield self
             return
-        with _slot_lock(self.base) as path:
+        with _hold_slot(self.base) as path:
             self.path, self._held = path, True
             try:
                 yield self
@@ -170,7 +170,7 @@ class Checkout:
         return self._repo
 
     @contextmanager
-    def _store_locked(self) -> Iterator[Path]:
+    def _holding_store(self) -> Iterator[Path]:
         """The host's shared object store, held while it is created or its refs fetched."""
         self.base.mkdir(parents=True, exist_ok=True)
         with open(self.base / "store.lock", "w") as lock:
@@ -185,9 +185,14 @@ class Checkout:
         the deploy path); raises `RemoteUnreachable` with git's own words."""
         try:
             done = subprocess.run(
-                ["git", *args], cwd=cwd or self.base, env={**self._env, **(env or {})},
-                capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False,
-            )  # fmt: skip
+                ["git", *args],
+                cwd=cwd or self.base,
+                env={**self._env, **(env or {})},
+                capture_output=True,
+                text=True,
+                timeout=GIT_TIMEOUT,
+                check=False,
+            )
         except subprocess.TimeoutExpired as exc:
             raise RemoteUnreachable(f"git {_verb(args)} took longer than {GIT_TIMEOUT}s") from exc
         if done.returncode != 0:
@@ -201,7 +206,7 @@ class Checkout:
         if (self.path / ".git").exists():
             return git.Repo(self.path)
         url = self.repository.url
-        with self._store_locked() as store:
+        with self._holding_store() as store:
             if not (store / "HEAD").exists():
                 log.info("cloning %s into %s", redact_url(url), store)
                 shutil.rmtree(store.with_suffix(".new"), ignore_errors=True)  # a crash's leftover
@@ -219,8 +224,17 @@ class Checkout:
             self._git("--git-dir", str(store), "worktree", "prune")
         # Outside the store's lock: workers starting together check out side by side.
         log.info("adding the working tree %s", self.path)
-        self._git("--git-dir", str(store), "worktree", "add", "--quiet", "--detach",
-                  "--no-checkout", str(self.path), f"refs/remotes/{self.remote_ref}")  # fmt: skip
+        self._git(
+            "--git-dir",
+            str(store),
+            "worktree",
+            "add",
+            "--quiet",
+            "--detach",
+            "--no-checkout",
+            str(self.path),
+            f"refs/remotes/{self.remote_ref}",
+        )
         return git.Repo(self.path)
 
     # What the slot's working tree is known to hold, kept beside it: each job is a new
@@ -259,8 +273,16 @@ class Checkout:
 
     def _fetch_into(self, store: Path) -> None:
         branch = self.repository.branch
-        self._git("--git-dir", str(store), "fetch", "--quiet", "--prune", "--no-tags",
-                  "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}")  # fmt: skip
+        self._git(
+            "--git-dir",
+            str(store),
+            "fetch",
+            "--quiet",
+            "--prune",
+            "--no-tags",
+            "origin",
+            f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
+        )
 
     def fetch(self) -> str:
         """Fetch the remote branch into the host's store; returns its head. The working tree
@@ -269,10 +291,11 @@ class Checkout:
         try:
             if self._repo is None:
                 self._repo = self._open()
-            with self._store_locked() as store:
+            with self._holding_store() as store:
                 self._fetch_into(store)
-            return self._git("rev-parse", "--verify", f"{self.remote_ref}^{{commit}}",
-                             cwd=self.path)  # fmt: skip
+            return self._git(
+                "rev-parse", "--verify", f"{self.remote_ref}^{{commit}}", cwd=self.path
+            )
         except (RemoteUnreachable, git.GitCommandError) as exc:
             why = _git_error(exc) if isinstance(exc, git.GitCommandError) else str(exc)
             raise RemoteUnreachable(f"cannot fetch {branch} from {redact_url(url)}: {why}") from exc
@@ -351,8 +374,11 @@ class Checkout:
             parent = self._git("rev-parse", "--verify", "HEAD", cwd=here)
             self._git("update-index", "--", *files, cwd=here, env=identity)
             tree = self._git("write-tree", cwd=here)
-            sign = [*self.signer.git_options(), "commit-tree", "-S"] if self.signer else [
-                "commit-tree"]  # fmt: skip
+            sign = (
+                [*self.signer.git_options(), "commit-tree", "-S"]
+                if self.signer
+                else ["commit-tree"]
+            )
             commit = self._git(*sign, tree, "-p", parent, "-F", f.name, cwd=here, env=identity)
             self._git("update-ref", "--no-deref", "HEAD", commit, parent, cwd=here)
         finally:
@@ -365,8 +391,9 @@ class Checkout:
 
     def push_branch(self, branch: str) -> None:
         """Push HEAD to `branch` (a request's own branch, replaced if it exists)."""
-        self._git("push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}",
-                  cwd=Path(self.path))  # fmt: skip
+        self._git(
+            "push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}", cwd=Path(self.path)
+        )
 
     def push(self) -> None:
         """Push the local branch; raises `PushRejected` for a lost race or a refusal."""

@@ -14,18 +14,18 @@ from typing import Any, cast
 
 from redis import Redis
 
-from workers.request import DeployRequest
-from workers.store import PREFIX, RequestStore
-
-OUTBOX_MAXLEN = 100_000  # also in the store's transition script
+from config.principals import ChannelRef
+from workers.state import keys
+from workers.state.request import DeployRequest
+from workers.state.store import RequestStore
 
 
 def stream(platform: str) -> str:
-    return f"{PREFIX}:outbox:{platform}"
+    return keys.outbox(platform)
 
 
 def platform_of(channel: str) -> str:
-    return channel.split(":", 1)[0]
+    return ChannelRef.parse(channel).platform
 
 
 def report_to(request: DeployRequest) -> str:
@@ -39,12 +39,22 @@ def publish(redis: Redis, request: DeployRequest, kind: str = "outcome") -> str:
     RequestStore(redis).mark_unreported(request.id)
     entry = cast(Any, {"request": request.id, "kind": kind, "channel": request.channel})
     key = stream(platform_of(request.channel))
-    return str(redis.xadd(key, entry, maxlen=OUTBOX_MAXLEN, approximate=True))
+    return str(redis.xadd(key, entry, maxlen=keys.OUTBOX_MAXLEN, approximate=True))
 
 
-def note(redis: Redis, request: DeployRequest, text: str) -> str:
-    """Queue a line for `request`'s thread (news that is not its end: a pull request opened,
-    a merge the forge refused for now)."""
-    entry = cast(Any, {"request": request.id, "kind": "note", "channel": request.channel,
-                       "text": text[:2000]})  # fmt: skip
-    return str(redis.xadd(report_to(request), entry, maxlen=OUTBOX_MAXLEN, approximate=True))
+def note(redis: Redis, request: DeployRequest, about: str, **facts: str) -> str:
+    """Queue news for `request`'s thread that is not its end, as data: what it is `about`
+    (`pr_opened`, `pr_not_opened`, `merge_refused`, `checks`) and its facts. Workers say no
+    sentences; the bot words the note (`bot.messages.note`)."""
+    fields = {k: v[:2000] for k, v in facts.items()}
+    entry = cast(
+        Any,
+        {
+            "request": request.id,
+            "kind": "note",
+            "channel": request.channel,
+            "about": about,
+            **fields,
+        },
+    )
+    return str(redis.xadd(report_to(request), entry, maxlen=keys.OUTBOX_MAXLEN, approximate=True))

@@ -22,10 +22,10 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
-from workers.lane import Lane
-from workers.queue import enqueue_deploy, enqueue_drain
-from workers.request import RequestState
-from workers.store import RequestStore
+from workers.state.lane import Lane
+from workers.state.queue import enqueue_deploy, enqueue_drain
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,9 @@ def sweep(redis: Redis, lane: Lane, now: float | None = None) -> list[str]:
         enqueue_deploy(redis, request_id)
         found.append(request_id)
     if running and _lane_abandoned(lane):
-        log.warning("requests %s were in the batch of a worker that died; taking over",
-                    ", ".join(running))  # fmt: skip
+        log.warning(
+            "requests %s were in the batch of a worker that died; taking over", ", ".join(running)
+        )
         enqueue_drain(redis, lane.name)
         found += running
     return found

@@ -17,10 +17,8 @@ from redis import Redis
 
 from config.policy import Policy
 from config.principals import Principal
-from workers.request import Approval
-from workers.store import PREFIX
-
-ROCKETCHAT_IDS = f"{PREFIX}:identity:rocketchat"  # name or id in the policy -> user id
+from workers.state.keys import ROCKETCHAT_IDS
+from workers.state.request import Approval
 
 
 def load_rocketchat_ids(redis: Redis) -> dict[str, str]:
@@ -39,10 +37,12 @@ def _text(value: Any) -> str:
 
 def rocketchat_names(policy: Policy) -> list[str]:
     """Every Rocket.Chat user the policy names (by id or username), to resolve."""
-    entries = [*(p for ids in policy.people.values() for p in ids),
-               *(p for members in policy.groups.values() for p in members),
-               *(p for env in policy.environments.values() for p in env.deployers),
-               *(p for env in policy.environments.values() for p in env.approvers)]  # fmt: skip
+    entries = [
+        *(p for ids in policy.people.values() for p in ids),
+        *(p for members in policy.groups.values() for p in members),
+        *(p for env in policy.environments.values() for p in env.deployers),
+        *(p for env in policy.environments.values() for p in env.approvers),
+    ]
     return sorted({Principal.parse(e).id for e in entries if e.startswith("rocketchat:")})
 
 
@@ -74,8 +74,9 @@ class Identities:
                 found.add(self.canonical(principal))
         return found
 
-    def is_listed(self, principal: Principal, groups: Iterable[Principal],
-                  allowed: Sequence[str]) -> bool:  # fmt: skip
+    def is_listed(
+        self, principal: Principal, groups: Iterable[Principal], allowed: Sequence[str]
+    ) -> bool:
         """True when `principal`, or a platform group it is in, is among `allowed`."""
         listed = self.expand(allowed)
         return principal in listed or any(group in listed for group in groups)

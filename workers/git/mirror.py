@@ -29,8 +29,8 @@ from typing import TypeVar, cast
 
 from config.errors import GitOpsError, PinError, PinNotFound, RemoteUnreachable
 from config.policy import Repository
-from workers.gitenv import git_env, redact_url, repository_dir
-from workers.trailers import TRAILER_FORMAT, parse_trailer_log
+from workers.git.env import git_env, redact_url, repository_dir
+from workers.git.trailers import TRAILER_FORMAT, parse_trailer_log
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ CACHE_BYTES = 64 * 1024 * 1024
 MODE_TREE, MODE_LINK, MODE_GITLINK = "40000", "120000", "160000"
 
 
-class ObjectStore:
+class ObjectReader:
     """One `git cat-file --batch` process for a repository, objects cached by id."""
 
     def __init__(self, git_dir: Path, cache_bytes: int = CACHE_BYTES) -> None:
@@ -60,9 +60,11 @@ class ObjectStore:
         if self._process is None or self._process.poll() is not None:
             self._process = subprocess.Popen(
                 ["git", "--git-dir", str(self.git_dir), "cat-file", "--batch"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
                 env=git_env(None),
-            )  # fmt: skip
+            )
             # A store dropped without close() does not leave its process behind.
             weakref.finalize(self, _stop, self._process)
         return self._process
@@ -205,7 +207,7 @@ class Mirror:
         self.fetch_timeout = fetch_timeout
         self.join_wait = join_wait
         self._env = git_env(ssh_key)
-        self.objects = ObjectStore(self.git_dir)
+        self.objects = ObjectReader(self.git_dir)
         self._cond = threading.Condition()
         self._fetching = False
         self._snapshot: Snapshot | None = None
@@ -235,8 +237,9 @@ class Mirror:
                 return current
             if not self._fetching:
                 self._fetching = True
-                threading.Thread(target=self._fetch, args=(now, pushed), name="git-fetch",
-                                 daemon=True).start()  # fmt: skip
+                threading.Thread(
+                    target=self._fetch, args=(now, pushed), name="git-fetch", daemon=True
+                ).start()
             # Join the running fetch briefly; with nothing fetched yet, wait for it whole.
             wait = self.join_wait if current is not None else self.fetch_timeout + 5
             self._cond.wait_for(lambda: not self._fetching, timeout=wait)
@@ -278,8 +281,11 @@ class Mirror:
         try:
             done = subprocess.run(
                 ["git", "--git-dir", str(self.git_dir), *args],
-                capture_output=True, timeout=timeout, env=self._env, check=False,
-            )  # fmt: skip
+                capture_output=True,
+                timeout=timeout,
+                env=self._env,
+                check=False,
+            )
         except subprocess.TimeoutExpired as exc:
             raise GitOpsError(f"git {args[0]} took longer than {timeout:.0f}s") from exc
         if done.returncode != 0:
@@ -312,14 +318,25 @@ class Mirror:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (self.git_dir / "HEAD").exists():
                 log.info("cloning %s (bare)", redact_url(self.repository.url))
-                subprocess.run(["git", "init", "--quiet", "--bare", str(self.git_dir)],
-                               check=True, capture_output=True, env=self._env)  # fmt: skip
+                subprocess.run(
+                    ["git", "init", "--quiet", "--bare", str(self.git_dir)],
+                    check=True,
+                    capture_output=True,
+                    env=self._env,
+                )
                 self._git("remote", "add", "origin", "--", self.repository.url, timeout=10)
             branch = self.repository.branch
             try:
                 refspec = f"+refs/heads/{branch}:{self.ref}"
-                self._git("fetch", "--quiet", "--prune", "--no-tags", "origin", refspec,
-                          timeout=self.fetch_timeout)  # fmt: skip
+                self._git(
+                    "fetch",
+                    "--quiet",
+                    "--prune",
+                    "--no-tags",
+                    "origin",
+                    refspec,
+                    timeout=self.fetch_timeout,
+                )
             except GitOpsError as exc:
                 raise RemoteUnreachable(str(exc)) from exc
             return self._git("rev-parse", "--verify", f"{self.ref}^{{commit}}", timeout=10).strip()
@@ -391,16 +408,30 @@ class Mirror:
         """(commit, commit time) of the last `limit` commits up to `commit` touching `file`."""
 
         def compute() -> list[tuple[str, int]]:
-            out = self._git("log", "--format=%H %ct", f"--max-count={limit}", commit,
-                            "--", file, timeout=self.fetch_timeout)  # fmt: skip
+            out = self._git(
+                "log",
+                "--format=%H %ct",
+                f"--max-count={limit}",
+                commit,
+                "--",
+                file,
+                timeout=self.fetch_timeout,
+            )
             return [(sha, int(ts)) for sha, ts in (line.split() for line in out.splitlines())]
 
         return cast(list[tuple[str, int]], self.cached(("history", commit, file, limit), compute))
 
     def log_with_trailers(self, commit: str, files: list[str], limit: int) -> list[dict[str, str]]:
         def compute() -> list[dict[str, str]]:
-            out = self._git("log", f"--format={TRAILER_FORMAT}", f"--max-count={limit}", commit,
-                            "--", *files, timeout=self.fetch_timeout)  # fmt: skip
+            out = self._git(
+                "log",
+                f"--format={TRAILER_FORMAT}",
+                f"--max-count={limit}",
+                commit,
+                "--",
+                *files,
+                timeout=self.fetch_timeout,
+            )
             return parse_trailer_log(out)
 
         key = ("trailers", commit, tuple(files), limit)

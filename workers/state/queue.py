@@ -16,14 +16,14 @@ QUEUE_NAME = "releasegate"
 JOB_TIMEOUT = 600  # a fetch, a validation and a push; each Git call has its own bound
 
 
-def deploy_queue(redis: Redis) -> Queue:
+def job_queue(redis: Redis) -> Queue:
     return Queue(QUEUE_NAME, connection=redis, serializer=JSONSerializer)
 
 
 def enqueue_deploy(redis: Redis, request_id: str) -> bool:
     """Queue the request's job; False when it was already queued (enqueueing is idempotent)."""
     try:
-        deploy_queue(redis).enqueue(
+        job_queue(redis).enqueue(
             "workers.jobs.run_request",
             request_id,
             job_id=request_id,
@@ -50,7 +50,7 @@ def drain_job_id(lane: str) -> str:
 def enqueue_drain(redis: Redis, lane: str) -> bool:
     """Queue a job that takes over the lane and lands what its dead holder left running."""
     try:
-        deploy_queue(redis).enqueue(
+        job_queue(redis).enqueue(
             "workers.jobs.drain_lane",
             job_id=drain_job_id(lane),
             unique=True,
@@ -68,8 +68,8 @@ def enqueue_forge(redis: Redis, function: str, request_id: str) -> bool:
     """Queue a pull request job for the request: `open_change` or `close_change`."""
     name = function.rsplit("_", 1)[0]
     try:
-        deploy_queue(redis).enqueue(
-            f"workers.mergerequests.{function}",
+        job_queue(redis).enqueue(
+            f"workers.jobs.{function}",
             request_id,
             job_id=f"{name}-{request_id}",
             unique=True,

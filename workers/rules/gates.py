@@ -19,8 +19,8 @@ from config.errors import Refused
 from config.policy import SEMVER, Policy
 from config.text import inert
 from config.windows import next_opening, open_now
-from workers.request import DeployRequest
-from workers.store import PREFIX
+from workers.state import keys
+from workers.state.request import DeployRequest
 
 
 @dataclass(frozen=True)
@@ -51,22 +51,19 @@ class Locks:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    def _key(self, env: str) -> str:
-        return f"{PREFIX}:lock:{env}"
-
     def lock(self, lock: Lock) -> Lock | None:
         """Take the lock; returns the lock already held instead, if there is one."""
-        if self.redis.set(self._key(lock.env), json.dumps(asdict(lock)), nx=True):
+        if self.redis.set(keys.lock(lock.env), json.dumps(asdict(lock)), nx=True):
             return None
         return self.get(lock.env)
 
     def unlock(self, env: str) -> Lock | None:
         held = self.get(env)
-        self.redis.delete(self._key(env))
+        self.redis.delete(keys.lock(env))
         return held
 
     def get(self, env: str) -> Lock | None:
-        raw = self.redis.get(self._key(env))
+        raw = self.redis.get(keys.lock(env))
         return Lock(**json.loads(raw)) if raw else None
 
 

@@ -26,15 +26,15 @@ from redis import Redis
 from config.errors import ReconcilerError, ReconcilerRefused, UnknownRequest
 from config.policy import Policy
 from config.rollout import Rollout
-from workers import metrics
-from workers.outbox import report_to
-from workers.reconcilers import Reconciler, TargetStatus, reconciler_for
-from workers.request import DeployRequest
-from workers.store import PREFIX, RequestStore
+from workers.rollout.reconcilers import Reconciler, TargetStatus, reconciler_for
+from workers.state import keys, metrics
+from workers.state.outbox import report_to
+from workers.state.request import DeployRequest
+from workers.state.store import RequestStore
 
 log = logging.getLogger(__name__)
 
-DUE = f"{PREFIX}:rollouts"  # request id -> when to look next (Unix seconds)
+DUE = keys.ROLLOUTS_DUE
 POLL = 3.0  # seconds between looks while following: nobody waits long for the news
 CLAIM = 30.0  # a claimed look not finished by then is taken by another loop
 KEEP = 30 * 24 * 3600
@@ -67,7 +67,7 @@ class RolloutRecord(BaseModel):
 
 
 def _key(request_id: str) -> str:
-    return f"{PREFIX}:rollout:{request_id}"
+    return keys.rollout(request_id)
 
 
 def load(redis: Redis, request_id: str) -> RolloutRecord | None:
@@ -75,8 +75,9 @@ def load(redis: Redis, request_id: str) -> RolloutRecord | None:
     return RolloutRecord.model_validate_json(raw) if raw else None
 
 
-def start(redis: Redis, policy: Policy, request: DeployRequest,
-          commit: str) -> RolloutRecord | None:  # fmt: skip
+def start(
+    redis: Redis, policy: Policy, request: DeployRequest, commit: str
+) -> RolloutRecord | None:
     """Begin following `request`'s push, if its environment says how; returns the record."""
     rollout = policy.environments[request.env].rollout
     if rollout is None:
@@ -84,10 +85,15 @@ def start(redis: Redis, policy: Policy, request: DeployRequest,
     now = time.time()
     targets = [Target(app=c.app, name=rollout.target(c.app, c.env)) for c in request.changes]
     deadline = now + rollout.timeout.total_seconds()
-    record = RolloutRecord(request=request.id, env=request.env, commit=commit,
-                           reconciler="Argo CD" if rollout.argocd else "Flux",
-                           started=now, deadline=deadline,
-                           targets=targets)  # fmt: skip
+    record = RolloutRecord(
+        request=request.id,
+        env=request.env,
+        commit=commit,
+        reconciler="Argo CD" if rollout.argocd else "Flux",
+        started=now,
+        deadline=deadline,
+        targets=targets,
+    )
     pipe = redis.pipeline()
     pipe.set(_key(request.id), record.model_dump_json(), ex=KEEP, nx=True)
     pipe.zadd(DUE, {request.id: now})
@@ -102,14 +108,14 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
 return ids
 """
 
-# KEYS: record, due set. ARGV: request id, record json, outbox stream, channel.
+# KEYS: record, due set. ARGV: request id, record json, outbox stream, channel, its length.
 # Ends the record and queues the news once, whoever gets here first.
 _END = """
 local old = redis.call('GET', KEYS[1])
 if not old or cjson.decode(old)['ended'] then redis.call('ZREM', KEYS[2], ARGV[1]) return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('XADD', ARGV[3], 'MAXLEN', '~', '100000', '*',
+redis.call('XADD', ARGV[3], 'MAXLEN', '~', ARGV[5], '*',
            'request', ARGV[1], 'kind', 'rollout', 'channel', ARGV[4])
 return 1
 """
@@ -131,8 +137,12 @@ def reached(status: TargetStatus, commit: str, is_ancestor: Callable[[str, str],
     return is_ancestor(commit, revision)
 
 
-def look(record: RolloutRecord, reconciler: Reconciler, is_ancestor: Callable[[str, str], bool],
-         now: float) -> None:  # fmt: skip
+def look(
+    record: RolloutRecord,
+    reconciler: Reconciler,
+    is_ancestor: Callable[[str, str], bool],
+    now: float,
+) -> None:
     """Ask the reconciler once about each target still followed, and update the record."""
     for target in record.targets:
         if target.state != "following":
@@ -162,9 +172,13 @@ def look(record: RolloutRecord, reconciler: Reconciler, is_ancestor: Callable[[s
     record.ended = all(t.state != "following" for t in record.targets)
 
 
-def follow(redis: Redis, request: DeployRequest,
-           reconciler: Callable[[], Reconciler], is_ancestor: Callable[[str, str], bool],
-           now: float | None = None) -> RolloutRecord | None:  # fmt: skip
+def follow(
+    redis: Redis,
+    request: DeployRequest,
+    reconciler: Callable[[], Reconciler],
+    is_ancestor: Callable[[str, str], bool],
+    now: float | None = None,
+) -> RolloutRecord | None:
     """One look at a claimed rollout; when it ends, its news is queued once."""
     now = time.time() if now is None else now
     record = load(redis, request.id)
@@ -185,11 +199,23 @@ def follow(redis: Redis, request: DeployRequest,
         pipe.zadd(DUE, {request.id: now + POLL})
         pipe.execute()
         return record
-    told = redis.eval(_END, 2, _key(request.id), DUE, request.id, record.model_dump_json(),
-                      report_to(request), request.channel)  # fmt: skip
+    told = redis.eval(
+        _END,
+        2,
+        _key(request.id),
+        DUE,
+        request.id,
+        record.model_dump_json(),
+        report_to(request),
+        request.channel,
+        keys.OUTBOX_MAXLEN,
+    )
     if told:
-        outcome = "healthy" if all(t.state == "healthy" for t in record.targets) else next(
-            t.state for t in record.targets if t.state != "healthy")  # fmt: skip
+        outcome = (
+            "healthy"
+            if all(t.state == "healthy" for t in record.targets)
+            else next(t.state for t in record.targets if t.state != "healthy")
+        )
         seconds = now - record.started if outcome == "healthy" else None
         metrics.record_rollout(redis, record.env, outcome, seconds)
         log.info("rollout of %s in %s ended: %s", record.commit[:7], record.env, outcome)
@@ -219,8 +245,9 @@ def follow_round(
     return 1.0
 
 
-def _client(spec: Rollout | None, env: str, argocd_url: str | None,
-            argocd_token: str | None) -> Reconciler:  # fmt: skip
+def _client(
+    spec: Rollout | None, env: str, argocd_url: str | None, argocd_token: str | None
+) -> Reconciler:
     if spec is None:
         raise ReconcilerRefused(f"the policy no longer follows rollouts in {env}")
     return reconciler_for(spec, argocd_url, argocd_token)

@@ -22,7 +22,7 @@ from redis import Redis
 
 from config.errors import GitOpsError
 from config.policy import Repository
-from workers.store import PREFIX
+from workers.state import keys
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,9 @@ class Lane:
         self.redis = redis
         self.name = name
         self.lease_seconds = lease_seconds
-        self.key = f"{PREFIX}:lane:{name}:lease"
-        self._fence = f"{PREFIX}:lane:{name}:fence"
-        self.pushed_key = f"{PREFIX}:lane:{name}:pushed"
+        self.key = keys.lane_lease(name)
+        self._fence = keys.lane_fence(name)
+        self.pushed_key = keys.lane_pushed(name)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
@@ -94,8 +94,9 @@ class Lane:
             time.sleep(POLL_SECONDS)
             lease = self.try_acquire()
         stop = threading.Event()
-        beat = threading.Thread(target=lease.keep_alive, args=(stop,), daemon=True,
-                                name=f"lease-{self.name}")  # fmt: skip
+        beat = threading.Thread(
+            target=lease.keep_alive, args=(stop,), daemon=True, name=f"lease-{self.name}"
+        )
         beat.start()
         try:
             yield lease

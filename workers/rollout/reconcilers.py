@@ -108,14 +108,19 @@ class ArgoCD:
         revision = sync.get("revision") or next(iter(sync.get("revisions") or []), "")
         operation = status.get("operationState") or {}
         failed = operation.get("phase") in ("Failed", "Error")
-        errors = [c.get("message", "") for c in status.get("conditions") or []
-                  if str(c.get("type", "")).endswith("Error")]  # fmt: skip
+        errors = [
+            c.get("message", "")
+            for c in status.get("conditions") or []
+            if str(c.get("type", "")).endswith("Error")
+        ]
         message = (operation.get("message") if failed else "") or health.get("message") or ""
         return TargetStatus(
-            revision=str(revision), sync=str(sync.get("status") or "Unknown"),
+            revision=str(revision),
+            sync=str(sync.get("status") or "Unknown"),
             health=str(health.get("status") or "Unknown"),
-            message=str(message or "; ".join(errors)), failed=failed,
-        )  # fmt: skip
+            message=str(message or "; ".join(errors)),
+            failed=failed,
+        )
 
     def nudge(self, target: str, revision: str) -> None:
         if self.sync_on_nudge:
@@ -131,8 +136,9 @@ class ArgoCD:
 class Kubernetes:
     """Just enough of a Kubernetes API client: a bearer token, a server, a CA."""
 
-    def __init__(self, server: str, token: str, verify: bool | str = True,
-                 timeout: float = TIMEOUT) -> None:  # fmt: skip
+    def __init__(
+        self, server: str, token: str, verify: bool | str = True, timeout: float = TIMEOUT
+    ) -> None:
         self.server = server.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
@@ -143,8 +149,10 @@ class Kubernetes:
     def from_environment(cls) -> Kubernetes:
         """In a pod: its service account. Elsewhere: KUBECONFIG (default ~/.kube/config),
         current context, with a token (or tokenFile)."""
-        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get(
-            "KUBERNETES_SERVICE_PORT", "443")  # fmt: skip
+        host, port = (
+            os.environ.get("KUBERNETES_SERVICE_HOST"),
+            os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
+        )
         if host and (IN_CLUSTER / "token").exists():
             token = (IN_CLUSTER / "token").read_text().strip()
             return cls(f"https://{host}:{port}", token, str(IN_CLUSTER / "ca.crt"))
@@ -167,8 +175,10 @@ class Kubernetes:
             raise ReconcilerRefused(f"KUBECONFIG {path}: no {section[:-1]} named {name!r}")
 
         context = named("contexts", str(config.get("current-context", "")))
-        cluster, user = named("clusters", context.get("cluster", "")), named(
-            "users", context.get("user", ""))  # fmt: skip
+        cluster, user = (
+            named("clusters", context.get("cluster", "")),
+            named("users", context.get("user", "")),
+        )
         token = user.get("token") or (
             Path(user["tokenFile"]).read_text().strip() if user.get("tokenFile") else None
         )
@@ -184,17 +194,23 @@ class Kubernetes:
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            response = self.session.request(method, self.server + path, timeout=self.timeout,
-                                            **kwargs)  # fmt: skip
+            response = self.session.request(
+                method, self.server + path, timeout=self.timeout, **kwargs
+            )
         except requests.RequestException as exc:
-            raise ReconcilerError(f"the Kubernetes API at {self.server} does not answer "
-                                  f"({type(exc).__name__})") from exc  # fmt: skip
+            raise ReconcilerError(
+                f"the Kubernetes API at {self.server} does not answer ({type(exc).__name__})"
+            ) from exc
         if response.status_code in (401, 403, 404):
-            raise ReconcilerRefused(f"the Kubernetes API said {response.status_code} for {path}: "
-                                    f"{_error_text(response)}")  # fmt: skip
+            raise ReconcilerRefused(
+                f"the Kubernetes API said {response.status_code} for {path}: "
+                f"{_error_text(response)}"
+            )
         if response.status_code >= 400:
-            raise ReconcilerError(f"the Kubernetes API answered HTTP {response.status_code} "
-                                  f"for {path}: {_error_text(response)}")  # fmt: skip
+            raise ReconcilerError(
+                f"the Kubernetes API answered HTTP {response.status_code} "
+                f"for {path}: {_error_text(response)}"
+            )
         body = response.json()
         return body if isinstance(body, dict) else {}
 
@@ -206,8 +222,9 @@ class Flux:
         self.kube, self.kind, self.namespace, self.reconcile = kube, kind, namespace, reconcile
 
     def _path(self, name: str) -> str:
-        return FLUX_PATHS[self.kind].format(ns=quote(self.namespace, safe=""),
-                                            name=quote(name, safe=""))  # fmt: skip
+        return FLUX_PATHS[self.kind].format(
+            ns=quote(self.namespace, safe=""), name=quote(name, safe="")
+        )
 
     def status(self, target: str, refresh: bool = False) -> TargetStatus:
         status = self.kube.call("GET", self._path(target)).get("status") or {}
@@ -220,16 +237,23 @@ class Flux:
         health = {"True": "Healthy", "False": "Degraded"}.get(
             str(ready.get("status")), "Progressing"
         )
-        return TargetStatus(revision=found[-1] if found else "",
-                            sync="Synced" if health == "Healthy" else "OutOfSync",
-                            health=health, message=str(ready.get("message", "")))  # fmt: skip
+        return TargetStatus(
+            revision=found[-1] if found else "",
+            sync="Synced" if health == "Healthy" else "OutOfSync",
+            health=health,
+            message=str(ready.get("message", "")),
+        )
 
     def nudge(self, target: str, revision: str) -> None:
         if self.reconcile:
             stamp = datetime.now(UTC).isoformat()
             patch = {"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": stamp}}}
-            self.kube.call("PATCH", self._path(target), json=patch,
-                           headers={"Content-Type": "application/merge-patch+json"})  # fmt: skip
+            self.kube.call(
+                "PATCH",
+                self._path(target),
+                json=patch,
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
 
 
 def reconciler_for(
@@ -242,8 +266,10 @@ def reconciler_for(
     """The client that follows `rollout`; raises `ReconcilerRefused` when unconfigured."""
     if rollout.argocd is not None:
         if not (argocd_url and argocd_token):
-            raise ReconcilerRefused("the policy follows Argo CD, but RELEASEGATE_ARGOCD_URL and "
-                                    "RELEASEGATE_ARGOCD_TOKEN are not both set")  # fmt: skip
+            raise ReconcilerRefused(
+                "the policy follows Argo CD, but RELEASEGATE_ARGOCD_URL and "
+                "RELEASEGATE_ARGOCD_TOKEN are not both set"
+            )
         return ArgoCD(argocd_url, argocd_token, timeout=timeout, sync=rollout.argocd.sync)
     flux = rollout.flux
     if flux is None:

@@ -1,10 +1,5 @@
-"""After a degraded rollout: propose the way back, and show live state in `status`.
-
-The rollback is asked for in the original requester's name, in the request's channel and
-thread, by the same words a person would type (`rollback APP in ENV`): the grammar, the
-rights, the gates and the approvals are the ones every request goes through. Nothing is
-applied on its own; the approvers decide.
-"""
+"""What the reconciler says now: live lines for `status ENV`, and `check-config`'s look at
+each Argo CD application the policy follows."""
 
 from __future__ import annotations
 
@@ -12,32 +7,14 @@ import logging
 import re
 
 from bot.conversation import Conversation
-from bot.events import ChatEvent, Reply
 from config.errors import ReconcilerError
 from config.policy import Policy
 from config.settings import Settings
-from workers.reconcilers import ArgoCD, reconciler_for
-from workers.request import DeployRequest
+from workers.rollout.reconcilers import ArgoCD, reconciler_for
 
 log = logging.getLogger(__name__)
 
 LIVE_TIMEOUT = 2.0  # seconds `status ENV` waits for the reconciler
-
-
-def offer_rollback(conversation: Conversation, request: DeployRequest, app: str) -> Reply:
-    env = conversation.policy.environments.get(request.env)
-    if env is None or env.approvals == 0:
-        # Filed here it would be queued at once: nobody would have decided to go back.
-        return Reply(f"{request.env} needs no approval, so nothing is filed for you", ok=False)
-    platform, user = request.requester.split(":", 1)
-    thread = conversation.store.message_of(request.id) or request.thread
-    event = ChatEvent(platform=platform, user=user, user_name=request.requester_name,
-                      channel=request.channel.split(":", 1)[1],
-                      text=f"rollback {app} in {request.env}", thread=thread)  # fmt: skip
-    [reply, *_] = conversation.handle(event) or [Reply("no answer", ok=False)]
-    log.info("rollback of %s in %s offered after a degraded rollout: %s", app, request.env,
-             reply.request_id or reply.text)  # fmt: skip
-    return reply
 
 
 def live_lines(conversation: Conversation, settings: Settings, env: str) -> list[str]:
@@ -106,8 +83,11 @@ def check_applications(policy: Policy, settings: Settings) -> tuple[list[str], l
             wrong = []
             if not _same_repository(repo_url, policy.repository.url):
                 wrong.append(f"reads {repo_url}, not {policy.repository.url}")
-            if revision not in (policy.repository.branch, f"refs/heads/{policy.repository.branch}",
-                                "HEAD"):  # fmt: skip
+            if revision not in (
+                policy.repository.branch,
+                f"refs/heads/{policy.repository.branch}",
+                "HEAD",
+            ):
                 wrong.append(f"follows {revision}, not {policy.repository.branch}")
             if wrong:
                 problems.append(f"Argo CD application {name}: " + "; ".join(wrong))

@@ -19,16 +19,14 @@ from typing import Any, cast
 from redis import Redis
 
 from config.errors import UnknownRequest
-from workers.request import Approval, DeployRequest, RequestState, Result
+from workers.state import keys
+from workers.state.request import Approval, DeployRequest, RequestState, Result
 
 log = logging.getLogger(__name__)
 
-PREFIX = "releasegate"
 MESSAGE_TTL = 30 * 24 * 3600  # reactions on a request's card count for a month
 DELIVERY_TTL = 24 * 3600  # platforms retry deliveries within minutes; keep ids a day
 RETENTION = timedelta(days=30)
-ACTIVE = f"{PREFIX}:active"
-PENDING = f"{PREFIX}:pending"  # every pending request; `…:pending:CHANNEL` per channel
 
 
 # Every state change also records when it happened (`since`, the server's clock) and
@@ -45,44 +43,45 @@ if count >= tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], 'state', 'approved', 'since', redis.call('TIME')[1])
   redis.call('SADD', KEYS[3], ARGV[3])
   local spec = redis.call('HGET', KEYS[1], 'spec')
-  redis.call('ZREM', ARGV[4] .. ':pending:' .. cjson.decode(spec)['channel'], ARGV[3])
-  redis.call('ZREM', ARGV[4] .. ':pending', ARGV[3])
+  redis.call('ZREM', ARGV[4] .. cjson.decode(spec)['channel'], ARGV[3])
+  redis.call('ZREM', KEYS[4], ARGV[3])
   return {'quorum', tostring(count)}
 end
 return {'counted', tostring(count)}
 """
 
-# KEYS: request hash, active set, key prefix. ARGV: request id, new state, result json
-# ('' for none), seconds to keep a request that ends ('' when it does not), the outbox
-# stream to tell the request's channel through ('' for none), allowed old states...
+# KEYS: request hash, approvals hash, active set, pending index, unreported set. ARGV:
+# request id, new state, result json ('' for none), seconds to keep a request that ends
+# ('' when it does not), the outbox stream to tell the request's channel through ('' for
+# none), the per-channel pending key prefix, the outbox's length, allowed old states...
 # The outbox entry is written in the same script as the state it reports, so no crash
 # can leave a request ended and its channel never told, or told of an end that did not
 # happen.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
-for i = 6, #ARGV do
+for i = 8, #ARGV do
   if state == ARGV[i] then
     redis.call('HSET', KEYS[1], 'state', ARGV[2], 'since', redis.call('TIME')[1])
     if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
     if ARGV[2] == 'approved' or ARGV[2] == 'running' then
-      redis.call('SADD', KEYS[2], ARGV[1])
+      redis.call('SADD', KEYS[3], ARGV[1])
     else
-      redis.call('SREM', KEYS[2], ARGV[1])
+      redis.call('SREM', KEYS[3], ARGV[1])
     end
     if ARGV[2] ~= 'pending' then
       local spec = redis.call('HGET', KEYS[1], 'spec')
-      redis.call('ZREM', KEYS[3] .. ':pending:' .. cjson.decode(spec)['channel'], ARGV[1])
-      redis.call('ZREM', KEYS[3] .. ':pending', ARGV[1])
+      redis.call('ZREM', ARGV[6] .. cjson.decode(spec)['channel'], ARGV[1])
+      redis.call('ZREM', KEYS[4], ARGV[1])
     end
     if ARGV[4] ~= '' then  -- a final state: the request is kept for the retention period
       redis.call('EXPIRE', KEYS[1], ARGV[4])
-      redis.call('EXPIRE', KEYS[1] .. ':approvals', ARGV[4])
+      redis.call('EXPIRE', KEYS[2], ARGV[4])
     end
     if ARGV[5] ~= '' then
       local spec = cjson.decode(redis.call('HGET', KEYS[1], 'spec'))
-      redis.call('SADD', KEYS[3] .. ':unreported', ARGV[1])
-      redis.call('XADD', ARGV[5], 'MAXLEN', '~', '100000', '*',
+      redis.call('SADD', KEYS[5], ARGV[1])
+      redis.call('XADD', ARGV[5], 'MAXLEN', '~', ARGV[7], '*',
                  'request', ARGV[1], 'kind', 'outcome', 'channel', spec['channel'])
     end
     return state
@@ -121,33 +120,24 @@ class RequestStore:
         self._transition = redis.register_script(_TRANSITION)
         self._withdraw = redis.register_script(_WITHDRAW)
 
-    def _key(self, request_id: str) -> str:
-        return f"{PREFIX}:request:{request_id}"
-
-    def _approvals_key(self, request_id: str) -> str:
-        return f"{PREFIX}:request:{request_id}:approvals"
-
-    def _pending_key(self, channel: str) -> str:
-        return f"{PREFIX}:pending:{channel}"
-
     def create(self, request: DeployRequest, state: RequestState) -> bool:
         """Store a new request; False when the id is already taken."""
-        key = self._key(request.id)
+        key = keys.request(request.id)
         if not self.redis.hsetnx(key, "spec", request.model_dump_json()):
             return False
         pipe = self.redis.pipeline()
         pipe.hset(key, mapping={"state": state.value, "since": int(request.created_at.timestamp())})
         if state is RequestState.APPROVED:
-            pipe.sadd(ACTIVE, request.id)
+            pipe.sadd(keys.ACTIVE, request.id)
         if state is RequestState.PENDING:
             score = {request.id: request.created_at.timestamp()}
-            pipe.zadd(self._pending_key(request.channel), score)
-            pipe.zadd(PENDING, score)
+            pipe.zadd(keys.pending_in(request.channel), score)
+            pipe.zadd(keys.PENDING, score)
         pipe.execute()
         return True
 
     def get(self, request_id: str) -> DeployRequest:
-        raw = _text(self.redis.hget(self._key(request_id), "spec"))
+        raw = _text(self.redis.hget(keys.request(request_id), "spec"))
         if raw is None:
             raise UnknownRequest(f"there is no request {request_id}")
         return DeployRequest.model_validate_json(raw)
@@ -157,30 +147,34 @@ class RequestStore:
         ids = [*self.pending_all(), *self.active()]
         pipe = self.redis.pipeline()
         for request_id in ids:
-            pipe.hmget(self._key(request_id), "spec", "state")
+            pipe.hmget(keys.request(request_id), "spec", "state")
         found = []
         for spec, state in cast(list[list[Any]], pipe.execute()):
             if spec is not None and state is not None:
-                found.append((DeployRequest.model_validate_json(_text(spec) or ""),
-                              RequestState(str(_text(state)))))  # fmt: skip
+                found.append(
+                    (
+                        DeployRequest.model_validate_json(_text(spec) or ""),
+                        RequestState(str(_text(state))),
+                    )
+                )
         return found
 
     def exists(self, request_id: str) -> bool:
-        return bool(self.redis.exists(self._key(request_id)))
+        return bool(self.redis.exists(keys.request(request_id)))
 
     def state(self, request_id: str) -> RequestState:
-        raw = _text(self.redis.hget(self._key(request_id), "state"))
+        raw = _text(self.redis.hget(keys.request(request_id), "state"))
         if raw is None:
             raise UnknownRequest(f"there is no request {request_id}")
         return RequestState(raw)
 
     def result(self, request_id: str) -> Result | None:
-        raw = _text(self.redis.hget(self._key(request_id), "result"))
+        raw = _text(self.redis.hget(keys.request(request_id), "result"))
         return Result.model_validate_json(raw) if raw else None
 
     def approval_records(self, request_id: str) -> list[Approval]:
         """Who approved (one entry per person), as which id, in which platform groups."""
-        raw = cast(dict[Any, Any], self.redis.hgetall(self._approvals_key(request_id)))
+        raw = cast(dict[Any, Any], self.redis.hgetall(keys.approvals(request_id)))
         records = [Approval.from_json(str(_text(k)), str(_text(v))) for k, v in raw.items()]
         return sorted(records, key=lambda a: a.principal)
 
@@ -191,8 +185,8 @@ class RequestStore:
     def approve(self, request_id: str, approval: Approval, needed: int) -> ApprovalOutcome:
         """Count `approval` (once per identity); the request is approved at `needed`."""
         status, detail = self._approve(
-            keys=[self._key(request_id), self._approvals_key(request_id), ACTIVE],
-            args=[approval.identity, needed, request_id, PREFIX, approval.to_json()],
+            keys=[keys.request(request_id), keys.approvals(request_id), keys.ACTIVE, keys.PENDING],
+            args=[approval.identity, needed, request_id, keys.PENDING_IN, approval.to_json()],
         )
         status, detail = str(_text(status)), str(_text(detail))
         if status == "not_pending":
@@ -201,14 +195,14 @@ class RequestStore:
 
     def active(self) -> list[str]:
         """Requests approved or running: a worker still owes them an outcome."""
-        return sorted(str(_text(m)) for m in cast(set[Any], self.redis.smembers(ACTIVE)))
+        return sorted(str(_text(m)) for m in cast(set[Any], self.redis.smembers(keys.ACTIVE)))
 
     def ready(self, limit: int) -> list[str]:
         """Requests approved or running, longest waiting first: what a push lane lands next."""
         ids = self.active()
         pipe = self.redis.pipeline()
         for request_id in ids:
-            pipe.hmget(self._key(request_id), "state", "since", "not_before")
+            pipe.hmget(keys.request(request_id), "state", "since", "not_before")
         rows = cast(list[list[Any]], pipe.execute())
         now = time.time()
         waiting = sorted(
@@ -222,40 +216,40 @@ class RequestStore:
     # A request whose merge the forge refused for now waits, and is tried again after this.
     def wait_until(self, request_id: str, when: float, why: str) -> bool:
         """Note the retry time and the forge's reason; True when the reason is new (to say it)."""
-        key = self._key(request_id)
+        key = keys.request(request_id)
         old = _text(self.redis.hget(key, "waiting_for"))
         self.redis.hset(key, mapping={"not_before": when, "waiting_for": why})
         return old != why
 
     def not_before(self, request_id: str) -> float:
-        return float(_text(self.redis.hget(self._key(request_id), "not_before")) or 0)
+        return float(_text(self.redis.hget(keys.request(request_id), "not_before")) or 0)
 
     # The request's pull (merge) request on the forge, once opened: {"number", "url", "branch"}.
     def set_merge_request(self, request_id: str, info: dict[str, Any]) -> None:
-        self.redis.hset(self._key(request_id), "merge_request", json.dumps(info))
+        self.redis.hset(keys.request(request_id), "merge_request", json.dumps(info))
 
     def merge_request(self, request_id: str) -> dict[str, Any] | None:
-        raw = _text(self.redis.hget(self._key(request_id), "merge_request"))
+        raw = _text(self.redis.hget(keys.request(request_id), "merge_request"))
         return dict(json.loads(raw)) if raw else None
 
     def mark_pushing(self, request_ids: Iterable[str]) -> None:
         """Note, before a push, that these requests' commits may reach the branch from now on."""
         pipe = self.redis.pipeline()
         for request_id in request_ids:
-            pipe.hset(self._key(request_id), "pushing", 1)
+            pipe.hset(keys.request(request_id), "pushing", 1)
         pipe.execute()
 
     def was_pushing(self, request_id: str) -> bool:
-        return bool(self.redis.hexists(self._key(request_id), "pushing"))
+        return bool(self.redis.hexists(keys.request(request_id), "pushing"))
 
     def state_since(self, request_id: str) -> int:
         """When the request entered its current state (Unix seconds, Redis's clock)."""
-        return int(_text(self.redis.hget(self._key(request_id), "since")) or 0)
+        return int(_text(self.redis.hget(keys.request(request_id), "since")) or 0)
 
     def withdraw(self, request_id: str, identity: str, principal: str) -> bool:
         """Take back an approval while the request is still pending; True if one was taken."""
-        keys = [self._key(request_id), self._approvals_key(request_id)]
-        return bool(self._withdraw(keys=keys, args=[identity, principal]))
+        names = [keys.request(request_id), keys.approvals(request_id)]
+        return bool(self._withdraw(keys=names, args=[identity, principal]))
 
     def transition(
         self,
@@ -268,13 +262,21 @@ class RequestStore:
         """Move to `to` if the current state is one of `allowed`; return the old state or None.
         With `report_to` (an outbox stream), the move also queues the news for the channel."""
         old = self._transition(
-            keys=[self._key(request_id), ACTIVE, PREFIX],
+            keys=[
+                keys.request(request_id),
+                keys.approvals(request_id),
+                keys.ACTIVE,
+                keys.PENDING,
+                keys.UNREPORTED,
+            ],
             args=[
                 request_id,
                 to.value,
                 result.model_dump_json() if result else "",
                 self.retention if to.final else "",
                 report_to or "",
+                keys.PENDING_IN,
+                keys.OUTBOX_MAXLEN,
                 *(s.value for s in allowed),
             ],
         )
@@ -282,47 +284,52 @@ class RequestStore:
             return None
         return RequestState(str(_text(old)))
 
-    def finish(self, request_id: str, allowed: Iterable[RequestState], result: Result,
-               report_to: str | None = None) -> bool:  # fmt: skip
+    def finish(
+        self,
+        request_id: str,
+        allowed: Iterable[RequestState],
+        result: Result,
+        report_to: str | None = None,
+    ) -> bool:
         """End the request if it is in one of `allowed`; see `transition` for `report_to`."""
         return self.transition(request_id, allowed, result.state, result, report_to) is not None
 
     def pending_all(self) -> list[str]:
         """Every pending request, oldest first (an index, never a scan of the keyspace)."""
-        return [str(_text(m)) for m in cast(list[Any], self.redis.zrange(PENDING, 0, -1))]
+        return [str(_text(m)) for m in cast(list[Any], self.redis.zrange(keys.PENDING, 0, -1))]
 
     def pending_in(self, channel: str) -> list[str]:
-        members = cast(list[Any], self.redis.zrange(self._pending_key(channel), 0, -1))
+        members = cast(list[Any], self.redis.zrange(keys.pending_in(channel), 0, -1))
         return [str(_text(m)) for m in members]
 
     # The message that shows a request on its platform (its card), both ways.
     def bind_message(self, request_id: str, channel: str, ts: str) -> None:
         pipe = self.redis.pipeline()
-        pipe.hset(self._key(request_id), "message", ts)
-        pipe.set(f"{PREFIX}:message:{channel}:{ts}", request_id, ex=MESSAGE_TTL)
+        pipe.hset(keys.request(request_id), "message", ts)
+        pipe.set(keys.message(channel, ts), request_id, ex=MESSAGE_TTL)
         pipe.execute()
 
     def message_of(self, request_id: str) -> str | None:
-        return _text(self.redis.hget(self._key(request_id), "message"))
+        return _text(self.redis.hget(keys.request(request_id), "message"))
 
     def request_for_message(self, channel: str, ts: str) -> str | None:
-        return _text(self.redis.get(f"{PREFIX}:message:{channel}:{ts}"))
+        return _text(self.redis.get(keys.message(channel, ts)))
 
     def first_delivery(self, kind: str, delivery_id: str) -> bool:
         """True the first time a platform delivers this event; False for its retries."""
-        key = f"{PREFIX}:seen:{kind}:{delivery_id}"
+        key = keys.seen(kind, delivery_id)
         return bool(self.redis.set(key, 1, nx=True, ex=DELIVERY_TTL))
 
     # Reporting: an outcome that could not be posted stays listed until it is.
     def mark_unreported(self, request_id: str) -> None:
-        self.redis.sadd(f"{PREFIX}:unreported", request_id)
+        self.redis.sadd(keys.UNREPORTED, request_id)
 
     def mark_reported(self, request_id: str) -> None:
-        self.redis.srem(f"{PREFIX}:unreported", request_id)
-        self.redis.hset(self._key(request_id), "reported", datetime.now(UTC).isoformat())
+        self.redis.srem(keys.UNREPORTED, request_id)
+        self.redis.hset(keys.request(request_id), "reported", datetime.now(UTC).isoformat())
 
     def is_unreported(self, request_id: str) -> bool:
-        return bool(self.redis.sismember(f"{PREFIX}:unreported", request_id))
+        return bool(self.redis.sismember(keys.UNREPORTED, request_id))
 
     def unreported(self) -> list[str]:
-        return sorted(str(_text(m)) for m in self.redis.smembers(f"{PREFIX}:unreported"))
+        return sorted(str(_text(m)) for m in self.redis.smembers(keys.UNREPORTED))

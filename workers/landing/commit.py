@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from workers.request import DeployRequest
+from workers.state.request import DeployRequest
 
 REQUEST_TRAILER = "Releasegate-Request"
 

@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis import Redis
 
-from bot.outbox import GROUP, OutboxConsumer
 from bot.platforms.slack_api import SlackPoster
+from bot.reports import GROUP, OutboxConsumer
 from config.settings import Settings
 from tests.conftest import Chat, run_worker
 from tests.fake_slack import FakeSlack, serve
-from workers.outbox import stream
-from workers.request import RequestState, Result
-from workers.store import RequestStore
+from workers.state.outbox import stream
+from workers.state.request import RequestState, Result
+from workers.state.store import RequestStore
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_an_entry_posted_but_not_acknowledged_is_not_posted_again(
     first._ensure_group()
     [(_stream, [(_entry, _fields)])] = redis.xreadgroup(GROUP, "bot-a", {stream("shell"): ">"})
     # bot-a posted and recorded it, then died before XACK.
-    from bot.outbox import post_outcome
+    from bot.reports import post_outcome
 
     post_outcome(RequestStore(redis), poster, request_id)
     RequestStore(redis).mark_reported(request_id)
@@ -106,10 +106,13 @@ def test_an_outcome_that_could_not_be_posted_for_a_day_is_no_longer_retried(
     fake, poster = slack_api
     request_id = str(chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id)
     store = RequestStore(redis)
-    old = Result(state=RequestState.FAILED, message="old news",
-                 finished_at=datetime.now(UTC) - timedelta(days=2))  # fmt: skip
+    old = Result(
+        state=RequestState.FAILED,
+        message="old news",
+        finished_at=datetime.now(UTC) - timedelta(days=2),
+    )
     store.finish(request_id, [RequestState.PENDING], old)
-    from workers.outbox import publish
+    from workers.state.outbox import publish
 
     publish(redis, store.get(request_id))
     assert bot(redis, poster, "bot-a").run_once() == 1

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class RequestState(StrEnum):
     PENDING = "pending"  # waiting for approvals
     APPROVED = "approved"  # queued for a worker
     RUNNING = "running"  # a worker is applying it
-    PUSHED = "pushed"  # committed and pushed
+    PUSHED = "pushed"  # committed and pushed to the branch
+    MERGED = "merged"  # landed on the branch through the forge's pull (merge) request
     NOOP = "noop"  # the pins already held the versions; nothing committed
     FAILED = "failed"
     REJECTED = "rejected"
@@ -27,10 +28,16 @@ class RequestState(StrEnum):
     def final(self) -> bool:
         return self in FINAL_STATES
 
+    @property
+    def landed(self) -> bool:
+        """The request's commit is on the branch (pushed, or merged by the forge)."""
+        return self in (RequestState.PUSHED, RequestState.MERGED)
+
 
 FINAL_STATES = frozenset(
     {
         RequestState.PUSHED,
+        RequestState.MERGED,
         RequestState.NOOP,
         RequestState.FAILED,
         RequestState.REJECTED,
@@ -98,14 +105,15 @@ class DeployRequest(BaseModel):
 
 
 class Result(BaseModel):
-    """How a request ended, as the worker (or a person) decided it."""
+    """How a request ended (or, from a landing step, how it is to end), as the worker or a
+    person decided it."""
 
     model_config = ConfigDict(frozen=True)
 
     state: RequestState
     message: str
     commit: str | None = None
-    finished_at: datetime
+    finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,11 @@ from bot.cards import Card, card_for
 from bot.events import Reply
 from config.errors import UnknownRequest
 from config.text import inert
-from workers.outbox import stream
-from workers.request import DeployRequest
-from workers.rollout import load as load_rollout
-from workers.store import PREFIX, RequestStore
+from workers.rollout.follow import load as load_rollout
+from workers.state import keys
+from workers.state.outbox import stream
+from workers.state.request import DeployRequest
+from workers.state.store import RequestStore
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ def post_outcome(store: RequestStore, poster: Poster, request_id: str) -> None:
 RollbackOffer = Callable[[DeployRequest, str], Reply]
 
 
-def post_rollout(store: RequestStore, poster: Poster, request_id: str,
-                 offer_rollback: RollbackOffer | None) -> None:  # fmt: skip
+def post_rollout(
+    store: RequestStore, poster: Poster, request_id: str, offer_rollback: RollbackOffer | None
+) -> None:
     """Say how the rollout went in the request's thread, refresh its card, and where an app
     degraded, put a rollback request (a card people approve like any other) in the thread.
 
@@ -80,7 +82,7 @@ def post_rollout(store: RequestStore, poster: Poster, request_id: str,
     thread = card_ref or request.thread
 
     def step(name: str) -> str:
-        return f"{PREFIX}:rollout:{request_id}:{name}"
+        return keys.rollout_step(request_id, name)
 
     if not redis.exists(step("told")):
         poster.post(request.channel, thread, messages.rollout_news(request, record))
@@ -168,54 +170,42 @@ class OutboxConsumer:
         return sum(self._handle(entry_id, fields) for entry_id, fields in entries if fields)
 
     def _handle(self, entry_id: Any, raw: dict[Any, Any]) -> bool:
+        """Post one entry's news, then acknowledge it; a post chat refused stays pending (it
+        is claimed again after `RETRY_IDLE`). True when the entry was acknowledged."""
         fields = _decoded(raw)
-        request_id = fields.get("request", "")
-        if fields.get("kind") == "rollout":
-            return self._handle_rollout(entry_id, request_id)
-        if fields.get("kind") == "note":
-            return self._handle_note(entry_id, request_id, fields.get("text", ""))
-        if request_id and self.store.is_unreported(request_id):
-            result = self.store.result(request_id)
-            if result is not None and datetime.now(UTC) - result.finished_at > GIVE_UP_AFTER:
-                log.warning("giving up posting the outcome of %s to chat", request_id)
-            else:
-                try:
-                    post_outcome(self.store, self.poster, request_id)
-                except Exception as exc:  # any platform failure: leave it pending, retry later
-                    log.warning("could not post the outcome of %s: %s", request_id, exc)
-                    return False
-            self.store.mark_reported(request_id)
-        self.redis.xack(self.stream, GROUP, entry_id)
-        return True
-
-    def _handle_note(self, entry_id: Any, request_id: str, text: str) -> bool:
-        """A line for the request's thread (a pull request opened, a merge refused for now);
-        the card is refreshed with it."""
+        request_id, kind = fields.get("request", ""), fields.get("kind", "outcome")
         try:
-            request = self.store.get(request_id)
-            card_ref = self.store.message_of(request_id)
-            self.poster.post(request.channel, card_ref or request.thread, inert(text, 2000))
-            if card_ref:
-                self.poster.update_card(request.channel, card_ref, card_for(self.store, request_id))
+            if request_id:
+                self._post(kind, request_id, fields)
         except UnknownRequest:
-            pass
-        except Exception as exc:  # any platform failure: leave it pending, retry later
-            log.warning("could not post a note about %s: %s", request_id, exc)
+            pass  # the request is gone (past its retention): nothing left to tell
+        except Exception:  # any platform failure: leave it pending, retry later
+            log.warning("could not post the %s of %s", kind, request_id, exc_info=True)
             return False
         self.redis.xack(self.stream, GROUP, entry_id)
         return True
 
-    def _handle_rollout(self, entry_id: Any, request_id: str) -> bool:
-        if request_id:
-            try:
-                post_rollout(self.store, self.poster, request_id, self.offer_rollback)
-            except Exception as exc:  # any platform failure: leave it pending, retry later
-                log.warning("could not post the rollout of %s: %s", request_id, exc)
-                return False
-        self.redis.xack(self.stream, GROUP, entry_id)
-        return True
+    def _post(self, kind: str, request_id: str, fields: dict[str, str]) -> None:
+        if kind == "rollout":
+            post_rollout(self.store, self.poster, request_id, self.offer_rollback)
+        elif kind == "note":
+            # A line for the request's thread (a pull request opened, a merge refused for
+            # now); the card is refreshed with it.
+            request = self.store.get(request_id)
+            card_ref = self.store.message_of(request_id)
+            text = inert(messages.note(request_id, fields), 2000)
+            self.poster.post(request.channel, card_ref or request.thread, text)
+            if card_ref:
+                self.poster.update_card(request.channel, card_ref, card_for(self.store, request_id))
+        elif self.store.is_unreported(request_id):
+            result = self.store.result(request_id)
+            if result is not None and datetime.now(UTC) - result.finished_at > GIVE_UP_AFTER:
+                log.warning("giving up posting the outcome of %s to chat", request_id)
+            else:
+                post_outcome(self.store, self.poster, request_id)
+            self.store.mark_reported(request_id)
 
-    def step(self) -> float:
+    def one_round(self) -> float:
         """One round for a `Supervisor`: blocks up to a second for news."""
         self.run_once(block_ms=1000)
         return 0.0

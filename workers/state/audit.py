@@ -12,10 +12,9 @@ from typing import Any, cast
 
 from redis import Redis
 
-from workers.store import PREFIX
+from workers.state import keys
 
-AUDIT_STREAM = f"{PREFIX}:audit"
-AUDIT_MAXLEN = 1_000_000
+AUDIT_STREAM = keys.AUDIT
 
 
 @dataclass(frozen=True)
@@ -31,8 +30,8 @@ class AuditEntry:
 
 
 def record(redis: Redis, event: str, **fields: str | None) -> None:
-    entry = {"event": event, **{k: v for k, v in fields.items() if v is not None}}
-    redis.xadd(AUDIT_STREAM, entry, maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    entry: dict[Any, Any] = {"event": event, **{k: v for k, v in fields.items() if v is not None}}
+    redis.xadd(AUDIT_STREAM, entry, maxlen=keys.AUDIT_MAXLEN, approximate=True)
 
 
 def read(redis: Redis, count: int = 100) -> list[AuditEntry]:

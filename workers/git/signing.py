@@ -46,13 +46,16 @@ class Signer:
     def check(self) -> None:
         if self.gpg:
             if not _KEY_ID.fullmatch(self.key[4:]):
-                raise ReleasegateError(f"RELEASEGATE_GIT_SIGNING_KEY: {self.key!r} is not "
-                                       "gpg:KEYID (hex id or e-mail)")  # fmt: skip
+                raise ReleasegateError(
+                    f"RELEASEGATE_GIT_SIGNING_KEY: {self.key!r} is not gpg:KEYID (hex id or e-mail)"
+                )
             return
         path = Path(self.key)
         if not path.is_file() or not os.access(path, os.R_OK):
-            raise ReleasegateError(f"RELEASEGATE_GIT_SIGNING_KEY: {self.key} is not a readable "
-                                   "SSH private key file (or say gpg:KEYID)")  # fmt: skip
+            raise ReleasegateError(
+                f"RELEASEGATE_GIT_SIGNING_KEY: {self.key} is not a readable "
+                "SSH private key file (or say gpg:KEYID)"
+            )
 
     def git_options(self) -> list[str]:
         """`git -c …` options that make `commit-tree -S` sign with this key."""
@@ -74,8 +77,12 @@ def verify_head(worktree: Path, commit: str, allowed_signers: Path) -> None:
     """Raise `UntrustedHead` unless `commit`'s SSH signature verifies against the file."""
     done = subprocess.run(
         ["git", "-c", f"gpg.ssh.allowedSignersFile={allowed_signers}", "verify-commit", commit],
-        cwd=worktree, capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        cwd=worktree,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     if done.returncode != 0:
         said = [line for line in done.stderr.strip().splitlines() if line.strip()]
         why = said[-1][:200] if said else "no signature"

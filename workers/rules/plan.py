@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from config.errors import PinError
 from config.policy import Pin, Policy
 from workers import pins
-from workers.request import Change
+from workers.state.request import Change
 
 Reader = Callable[[str], str]
 
@@ -39,8 +39,9 @@ def checkout_paths(policy: Policy) -> list[str] | None:
     environment runs a validation command, which may read any file."""
     if any(env.validate_command for env in policy.environments.values()):
         return None
-    return sorted({pin.file for app in policy.apps.values() for pins in app.pins.values()
-                   for pin in pins})  # fmt: skip
+    return sorted(
+        {pin.file for app in policy.apps.values() for pins in app.pins.values() for pin in pins}
+    )
 
 
 def current_versions(policy: Policy, read: Reader, app: str, env: str) -> list[PinVersion]:

@@ -1,0 +1,228 @@
+"""Landing through the forge: a pull (merge) request per request, merged on quorum.
+
+With `repository.merge_request`, the request's change is committed on a branch
+`releasegate/ID`, pushed, and a pull request is opened as soon as the request is made (a
+job of its own), so the forge's checks run while people approve; the thread and the card
+link it. On quorum the lane's holder merges it through the forge's API with the commit
+message a direct push would carry (subject, body, trailers, the approvals included). A
+merge the forge refuses for now (checks, conflicts, reviews) is said in the thread with the
+forge's words, once per reason, and tried again every RETRY seconds until the request
+expires. A cancelled, rejected or expired request closes its pull request and deletes its
+branch. releasegate never approves a pull request in the forge on anyone's behalf.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from redis import Redis
+
+from config.errors import ReleasegateError
+from config.policy import Policy
+from config.settings import Settings
+from workers.git.checkout import Checkout
+from workers.landing.batch import BatchHooks, already_there, apply_one, context
+from workers.landing.commit import commit_message
+from workers.landing.forges import Forge, ForgeError, MergeRefused, MergeRequest, forge_for
+from workers.logs import request_context
+from workers.state import keys, outbox
+from workers.state.request import DeployRequest, RequestState, Result
+from workers.state.store import RequestStore
+
+log = logging.getLogger(__name__)
+
+RETRY = 15.0  # seconds between merge attempts the forge refused
+CHECKS_EVERY = 20.0  # seconds between looks at the checks of waiting pull requests
+OPENING_CLAIM = 120  # seconds: a worker that died while opening does not block it for good
+
+
+def branch_of(request: DeployRequest) -> str:
+    return f"releasegate/{request.id}"
+
+
+def forge_of(policy: Policy, settings: Settings) -> Forge | None:
+    spec = policy.repository.merge_request
+    if spec is None:
+        return None
+    if settings.forge_token is None:
+        raise ForgeError("repository.merge_request is set, but RELEASEGATE_FORGE_TOKEN is not")
+    return forge_for(
+        spec.forge, spec.api_url, spec.project, settings.forge_token.get_secret_value()
+    )
+
+
+def _message(request: DeployRequest, approvers: list[str]) -> tuple[str, str]:
+    subject, _, body = commit_message(request, approvers).partition("\n\n")
+    return subject, body
+
+
+def _push_change(
+    policy: Policy,
+    checkout: Checkout,
+    request: DeployRequest,
+    approvers: list[str],
+    verify_head: Callable[[str], None],
+) -> bool:
+    """Commit the change on top of the branch's head (its message crediting `approvers`) and
+    push it to the request's own branch; False when the pins already hold it."""
+    with checkout.in_slot():
+        head = checkout.sync()
+        verify_head(head)
+        try:
+            hooks = BatchHooks(recheck=lambda r: None, approvers=lambda r: approvers)
+            if apply_one(policy, checkout, request, hooks) is None:
+                return False
+            checkout.push_branch(branch_of(request))
+        finally:
+            checkout.reset_to(head)
+    return True
+
+
+def open_for(
+    policy: Policy,
+    checkout: Checkout,
+    forge: Forge,
+    store: RequestStore,
+    request: DeployRequest,
+    verify_head: Callable[[str], None] = lambda head: None,
+) -> MergeRequest | None:
+    """Commit the change on its own branch, push it, open the pull request; None when the
+    pins already hold it (nothing to propose)."""
+    if known := store.merge_request(request.id):
+        return MergeRequest(int(known["number"]), str(known["url"]))
+    # The opening job and a quick approval's merge may both get here: one opens, the other
+    # waits for it (a second pull request for the branch would be refused by the forge).
+    opening = keys.opening(request.id)
+    if not store.redis.set(opening, 1, nx=True, ex=OPENING_CLAIM):
+        raise MergeRefused("its pull request is being opened")
+    try:
+        if not _push_change(policy, checkout, request, [], verify_head):
+            return None
+        subject, body = _message(request, [])
+        mr = forge.open(branch_of(request), policy.repository.branch, subject, body)
+        store.set_merge_request(
+            request.id, {"number": mr.number, "url": mr.url, "branch": branch_of(request)}
+        )
+    finally:
+        store.redis.delete(opening)
+    outbox.note(store.redis, request, "pr_opened", url=mr.url)
+    return mr
+
+
+def land(
+    policy: Policy,
+    checkout: Checkout,
+    forge: Forge,
+    store: RequestStore,
+    request: DeployRequest,
+    hooks: BatchHooks,
+) -> Result | None:
+    """Merge the request's pull request; None when the forge refused for now (retried)."""
+    spec = policy.repository.merge_request
+    if spec is None:
+        raise ReleasegateError("the policy no longer lands through merge requests")
+    try:
+        with checkout.in_slot():
+            checkout.sync()
+            landed = checkout.request_commits().get(request.id)
+        if landed:  # merged by a worker that died before it could say so
+            return Result(state=RequestState.MERGED, message="merged", commit=landed)
+        hooks.recheck(request)
+        mr = open_for(policy, checkout, forge, store, request, hooks.verify_head)
+        if mr is None:
+            return already_there(request)
+        approvers = list(hooks.approvers(request))
+        if spec.merge_method == "rebase":
+            # The branch's own commit lands: it must carry the approvals a direct push's would.
+            # Rewritten once per set of approvers (new checks run on it; the retry waits).
+            known = store.merge_request(request.id) or {}
+            if known.get("approved_by") != approvers:
+                _push_change(policy, checkout, request, approvers, hooks.verify_head)
+                store.set_merge_request(request.id, {**known, "approved_by": approvers})
+        subject, body = _message(request, approvers)
+        sha = forge.merge(mr, spec.merge_method, subject, body)
+    except MergeRefused as exc:
+        if store.wait_until(request.id, time.time() + RETRY, str(exc)):
+            outbox.note(store.redis, request, "merge_refused", why=str(exc))
+        log.info("merge refused for now: %s", exc)
+        return None
+    except ReleasegateError as exc:
+        close(policy, forge, store, request)
+        return Result(state=RequestState.FAILED, message=str(exc))
+    try:
+        forge.delete_branch(branch_of(request))
+    except ReleasegateError as exc:  # GitLab removed it with the merge; nothing lost either way
+        log.debug("branch not deleted: %s", exc)
+    checkout.fetch()
+    return Result(state=RequestState.MERGED, message=f"merged {mr.url}", commit=sha)
+
+
+def close(policy: Policy, forge: Forge, store: RequestStore, request: DeployRequest) -> None:
+    known = store.merge_request(request.id)
+    if known is None:
+        return
+    try:
+        forge.close(MergeRequest(int(known["number"]), str(known["url"])), str(known["branch"]))
+    except ReleasegateError as exc:
+        log.warning("could not close %s: %s", known["url"], exc)
+
+
+def note_not_opened(redis: Redis, request: DeployRequest, why: Exception) -> None:
+    outbox.note(redis, request, "pr_not_opened", why=str(why))
+
+
+def merge_batch(
+    policy: Policy,
+    settings: Settings,
+    checkout: Checkout,
+    store: RequestStore,
+    batch: list[DeployRequest],
+    hooks: BatchHooks,
+) -> dict[str, Result]:
+    """Merge each request's pull request through the forge; one the forge refused for now
+    goes back to approved, to be tried again after its wait (the sweeper queues it)."""
+    outcomes: dict[str, Result] = {}
+    try:
+        forge = forge_of(policy, settings)
+        if forge is None:
+            raise ReleasegateError("the policy no longer lands through merge requests")
+    except ReleasegateError as exc:
+        return {
+            request.id: Result(state=RequestState.FAILED, message=str(exc)) for request in batch
+        }
+    for request in batch:
+        with request_context(**context(request)):
+            outcome = land(policy, checkout, forge, store, request, hooks)
+        if outcome is None:
+            store.transition(request.id, [RequestState.RUNNING], RequestState.APPROVED)
+        else:
+            outcomes[request.id] = outcome
+    return outcomes
+
+
+def checks_round(redis: Redis, policy: Callable[[], Policy], settings: Settings) -> float:
+    """One round of a worker's `checks` loop: for every pending request with a pull request,
+    ask the forge how its checks stand, and tell the thread (and the card) when that changed."""
+    current = policy()
+    if current.repository.merge_request is None:
+        return CHECKS_EVERY
+    forge = forge_of(current, settings)
+    if forge is None:
+        return CHECKS_EVERY
+    store = RequestStore(redis, settings.retention)
+    for request_id in store.pending_all():
+        known = store.merge_request(request_id)
+        if known is None:
+            continue
+        mr = MergeRequest(int(known["number"]), str(known["url"]))
+        try:
+            state = forge.checks(mr, str(known["branch"]))
+        except ReleasegateError as exc:
+            log.info("cannot read the checks of %s: %s", mr.url, exc)
+            continue
+        if known.get("checks") != state:
+            store.set_merge_request(request_id, {**known, "checks": state})
+            outbox.note(redis, store.get(request_id), "checks", state=state, url=mr.url)
+    return CHECKS_EVERY

@@ -1,0 +1,1 @@
+"""Everything releasegate keeps in Redis; `keys.py` names every key."""

@@ -1,0 +1,99 @@
+"""Every Redis key releasegate uses, named in one place (rq's `Job.key_for` style).
+
+A key family is a function of what it is about; the Lua scripts get the keys
+(and the limits) as arguments instead of spelling them.
+"""
+
+from __future__ import annotations
+
+PREFIX = "releasegate"
+
+# Requests.
+ACTIVE = f"{PREFIX}:active"  # requests a worker still owes an outcome (approved or running)
+PENDING = f"{PREFIX}:pending"  # every pending request, by creation time
+PENDING_IN = f"{PREFIX}:pending:"  # + channel: the pending requests of one channel
+UNREPORTED = f"{PREFIX}:unreported"  # ended requests whose news was not posted yet
+
+
+def request(request_id: str) -> str:
+    return f"{PREFIX}:request:{request_id}"
+
+
+def approvals(request_id: str) -> str:
+    return f"{PREFIX}:request:{request_id}:approvals"
+
+
+def pending_in(channel: str) -> str:
+    return PENDING_IN + channel
+
+
+def message(channel: str, ts: str) -> str:
+    """The request a chat message (a request's card) shows."""
+    return f"{PREFIX}:message:{channel}:{ts}"
+
+
+def seen(kind: str, delivery_id: str) -> str:
+    """A platform delivery already handled (Slack's retries, Rocket.Chat's reactions)."""
+    return f"{PREFIX}:seen:{kind}:{delivery_id}"
+
+
+def opening(request_id: str) -> str:
+    """Claimed while a worker opens the request's pull request."""
+    return f"{PREFIX}:opening:{request_id}"
+
+
+# Environments.
+def lock(env: str) -> str:
+    return f"{PREFIX}:lock:{env}"
+
+
+# Push lanes: one per repository branch.
+def lane_lease(lane: str) -> str:
+    return f"{PREFIX}:lane:{lane}:lease"
+
+
+def lane_fence(lane: str) -> str:
+    return f"{PREFIX}:lane:{lane}:fence"
+
+
+def lane_pushed(lane: str) -> str:
+    return f"{PREFIX}:lane:{lane}:pushed"
+
+
+# News for chat and the audit trail.
+OUTBOX_MAXLEN = 100_000
+AUDIT = f"{PREFIX}:audit"
+AUDIT_MAXLEN = 1_000_000
+
+
+def outbox(platform: str) -> str:
+    return f"{PREFIX}:outbox:{platform}"
+
+
+# Rollouts.
+ROLLOUTS_DUE = f"{PREFIX}:rollouts"  # request id -> when to look next (Unix seconds)
+
+
+def rollout(request_id: str) -> str:
+    return f"{PREFIX}:rollout:{request_id}"
+
+
+def rollout_step(request_id: str, step: str) -> str:
+    """A step of telling a rollout's end that is done (told, a rollback filed or posted)."""
+    return f"{PREFIX}:rollout:{request_id}:{step}"
+
+
+# Identities and chat platforms.
+ROCKETCHAT_IDS = f"{PREFIX}:identity:rocketchat"  # name or id in the policy -> user id
+
+
+def rocketchat_cursor(channel: str) -> str:
+    return f"{PREFIX}:rocketchat:cursor:{channel}"
+
+
+# Metrics the workers count for every bot replica to show.
+METRICS_DEPLOYS = f"{PREFIX}:metrics:deploys"
+METRICS_DURATION = f"{PREFIX}:metrics:duration"
+METRICS_PUSH_RETRIES = f"{PREFIX}:metrics:push_retries"
+METRICS_ROLLOUTS = f"{PREFIX}:metrics:rollouts"
+METRICS_ROLLOUT_DURATION = f"{PREFIX}:metrics:rollout_duration"
