@@ -1,10 +1,12 @@
 """Small local stand-ins for GitHub's and GitLab's pull (merge) request APIs that really merge
 into a bare repository (with git's own merge machinery), with checks that can fail.
 
-Shapes follow the official REST docs: GitHub's pull (`number`, `html_url`, `state`) and
-merge answer (`sha`, `merged`, `message`; 405 when not mergeable, 409 when the head moved),
-GitLab's merge request (`iid`, `web_url`, `state`) and merge answer (`merge_commit_sha`,
-`squash_commit_sha`; 405/406 when it cannot be merged).
+Shapes follow the official REST docs: GitHub's pull (`number`, `html_url`, `state`,
+`merged`, `head.sha`, `base.ref`; a `base` can be changed with PATCH) and merge answer
+(`sha`, `merged`, `message`; 405 when not mergeable, 409 when `sha` is not the head),
+GitLab's merge request (`iid`, `web_url`, `state`, `sha`, `target_branch`) and merge answer
+(`merge_commit_sha`, `squash_commit_sha`; 405/406 when it cannot be merged, 409 when `sha`
+is not the head).
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ class FakeForge:
         self.pulls[number] = Pull(number, head, base, title, body, checks=self.checks)
         return self.pulls[number]
 
+    def head_of(self, pull: Pull) -> str:
+        return _git(self.repo, "rev-parse", f"refs/heads/{pull.head}").stdout.strip()
+
     def _delete_branch(self, branch: str) -> None:
         _git(self.repo, "update-ref", "-d", f"refs/heads/{branch}")
 
@@ -132,12 +137,24 @@ class FakeForge:
         pull = self.pulls.get(int(rest[1])) if len(rest) > 1 and rest[1].isdigit() else None
         if pull is None:
             return 404, {"message": "Not Found"}
+        if method == "GET" and rest[2:] == []:
+            return 200, {
+                "number": pull.number,
+                "html_url": self.url(pull.number),
+                "state": "closed" if pull.state == "merged" else pull.state,
+                "merged": pull.state == "merged",
+                "head": {"ref": pull.head, "sha": self.head_of(pull)},
+                "base": {"ref": pull.base},
+            }
         if method == "PATCH":
             pull.state = body.get("state", pull.state)
+            pull.base = body.get("base", pull.base)
             return 200, {"number": pull.number, "state": pull.state}
         if method == "PUT" and rest[2:] == ["merge"]:
             if pull.state != "open":
                 return 405, {"message": "Pull Request is not mergeable"}
+            if "sha" in body and body["sha"] != self.head_of(pull):
+                return 409, {"message": "Head branch was modified. Review and try the merge again."}
             if pull.checks != "success":
                 word = "failing" if pull.checks == "failure" else "expected"
                 return 405, {"message": f'Required status check "ci" is {word}.'}
@@ -172,8 +189,11 @@ class FakeForge:
             status = {"success": "success", "failure": "failed", "pending": "running"}[pull.checks]
             return 200, {
                 "iid": pull.number,
-                "state": pull.state,
+                "state": "opened" if pull.state == "open" else pull.state,
                 "web_url": self.url(pull.number),
+                "sha": self.head_of(pull),
+                "source_branch": pull.head,
+                "target_branch": pull.base,
                 "head_pipeline": {"id": 1, "status": status},
             }
         if method == "PUT" and rest[2:] == []:
@@ -183,6 +203,8 @@ class FakeForge:
         if method == "PUT" and rest[2:] == ["merge"]:
             if pull.state != "open" or pull.checks != "success":
                 return 405, {"message": "405 Method Not Allowed"}
+            if "sha" in body and body["sha"] != self.head_of(pull):
+                return 409, {"message": "SHA does not match HEAD of source branch"}
             method_ = "squash" if body.get("squash") else "merge"
             message = body.get(
                 "squash_commit_message" if method_ == "squash" else "merge_commit_message",

@@ -348,3 +348,35 @@ def test_a_later_commit_with_an_old_date_does_not_hide_the_requests_own_commit(
     RequestStore(redis).transition(request_id, [RequestState.PUSHED], RequestState.RUNNING)
     assert run_request(request_id) == "pushed"
     assert origin.count() == 3
+
+
+def test_a_forged_trailer_does_not_count_as_the_retried_requests_commit(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, tmp_path: Path
+) -> None:
+    """A retried job looks for its own commit by its trailer; another writer's commit with the
+    same trailer (and another change) is not taken for it."""
+    request_id = approved_prd_request(chat)
+    RequestStore(redis).mark_pushing([request_id])  # as if a worker died around its push
+    clone = tmp_path / "outside"
+    git("clone", "--quiet", str(origin.path), str(clone))
+    (clone / "resources" / "backdoor.yml").write_text("kind: Pod\n")
+    git("add", "resources/backdoor.yml", cwd=clone)
+    message = f"innocent\n\nReleasegate-Request: {request_id}\nApproved-by: shell:carol\n"
+    git(
+        "-c",
+        "user.name=releasegate",
+        "-c",
+        "user.email=releasegate@demo.invalid",
+        "commit",
+        "-qm",
+        message,
+        cwd=clone,
+    )
+    git("push", "--quiet", "origin", "main", cwd=clone)
+    forged = origin.head()
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.PUSHED
+    result = RequestStore(redis).result(request_id)
+    assert result is not None
+    assert result.commit == origin.head() != forged
+    assert b"newTag: 2.1.0" in origin.file("env/prd/kustomization.yml")

@@ -365,3 +365,160 @@ def test_a_pull_request_job_queued_under_its_old_path_before_an_upgrade_still_ru
     run_worker(github.redis)
     [pull] = github.forge.pulls.values()
     assert pull.head == f"releasegate/{request_id}"
+
+
+def push_outside(world: World, ref: str, file: str, text: str, message: str = "outside") -> str:
+    """A repository writer (not releasegate) commits `file` onto `ref` and pushes it."""
+    clone = world.origin.path.parent / f"outside-{ref.replace('/', '-')}"
+    if not clone.exists():
+        git("clone", "--quiet", str(world.origin.path), str(clone))
+    git("fetch", "--quiet", "origin", cwd=clone)
+    git("checkout", "--quiet", "-B", ref, f"origin/{ref}", cwd=clone)
+    (clone / file).parent.mkdir(parents=True, exist_ok=True)
+    (clone / file).write_text(text)
+    git("add", file, cwd=clone)
+    git("-c", "user.name=mallory", "-c", "user.email=m@x", "commit", "-qm", message, cwd=clone)
+    git("push", "--quiet", "origin", f"HEAD:refs/heads/{ref}", cwd=clone)
+    return git("rev-parse", "HEAD", cwd=clone).strip()
+
+
+def ended_once_with(world: World, request_id: str, words: str) -> str:
+    """The request failed, saying `words`, and its thread was told exactly once."""
+    assert world.state(request_id) is RequestState.FAILED
+    result = RequestStore(world.redis).result(request_id)
+    assert result is not None
+    assert words in result.message, result.message
+    told = [line for line in outbox(world.redis) if line.startswith(f"{request_id}: failed")]
+    assert told == [f"{request_id}: failed: {result.message}"]
+    return result.message
+
+
+@pytest.mark.parametrize("kind", ["github", "gitlab"])
+def test_a_commit_pushed_onto_the_request_branch_after_it_opened_is_never_merged(
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    settings: Settings,
+    policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    for world in make_world(tmp_path, remote, redis, policy_file, monkeypatch, kind=kind):
+        request_id = world.ask()
+        run_worker(redis)
+        base = world.origin.head()
+        push_outside(world, f"releasegate/{request_id}", "resources/backdoor.yml", "kind: Pod\n")
+        world.chat.say("carol", "deploy-prd", "approve")
+        run_worker(redis)
+        ended_once_with(world, request_id, "someone pushed to")
+        assert world.origin.head() == base  # nothing landed on main
+        assert world.forge.pulls[1].state == "closed"
+        assert not [c for c in world.forge.calls if c[1].endswith("/merge")]
+
+
+def test_a_rebase_merge_refused_for_now_never_merges_a_head_pushed_while_it_waited(
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    settings: Settings,
+    policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for world in make_world(tmp_path, remote, redis, policy_file, monkeypatch):
+        policy_file.write_text(
+            policy_file.read_text().replace(
+                "project: acme/environments}", "project: acme/environments, merge_method: rebase}"
+            )
+        )
+        world.forge.checks = "pending"
+        request_id = world.ask()
+        run_worker(redis)
+        world.chat.say("carol", "deploy-prd", "approve")
+        run_worker(redis)  # rewritten with the approvals, then refused: checks pending
+        assert world.state(request_id) is RequestState.APPROVED
+        push_outside(world, f"releasegate/{request_id}", "resources/backdoor.yml", "kind: Pod\n")
+        world.forge.pulls[1].checks = "success"
+        world.retry()
+        ended_once_with(world, request_id, "someone pushed to")
+        assert world.origin.count() == 1
+
+
+def test_a_retargeted_pull_request_is_not_merged_anywhere(github: World) -> None:
+    request_id = github.ask()
+    run_worker(github.redis)
+    git("branch", "staging", "main", cwd=github.origin.path)
+    staging = git("rev-parse", "staging", cwd=github.origin.path).strip()
+    github.forge.pulls[1].base = "staging"  # changed by hand in the forge's UI
+    github.chat.say("carol", "deploy-prd", "approve")
+    run_worker(github.redis)
+    ended_once_with(github, request_id, "now merges into staging, not main")
+    assert git("rev-parse", "staging", cwd=github.origin.path).strip() == staging
+    assert github.origin.count() == 1
+
+
+def test_a_forged_trailer_on_main_does_not_mark_the_request_merged(github: World) -> None:
+    request_id = github.ask()
+    run_worker(github.redis)
+    forged = push_outside(
+        github,
+        "main",
+        "resources/backdoor.yml",
+        "kind: Pod\n",
+        message=f"innocent\n\nReleasegate-Request: {request_id}\nApproved-by: shell:carol\n",
+    )
+    github.chat.say("carol", "deploy-prd", "approve")
+    run_worker(github.redis)
+    assert github.state(request_id) is RequestState.MERGED
+    result = RequestStore(github.redis).result(request_id)
+    assert result is not None
+    assert result.commit == github.origin.head() != forged
+    assert b"newTag: 2.1.0" in github.origin.file("env/prd/kustomization.yml")
+
+
+def test_an_untrusted_head_of_main_at_merge_time_stops_the_merge(
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    settings: Settings,
+    policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.test_signing import allowed_signers, ssh_key
+
+    key, public = ssh_key(tmp_path)
+    signers = allowed_signers(tmp_path / "allowed", public)
+    monkeypatch.setenv("RELEASEGATE_GIT_SIGNING_KEY", str(key))
+    for world in make_world(tmp_path, remote, redis, policy_file, monkeypatch):
+        # A trusted head to start from: releasegate's own signed commit on main.
+        git("-C", str(tmp_path), "clone", "--quiet", str(remote), "signed")
+        clone = tmp_path / "signed"
+        git(
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            f"user.signingkey={key}",
+            "-c",
+            "user.name=ops",
+            "-c",
+            "user.email=releasegate@demo.invalid",
+            "commit",
+            "--allow-empty",
+            "-S",
+            "-qm",
+            "signed",
+            cwd=clone,
+        )
+        git("push", "--quiet", "origin", "main", cwd=clone)
+        policy_file.write_text(
+            policy_file.read_text().replace(
+                "  branch: main\n", f"  branch: main\n  trusted_signers: {signers}\n"
+            )
+        )
+        request_id = world.ask()
+        run_worker(redis)
+        assert world.forge.pulls, outbox(redis)
+        unsigned = push_outside(world, "main", "resources/other.yml", "kind: ConfigMap\n")
+        world.chat.say("carol", "deploy-prd", "approve")
+        run_worker(redis)
+        ended_once_with(world, request_id, f"the branch head {unsigned[:7]} is not signed")
+        assert world.origin.head() == unsigned

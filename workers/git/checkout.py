@@ -180,7 +180,13 @@ class Checkout:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _git(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    def _git(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        strip: bool = True,
+    ) -> str:
         """Run git (plain subprocess: cheaper than GitPython's reader threads, which counts on
         the deploy path); raises `RemoteUnreachable` with git's own words."""
         try:
@@ -198,7 +204,7 @@ class Checkout:
         if done.returncode != 0:
             error = redact_url(done.stderr.strip() or f"exit {done.returncode}")
             raise RemoteUnreachable(f"git {_verb(args)} failed: {error}")
-        return done.stdout.strip()
+        return done.stdout.strip() if strip else done.stdout
 
     def _open(self) -> git.Repo:
         """This slot's working tree: a worktree of the host's store (cloned once per host,
@@ -419,6 +425,38 @@ class Checkout:
         try:
             self.repo.git.merge_base("--is-ancestor", commit, self.remote_ref)
         except git.GitCommandError:
+            return False
+        return True
+
+    # Reading commits already fetched (never a remote): what landed, and who wrote it.
+
+    def committer(self, commit: str) -> str:
+        """`Name <email>` of the commit's committer."""
+        return self._git("log", "-1", "--format=%cn <%ce>", commit, "--", cwd=self.path)
+
+    def first_parent(self, commit: str) -> str:
+        return self._git("rev-parse", "--verify", f"{commit}^1", cwd=self.path)
+
+    def changed_files(self, commit: str) -> list[str]:
+        """The files `commit` changes against its first parent (a merge: against the branch
+        it merged into)."""
+        out = self._git(
+            "diff", "--no-renames", "--name-only", f"{commit}^1", commit, "--", cwd=self.path
+        )
+        return [line for line in out.splitlines() if line]
+
+    def file_at(self, commit: str, file: str) -> str | None:
+        """The text of `file` at `commit`, or None where it does not exist there."""
+        try:
+            return self._git("cat-file", "blob", f"{commit}:{file}", cwd=self.path, strip=False)
+        except RemoteUnreachable:  # git's own words: no such path in that commit
+            return None
+
+    def is_on_branch(self, commit: str) -> bool:
+        """Whether `commit` is the fetched branch head or comes before it."""
+        try:
+            self._git("merge-base", "--is-ancestor", commit, self.remote_ref, cwd=self.path)
+        except RemoteUnreachable:
             return False
         return True
 

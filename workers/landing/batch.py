@@ -25,6 +25,7 @@ from config.errors import PushRejected, ReleasegateError, RemoteUnreachable, Sta
 from config.policy import Policy
 from workers.git.checkout import Checkout
 from workers.landing.commit import commit_message
+from workers.landing.provenance import not_ours
 from workers.landing.validation import validate
 from workers.logs import request_context
 from workers.rules.plan import current_version, plan_changes, same_change
@@ -122,7 +123,11 @@ def apply_batch(
         committed: list[tuple[DeployRequest, str]] = []
         for request in todo:
             with request_context(**context(request)):
-                if sha := landed.get(request.id):
+                sha = landed.get(request.id)
+                why = not_ours(policy, checkout, request, sha) if sha else "not landed"
+                if sha and why:
+                    log.warning("%s carries the request's trailer, but %s", sha[:7], why)
+                elif sha:
                     log.info("already committed as %s", sha[:7])
                     outcomes[request.id] = Result(
                         state=RequestState.PUSHED, message="pushed", commit=sha

@@ -1,12 +1,17 @@
 """GitHub's and GitLab's pull (merge) requests, as releasegate uses them: open one for a
 pushed branch, merge it with releasegate's own commit message, close it.
 
-GitHub: `POST /repos/{owner}/{repo}/pulls`, `PUT …/pulls/{n}/merge` (`commit_title`,
-`commit_message`, `merge_method`), `PATCH …/pulls/{n}` (`state: closed`), `DELETE
-…/git/refs/heads/{branch}`; a Bearer token. GitLab: `POST /projects/{id}/merge_requests`,
-`PUT …/merge_requests/{iid}/merge` (`squash`, `squash_commit_message`,
-`merge_commit_message`), `PUT …/merge_requests/{iid}` (`state_event: close`), `DELETE
+GitHub: `POST /repos/{owner}/{repo}/pulls`, `GET …/pulls/{n}`, `PUT …/pulls/{n}/merge`
+(`commit_title`, `commit_message`, `merge_method`, `sha`), `PATCH …/pulls/{n}` (`state:
+closed`), `DELETE …/git/refs/heads/{branch}`; a Bearer token. GitLab: `POST
+/projects/{id}/merge_requests`, `GET …/merge_requests/{iid}`, `PUT
+…/merge_requests/{iid}/merge` (`squash`, `squash_commit_message`, `merge_commit_message`,
+`sha`), `PUT …/merge_requests/{iid}` (`state_event: close`), `DELETE
 /projects/{id}/repository/branches/{branch}`; a `PRIVATE-TOKEN`.
+
+The forge is not trusted with what lands: every merge names the head commit releasegate
+pushed (`sha`), so a branch someone pushed to after us is refused by the forge itself, and
+`pull()` lets the caller compare head and base before it asks.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from urllib.parse import quote
 import requests
 
 from config.errors import ReleasegateError
+from workers.http import AnswerRefused, fetch, said
 
 TIMEOUT = 20.0
 MergeMethod = Literal["merge", "squash", "rebase"]
@@ -32,6 +38,20 @@ class MergeRefused(ReleasegateError):
     asking again later may work."""
 
 
+class HeadMoved(ForgeError):
+    """The pull request's head is not the commit releasegate pushed: someone pushed to its
+    branch. Nothing is merged; the request must be asked again."""
+
+
+@dataclass(frozen=True)
+class PullState:
+    """A pull (merge) request as the forge describes it now."""
+
+    head: str  # the head commit's full id
+    base: str  # the branch it merges into
+    state: str  # open | closed | merged (GitLab's opened reads open)
+
+
 @dataclass(frozen=True)
 class MergeRequest:
     number: int  # GitHub's pull number, GitLab's iid
@@ -42,20 +62,13 @@ class Forge(Protocol):
     name: str
 
     def open(self, branch: str, base: str, title: str, body: str) -> MergeRequest: ...
-    def merge(self, mr: MergeRequest, method: MergeMethod, title: str, body: str) -> str: ...
+    def pull(self, mr: MergeRequest) -> PullState: ...
+    def merge(
+        self, mr: MergeRequest, method: MergeMethod, title: str, body: str, head: str
+    ) -> str: ...
     def close(self, mr: MergeRequest, branch: str) -> None: ...
     def delete_branch(self, branch: str) -> None: ...
     def checks(self, mr: MergeRequest, branch: str) -> str: ...
-
-
-def _said(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("error") or body)[:300]
-    return str(body)[:300]
 
 
 class _Client:
@@ -66,23 +79,40 @@ class _Client:
         self.session = requests.Session()
         self.session.headers.update(headers)
 
-    def call(self, method: str, path: str, refusals: tuple[int, ...] = (), **kwargs: Any) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        refusals: tuple[int, ...] = (),
+        moved: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> Any:
         try:
-            response = self.session.request(method, self.api_url + path, timeout=TIMEOUT, **kwargs)
+            answer = fetch(self.session, method, self.api_url + path, deadline=TIMEOUT, **kwargs)
         except requests.RequestException as exc:
             raise MergeRefused(f"{self.name} does not answer ({type(exc).__name__})") from exc
-        if response.status_code in refusals:
-            raise MergeRefused(f"{self.name} will not merge yet: {_said(response)}")
-        if response.status_code in (401, 403):
+        except AnswerRefused as exc:
+            raise MergeRefused(f"{self.name} {exc}") from exc
+        status = answer.status_code
+        if status in moved:
+            raise HeadMoved(f"{self.name} refused the merge: {said(answer)}")
+        if status in refusals:
+            raise MergeRefused(f"{self.name} will not merge yet: {said(answer)}")
+        if status in (401, 403):
             raise ForgeError(
-                f"{self.name} refused releasegate's token (HTTP "
-                f"{response.status_code}: {_said(response)})"
+                f"{self.name} refused releasegate's token (HTTP {status}: {said(answer)})"
             )
-        if response.status_code >= 500:
-            raise MergeRefused(f"{self.name} answered HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise ForgeError(f"{self.name} answered HTTP {response.status_code}: {_said(response)}")
-        return response.json() if response.content else {}
+        if status >= 500:
+            raise MergeRefused(f"{self.name} answered HTTP {status}")
+        if status >= 400:
+            raise ForgeError(f"{self.name} answered HTTP {status}: {said(answer)}")
+        try:
+            body = answer.json()
+        except ValueError as exc:
+            raise MergeRefused(f"{self.name}'s answer is not JSON") from exc
+        if not isinstance(body, dict):
+            raise MergeRefused(f"{self.name}'s answer is not a JSON object")
+        return body
 
 
 class GitHub(_Client):
@@ -99,15 +129,30 @@ class GitHub(_Client):
         pull = self.call("POST", f"{self.repo}/pulls", json=asked)
         return MergeRequest(int(pull["number"]), str(pull["html_url"]))
 
-    def merge(self, mr: MergeRequest, method: MergeMethod, title: str, body: str) -> str:
-        # 405: not mergeable (checks, reviews, conflicts); 409: the head moved.
+    def pull(self, mr: MergeRequest) -> PullState:
+        found = self.call("GET", f"{self.repo}/pulls/{mr.number}")
+        state = "merged" if found.get("merged") else str(found.get("state", ""))
+        return PullState(
+            head=str((found.get("head") or {}).get("sha", "")),
+            base=str((found.get("base") or {}).get("ref", "")),
+            state=state,
+        )
+
+    def merge(self, mr: MergeRequest, method: MergeMethod, title: str, body: str, head: str) -> str:
+        # 405: not mergeable (checks, reviews, conflicts); 409: the head is not `sha`.
         done = self.call(
             "PUT",
             f"{self.repo}/pulls/{mr.number}/merge",
-            refusals=(405, 409),
-            json={"merge_method": method, "commit_title": title, "commit_message": body},
+            refusals=(405,),
+            moved=(409,),
+            json={
+                "merge_method": method,
+                "commit_title": title,
+                "commit_message": body,
+                "sha": head,
+            },
         )
-        return str(done["sha"])
+        return str(done.get("sha", ""))
 
     def close(self, mr: MergeRequest, branch: str) -> None:
         self.call("PATCH", f"{self.repo}/pulls/{mr.number}", json={"state": "closed"})
@@ -148,19 +193,30 @@ class GitLab(_Client):
         )
         return MergeRequest(int(mr["iid"]), str(mr["web_url"]))
 
-    def merge(self, mr: MergeRequest, method: MergeMethod, title: str, body: str) -> str:
+    def pull(self, mr: MergeRequest) -> PullState:
+        found = self.call("GET", f"{self.project}/merge_requests/{mr.number}")
+        state = str(found.get("state", ""))
+        return PullState(
+            head=str(found.get("sha", "")),
+            base=str(found.get("target_branch", "")),
+            state="open" if state == "opened" else state,
+        )
+
+    def merge(self, mr: MergeRequest, method: MergeMethod, title: str, body: str, head: str) -> str:
         message = f"{title}\n\n{body}"
-        # 405: not mergeable now (pipeline, approvals, draft); 406: conflicts; 409: SHA moved;
-        # 422: the branch cannot be merged as asked.
+        # 405: not mergeable now (pipeline, approvals, draft); 406: conflicts; 409: the
+        # head is not `sha`; 422: the branch cannot be merged as asked.
         done = self.call(
             "PUT",
             f"{self.project}/merge_requests/{mr.number}/merge",
-            refusals=(405, 406, 409, 422),
+            refusals=(405, 406, 422),
+            moved=(409,),
             json={
                 "squash": method == "squash",
                 "squash_commit_message": message,
                 "merge_commit_message": message,
                 "should_remove_source_branch": True,
+                "sha": head,
             },
         )
         sha = done.get("squash_commit_sha") or done.get("merge_commit_sha") or done.get("sha")

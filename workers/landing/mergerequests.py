@@ -25,7 +25,15 @@ from config.settings import Settings
 from workers.git.checkout import Checkout
 from workers.landing.batch import BatchHooks, already_there, apply_one, context
 from workers.landing.commit import commit_message
-from workers.landing.forges import Forge, ForgeError, MergeRefused, MergeRequest, forge_for
+from workers.landing.forges import (
+    Forge,
+    ForgeError,
+    HeadMoved,
+    MergeRefused,
+    MergeRequest,
+    forge_for,
+)
+from workers.landing.provenance import not_ours
 from workers.logs import request_context
 from workers.state import keys, outbox
 from workers.state.request import DeployRequest, RequestState, Result
@@ -64,20 +72,22 @@ def _push_change(
     request: DeployRequest,
     approvers: list[str],
     verify_head: Callable[[str], None],
-) -> bool:
+) -> str | None:
     """Commit the change on top of the branch's head (its message crediting `approvers`) and
-    push it to the request's own branch; False when the pins already hold it."""
+    push it to the request's own branch; returns the commit pushed, None when the pins
+    already hold the change."""
     with checkout.in_slot():
         head = checkout.sync()
         verify_head(head)
         try:
             hooks = BatchHooks(recheck=lambda r: None, approvers=lambda r: approvers)
-            if apply_one(policy, checkout, request, hooks) is None:
-                return False
+            pushed = apply_one(policy, checkout, request, hooks)
+            if pushed is None:
+                return None
             checkout.push_branch(branch_of(request))
         finally:
             checkout.reset_to(head)
-    return True
+    return pushed
 
 
 def open_for(
@@ -89,7 +99,8 @@ def open_for(
     verify_head: Callable[[str], None] = lambda head: None,
 ) -> MergeRequest | None:
     """Commit the change on its own branch, push it, open the pull request; None when the
-    pins already hold it (nothing to propose)."""
+    pins already hold it (nothing to propose). The commit pushed is kept on the request:
+    only a pull request whose head is still that commit is ever merged."""
     if known := store.merge_request(request.id):
         return MergeRequest(int(known["number"]), str(known["url"]))
     # The opening job and a quick approval's merge may both get here: one opens, the other
@@ -98,17 +109,36 @@ def open_for(
     if not store.redis.set(opening, 1, nx=True, ex=OPENING_CLAIM):
         raise MergeRefused("its pull request is being opened")
     try:
-        if not _push_change(policy, checkout, request, [], verify_head):
+        pushed = _push_change(policy, checkout, request, [], verify_head)
+        if pushed is None:
             return None
         subject, body = _message(request, [])
         mr = forge.open(branch_of(request), policy.repository.branch, subject, body)
         store.set_merge_request(
-            request.id, {"number": mr.number, "url": mr.url, "branch": branch_of(request)}
+            request.id,
+            {"number": mr.number, "url": mr.url, "branch": branch_of(request), "head": pushed},
         )
     finally:
         store.redis.delete(opening)
     outbox.note(store.redis, request, "pr_opened", url=mr.url)
     return mr
+
+
+def _check_pull(forge: Forge, mr: MergeRequest, pushed: str, branch: str) -> None:
+    """Refuse to merge a pull request that is not the one releasegate pushed: its head must be
+    our commit and its base the policy's branch."""
+    now = forge.pull(mr)
+    if now.head != pushed:
+        raise HeadMoved(
+            f"the pull request's head is {now.head[:12] or 'gone'}, not {pushed[:12]}, the "
+            f"commit releasegate pushed: someone pushed to {mr.url}; nothing was merged, "
+            "ask again with a new request"
+        )
+    if now.base != branch:
+        raise HeadMoved(
+            f"the pull request {mr.url} now merges into {now.base or 'nothing'}, not "
+            f"{branch}; nothing was merged, ask again with a new request"
+        )
 
 
 def land(
@@ -119,30 +149,49 @@ def land(
     request: DeployRequest,
     hooks: BatchHooks,
 ) -> Result | None:
-    """Merge the request's pull request; None when the forge refused for now (retried)."""
+    """Merge the request's pull request; None when the forge refused for now (retried).
+
+    What merges is what was approved: the pull request's head must be the commit
+    releasegate pushed (and the merge call names it, so the forge refuses a head that moves
+    in between), its base the policy's branch, and the branch's head trusted when
+    `trusted_signers` is set. After the merge, the commit the forge names must be on the
+    branch and make exactly the approved change."""
     spec = policy.repository.merge_request
     if spec is None:
         raise ReleasegateError("the policy no longer lands through merge requests")
+    branch = policy.repository.branch
     try:
         with checkout.in_slot():
             checkout.sync()
-            landed = checkout.request_commits().get(request.id)
-        if landed:  # merged by a worker that died before it could say so
-            return Result(state=RequestState.MERGED, message="merged", commit=landed)
+            found = checkout.request_commits().get(request.id)
+            if found and (why := not_ours(policy, checkout, request, found, by_forge=True)):
+                log.warning("%s carries the request's trailer, but %s", found[:7], why)
+                found = None
+        if found:  # merged by a worker that died before it could say so
+            return Result(state=RequestState.MERGED, message="merged", commit=found)
         hooks.recheck(request)
         mr = open_for(policy, checkout, forge, store, request, hooks.verify_head)
         if mr is None:
             return already_there(request)
         approvers = list(hooks.approvers(request))
-        if spec.merge_method == "rebase":
+        known = store.merge_request(request.id) or {}
+        if spec.merge_method == "rebase" and known.get("approved_by") != approvers:
             # The branch's own commit lands: it must carry the approvals a direct push's would.
             # Rewritten once per set of approvers (new checks run on it; the retry waits).
-            known = store.merge_request(request.id) or {}
-            if known.get("approved_by") != approvers:
-                _push_change(policy, checkout, request, approvers, hooks.verify_head)
-                store.set_merge_request(request.id, {**known, "approved_by": approvers})
+            pushed = _push_change(policy, checkout, request, approvers, hooks.verify_head)
+            known = {**known, "approved_by": approvers, "head": pushed}
+            store.set_merge_request(request.id, known)
+        pushed = str(known.get("head") or "")
+        if not pushed:
+            raise ForgeError(
+                "releasegate does not know the commit it pushed for this pull "
+                "request; ask again with a new request"
+            )
+        _check_pull(forge, mr, pushed, branch)
+        with checkout.in_slot():
+            hooks.verify_head(checkout.fetch())  # the head it merges into, trusted now
         subject, body = _message(request, approvers)
-        sha = forge.merge(mr, spec.merge_method, subject, body)
+        sha = forge.merge(mr, spec.merge_method, subject, body, head=pushed)
     except MergeRefused as exc:
         if store.wait_until(request.id, time.time() + RETRY, str(exc)):
             outbox.note(store.redis, request, "merge_refused", why=str(exc))
@@ -155,7 +204,38 @@ def land(
         forge.delete_branch(branch_of(request))
     except ReleasegateError as exc:  # GitLab removed it with the merge; nothing lost either way
         log.debug("branch not deleted: %s", exc)
-    checkout.fetch()
+    return _confirm_merge(policy, checkout, request, mr, sha)
+
+
+def _confirm_merge(
+    policy: Policy, checkout: Checkout, request: DeployRequest, mr: MergeRequest, sha: str
+) -> Result:
+    """The forge said it merged as `sha`: believe it once `sha` is on the branch and makes the
+    approved change. Nothing is reverted behind anyone's back; a mismatch is said."""
+    branch = policy.repository.branch
+    with checkout.in_slot():
+        try:
+            checkout.fetch()
+        except ReleasegateError as exc:
+            return Result(
+                state=RequestState.FAILED,
+                commit=sha or None,
+                message=f"{mr.url} was merged, but {branch} could not be read to confirm it: {exc}",
+            )
+        if not sha or not checkout.is_on_branch(sha):
+            return Result(
+                state=RequestState.FAILED,
+                commit=sha or None,
+                message=f"the forge said {mr.url} merged as {sha[:12] or 'nothing'}, "
+                f"but that commit is not on {branch}",
+            )
+        if why := not_ours(policy, checkout, request, sha, by_forge=True):
+            return Result(
+                state=RequestState.FAILED,
+                commit=sha,
+                message=f"{mr.url} merged as {sha[:12]} on {branch}, but {why}; "
+                "look at that commit",
+            )
     return Result(state=RequestState.MERGED, message=f"merged {mr.url}", commit=sha)
 
 
