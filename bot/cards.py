@@ -56,7 +56,8 @@ def card_for(store: RequestStore, request_id: str) -> Card:
     result = store.result(request_id)
     outcome = None
     if result is not None:
-        outcome = f"{result.commit[:7]}" if result.commit else result.message
+        request = store.get(request_id)
+        outcome = result.commit[:7] if result.commit else messages.result_text(request, result)
     return Card(
         request=store.get(request_id),
         state=store.state(request_id),

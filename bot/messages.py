@@ -191,14 +191,36 @@ def request_status(
     return line + (f"\n{result_message}" if result_message else "")
 
 
+def result_text(request: DeployRequest, result: Result) -> str:
+    """Why a request ended as it did: the worker's reason worded, or its message."""
+    facts = result.facts
+    match result.reason:
+        case "already_there":
+            return "; ".join(f"{c.app} already runs {c.new} in {c.env}" for c in request.changes)
+        case "superseded":
+            return (
+                f"{facts.get('by')} landed first, so {facts.get('app')} in {facts.get('env')} "
+                f"is now {facts.get('now')}, not {facts.get('was')}; ask again if still "
+                "wanted"
+            )
+        case "crashed":
+            return f"the worker crashed ({facts.get('error')}); see the worker's log"
+        case "kept_moving":
+            return (
+                f"gave up after {facts.get('attempts')} attempts: the branch kept moving "
+                "under us; try again"
+            )
+    return result.message
+
+
 def outcome(request: DeployRequest, result: Result) -> str:
     """How a request ended, as its thread is told."""
     if result.state.landed and result.commit:
         verb = result.state.value
         return f"{request.id}: {verb} {result.commit[:7]}: {changes_text(request.changes)}"
     if result.state is RequestState.NOOP:
-        return f"{request.id}: nothing to do: {result.message}"
-    return f"{request.id}: {result.state.value}: {result.message}"
+        return f"{request.id}: nothing to do: {result_text(request, result)}"
+    return f"{request.id}: {result.state.value}: {result_text(request, result)}"
 
 
 def busy() -> str:

@@ -63,7 +63,7 @@ def request_status(ctx: Context, request_id: str) -> str:
     request = store.get(request_id)
     ctx.expire_if_due(request)
     result = store.result(request.id)
-    note = result.message if result else None
+    note = messages.result_text(request, result) if result else None
     if result is not None and result.commit:
         note = f"commit {result.commit[:12]}" + (
             f": {note}" if note and note not in ("pushed", "merged") else ""

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.embedded_redis import EmbeddedRedis, free_port  # noqa: E402 - after the checkout is on sys.path
-from tests.fake_slack import FakeSlack, serve  # noqa: E402 - after the checkout is on sys.path
+from bot.platforms.slack_standin import FakeSlack, serve  # noqa: E402 - after the checkout is on sys.path
 from workers.state.request import FINAL_STATES, RequestState  # noqa: E402 - after the checkout is on sys.path
 from workers.state.store import RequestStore  # noqa: E402 - after the checkout is on sys.path
 
@@ -252,7 +252,7 @@ def run_deploys(client: Client, redis: Redis, count: int, version: str) -> tuple
     pushed = sum(store.state(i) is RequestState.PUSHED for i in ids)
     for reason in sorted(
         {
-            str(store.result(i).message)
+            str(store.result(i).message or store.result(i).reason)
             for i in ids  # type: ignore[union-attr] - ended requests have a result
             if store.state(i) is not RequestState.PUSHED
         }

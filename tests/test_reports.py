@@ -9,10 +9,10 @@ import pytest
 from redis import Redis
 
 from bot.platforms.slack_api import SlackPoster
+from bot.platforms.slack_standin import FakeSlack, serve
 from bot.reports import GROUP, OutboxConsumer
 from config.settings import Settings
 from tests.conftest import Chat, run_worker
-from tests.fake_slack import FakeSlack, serve
 from workers.state.outbox import stream
 from workers.state.request import RequestState, Result
 from workers.state.store import RequestStore

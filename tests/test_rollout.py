@@ -20,14 +20,14 @@ from bot.conversation import Conversation
 from bot.embedded_redis import EmbeddedRedis
 from bot.live import live_lines
 from bot.platforms.slack_api import SlackPoster
+from bot.platforms.slack_standin import FakeSlack
+from bot.platforms.slack_standin import serve as serve_slack
 from bot.reports import post_rollout
 from config.errors import PostFailed
 from config.policy import Policy, parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, outbox, plain_policy, run_worker
 from tests.fake_argocd import TOKEN, FakeApp, FakeArgoCD, FakeKubernetes, FakeKustomization, serve
-from tests.fake_slack import FakeSlack
-from tests.fake_slack import serve as serve_slack
 from tests.test_cli import releasegate
 from tests.test_sweeper import kill_tree
 from workers.git.mirror import Mirror

@@ -21,12 +21,12 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from bot.conversation import Conversation
 from bot.executor import BoundedExecutor
 from bot.platforms.slack_api import SlackPoster
+from bot.platforms.slack_standin import FakeSlack, serve
 from bot.reports import OutboxConsumer
 from bot.server import create_app
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Remote, http_server, run_worker
-from tests.fake_slack import FakeSlack, serve
 from workers.git.mirror import Mirror
 from workers.state.request import RequestState
 from workers.state.store import RequestStore

@@ -237,7 +237,7 @@ def end(store: RequestStore, request: DeployRequest, outcome: Result) -> None:
         if not store.finish(request.id, [RequestState.RUNNING], result, outbox.report_to(request)):
             return
         if result.state is RequestState.FAILED:
-            log.warning("deploy failed: %s", result.message)
+            log.warning("deploy failed: %s", result.message or result.reason)
         landed = result.state.landed
         seconds = (result.finished_at - request.created_at).total_seconds() if landed else None
         metrics.record_deploy(redis, request.env, result.state.value, seconds)
@@ -247,7 +247,8 @@ def end(store: RequestStore, request: DeployRequest, outcome: Result) -> None:
             request=request.id,
             state=result.state.value,
             commit=result.commit,
-            message=result.message,
+            message=result.message or None,
+            reason=result.reason or None,
         )
         if landed:
             supersede(store, request)
@@ -266,14 +267,17 @@ def supersede(store: RequestStore, landed: DeployRequest) -> list[str]:
         if not stale:
             continue
         change = stale[0]
-        message = (
-            f"{landed.id} landed first, so {change.app} in {change.env} is now "
-            f"{now_at[(change.app, change.env)]}, not {change.old}; ask again if still wanted"
-        )
-        result = Result(state=RequestState.SUPERSEDED, message=message, finished_at=_now())
+        facts = {
+            "by": landed.id,
+            "app": change.app,
+            "env": change.env,
+            "now": now_at[(change.app, change.env)],
+            "was": change.old,
+        }
+        result = Result(state=RequestState.SUPERSEDED, reason="superseded", facts=facts)
         if store.finish(request_id, [RequestState.PENDING], result, outbox.report_to(other)):
             with request_context(**context(other)):
-                log.info("%s", message)
+                log.info("superseded by %s", landed.id)
             if store.merge_request(request_id) is not None:
                 enqueue_forge(store.redis, "close_change", request_id)
             audit.record(store.redis, "superseded", request=request_id, by=landed.id)
@@ -292,14 +296,12 @@ def on_job_failure(job: Any, connection: Any, exc_type: Any, exc: Any, tb: Any) 
     with request_context(**context(request)):
         log.error("deploy job crashed: %s", exc)
         result = Result(
-            state=RequestState.FAILED,
-            message=f"the worker crashed ({exc_type.__name__}); see the worker's log",
-            finished_at=_now(),
+            state=RequestState.FAILED, reason="crashed", facts={"error": exc_type.__name__}
         )
         running = [RequestState.APPROVED, RequestState.RUNNING]
         if store.finish(job.id, running, result, outbox.report_to(request)):
             metrics.record_deploy(redis, request.env, "failed", None)
-            audit.record(redis, "outcome", request=job.id, state="failed", message=result.message)
+            audit.record(redis, "outcome", request=job.id, state="failed", reason="crashed")
 
 
 def _now() -> datetime:

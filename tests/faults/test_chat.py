@@ -14,12 +14,12 @@ from redis import Redis
 
 from bot.platforms.rocketchat_api import RocketChatPoster
 from bot.platforms.slack_api import SlackPoster
+from bot.platforms.slack_standin import FakeSlack, serve
 from bot.reports import GROUP, OutboxConsumer
 from config.errors import ReleasegateError
 from config.settings import Settings
 from tests.conftest import Chat, Remote, run_worker
 from tests.fake_rocketchat import BOT_ID
-from tests.fake_slack import FakeSlack, serve
 from tests.test_rocketchat import RC_POLICY, RocketWorld, rocket_world
 from tests.test_rocketchat import serve as serve_rocketchat
 from workers.state.outbox import stream

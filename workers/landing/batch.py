@@ -177,14 +177,16 @@ def apply_batch(
         for request, sha in committed:
             outcomes[request.id] = Result(state=RequestState.PUSHED, message="pushed", commit=sha)
         return outcomes
-    message = f"gave up after {max_attempts} attempts: the branch kept moving under us; try again"
-    return _fail(outcomes, [(r, "") for r in todo], message)
+    for request in todo:
+        outcomes[request.id] = Result(
+            state=RequestState.FAILED, reason="kept_moving", facts={"attempts": str(max_attempts)}
+        )
+    return outcomes
 
 
 def already_there(request: DeployRequest) -> Result:
     """The outcome of a request whose pins already hold what it asks for."""
-    message = "; ".join(f"{c.app} already runs {c.new} in {c.env}" for c in request.changes)
-    return Result(state=RequestState.NOOP, message=message)
+    return Result(state=RequestState.NOOP, reason="already_there")
 
 
 def _landed_anyway(checkout: Checkout) -> bool:

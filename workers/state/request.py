@@ -111,7 +111,11 @@ class Result(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     state: RequestState
-    message: str
+    # Why, in words: an error's own message, or a person's decision. Empty where `reason`
+    # says it as data for the bot to word (`bot.messages.result_text`).
+    message: str = ""
+    reason: str = ""  # already_there | superseded | crashed | kept_moving
+    facts: dict[str, str] = Field(default_factory=dict)
     commit: str | None = None
     finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 

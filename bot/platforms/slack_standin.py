@@ -1,7 +1,9 @@
 """A stand-in for Slack's Web API on a local port: answers like Slack and records every call.
 
-Tests point `RELEASEGATE_SLACK_API_URL` here, as bolt-python's own tests do
-with their mock Web API server.
+Point `RELEASEGATE_SLACK_API_URL` here to run `releasegate serve` with no Slack at all:
+the tests do (as bolt-python's own tests do with their mock Web API server), and so does
+`scripts/bench.py`, which drives the server through Slack's front door. It is not used by
+`serve` itself.
 """
 
 from __future__ import annotations
