@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from bot import messages
 from config.principals import Principal
+from config.text import inert_block
 from workers.rollout.follow import load as load_rollout
 from workers.state.request import DeployRequest, RequestState
 from workers.state.store import RequestStore
@@ -48,7 +49,7 @@ class Card:
             *([self.rollout] if self.rollout else []),
         ]
         if request.diff and self.state in (RequestState.PENDING, RequestState.APPROVED):
-            lines.append(f"```\n{request.diff}\n```")
+            lines.append(f"```\n{inert_block(request.diff)}\n```")
         return "\n".join(lines)
 
 

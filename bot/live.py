@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 from bot.conversation import Conversation
 from config.errors import ReconcilerError
 from config.policy import Policy
 from config.settings import Settings
+from config.text import inert
 from workers.rollout.reconcilers import ArgoCD, reconciler_for
 
 log = logging.getLogger(__name__)
@@ -28,17 +30,20 @@ def live_lines(conversation: Conversation, settings: Settings, env: str) -> list
         # A chat answer waits for this: ask briefly, and say so when the reconciler is slow.
         client = reconciler_for(rollout, settings.argocd_url, token, timeout=LIVE_TIMEOUT)
     except ReconcilerError as exc:
-        return [f"{env} rollout: cannot ask ({exc})"]
-    lines = []
-    for app, spec in policy.apps.items():
-        if env not in spec.pins:
-            continue
+        return [f"{env} rollout: cannot ask ({inert(str(exc), 300)})"]
+
+    def line(app: str) -> str:
         name = rollout.target(app, env)
         try:
-            lines.append(f"{client.name} {name}: {client.status(name).line()}")
+            said = client.status(name).line()
         except ReconcilerError as exc:
-            lines.append(f"{client.name} {name}: cannot ask: {exc}")
-    return lines
+            said = f"cannot ask: {exc}"
+        return f"{client.name} {inert(name, 100)}: {inert(said, 300)}"
+
+    apps = [app for app, spec in policy.apps.items() if env in spec.pins]
+    # Asked all at once: each answer is bounded, and one slow application delays no other.
+    with ThreadPoolExecutor(max(1, min(8, len(apps))), "live") as pool:
+        return list(pool.map(line, apps))
 
 
 def _same_repository(a: str, b: str) -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from bot.grammar import USAGE
-from config.text import inert
+from config.text import inert, inert_block
 from workers.rollout.follow import RolloutRecord, Target
 from workers.state.request import Change, DeployRequest, RequestState, Result
+
+SAFE_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~/%+-]*)?")
 
 # How a request's card says where it stands.
 STATE_LINES = {
@@ -119,7 +122,7 @@ def request_created(request: DeployRequest, approvers: Sequence[str]) -> str:
         f"{changes_text(request.changes)}\n"
         f"needs {need} {plural} from {names(approvers)}: "
         f"say `approve {request.id}` or react with ✅ (`reject {request.id} REASON` to refuse)\n"
-        f"```\n{request.diff}\n```"
+        f"```\n{inert_block(request.diff)}\n```"
     )
 
 
@@ -294,7 +297,10 @@ def rollout_state(record: RolloutRecord) -> str:
 
 def note(request_id: str, fields: dict[str, str]) -> str:
     """A worker's news for a request's thread that is not its end, worded from its data."""
-    about, url, why = fields.get("about", ""), fields.get("url", ""), fields.get("why", "")
+    about, why = fields.get("about", ""), inert(fields.get("why", ""), 600)
+    # The forge's address for the pull request, shown as a link only when it is plainly one.
+    url = fields.get("url", "")
+    url = url if SAFE_URL.fullmatch(url) else inert(url, 200)
     match about:
         case "pr_opened":
             return (
@@ -312,8 +318,8 @@ def note(request_id: str, fields: dict[str, str]) -> str:
                 "request expires"
             )
         case "checks":
-            return f"{request_id}: checks {fields.get('state', '')}: {url}"
-    return fields.get("text", "")  # a note queued by a worker of an earlier release
+            return f"{request_id}: checks {inert(fields.get('state', ''), 20)}: {url}"
+    return inert(fields.get("text", ""), 2000)  # a note queued by an earlier release's worker
 
 
 def rollback_not_offered(app: str, env: str, why: str) -> str:

@@ -26,7 +26,6 @@ from bot import messages
 from bot.cards import Card, card_for
 from bot.events import Reply
 from config.errors import UnknownRequest
-from config.text import inert
 from workers.rollout.follow import load as load_rollout
 from workers.state import keys
 from workers.state.outbox import stream
@@ -193,7 +192,7 @@ class OutboxConsumer:
             # now); the card is refreshed with it.
             request = self.store.get(request_id)
             card_ref = self.store.message_of(request_id)
-            text = inert(messages.note(request_id, fields), 2000)
+            text = messages.note(request_id, fields)  # outside words made inert there
             self.poster.post(request.channel, card_ref or request.thread, text)
             if card_ref:
                 self.poster.update_card(request.channel, card_ref, card_for(self.store, request_id))

@@ -9,6 +9,7 @@ from bot.context import Context
 from bot.events import ChatEvent, Reply
 from bot.grammar import History, Lock, Status, Unlock, is_request_id
 from config.errors import PinError, Refused
+from config.text import inert
 from workers.rules import gates
 from workers.rules.history import deployments
 from workers.rules.plan import current_version
@@ -83,13 +84,14 @@ def history(ctx: Context, event: ChatEvent, command: History) -> list[Reply]:
         return [Reply(f"no commits touch {env}'s pinned files")]
     lines = [f"last {len(found)} change(s) to {env}, newest first:"]
     for d in found:
-        when = d.when.strftime("%Y-%m-%d %H:%M")
+        # Subjects, authors and trailers are whatever their committers typed: said inert.
+        when, subject = d.when.strftime("%Y-%m-%d %H:%M"), inert(d.subject, 120)
         if d.request:
-            approved = d.approved_by or "nobody (no approval needed)"
-            who = f"asked by {d.requested_by}, approved by {approved}"
-            lines.append(f"{d.commit[:7]} {when} {d.subject} ({d.request}; {who})")
+            approved = inert(d.approved_by, 200) or "nobody (no approval needed)"
+            who = f"asked by {inert(d.requested_by, 80)}, approved by {approved}"
+            lines.append(f"{d.commit[:7]} {when} {subject} ({inert(d.request, 20)}; {who})")
         else:
-            lines.append(f"{d.commit[:7]} {when} {d.subject} (by hand: {d.author})")
+            lines.append(f"{d.commit[:7]} {when} {subject} (by hand: {inert(d.author, 80)})")
     return [Reply("\n".join(lines))]
 
 

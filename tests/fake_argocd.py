@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +20,9 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 Behaviour = Literal["healthy", "degraded", "never-syncs"]
+# How an application's answers come: as Argo CD sends them, or hostile (300 MB, a byte at a
+# time, seconds late).
+Delivery = Literal["normal", "huge", "trickle", "late"]
 TOKEN = "argocd-token-for-tests"
 
 
@@ -37,6 +41,8 @@ class FakeApp:
     target_revision: str = "main"
     revision: str = ""  # what it runs now
     progressing: int = 1  # reads spent Progressing after it took a new revision
+    delivery: Delivery = "normal"
+    claimed_revision: str = ""  # answer this as the revision it runs, whatever it runs
 
     def __post_init__(self) -> None:
         self.revision = self.revision or head_of(self.repo)
@@ -75,7 +81,10 @@ class FakeApp:
                 "destination": {"server": "https://kubernetes.default.svc"},
             },
             "status": {
-                "sync": {"status": "Synced" if synced else "OutOfSync", "revision": self.revision},
+                "sync": {
+                    "status": "Synced" if synced else "OutOfSync",
+                    "revision": self.claimed_revision or self.revision,
+                },
                 "health": health,
                 "operationState": operation,
             },
@@ -110,6 +119,11 @@ class FakeArgoCD:
             if query.get("refresh"):
                 app.reconcile()
             return 200, app.document()
+
+    def delivery(self, path: str) -> Delivery:
+        parts = path.strip("/").split("/")
+        app = self.apps.get(unquote(parts[3])) if len(parts) > 3 else None
+        return app.delivery if app is not None else "normal"
 
     def synced_with(self, name: str) -> list[str]:
         return [
@@ -191,6 +205,12 @@ def serve(fake: FakeArgoCD | FakeKubernetes) -> ThreadingHTTPServer:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else {}
+            delivery = fake.delivery(url.path) if isinstance(fake, FakeArgoCD) else "normal"
+            if delivery in ("huge", "trickle"):
+                self._hostile(delivery)
+                return
+            if delivery == "late":
+                time.sleep(5)
             status, answer = fake.answer(
                 self.command,
                 url.path,
@@ -204,6 +224,25 @@ def serve(fake: FakeArgoCD | FakeKubernetes) -> ThreadingHTTPServer:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _hostile(self, delivery: str) -> None:
+            """An answer without a length: 300 MB of it, or a byte every half second."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                if delivery == "huge":
+                    chunk = b" " * 65536
+                    for _ in range(300 * 16):
+                        self.wfile.write(chunk)
+                else:
+                    for _ in range(180):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(0.5)
+            except OSError:
+                pass  # the client hung up, as it should
 
         do_GET = do_POST = do_PATCH = _handle
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -33,7 +35,7 @@ from tests.test_sweeper import kill_tree
 from workers.git.mirror import Mirror
 from workers.rollout import follow as following
 from workers.state.outbox import stream
-from workers.state.request import RequestState
+from workers.state.request import Change, DeployRequest, RequestState
 from workers.state.store import RequestStore
 
 ARGOCD = """\
@@ -338,9 +340,6 @@ def test_a_degraded_rollout_where_nobody_approves_files_no_rollback_but_says_how
 def test_each_app_of_a_release_train_is_followed_and_the_thread_gets_one_summary(
     world: World,
 ) -> None:
-    from datetime import UTC, datetime
-
-    from workers.state.request import Change, DeployRequest
 
     head = world.origin.head()
     world.argocd.apps["web-prd"] = FakeApp("web-prd", world.origin.path, "x")
@@ -398,3 +397,66 @@ def test_a_post_slack_refuses_midway_is_retried_without_telling_or_filing_twice(
     assert sum(text.startswith(f"{request_id}: rollout of") for text in posted) == 1
     assert sum("Roll back awesome" in text for text in posted) == 1
     assert len(store.pending_all()) == 1  # one rollback filed
+
+
+def test_a_revision_of_a_few_characters_is_not_taken_for_the_pushed_commit(world: World) -> None:
+    """Argo CD answering `5` (or any short string) as its revision names no commit."""
+    world.argocd.apps["awesome-prd"].claimed_revision = "5"
+    world.push()
+    record = world.follow()
+    assert [t.state for t in record.targets] == ["timeout"]
+    assert not [line for line in outbox(world.redis) if "synced and healthy" in line]
+
+
+@pytest.mark.parametrize(
+    ("delivery", "words"),
+    [("huge", "answered more than 1048576 bytes"), ("trickle", "took longer than 2s")],
+)
+def test_an_answer_too_large_or_too_slow_is_cut_and_said(
+    world: World, monkeypatch: pytest.MonkeyPatch, delivery: str, words: str
+) -> None:
+    import workers.rollout.reconcilers
+
+    monkeypatch.setattr(workers.rollout.reconcilers, "TIMEOUT", 2.0)
+    world.argocd.apps["awesome-prd"].delivery = delivery  # type: ignore[assignment]
+    world.push()
+    started = time.monotonic()
+    record = world.follow(rounds=1)
+    assert time.monotonic() - started < 8  # bounded in all, not per read
+    [target] = record.targets
+    assert target.state == "following"
+    assert words in target.last, target.last
+
+
+def test_one_slow_application_does_not_delay_another(world: World) -> None:
+    head = world.origin.head()
+    world.argocd.apps["awesome-prd"].progressing = 0
+    world.argocd.apps["web-prd"] = FakeApp("web-prd", world.origin.path, "x", delivery="late")
+    store = RequestStore(world.redis)
+    for request_id, app in (("RSLOW02", "web"), ("RFAST02", "awesome")):
+        request = DeployRequest(
+            id=request_id,
+            verb="deploy",
+            env="prd",
+            requester="shell:alice",
+            requester_name="alice",
+            channel="shell:deploy-prd",
+            approvals_needed=1,
+            created_at=datetime.now(UTC),
+            base_commit=head,
+            diff="",
+            changes=(Change(app=app, env="prd", old="1.0.0", new="1.1.0"),),
+        )
+        store.create(request, RequestState.PUSHED)
+        following.start(world.redis, world.policy, request, head)
+    look = threading.Thread(
+        target=following.follow_round,
+        args=(world.redis, lambda: world.policy, world.url, TOKEN, world.mirror.is_ancestor),
+    )
+    look.start()
+    deadline = time.monotonic() + 3  # the slow answer takes 5 s
+    while not any(line.startswith("RFAST02") for line in outbox(world.redis)):
+        assert time.monotonic() < deadline, "the fast application waited for the slow one"
+        time.sleep(0.05)
+    assert look.is_alive()  # the slow one is still being asked
+    look.join(timeout=15)

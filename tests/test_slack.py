@@ -27,6 +27,7 @@ from bot.server import create_app
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Remote, http_server, run_worker
+from tests.test_inert import outside_commit
 from workers.git.mirror import Mirror
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
@@ -622,3 +623,30 @@ def test_the_manifest_subscribes_to_what_the_app_handles() -> None:
         "usergroups:read",
     }
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
+
+
+def test_history_shows_forged_subjects_authors_and_trailers_inert_in_slack(
+    slack: SlackWorld,
+    origin: Remote,
+    tmp_path: Path,
+) -> None:
+    outside_commit(
+        origin,
+        tmp_path,
+        "env/prd/kustomization.yml",
+        "newTag: 2.0.0",
+        "newTag: 2.0.1",
+        "<!here> hotfix https://evil.example\n\nReleasegate-Request: RABCDEF\n"
+        "Requested-by: <!channel>\nApproved-by: <@U0LEAD1> [ok](https://evil.example)\n",
+    )
+    slack.message("UALICE", "CPRD", "history prd")
+    slack.settle()
+    answers = [
+        c.get("text", "")
+        for c in slack.fake.called("chat.postMessage") + slack.fake.called("chat.postEphemeral")
+    ]
+    [answer] = [a for a in answers if "hotfix" in a]
+    assert "hotfix" in answer
+    assert "RABCDEF" in answer
+    for live in ("<!here>", "<!channel>", "<@U0LEAD1>", "https://evil", "]("):
+        assert live not in answer, answer

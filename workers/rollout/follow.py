@@ -15,8 +15,10 @@ the same script that marks the record ended, so it is told once.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Literal, cast
 
@@ -38,6 +40,9 @@ DUE = keys.ROLLOUTS_DUE
 POLL = 3.0  # seconds between looks while following: nobody waits long for the news
 CLAIM = 30.0  # a claimed look not finished by then is taken by another loop
 KEEP = 30 * 24 * 3600
+AT_ONCE = 8  # applications asked at the same time
+# A reconciler's revision names a commit only whole, or by at least 12 hex characters.
+WHOLE_REVISION = re.compile(r"[0-9a-f]{12,64}")
 
 TargetState = Literal["following", "healthy", "degraded", "timeout", "error"]
 
@@ -128,13 +133,13 @@ def claim(redis: Redis, count: int = 10, now: float | None = None) -> list[str]:
 
 
 def reached(status: TargetStatus, commit: str, is_ancestor: Callable[[str, str], bool]) -> bool:
-    """Whether the reconciler runs `commit` or a commit after it."""
-    revision = status.revision
-    if not revision:
+    """Whether the reconciler runs `commit` or a commit after it. Its revision counts only
+    whole: a full object name, or at least 12 hex characters (Flux's `6.0.0+SHA12`) that
+    resolve to our commit or a descendant; `5` or `abc` names nothing."""
+    revision = status.revision.lower()
+    if not WHOLE_REVISION.fullmatch(revision):
         return False
-    if commit.startswith(revision) or revision.startswith(commit):
-        return True
-    return is_ancestor(commit, revision)
+    return commit.startswith(revision) or is_ancestor(commit, revision)
 
 
 def look(
@@ -143,10 +148,10 @@ def look(
     is_ancestor: Callable[[str, str], bool],
     now: float,
 ) -> None:
-    """Ask the reconciler once about each target still followed, and update the record."""
-    for target in record.targets:
-        if target.state != "following":
-            continue
+    """Ask the reconciler once about each target still followed (all at once: one slow
+    application delays no other), and update the record."""
+
+    def one(target: Target) -> None:
         try:
             if not target.asked:  # retried at the next look if the reconciler was away
                 reconciler.nudge(target.name, record.commit)
@@ -154,10 +159,10 @@ def look(
             target.asked = True
         except ReconcilerRefused as exc:
             target.state, target.last = "error", str(exc)
-            continue
+            return
         except ReconcilerError as exc:  # down or slow: keep trying until the timeout
             target.last = f"cannot ask {reconciler.name}: {exc}"
-            continue
+            return
         target.last = status.line()
         at_commit = reached(status, record.commit, is_ancestor)
         if status.failed or (at_commit and status.health == "Degraded"):
@@ -165,6 +170,10 @@ def look(
             target.last = status.message or status.line()
         elif at_commit and status.sync == "Synced" and status.health == "Healthy":
             target.state, target.seconds = "healthy", round(now - record.started, 1)
+
+    following = [t for t in record.targets if t.state == "following"]
+    with ThreadPoolExecutor(max(1, min(AT_ONCE, len(following))), "rollout-look") as pool:
+        list(pool.map(one, following))
     if now >= record.deadline:
         for target in record.targets:
             if target.state == "following":
@@ -230,18 +239,24 @@ def follow_round(
     is_ancestor: Callable[[str, str], bool],
     now: float | None = None,
 ) -> float:
-    """One round of a worker's `rollouts` loop: look at every due rollout once."""
+    """One round of a worker's `rollouts` loop: look at every due rollout once, all at once
+    (each answer is bounded in time, and a slow one holds up no other)."""
     store = RequestStore(redis)
-    for request_id in claim(redis, now=now):
+
+    def one(request_id: str) -> None:
         try:
             request = store.get(request_id)
         except UnknownRequest:
             redis.zrem(DUE, request_id)
-            continue
+            return
         env = policy().environments.get(request.env)
         spec = env.rollout if env is not None else None
         client = partial(_client, spec, request.env, argocd_url, argocd_token)
         follow(redis, request, client, is_ancestor, now)
+
+    due = claim(redis, now=now)
+    with ThreadPoolExecutor(max(1, min(AT_ONCE, len(due))), "rollout-round") as pool:
+        list(pool.map(one, due))
     return 1.0
 
 

@@ -21,6 +21,7 @@ from ruamel.yaml import YAML
 
 from config.errors import ReconcilerError, ReconcilerRefused
 from config.rollout import Rollout
+from workers.http import AnswerRefused, fetch, said
 
 TIMEOUT = 10.0
 IN_CLUSTER = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -54,16 +55,6 @@ class Reconciler(Protocol):
     def nudge(self, target: str, revision: str) -> None: ...
 
 
-def _error_text(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("error") or body)[:200]
-    return str(body)[:200]
-
-
 class ArgoCD:
     name = "Argo CD"
 
@@ -77,21 +68,23 @@ class ArgoCD:
     def _call(self, method: str, app: str, suffix: str = "", **kwargs: Any) -> dict[str, Any]:
         path = f"/api/v1/applications/{quote(app, safe='')}{suffix}"
         try:
-            response = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+            response = fetch(self.session, method, self.url + path, deadline=self.timeout, **kwargs)
         except requests.RequestException as exc:
             why = type(exc).__name__
             raise ReconcilerError(f"Argo CD at {self.url} does not answer ({why})") from exc
+        except AnswerRefused as exc:
+            raise ReconcilerError(f"Argo CD {exc} for {app}") from exc
         if response.status_code in (401, 403):
             raise ReconcilerRefused(
                 f"Argo CD refused releasegate's token for application {app} (HTTP "
-                f"{response.status_code}: {_error_text(response)}); its account needs "
+                f"{response.status_code}: {said(response, 200)}); its account needs "
                 "`applications, get` (and `sync` with sync: true) on the app's project"
             )
         if response.status_code == 404:
             raise ReconcilerRefused(f"Argo CD has no application {app}")
         if response.status_code >= 400:
             raise ReconcilerError(
-                f"Argo CD answered HTTP {response.status_code} for {app}: {_error_text(response)}"
+                f"Argo CD answered HTTP {response.status_code} for {app}: {said(response, 200)}"
             )
         try:
             body = response.json()
@@ -194,24 +187,28 @@ class Kubernetes:
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            response = self.session.request(
-                method, self.server + path, timeout=self.timeout, **kwargs
+            response = fetch(
+                self.session, method, self.server + path, deadline=self.timeout, **kwargs
             )
         except requests.RequestException as exc:
             raise ReconcilerError(
                 f"the Kubernetes API at {self.server} does not answer ({type(exc).__name__})"
             ) from exc
+        except AnswerRefused as exc:
+            raise ReconcilerError(f"the Kubernetes API {exc} for {path}") from exc
         if response.status_code in (401, 403, 404):
             raise ReconcilerRefused(
-                f"the Kubernetes API said {response.status_code} for {path}: "
-                f"{_error_text(response)}"
+                f"the Kubernetes API said {response.status_code} for {path}: {said(response, 200)}"
             )
         if response.status_code >= 400:
             raise ReconcilerError(
                 f"the Kubernetes API answered HTTP {response.status_code} "
-                f"for {path}: {_error_text(response)}"
+                f"for {path}: {said(response, 200)}"
             )
-        body = response.json()
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ReconcilerError(f"the Kubernetes API's answer for {path} is not JSON") from exc
         return body if isinstance(body, dict) else {}
 
 
@@ -261,9 +258,11 @@ def reconciler_for(
     argocd_url: str | None,
     argocd_token: str | None,
     kube: Kubernetes | None = None,
-    timeout: float = TIMEOUT,
+    timeout: float | None = None,
 ) -> Reconciler:
-    """The client that follows `rollout`; raises `ReconcilerRefused` when unconfigured."""
+    """The client that follows `rollout`, each answer bounded by `timeout` seconds in all
+    (default `TIMEOUT`); raises `ReconcilerRefused` when unconfigured."""
+    timeout = TIMEOUT if timeout is None else timeout
     if rollout.argocd is not None:
         if not (argocd_url and argocd_token):
             raise ReconcilerRefused(
