@@ -53,6 +53,8 @@ def approve(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Repl
         try:
             if ctx.is_requester(event, request):
                 raise Refused(messages.own_request(request.id), "own_request")
+            if event.bot:
+                raise Refused(messages.bot_approver(event.display, request.id), "bot")
             ctx.check_approver(event, request.env)
             check_open(ctx.policy, ctx.locks, request.env, ctx.clock())
         except Refused as exc:

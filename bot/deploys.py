@@ -14,11 +14,13 @@ from bot.context import Context
 from bot.events import ChatEvent, Reply
 from bot.grammar import Deploy, DeployEnv, Promote, Rollback
 from config.errors import Refused, ReleasegateError
+from config.principals import Principal
 from workers.git.mirror import Snapshot
 from workers.logs import request_context
 from workers.rules.gates import check_open, check_prerelease, final_version, ran_upstream
 from workers.rules.history import rollback_target, versions_run
 from workers.rules.plan import current_version, plan_changes
+from workers.state import keys
 from workers.state.queue import enqueue_deploy, enqueue_forge
 from workers.state.request import Change, DeployRequest, RequestState, new_request_id
 
@@ -127,11 +129,36 @@ def _check_not_asked(ctx: Context, env: str, changes: list[Change]) -> None:
             raise Refused(messages.already_asked(other, state), "duplicate")
 
 
+def _check_limits(ctx: Context, event: ChatEvent, env: str) -> None:
+    """One person's open requests and pace in `env` are bounded: before anything is filed,
+    pushed or opened in the forge."""
+    spec = ctx.policy.environments[env]
+    who = ctx.identities.identity(event.who)
+    mine = [
+        other.id
+        for other, state in ctx.store.open_requests()
+        if other.env == env
+        and not state.final
+        and ctx.identities.identity(Principal.of(other.requester)) == who
+    ]
+    if len(mine) >= spec.max_open_requests:
+        raise Refused(messages.too_many_open(env, spec.max_open_requests, mine), "limit_open")
+    minute = int(ctx.clock().timestamp() // 60)
+    key = keys.asked(who, env, minute)
+    pipe = ctx.redis.pipeline()
+    pipe.incr(key)
+    pipe.expire(key, 120)
+    asked, _ = pipe.execute()
+    if int(asked) > spec.requests_per_minute:
+        raise Refused(messages.too_fast(env, spec.requests_per_minute), "limit_rate")
+
+
 def _file(
     ctx: Context, event: ChatEvent, verb: str, env: str, changes: list[Change], repo: Snapshot
 ) -> list[Reply]:
     """Store the request (with the diff it will make) and queue it if nobody must approve."""
     _check_not_asked(ctx, env, changes)
+    _check_limits(ctx, event, env)
     spec = ctx.policy.environments[env]
     diff = plan_changes(ctx.policy, repo.read, changes).diff()
     now = ctx.clock()

@@ -23,6 +23,7 @@ class ChatEvent:
     user_name: str = ""
     thread: str | None = None
     groups: frozenset[str] = frozenset()  # platform groups the user is in, as principals
+    bot: bool = False  # the platform says the sender is a bot or an app: it never approves
 
     @property
     def principal(self) -> str:

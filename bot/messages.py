@@ -77,6 +77,20 @@ def already_asked(other: DeployRequest, state: RequestState) -> str:
     )
 
 
+def too_many_open(env: str, limit: int, open_ids: Sequence[str]) -> str:
+    return (
+        f"you already have {len(open_ids)} open requests for {env} (the limit is {limit} per "
+        f"person): {names(open_ids)}; cancel one or let them finish first"
+    )
+
+
+def too_fast(env: str, limit: int) -> str:
+    return (
+        f"you asked for more than {limit} deploys to {env} in the last minute (the limit per "
+        "person); wait a moment and ask again"
+    )
+
+
 def already_running(app: str, version: str, env: str) -> str:
     return f"{app} already runs {version} in {env}; nothing to do"
 
@@ -144,6 +158,12 @@ def approval_counted(request: DeployRequest, who: str, count: int) -> str:
 
 def own_request(request_id: str) -> str:
     return f"the requester cannot approve their own request {request_id}"
+
+
+def bot_approver(who: str, request_id: str) -> str:
+    return (
+        f"{who} is a bot or an app, and bots never approve; {request_id} still waits for a person"
+    )
 
 
 def already_approved(request_id: str, who: str) -> str:

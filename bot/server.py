@@ -72,7 +72,7 @@ def _slack(
     if not (settings.slack_bot_token and settings.slack_signing_secret):
         return _not_configured("Slack")
     from bot.platforms.slack import slack_app
-    from bot.platforms.slack_api import SlackPoster
+    from bot.platforms.slack_api import SlackPoster, refresh_slack_groups
 
     slack = slack_app(settings, conversation, executor)
     poster = SlackPoster(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
@@ -86,7 +86,17 @@ def _slack(
         poster.check_token()
         return 3600.0
 
-    parts.loops += [("slack-api", slack_answers), ("outbox-slack", consumer.one_round)]
+    def slack_groups() -> float:
+        """Workers count an approval given through a Slack user group only while the group
+        still holds the approver: they read the memberships the bot refreshes here."""
+        refresh_slack_groups(conversation.ctx.redis, poster, conversation.policy)
+        return SLACK_GROUPS_EVERY
+
+    parts.loops += [
+        ("slack-api", slack_answers),
+        ("outbox-slack", consumer.one_round),
+        ("slack-groups", slack_groups),
+    ]
     parts.close.append(lambda: dispatcher.shutdown(wait=False))
     if settings.slack_app_token:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -265,6 +275,7 @@ def platforms(settings: Settings) -> list[str]:
 
 
 EXPIRY_ROUND = 5.0  # seconds between looks for pending requests whose time ran out
+SLACK_GROUPS_EVERY = 20.0  # seconds between readings of the policy's Slack user groups
 
 
 def _expire_round(conversation: Conversation) -> float:

@@ -82,6 +82,10 @@ class Environment(_Model):
     approvals: int = Field(default=0, ge=0, le=10)
     aliases: list[str] = []
     approval_ttl: Duration = timedelta(hours=2)
+    # Per person: how many of their requests may wait or be queued here at once, and how many
+    # they may file a minute (one person cannot flood the channel, the forge or the queue).
+    max_open_requests: int = Field(default=5, ge=1, le=1000)
+    requests_per_minute: int = Field(default=10, ge=1, le=1000)
     promote_from: str | None = None
     prereleases: bool = True
     windows: list[str] = []  # "Mon-Thu 08:00-17:00 Europe/Zurich"; none means always open

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -292,3 +293,44 @@ def test_an_ended_request_is_kept_for_the_retention_period_then_dropped(
     month = 30 * 24 * 3600
     for key in (f"releasegate:request:{request_id}", f"releasegate:request:{request_id}:approvals"):
         assert month - 60 < redis.ttl(key) <= month
+
+
+def limited(policy_file: Path, chat: Chat, **limits: int) -> None:
+    """prd with per-person limits, as the bot loads it."""
+    from config.policy import parse_policy
+
+    text = policy_file.read_text()
+    anchor = "    approval_ttl: 2h\n"
+    extra = "".join(f"    {name}: {value}\n" for name, value in limits.items())
+    policy_file.write_text(text.replace(anchor, anchor + extra))
+    chat.conversation.ctx.policy = parse_policy(policy_file.read_text())
+
+
+def test_one_person_may_hold_only_so_many_open_requests_and_is_told_which(
+    chat: Chat, redis: Redis, policy_file: Path
+) -> None:
+    limited(policy_file, chat, max_open_requests=2)
+    first = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    second = chat.say("alice", "deploy-prd", "deploy awesome 2.1.1 to prd").request_id
+    refused = chat.say("alice", "deploy-prd", "deploy awesome 2.1.2 to prd")
+    assert not refused.ok
+    assert refused.reason == "limit_open"
+    assert "2 open requests for prd (the limit is 2 per person)" in refused.text
+    assert f"{first}" in refused.text
+    assert f"{second}" in refused.text
+    assert len(RequestStore(redis).pending_all()) == 2  # nothing more was filed
+    assert chat.say("bob", "deploy-prd", "deploy awesome 2.1.2 to prd").ok  # others may
+    chat.say("alice", "deploy-prd", f"cancel {first}")
+    assert chat.say("alice", "deploy-prd", "deploy awesome 2.1.3 to prd").ok
+
+
+def test_one_person_may_file_only_so_many_requests_a_minute(
+    chat: Chat, redis: Redis, policy_file: Path
+) -> None:
+    limited(policy_file, chat, requests_per_minute=2, max_open_requests=50)
+    for version in ("2.1.0", "2.1.1"):
+        assert chat.say("alice", "deploy-prd", f"deploy awesome {version} to prd").ok
+    refused = chat.say("alice", "deploy-prd", "deploy awesome 2.1.2 to prd")
+    assert refused.reason == "limit_rate"
+    assert "more than 2 deploys to prd in the last minute" in refused.text
+    assert len(RequestStore(redis).pending_all()) == 2

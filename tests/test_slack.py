@@ -650,3 +650,62 @@ def test_history_shows_forged_subjects_authors_and_trailers_inert_in_slack(
     assert "RABCDEF" in answer
     for live in ("<!here>", "<!channel>", "<@U0LEAD1>", "https://evil", "]("):
         assert live not in answer, answer
+
+
+def test_a_delivery_signed_for_another_workspace_is_refused(
+    slack: SlackWorld, origin: Remote
+) -> None:
+    """Same signing secret (an org-wide app), another workspace: nothing is taken."""
+    slack.fake.team = "T2"
+    slack.command("UALICE", "CPRD", "deploy awesome 2.1.0 to prd")
+    slack.message("UALICE", "CPRD", "deploy awesome 2.1.0 to prd")
+    slack.settle()
+    assert slack.redis.keys("releasegate:request:*") == []
+    assert chat_calls(slack) == []
+    assert origin.count() == 1
+
+
+def test_a_bot_users_reaction_or_button_never_counts_as_an_approval(
+    slack: SlackWorld, origin: Remote
+) -> None:
+    """A bot in an approvers' group (an integration added to it by mistake) cannot approve."""
+    slack.fake.groups["SREL"] = ["UDAVE", "UBOTX"]
+    slack.fake.bots.add("UBOTX")
+    slack.message("UALICE", "CPRD", "deploy awesome 2.1.0 to prd")
+    slack.settle()
+    request_id, ts = slack.card()
+    slack.reaction("UBOTX", "CPRD", ts, "white_check_mark")
+    slack.button("UBOTX", "CPRD", ts, request_id)
+    slack.settle()
+    assert slack.store.approvals(request_id) == []
+    assert slack.store.state(request_id) is RequestState.PENDING
+    refusals = [p["text"] for p in slack.fake.called("chat.postEphemeral")]
+    assert refusals
+    assert all("bots never approve" in text for text in refusals)
+    slack.reaction("UDAVE", "CPRD", ts, "white_check_mark")  # a person in the same group
+    slack.settle()
+    assert slack.store.state(request_id) is RequestState.APPROVED
+
+
+def test_an_approver_taken_out_of_the_slack_user_group_no_longer_counts_at_the_commit(
+    slack: SlackWorld, origin: Remote
+) -> None:
+    """Membership is read again for the commit (the bot refreshes it; a reading older than a
+    minute confirms nobody), not frozen at the moment of the approval."""
+    from bot.platforms.slack_api import SlackPoster, refresh_slack_groups
+
+    slack.message("UALICE", "CPRD", "deploy awesome 2.1.0 to prd")
+    slack.settle()
+    request_id, ts = slack.card()
+    slack.reaction("UDAVE", "CPRD", ts, "white_check_mark")  # in SREL: counts now
+    slack.settle()
+    assert slack.store.state(request_id) is RequestState.APPROVED
+    slack.fake.groups["SREL"] = []  # taken out before the job runs
+    poster = SlackPoster("xoxb-test-token", Settings().slack_api_url)
+    refresh_slack_groups(slack.redis, poster, slack.conversation.policy)
+    run_worker(slack.redis)
+    assert slack.store.state(request_id) is RequestState.FAILED
+    result = slack.store.result(request_id)
+    assert result is not None
+    assert "slack:UDAVE is no longer an approver of prd" in result.message
+    assert origin.count() == 1

@@ -32,7 +32,7 @@ from workers.logs import request_context
 from workers.rollout import follow
 from workers.rules.approvals import check_approvals, counted_approvers
 from workers.rules.gates import Locks, check_not_expired, check_open
-from workers.rules.identity import Identities, load_rocketchat_ids
+from workers.rules.identity import Identities, load_rocketchat_ids, slack_groups_now
 from workers.rules.plan import checkout_paths
 from workers.state import audit, metrics, outbox
 from workers.state.connection import connect
@@ -169,7 +169,12 @@ def drain(job: Services, lease: Lease) -> None:
         now = _now()
         check_not_expired(request, now)
         check_open(policy, locks, request.env, now)
-        check_approvals(policy, identities, request, store.approval_records(request.id))
+        groups = slack_groups_now(redis, now.timestamp())
+        check_approvals(policy, identities, request, store.approval_records(request.id), groups)
+
+    def approvers(request: DeployRequest) -> list[str]:
+        groups = slack_groups_now(redis, time.time())
+        return counted_approvers(identities, request, store.approval_records(request.id), groups)
 
     def before_push(requests: Sequence[DeployRequest]) -> None:
         lease.check()
@@ -177,7 +182,7 @@ def drain(job: Services, lease: Lease) -> None:
 
     hooks = BatchHooks(
         recheck=recheck,
-        approvers=lambda r: counted_approvers(identities, r, store.approval_records(r.id)),
+        approvers=approvers,
         before_push=before_push,
         maybe_pushed=lambda request: store.was_pushing(request.id),
         on_retry=lambda: metrics.record_push_retry(redis),

@@ -66,6 +66,29 @@ class SlackAdapter:
                     log.warning("cannot read members of %s: %s", group, exc)
         return frozenset(groups)
 
+    def _ours(self, body: dict[str, Any]) -> bool:
+        """Whether a delivery comes from our own workspace (and enterprise): a request signed
+        with our secret but sent for another workspace is refused."""
+        team = body.get("team_id") or (body.get("team") or {}).get("id") or ""
+        enterprise = body.get("enterprise_id") or (body.get("enterprise") or {}).get("id") or ""
+        try:
+            our_team, our_enterprise = self.poster.workspace()
+        except PostFailed as exc:
+            log.warning("cannot tell our own workspace, so nothing is taken: %s", exc)
+            return False
+        if team != our_team or ((enterprise or our_enterprise) and enterprise != our_enterprise):
+            log.warning("refused a delivery for workspace %r (enterprise %r): ours is %r (%r)",
+                        team, enterprise, our_team, our_enterprise)  # fmt: skip
+            return False
+        return True
+
+    def _bot(self, user: str) -> bool:
+        try:
+            return self.poster.is_bot(user)
+        except PostFailed as exc:
+            log.warning("cannot tell whether %s is a bot; taken as one: %s", user, exc)
+            return True
+
     def _event(self, user: str, channel: str, text: str, thread: str | None = None) -> ChatEvent:
         return ChatEvent(
             platform="slack",
@@ -75,6 +98,7 @@ class SlackAdapter:
             text=text,
             thread=thread,
             groups=self._groups(user),
+            bot=self._bot(user),
         )
 
     def _deployment_channels(self) -> set[str]:
@@ -92,6 +116,8 @@ class SlackAdapter:
             ack(text=messages.busy())
 
     def _command(self, body: dict[str, Any]) -> None:
+        if not self._ours(body):
+            return
         if not self.store.first_delivery("slack-command", str(body.get("trigger_id"))):
             return
         event = self._event(body["user_id"], body["channel_id"], slash_text(body.get("text", "")))
@@ -153,6 +179,8 @@ class SlackAdapter:
         self._handle_text(body, event, _MENTION.sub("", event.get("text", ""), count=1))
 
     def _handle_text(self, body: dict[str, Any], event: dict[str, Any], text: str) -> None:
+        if not self._ours(body):
+            return
         if not self.store.first_delivery("slack-event", str(body.get("event_id"))):
             return
         chat = self._event(event["user"], event["channel"], text, event.get("thread_ts"))
@@ -160,6 +188,8 @@ class SlackAdapter:
 
     def _reaction(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         item = event.get("item", {})
+        if not self._ours(body):
+            return
         if item.get("type") != "message" or not self.store.first_delivery(
             "slack-event", str(body.get("event_id"))
         ):
@@ -175,6 +205,8 @@ class SlackAdapter:
     def _button(self, body: dict[str, Any]) -> None:
         action = body["actions"][0]
         user = body["user"]["id"]
+        if not self._ours(body):
+            return
         if not self.store.first_delivery("slack-action", f"{action.get('action_ts')}:{user}"):
             return
         verb = "approve" if action["action_id"] == APPROVE_ACTION else "reject"

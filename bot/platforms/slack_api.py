@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from redis import Redis
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -20,6 +21,8 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.cards import Card
 from config.errors import PostFailed
+from config.policy import Policy
+from workers.rules.identity import save_slack_group, slack_groups_of
 
 APPROVE_ACTION = "releasegate_approve"
 REJECT_ACTION = "releasegate_reject"
@@ -73,6 +76,8 @@ class SlackPoster:
             ],
         )
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        self._bots: dict[str, tuple[float, bool]] = {}
+        self._workspace: tuple[str, str] | None = None
 
     def _call(self, method: Callable[..., Any], **params: Any) -> Any:
         try:
@@ -83,6 +88,25 @@ class SlackPoster:
     def check_token(self) -> None:
         """Raise `PostFailed` unless Slack's API answers and takes our token."""
         self._call(self.client.auth_test)
+
+    def workspace(self) -> tuple[str, str]:
+        """(team id, enterprise id or "") of the workspace our token belongs to."""
+        if self._workspace is None:
+            answer = self._call(self.client.auth_test)
+            self._workspace = (str(answer.get("team_id") or ""),
+                               str(answer.get("enterprise_id") or ""))  # fmt: skip
+        return self._workspace
+
+    def is_bot(self, user: str) -> bool:
+        """Whether `user` is a bot or an app (never an approver); cached briefly."""
+        cached = self._bots.get(user)
+        if cached and time.monotonic() - cached[0] < GROUP_CACHE_SECONDS:
+            return cached[1]
+        answer = self._call(self.client.users_info, user=user)
+        found = answer.get("user") or {}
+        bot = bool(found.get("is_bot") or found.get("is_app_user")) or user == "USLACKBOT"
+        self._bots[user] = (time.monotonic(), bot)
+        return bot
 
     def post(self, channel: str, thread: str | None, text: str) -> str:
         response = self._call(
@@ -120,12 +144,21 @@ class SlackPoster:
             blocks=card_blocks(card),
         )
 
-    def group_members(self, group: str) -> frozenset[str]:
-        """Members of a Slack user group (`S…`), cached briefly."""
+    def group_members(self, group: str, fresh: bool = False) -> frozenset[str]:
+        """Members of a Slack user group (`S…`), cached briefly (read anew with `fresh`)."""
         cached = self._groups.get(group)
-        if cached and time.monotonic() - cached[0] < GROUP_CACHE_SECONDS:
+        if cached and not fresh and time.monotonic() - cached[0] < GROUP_CACHE_SECONDS:
             return cached[1]
         response = self._call(self.client.usergroups_users_list, usergroup=group)
         members = frozenset(response.get("users", []))
         self._groups[group] = (time.monotonic(), members)
         return members
+
+
+def refresh_slack_groups(redis: Redis, poster: SlackPoster, policy: Policy) -> list[str]:
+    """Read every Slack user group the policy names anew and keep the members in Redis for
+    the workers' re-check at commit time; returns the groups read."""
+    groups = slack_groups_of(policy)
+    for group in groups:
+        save_slack_group(redis, group, poster.group_members(group, fresh=True), time.time())
+    return groups

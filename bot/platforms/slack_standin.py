@@ -37,6 +37,8 @@ class FakeSlack:
     unavailable: dict[str, int] = field(default_factory=dict)
     # text -> how many more times to refuse a message containing it (a refusal mid-sequence)
     refuse_text: dict[str, int] = field(default_factory=dict)
+    bots: set[str] = field(default_factory=set)  # user ids that users.info calls bots
+    team: str = "T1"  # the workspace auth.test names
     _counter: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -73,7 +75,7 @@ class FakeSlack:
                     "ok": True,
                     "user_id": BOT_USER,
                     "bot_id": "BBOT",
-                    "team_id": "T1",
+                    "team_id": self.team,
                     "user": "releasegate",
                     "url": "https://acme.slack.com/",
                 },
@@ -92,6 +94,10 @@ class FakeSlack:
             )
         if method == "chat.postEphemeral":
             return 200, {"ok": True, "message_ts": ts}, {}
+        if method == "users.info":
+            user = str(params.get("user"))
+            found = {"id": user, "is_bot": user in self.bots, "deleted": False}
+            return 200, {"ok": True, "user": found}, {}
         if method == "usergroups.users.list":
             return 200, {"ok": True, "users": self.groups.get(str(params.get("usergroup")), [])}, {}
         return 200, {"ok": True, "channel": params.get("channel"), "ts": params.get("ts", ts)}, {}

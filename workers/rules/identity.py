@@ -10,6 +10,7 @@ token, compares the same ids. A name that did not resolve matches nobody.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -17,8 +18,11 @@ from redis import Redis
 
 from config.policy import Policy
 from config.principals import Principal
-from workers.state.keys import ROCKETCHAT_IDS
+from workers.state.keys import ROCKETCHAT_IDS, SLACK_GROUPS
 from workers.state.request import Approval
+
+# How old the bot's reading of a Slack user group may be when a worker counts on it.
+GROUPS_FRESH = 60.0
 
 
 def load_rocketchat_ids(redis: Redis) -> dict[str, str]:
@@ -29,6 +33,34 @@ def load_rocketchat_ids(redis: Redis) -> dict[str, str]:
 def save_rocketchat_ids(redis: Redis, ids: Mapping[str, str]) -> None:
     if ids:
         redis.hset(ROCKETCHAT_IDS, mapping=cast(Any, dict(ids)))
+
+
+def save_slack_group(redis: Redis, group: str, members: Iterable[str], now: float) -> None:
+    """The bot's reading of a Slack user group (workers hold no Slack token)."""
+    redis.hset(SLACK_GROUPS, group, json.dumps({"members": sorted(members), "at": now}))
+
+
+def slack_groups_now(
+    redis: Redis, now: float, fresh: float = GROUPS_FRESH
+) -> dict[str, frozenset[str]]:
+    """Slack user group -> members, for the groups the bot read in the last `fresh` seconds
+    (an older reading confirms nobody)."""
+    found: dict[str, frozenset[str]] = {}
+    for group, raw in cast(dict[Any, Any], redis.hgetall(SLACK_GROUPS)).items():
+        reading = json.loads(raw)
+        if now - float(reading.get("at", 0)) <= fresh:
+            found[_text(group)] = frozenset(str(m) for m in reading.get("members", []))
+    return found
+
+
+def slack_groups_of(policy: Policy) -> list[str]:
+    """Every Slack user group (`S…`) the policy names."""
+    entries = [
+        *(p for members in policy.groups.values() for p in members),
+        *(p for env in policy.environments.values() for p in env.deployers),
+        *(p for env in policy.environments.values() for p in env.approvers),
+    ]
+    return sorted({e.removeprefix("slack-group:") for e in entries if e.startswith("slack-group:")})
 
 
 def _text(value: Any) -> str:
@@ -91,15 +123,28 @@ class Identities:
         return self.identity(a) == self.identity(b)
 
     def still_counted(
-        self, env: str, requester: Principal, approvals: Iterable[Approval]
+        self,
+        env: str,
+        requester: Principal,
+        approvals: Iterable[Approval],
+        slack_groups: Mapping[str, frozenset[str]] | None = None,
     ) -> tuple[list[Approval], list[str]]:
-        """Which approvals still count under this policy, and why the others do not."""
+        """Which approvals still count under this policy, and why the others do not. With
+        `slack_groups` (the bot's fresh readings), a Slack user group an approver was in
+        counts only while it still holds them."""
         approvers = self.policy.environments[env].approvers
         counted: dict[str, Approval] = {}
         dropped: list[str] = []
         for approval in approvals:
             principal = Principal.of(approval.principal)
             groups = [Principal.of(g) for g in approval.groups]
+            if slack_groups is not None:
+                groups = [
+                    g
+                    for g in groups
+                    if g.kind != "slack-group"
+                    or principal.id in slack_groups.get(g.id, frozenset())
+                ]
             who = self.identity(principal)
             if who == self.identity(requester):
                 dropped.append(f"{approval.principal} is the requester")

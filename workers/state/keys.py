@@ -37,6 +37,11 @@ def seen(kind: str, delivery_id: str) -> str:
     return f"{PREFIX}:seen:{kind}:{delivery_id}"
 
 
+def asked(identity: str, env: str, minute: int) -> str:
+    """How many requests a person filed for an environment in one minute."""
+    return f"{PREFIX}:asked:{env}:{identity}:{minute}"
+
+
 def opening(request_id: str) -> str:
     """Claimed while a worker opens the request's pull request."""
     return f"{PREFIX}:opening:{request_id}"
@@ -85,6 +90,8 @@ def rollout_step(request_id: str, step: str) -> str:
 
 # Identities and chat platforms.
 ROCKETCHAT_IDS = f"{PREFIX}:identity:rocketchat"  # name or id in the policy -> user id
+# Slack user group id -> {"members": [...], "at": unix seconds}, as the bot last read it.
+SLACK_GROUPS = f"{PREFIX}:identity:slack-groups"
 
 
 def rocketchat_cursor(channel: str) -> str:
