@@ -16,9 +16,10 @@ COPY config ./config
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
 
 FROM python:${PYTHON}-slim AS runtime
-# git and ssh for the worker's clone and push; tini reaps git's children.
+# git and ssh for the worker's clone and push; tini reaps git's children; bubblewrap is
+# the sandbox the repository's `validate` command runs in, away from the worker's secrets.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git openssh-client tini \
+    && apt-get install -y --no-install-recommends git openssh-client tini bubblewrap \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 releasegate \
     && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/releasegate releasegate

@@ -94,6 +94,9 @@ class Environment(_Model):
     validate_command: str | None = Field(default=None, alias="validate")
     # Environment variables the validation command may see besides PATH, HOME and LANG.
     validate_env: list[str] = []
+    # Let the validation command reach the network (remote Kustomize bases, Helm charts); off
+    # by default, since it could reach Redis or the forge from inside the sandbox.
+    validate_network: bool = False
     # Follow the reconciler after a push and say in the thread when the commit runs healthy.
     rollout: Rollout | None = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -55,11 +56,20 @@ class Settings(BaseSettings):
     git_ssh_key: Path | None = None
     # Sign every commit: an SSH private key's path, or gpg:KEYID (see workers/signing.py).
     git_signing_key: str | None = None
+    # Where the repository's `validate` command runs: under bubblewrap (bwrap), away from
+    # every secret of the worker, or (none) beside them. More read-only paths for it, for a
+    # validator installed outside /usr (os.pathsep-separated).
+    validate_sandbox: Literal["bwrap", "none"] = "bwrap"
+    validate_readonly: str = ""
     log_format: Literal["auto", "json", "text"] = "auto"  # auto: text on a terminal
 
     @property
     def retention(self) -> timedelta:
         return timedelta(days=self.retention_days)
+
+    @property
+    def validate_readonly_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(p) for p in self.validate_readonly.split(os.pathsep) if p)
 
     def secret_values(self) -> list[str]:
         """Every secret this process holds, to scrub from anything it shows."""

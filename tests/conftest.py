@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -114,7 +116,18 @@ def settings(
     monkeypatch.setenv("RELEASEGATE_POLICY", str(policy_file))
     monkeypatch.setenv("RELEASEGATE_REDIS_URL", redis_server.url)
     monkeypatch.setenv("RELEASEGATE_WORKDIR", str(tmp_path / "work"))
+    # Validators run in the bubblewrap sandbox, as in production: show them this Python and
+    # the tests' own tools folder (and nothing else of the test's files).
+    monkeypatch.setenv("RELEASEGATE_VALIDATE_READONLY", sandbox_tools(tmp_path))
     return Settings()
+
+
+def sandbox_tools(tmp_path: Path) -> str:
+    """Read-only paths a sandboxed validator needs in tests: this Python and `tmp_path/tools`,
+    where tests put validator scripts (keys and the work directory stay out of sight)."""
+    tools = tmp_path / "tools"
+    tools.mkdir(exist_ok=True)
+    return os.pathsep.join([sys.prefix, sys.base_prefix, str(tools)])
 
 
 @pytest.fixture

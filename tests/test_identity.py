@@ -235,7 +235,7 @@ def test_the_validation_command_does_not_see_the_workers_secrets(
 ) -> None:
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
-    script = tmp_path / "dump_env.py"
+    script = tmp_path / "tools" / "dump_env.py"
     script.write_text(
         "import os, sys\nfor k, v in sorted(os.environ.items()): print(k, v)\nsys.exit(1)\n"
     )
@@ -263,7 +263,7 @@ def test_a_secret_the_validation_command_prints_is_blanked_out(
 ) -> None:
     """Even where an operator lets a secret through `validate_env`, chat never shows it."""
     monkeypatch.setenv("RELEASEGATE_SLACK_BOT_TOKEN", SECRETS["RELEASEGATE_SLACK_BOT_TOKEN"])
-    script = tmp_path / "leak.py"
+    script = tmp_path / "tools" / "leak.py"
     script.write_text(
         "import os, sys\nprint('token is', os.environ['RELEASEGATE_SLACK_BOT_TOKEN'])\n"
         "sys.exit(2)\n"

@@ -252,7 +252,7 @@ def with_validation(policy_file: Path, command: str) -> None:
 def test_a_failing_validation_command_stops_the_push_and_shows_its_output(
     chat: Chat, redis: Redis, origin: Remote, settings: Settings, policy_file: Path, tmp_path: Path
 ) -> None:
-    script = tmp_path / "validate.py"
+    script = tmp_path / "tools" / "validate.py"
     script.write_text(
         "import sys\n"
         "text = open('env/prd/kustomization.yml').read()\n"

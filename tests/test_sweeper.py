@@ -17,7 +17,7 @@ from rq.serializers import JSONSerializer
 
 from bot.embedded_redis import EmbeddedRedis
 from config.settings import Settings
-from tests.conftest import Chat, Remote, run_worker
+from tests.conftest import Chat, Remote, run_worker, sandbox_tools
 from workers.landing.sweeper import DEAD_AFTER, sweep
 from workers.state.lane import Lane, lane_name
 from workers.state.queue import job_queue
@@ -77,6 +77,7 @@ def test_a_worker_killed_mid_job_leaves_nothing_pushed_and_the_request_runs_agai
         "RELEASEGATE_POLICY": str(policy_file),
         "RELEASEGATE_REDIS_URL": redis_server.url,
         "RELEASEGATE_WORKDIR": str(tmp_path / "work"),
+        "RELEASEGATE_VALIDATE_READONLY": sandbox_tools(tmp_path),
     }
     worker = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "worker"],

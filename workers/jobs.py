@@ -28,6 +28,7 @@ from workers.git.signing import HeadCheck, signer_and_check
 from workers.landing import mergerequests
 from workers.landing.batch import BatchHooks, apply_batch, context
 from workers.landing.forges import MergeRefused
+from workers.landing.validation import Sandbox
 from workers.logs import request_context
 from workers.rollout import follow
 from workers.rules.approvals import check_approvals, counted_approvers
@@ -187,6 +188,7 @@ def drain(job: Services, lease: Lease) -> None:
         maybe_pushed=lambda request: store.was_pushing(request.id),
         on_retry=lambda: metrics.record_push_retry(redis),
         secrets=[*settings.secret_values(), *url_credentials(policy.repository.url)],
+        sandbox=Sandbox(settings.validate_sandbox, settings.validate_readonly_paths),
         verify_head=verify_head,
     )
     with checkout.in_slot():

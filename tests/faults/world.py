@@ -97,6 +97,9 @@ class World:
             "RELEASEGATE_POLICY": str(self.policy_file),
             "RELEASEGATE_REDIS_URL": self.redis_server.url,
             "RELEASEGATE_WORKDIR": str(self.tmp / "work"),
+            # The crash suite's validator tells the test it is running through a file; the
+            # sandbox that would hide that file from it has tests of its own.
+            "RELEASEGATE_VALIDATE_SANDBOX": "none",
         }
 
     def start_worker(self) -> subprocess.Popen[bytes]:

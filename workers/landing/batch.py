@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from config.errors import PushRejected, ReleasegateError, RemoteUnreachable, StaleRequest
@@ -26,7 +26,7 @@ from config.policy import Policy
 from workers.git.checkout import Checkout
 from workers.landing.commit import commit_message
 from workers.landing.provenance import not_ours
-from workers.landing.validation import validate
+from workers.landing.validation import Sandbox, validate
 from workers.logs import request_context
 from workers.rules.plan import current_version, plan_changes, same_change
 from workers.state.request import DeployRequest, RequestState, Result
@@ -51,6 +51,7 @@ class BatchHooks:
     maybe_pushed: Callable[[DeployRequest], bool] = lambda request: True
     on_retry: Callable[[], None] = lambda: None
     secrets: Sequence[str] = ()
+    sandbox: Sandbox = field(default_factory=Sandbox)  # where the repository's validator runs
     # Raises when the fetched head may not be built on (its signature is not trusted).
     verify_head: Callable[[str], None] = lambda head: None
 
@@ -92,6 +93,7 @@ def apply_one(
             Path(checkout.path),
             allowed_env=env.validate_env,
             secrets=hooks.secrets,
+            sandbox=hooks.sandbox.with_network(env.validate_network),
         )
     hooks.recheck(request)
     return checkout.commit(commit_message(request, hooks.approvers(request)), plan.changed_files)
