@@ -228,12 +228,24 @@ def result_text(request: DeployRequest, result: Result) -> str:
             )
         case "crashed":
             return f"the worker crashed ({facts.get('error')}); see the worker's log"
+        case "moved":
+            return (
+                f"{facts.get('app')} in {facts.get('env')} is now {facts.get('now')}, but "
+                f"the request approved {facts.get('old')} -> {facts.get('new')}; ask again "
+                "with a new request"
+            )
+        case "diff_changed":
+            return (
+                "the files changed since the request was made, so the change would not be "
+                "the one shown and approved; ask again with a new request"
+            )
         case "kept_moving":
             return (
                 f"gave up after {facts.get('attempts')} attempts: the branch kept moving "
                 "under us; try again"
             )
-    return result.message
+    # An error's own words may carry outside text (a remote's hook, a forge, a validator).
+    return inert_block(result.message, 4000)
 
 
 def outcome(request: DeployRequest, result: Result) -> str:

@@ -56,7 +56,14 @@ class PinAmbiguous(PinError):
 
 
 class StaleRequest(PinError):
-    """The repository moved since approval; the approved change no longer applies as shown."""
+    """The repository moved since approval; the approved change no longer applies as shown.
+    `reason` (`moved`, `diff_changed`) and `facts` say it as data, for the chat's words."""
+
+    def __init__(self, reason: str, **facts: str) -> None:
+        self.reason = reason
+        self.facts = facts
+        detail = ", ".join(f"{k}={v}" for k, v in facts.items())
+        super().__init__(f"stale request: {reason}" + (f" ({detail})" if detail else ""))
 
 
 class ValidationFailed(ReleasegateError):

@@ -109,9 +109,12 @@ def policy_text(url: str) -> str:
     return (
         f'repository: {{url: "{url}", author: "releasegate <rg@acme.example>"}}\n'
         "environments:\n"
-        '  int: {channels: ["slack:CINT"], deployers: ["slack:UALICE"]}\n'
+        # One person files the bench's whole burst: no limit per person gets in its way.
+        '  int: {channels: ["slack:CINT"], deployers: ["slack:UALICE"],\n'
+        "        max_open_requests: 1000, requests_per_minute: 1000}\n"
         '  prd: {channels: ["slack:CPRD"], deployers: ["slack:UALICE"],\n'
-        '        approvers: ["slack:UCAROL"], approvals: 1}\n'
+        '        approvers: ["slack:UCAROL"], approvals: 1,\n'
+        "        max_open_requests: 1000, requests_per_minute: 1000}\n"
         f"apps:\n{pins}"
     )
 

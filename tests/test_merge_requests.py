@@ -17,6 +17,7 @@ from redis import Redis
 from rq import Queue
 
 from bot.conversation import Conversation
+from bot.messages import result_text
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, git, outbox, plain_policy, run_worker
@@ -387,10 +388,11 @@ def ended_once_with(world: World, request_id: str, words: str) -> str:
     assert world.state(request_id) is RequestState.FAILED
     result = RequestStore(world.redis).result(request_id)
     assert result is not None
-    assert words in result.message, result.message
+    said = result_text(RequestStore(world.redis).get(request_id), result)
+    assert words in said, said
     told = [line for line in outbox(world.redis) if line.startswith(f"{request_id}: failed")]
-    assert told == [f"{request_id}: failed: {result.message}"]
-    return result.message
+    assert told == [f"{request_id}: failed: {said}"]
+    return said
 
 
 @pytest.mark.parametrize("kind", ["github", "gitlab"])

@@ -77,8 +77,13 @@ class SlackAdapter:
             log.warning("cannot tell our own workspace, so nothing is taken: %s", exc)
             return False
         if team != our_team or ((enterprise or our_enterprise) and enterprise != our_enterprise):
-            log.warning("refused a delivery for workspace %r (enterprise %r): ours is %r (%r)",
-                        team, enterprise, our_team, our_enterprise)  # fmt: skip
+            log.warning(
+                "refused a delivery for workspace %r (enterprise %r): ours is %r (%r)",
+                team,
+                enterprise,
+                our_team,
+                our_enterprise,
+            )
             return False
         return True
 

@@ -93,8 +93,10 @@ class SlackPoster:
         """(team id, enterprise id or "") of the workspace our token belongs to."""
         if self._workspace is None:
             answer = self._call(self.client.auth_test)
-            self._workspace = (str(answer.get("team_id") or ""),
-                               str(answer.get("enterprise_id") or ""))  # fmt: skip
+            self._workspace = (
+                str(answer.get("team_id") or ""),
+                str(answer.get("enterprise_id") or ""),
+            )
         return self._workspace
 
     def is_bot(self, user: str) -> bool:

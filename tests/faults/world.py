@@ -54,6 +54,9 @@ def prd_policy(url: str, apps: int = APPS, validate: str | None = None) -> str:
         '    channels: ["shell:deploy-prd"]\n    deployers: ["shell:alice"]\n'
         f"    approvers: [{', '.join(f'shell:{a}' for a in APPROVERS)}]\n"
         f"    approvals: {len(APPROVERS)}\n"
+        # One deployer files every request of the suite; the limits per person have tests
+        # of their own.
+        "    max_open_requests: 1000\n    requests_per_minute: 1000\n"
         + (f"    validate: {validate!r}\n" if validate else "")
         + f"apps:\n{pins}"
     )

@@ -66,8 +66,7 @@ def _check_not_moved(policy: Policy, checkout: Checkout, request: DeployRequest)
         now = current_version(policy, checkout.read, change.app, change.env)
         if now not in (change.old, change.new):
             raise StaleRequest(
-                f"{change.app} in {change.env} is now {now}, but the request approved "
-                f"{change.old} -> {change.new}; ask again with a new request"
+                "moved", app=change.app, env=change.env, now=now, old=change.old, new=change.new
             )
 
 
@@ -80,10 +79,7 @@ def apply_one(
     if not plan.changed_files:
         return None
     if not same_change(request.diff, plan.diff()):
-        raise StaleRequest(
-            "the files changed since the request was made, so the change would not be "
-            "the one shown and approved; ask again with a new request"
-        )
+        raise StaleRequest("diff_changed")
     for file in plan.changed_files:
         checkout.write(file, plan.after[file])
     env = policy.environments[request.env]
@@ -141,7 +137,7 @@ def apply_batch(
                 except ReleasegateError as exc:
                     log.warning("dropped from the batch: %s", exc)
                     checkout.reset_to(good)
-                    outcomes[request.id] = Result(state=RequestState.FAILED, message=str(exc))
+                    outcomes[request.id] = failed(exc)
                     continue
                 if sha is None:
                     outcomes[request.id] = already_there(request)
@@ -184,6 +180,13 @@ def apply_batch(
             state=RequestState.FAILED, reason="kept_moving", facts={"attempts": str(max_attempts)}
         )
     return outcomes
+
+
+def failed(exc: ReleasegateError) -> Result:
+    """How a request that raised `exc` ends: with the reason as data where there is one."""
+    if isinstance(exc, StaleRequest):
+        return Result(state=RequestState.FAILED, reason=exc.reason, facts=exc.facts)
+    return Result(state=RequestState.FAILED, message=str(exc))
 
 
 def already_there(request: DeployRequest) -> Result:

@@ -23,7 +23,7 @@ from config.errors import ReleasegateError
 from config.policy import Policy
 from config.settings import Settings
 from workers.git.checkout import Checkout
-from workers.landing.batch import BatchHooks, already_there, apply_one, context
+from workers.landing.batch import BatchHooks, already_there, apply_one, context, failed
 from workers.landing.commit import commit_message
 from workers.landing.forges import (
     Forge,
@@ -199,7 +199,7 @@ def land(
         return None
     except ReleasegateError as exc:
         close(policy, forge, store, request)
-        return Result(state=RequestState.FAILED, message=str(exc))
+        return failed(exc)
     try:
         forge.delete_branch(branch_of(request))
     except ReleasegateError as exc:  # GitLab removed it with the merge; nothing lost either way
