@@ -39,7 +39,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     redis = connect(settings)
     lane = Lane(redis, lane_name(policy.repository))
     mirror = Mirror(
-        policy.repository, settings.workdir, ssh_key=settings.git_ssh_key, pushed=lane.pushed
+        policy.repository, settings.workdir, access=settings.git_access(), pushed=lane.pushed
     )
     conversation = Conversation(policy, redis, mirror, retention=settings.retention)
     app = create_app(settings, policy, redis, conversation)
@@ -72,7 +72,7 @@ def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:
     redis = connect(settings)
     lane = Lane(redis, lane_name(policy.repository))
     mirror = Mirror(
-        policy.repository, settings.workdir, ssh_key=settings.git_ssh_key, pushed=lane.pushed
+        policy.repository, settings.workdir, access=settings.git_access(), pushed=lane.pushed
     )
     conversation = Conversation(policy, redis, mirror, retention=settings.retention)
     return ShellChat(conversation, redis, sys.stdout, user, channel)
@@ -146,7 +146,7 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
         require_key(policy.repository, Signer.from_setting(settings.git_signing_key))
     except ReleasegateError as exc:
         problems.append(str(exc))
-    mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
+    mirror = Mirror(policy.repository, settings.workdir, access=settings.git_access())
     repo = mirror.snapshot()
     print(f"repository at {repo.head[:7]}")
     for app_name, app in policy.apps.items():

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.git_access import GitAccess
+
 
 def _default_workdir() -> Path:
     return Path.home() / ".cache" / "releasegate"
@@ -54,6 +56,10 @@ class Settings(BaseSettings):
     # How long an ended request (and its approvals) stays in Redis; Git keeps the record.
     retention_days: int = Field(default=30, ge=1)
     git_ssh_key: Path | None = None
+    # The SSH host keys of the Git servers (a known_hosts file); without it the user's own
+    # ~/.ssh/known_hosts. Trust on first use only when asked for (kept in the work folder).
+    git_known_hosts: Path | None = None
+    git_accept_new_host_keys: bool = False
     # Sign every commit: an SSH private key's path, or gpg:KEYID (see workers/signing.py).
     git_signing_key: str | None = None
     # Where the repository's `validate` command runs: under bubblewrap (bwrap), away from
@@ -66,6 +72,14 @@ class Settings(BaseSettings):
     @property
     def retention(self) -> timedelta:
         return timedelta(days=self.retention_days)
+
+    def git_access(self) -> GitAccess:
+        return GitAccess(
+            ssh_key=self.git_ssh_key,
+            known_hosts=self.git_known_hosts,
+            accept_new=self.git_accept_new_host_keys,
+            workdir=self.workdir,
+        )
 
     @property
     def validate_readonly_paths(self) -> tuple[Path, ...]:

@@ -17,6 +17,7 @@ from bot.conversation import Conversation
 from bot.server import create_app
 from config.policy import Policy
 from config.settings import Settings
+from config.text import inert
 from tests.conftest import Chat, Remote, http_server, outbox, run_worker
 from workers.git.mirror import Mirror
 
@@ -119,7 +120,10 @@ def test_worker_logs_are_json_lines_with_the_request_and_no_token(
     assert "s3cr3t-t0ken" not in done.stderr
     report = outbox(redis)
     assert report
-    assert "failed: cannot fetch main from https://***@127.0.0.1:1/env.git" in report[0]
+    # The password is masked (its user stays), and the thread says the URL inert.
+    assert (
+        f"failed: cannot fetch main from {inert('https://ci:***@127.0.0.1:1/env.git')}" in report[0]
+    )
     assert "s3cr3t-t0ken" not in report[0]
 
 

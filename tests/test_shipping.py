@@ -222,3 +222,23 @@ def test_the_forge_token_reaches_the_workers_only() -> None:
     assert token == {"name": "releasegate-forge", "key": "token"}
     bot = {e["name"] for e in container(objects, "rg-releasegate-bot")["env"]}
     assert "RELEASEGATE_FORGE_TOKEN" not in bot
+
+
+def test_a_deploy_key_without_known_hosts_is_refused_at_render_unless_trust_on_first_use() -> None:
+    """Argo CD renders the chart with `helm template`: a missing known_hosts is said there,
+    not discovered as a man in the middle later."""
+    keyed = {**DEFAULTS, "git": {"existingSecret": "releasegate-deploy-key"}}
+    with pytest.raises(helm.HelmError, match=re.escape("git.knownHosts is required")):
+        render(keyed)
+    trusting = {**keyed, "git": {**keyed["git"], "insecureAcceptNewHostKeys": True}}
+    env = {
+        e["name"]: e.get("value")
+        for e in container(render(trusting), "rg-releasegate-worker")["env"]
+    }
+    assert env["RELEASEGATE_GIT_ACCEPT_NEW_HOST_KEYS"] == "true"
+    pinned = {**keyed, "git": {**keyed["git"], "knownHosts": "github.com ssh-ed25519 AAAA"}}
+    env = {
+        e["name"]: e.get("value") for e in container(render(pinned), "rg-releasegate-worker")["env"]
+    }
+    assert env["RELEASEGATE_GIT_KNOWN_HOSTS"] == "/etc/releasegate/known_hosts/known_hosts"
+    assert "GIT_SSH_COMMAND" not in env

@@ -74,7 +74,7 @@ class Services:
         checkout = Checkout(
             policy.repository,
             settings.workdir,
-            ssh_key=settings.git_ssh_key,
+            access=settings.git_access(),
             paths=checkout_paths(policy),
             signer=signer,
         )

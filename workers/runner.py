@@ -62,7 +62,7 @@ def run(settings: Settings, burst: bool = False) -> int:
         supervisor.start("sweeper", lambda: _sweep_round(own, sweeper_lane), stop)
         # Following rollouts: a look every few seconds, on a connection of its own too.
         follower = connect(settings)
-        mirror = Mirror(policy.repository, settings.workdir, ssh_key=settings.git_ssh_key)
+        mirror = Mirror(policy.repository, settings.workdir, access=settings.git_access())
         token = settings.argocd_token.get_secret_value() if settings.argocd_token else None
         supervisor.start(
             "rollouts",
@@ -124,7 +124,7 @@ def _warm(policy: Policy, settings: Settings) -> None:
     checkout = Checkout(
         policy.repository,
         settings.workdir,
-        ssh_key=settings.git_ssh_key,
+        access=settings.git_access(),
         paths=checkout_paths(policy),
     )
     try:

@@ -35,8 +35,9 @@ from typing import IO
 import git
 
 from config.errors import GitOpsError, PinError, PinNotFound, PushRejected, RemoteUnreachable
+from config.git_access import GitAccess
 from config.policy import Repository
-from workers.git.env import git_env, redact_url, repository_dir
+from workers.git.env import git_env, git_said, redact_url, repository_dir
 from workers.git.signing import Signer
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _remote_said(lines: list[str], keep: int = 5) -> str:
 
 def _git_error(exc: git.GitCommandError) -> str:
     stderr = (exc.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
-    return redact_url(stderr or str(exc.status))
+    return git_said(stderr) or str(exc.status)
 
 
 @contextmanager
@@ -111,7 +112,7 @@ class Checkout:
         repository: Repository,
         workdir: Path,
         *,
-        ssh_key: Path | None = None,
+        access: GitAccess | None = None,
         host: str | None = None,
         paths: Sequence[str] | None = None,
         signer: Signer | None = None,
@@ -122,7 +123,8 @@ class Checkout:
         self.paths = sorted(set(paths)) if paths is not None else None
         self.base = repository_dir(repository, workdir) / (host or socket.gethostname())
         self.path: Path = self.base / "slot-unheld"
-        self._env = git_env(ssh_key)
+        self._env = git_env(access)
+        self._known_hosts = str((access or GitAccess()).known_hosts_file)
         self._repo: git.Repo | None = None
         self._held = False  # this process holds a slot through this object
 
@@ -202,7 +204,7 @@ class Checkout:
         except subprocess.TimeoutExpired as exc:
             raise RemoteUnreachable(f"git {_verb(args)} took longer than {GIT_TIMEOUT}s") from exc
         if done.returncode != 0:
-            error = redact_url(done.stderr.strip() or f"exit {done.returncode}")
+            error = git_said(done.stderr, self._known_hosts) or f"exit {done.returncode}"
             raise RemoteUnreachable(f"git {_verb(args)} failed: {error}")
         return done.stdout.strip() if strip else done.stdout
 

@@ -6,15 +6,42 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shlex
 from pathlib import Path
 
+from config.git_access import GitAccess
 from config.policy import Repository
 
 
-def redact_url(url: str) -> str:
-    """The URL without any user:password part, fit for logs and chat."""
-    return re.sub(r"//[^/@]+@", "//***@", url)
+def redact_url(text: str) -> str:
+    """`text` with the secrets of any URL in it masked, fit for logs and chat: a password
+    (`user:***@`), and a token written as an HTTP(S) URL's user (`https://***@`). An SSH
+    user (`ssh://git@host`) is a name, not a secret, and stays."""
+    text = re.sub(r"(//[^/@:\s]+):[^/@\s]+@", r"\1:***@", text)
+    return re.sub(r"(https?://)[^/@:\s]+@", r"\1***@", text)
+
+
+GIT_SAYS_LINES = 12  # how much of git's own message we keep, from its first words on
+
+
+def git_said(stderr: str, known_hosts: str = "") -> str:
+    """git's whole message (bounded, secrets masked), with a clear first line for what
+    people meet most: an SSH host key that is not known, or that changed."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    said = redact_url(" / ".join(lines[:GIT_SAYS_LINES]))
+    where = known_hosts or "RELEASEGATE_GIT_KNOWN_HOSTS"
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+        return (
+            f"the Git server's SSH host key is not the one in {where}: refused (someone "
+            f"may be in the middle; if the server's key really changed, update {where}). "
+            f"ssh said: {said}"
+        )
+    if "Host key verification failed" in stderr:
+        return (
+            f"the Git server's SSH host key is not in {where}: add it (ssh-keyscan), or "
+            "set RELEASEGATE_GIT_ACCEPT_NEW_HOST_KEYS=true to trust it on first use. "
+            f"ssh said: {said}"
+        )
+    return said
 
 
 def url_credentials(url: str) -> list[str]:
@@ -23,14 +50,13 @@ def url_credentials(url: str) -> list[str]:
     return [part for part in found.group(1).split(":") if part] if found else []
 
 
-def git_env(ssh_key: Path | None) -> dict[str, str]:
+def git_env(access: GitAccess | None = None) -> dict[str, str]:
     """The environment every Git call of ours runs with (on top of the process's own)."""
-    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_LITERAL_PATHSPECS": "1"}
-    if ssh_key is not None:
-        env["GIT_SSH_COMMAND"] = (
-            f"ssh -i {shlex.quote(str(ssh_key))} -o IdentitiesOnly=yes "
-            "-o StrictHostKeyChecking=accept-new"
-        )
+    env = {
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_LITERAL_PATHSPECS": "1",
+        "GIT_SSH_COMMAND": (access or GitAccess()).ssh_command(),
+    }
     return {**os.environ, **env}
 
 

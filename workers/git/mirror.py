@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from config.errors import GitOpsError, PinError, PinNotFound, RemoteUnreachable
+from config.git_access import GitAccess
 from config.policy import Repository
-from workers.git.env import git_env, redact_url, repository_dir
+from workers.git.env import git_env, git_said, redact_url, repository_dir
 from workers.git.trailers import TRAILER_FORMAT, parse_trailer_log
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ class Mirror:
         repository: Repository,
         workdir: Path,
         *,
-        ssh_key: Path | None = None,
+        access: GitAccess | None = None,
         freshness: float = FRESHNESS,
         fetch_timeout: float = FETCH_TIMEOUT,
         join_wait: float = JOIN_WAIT,
@@ -206,7 +207,8 @@ class Mirror:
         self.freshness = freshness
         self.fetch_timeout = fetch_timeout
         self.join_wait = join_wait
-        self._env = git_env(ssh_key)
+        self._env = git_env(access)
+        self._known_hosts = str((access or GitAccess()).known_hosts_file)
         self.objects = ObjectReader(self.git_dir)
         self._cond = threading.Condition()
         self._fetching = False
@@ -289,8 +291,8 @@ class Mirror:
         except subprocess.TimeoutExpired as exc:
             raise GitOpsError(f"git {args[0]} took longer than {timeout:.0f}s") from exc
         if done.returncode != 0:
-            message = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise GitOpsError(redact_url(message[-1] if message else f"exit {done.returncode}"))
+            stderr = done.stderr.decode("utf-8", "replace")
+            raise GitOpsError(git_said(stderr, self._known_hosts) or f"exit {done.returncode}")
         return done.stdout.decode("utf-8", "replace")
 
     def is_ancestor(self, commit: str, later: str) -> bool:

@@ -90,8 +90,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: /etc/releasegate/git/ssh-privatekey
 {{- end }}
 {{- if .Values.git.knownHosts }}
-- name: GIT_SSH_COMMAND
-  value: "ssh -o UserKnownHostsFile=/etc/releasegate/known_hosts/known_hosts"
+- name: RELEASEGATE_GIT_KNOWN_HOSTS
+  value: /etc/releasegate/known_hosts/known_hosts
+{{- else if .Values.git.existingSecret }}
+{{- if not .Values.git.insecureAcceptNewHostKeys }}
+{{- fail "git.knownHosts is required with a deploy key (git.existingSecret): the Git server's SSH host keys, e.g. from `ssh-keyscan github.com`; or set git.insecureAcceptNewHostKeys=true to trust a new host's key on first use" }}
+{{- end }}
+- name: RELEASEGATE_GIT_ACCEPT_NEW_HOST_KEYS
+  value: "true"
 {{- end }}
 {{- end }}
 
