@@ -15,9 +15,13 @@ from ruamel.yaml import YAML
 
 ROOT = Path(__file__).parent.parent
 CHART = ROOT / "helm" / "releasegate"
-PRODUCTION = ROOT / "tests" / "fixtures" / "helm" / "production-values.yaml"
+PRODUCTION = ROOT / "config" / "examples" / "kubernetes" / "production-values.yaml"
+APPLICATION = ROOT / "config" / "examples" / "kubernetes" / "argocd-application.yaml"
 POLICY = "repository: {url: 'git@github.com:acme/environments.git'}\n"
-DEFAULTS: dict[str, Any] = {"policy": {"content": POLICY}}
+DEFAULTS: dict[str, Any] = {
+    "policy": {"content": POLICY},
+    "redis": {"existingSecret": "releasegate-redis"},
+}
 
 
 def production_values() -> dict[str, Any]:
@@ -99,7 +103,7 @@ def test_default_install_probes_security_and_bundled_redis() -> None:
         env["RELEASEGATE_REDIS_URL"]["value"]
         == "redis://:$(REDIS_PASSWORD)@rg-releasegate-redis:6379/0"
     )
-    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "rg-releasegate-redis"
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "releasegate-redis"
     assert objects["ConfigMap/rg-releasegate-policy"]["data"]["policy.yaml"] == POLICY
     assert "Ingress/rg-releasegate" not in objects
     test_pod = objects["Pod/rg-releasegate-test-healthz"]
@@ -144,7 +148,7 @@ def test_production_values_reference_secrets_and_never_hold_them() -> None:
 
 def test_a_policy_change_rolls_the_pods() -> None:
     before = render(DEFAULTS)["Deployment/rg-releasegate-bot"]["spec"]["template"]["metadata"]
-    changed = {"policy": {"content": POLICY + "# changed\n"}}
+    changed = {**DEFAULTS, "policy": {"content": POLICY + "# changed\n"}}
     after = render(changed)["Deployment/rg-releasegate-bot"]["spec"]["template"]["metadata"]
     assert before["annotations"]["checksum/config"] != after["annotations"]["checksum/config"]
 
@@ -170,7 +174,7 @@ def test_a_missing_policy_is_a_clear_render_error() -> None:
     with pytest.raises(
         helm.HelmError, match=re.escape("policy.content or policy.existingConfigMap is required")
     ):
-        render({})
+        render({"redis": DEFAULTS["redis"]})
 
 
 def test_following_rollouts_gives_bot_and_workers_the_token_and_flux_only_what_it_reads() -> None:
@@ -242,3 +246,32 @@ def test_a_deploy_key_without_known_hosts_is_refused_at_render_unless_trust_on_f
     }
     assert env["RELEASEGATE_GIT_KNOWN_HOSTS"] == "/etc/releasegate/known_hosts/known_hosts"
     assert "GIT_SSH_COMMAND" not in env
+
+
+def test_the_chart_renders_the_same_twice_so_argo_cd_sees_no_drift() -> None:
+    """`helm template` (Argo CD) renders at every sync: nothing in it may change between two."""
+    assert helm.Chart.load(CHART).render(DEFAULTS, name="rg", namespace="deploys") == (
+        helm.Chart.load(CHART).render(DEFAULTS, name="rg", namespace="deploys")
+    )
+
+
+def test_a_generated_redis_password_is_asked_for_not_silently_regenerated() -> None:
+    bare = {"policy": {"content": POLICY}}
+    with pytest.raises(helm.HelmError, match=re.escape("redis.existingSecret is required")):
+        render(bare)
+    generated = render({**bare, "redis": {"generatePassword": True}})
+    assert generated["Secret/rg-releasegate-redis"]["metadata"]["annotations"] == {
+        "helm.sh/resource-policy": "keep"
+    }
+
+
+def test_the_argo_cd_application_example_renders_the_same_twice() -> None:
+    """The Application that has Argo CD install releasegate: its values render, twice alike."""
+    application = YAML(typ="safe").load(APPLICATION.read_text())
+    assert application["spec"]["source"]["path"] == "helm/releasegate"
+    values = application["spec"]["source"]["helm"]["valuesObject"]
+    helm.Chart.load(CHART).validate_schema(values)
+    first, second = render(values), render(values)
+    assert first == second
+    env = {e["name"]: e.get("value") for e in container(first, "rg-releasegate-worker")["env"]}
+    assert env["RELEASEGATE_GIT_KNOWN_HOSTS"] == "/etc/releasegate/known_hosts/known_hosts"
