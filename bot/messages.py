@@ -320,6 +320,9 @@ def rollout_state(record: RolloutRecord) -> str:
         slowest = max((t.seconds or 0.0) for t in record.targets)
         return f"💚 synced and healthy after {took(slowest)}"
     worst = next(s for s in ("degraded", "error", "timeout") if s in states)
+    if worst == "degraded":
+        why = next(t.last for t in record.targets if t.state == "degraded")
+        return f"💔 degraded after the push: {inert(why, 200)}"
     return {
         "degraded": "💔 degraded after the push",
         "error": "⚠️ rollout not followed",

@@ -65,10 +65,9 @@ class FakeApp:
             self.progressing -= 1
             health = {"status": "Progressing", "message": "Waiting for rollout to finish"}
         elif self.behaviour == "degraded":
-            health = {
-                "status": "Degraded",
-                "message": 'Deployment "awesome" exceeded its progress deadline',
-            }
+            # As Argo CD up to 3.5 says it: no message on the application's health, the
+            # reason on the resource that is unhealthy.
+            health = {"status": "Degraded"}
         return {
             "metadata": {"name": self.name, "namespace": "argocd"},
             "spec": {
@@ -81,6 +80,19 @@ class FakeApp:
                 "destination": {"server": "https://kubernetes.default.svc"},
             },
             "status": {
+                "resources": [
+                    {"kind": "Service", "name": "awesome", "health": {"status": "Healthy"}},
+                    {
+                        "kind": "Deployment",
+                        "name": "awesome",
+                        "health": {
+                            "status": "Degraded" if self.behaviour == "degraded" else "Healthy",
+                            "message": 'Deployment "awesome" exceeded its progress deadline'
+                            if self.behaviour == "degraded"
+                            else "",
+                        },
+                    },
+                ],
                 "sync": {
                     "status": "Synced" if synced else "OutOfSync",
                     "revision": self.claimed_revision or self.revision,
@@ -140,6 +152,7 @@ class FakeKustomization:
     namespace: str = "flux-system"
     applied: str = ""
     ready: str = "True"
+    message: str = ""  # the Ready condition's message, when it is not the applied revision
 
     def document(self) -> dict[str, Any]:
         self.applied = self.applied or head_of(self.repo)
@@ -154,7 +167,7 @@ class FakeKustomization:
                         "type": "Ready",
                         "status": self.ready,
                         "reason": "ReconciliationSucceeded",
-                        "message": f"Applied revision: main@sha1:{self.applied}",
+                        "message": self.message or f"Applied revision: main@sha1:{self.applied}",
                     }
                 ],
             },

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from bot.cards import card_for
 from bot.conversation import Conversation
 from bot.embedded_redis import EmbeddedRedis
 from bot.live import live_lines
@@ -154,6 +155,10 @@ def test_a_degraded_rollout_is_told_at_once_and_a_rollback_is_offered_not_applie
     texts = fake.texts()
     assert texts[0].startswith(f"{request_id}: rollout of {world.origin.head()[:7]} in prd")
     assert 'awesome-prd: degraded: Deployment "awesome" exceeded' in texts[0]
+    # Argo CD (up to 3.5) says why only on the resource: the thread and the card name it.
+    assert "exceeded its progress deadline (Deployment/awesome)" in texts[0]
+    card = card_for(store, request_id).text()
+    assert '💔 degraded after the push: Deployment "awesome" exceeded its progress' in card
     [rollback_id] = store.pending_all()
     rollback = store.get(rollback_id)
     assert rollback.verb == "rollback"
@@ -306,6 +311,51 @@ def test_flux_is_followed_through_the_kubernetes_api(
     assert told == [told[0]]
     assert told[0].startswith(f"{request_id}: {world.origin.head()[:7]} is synced and healthy")
     assert told[0].endswith("(Flux: apps)")
+
+
+def test_a_flux_rollout_that_is_not_ready_says_fluxs_reason(
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    settings: Settings,
+    policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    policy_file.write_text(with_rollout(remote, FLUX))
+    policy = parse_policy(policy_file.read_text())
+    kube = FakeKubernetes()
+    kube.kustomizations["apps"] = FakeKustomization(
+        "apps",
+        remote,
+        ready="False",
+        message='Deployment/apps/awesome dry-run failed: field "spec.replicas" is invalid',
+    )
+    server = serve(kube)
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{server.server_port}'}}}}]\n"
+        f"users: [{{name: u, user: {{token: {kube.token}}}}}]\n"
+        "contexts: [{name: test, context: {cluster: c, user: u}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "b", freshness=0)))
+    world = World(
+        chat,
+        policy,
+        redis,
+        Remote(remote),
+        FakeArgoCD(),
+        "",
+        Mirror(policy.repository, tmp_path / "f", freshness=0),
+    )
+    request_id = world.push()
+    record = world.follow()
+    server.shutdown()
+    assert [t.state for t in record.targets] == ["degraded"]
+    assert "dry-run failed" in record.targets[0].last
+    [told] = [line for line in outbox(redis) if line.startswith(f"{request_id}: rollout")]
+    assert 'apps: degraded: Deployment/apps/awesome dry-run failed: field "spec.replicas"' in told
 
 
 def test_a_degraded_rollout_where_nobody_approves_files_no_rollback_but_says_how(

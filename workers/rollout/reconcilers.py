@@ -30,6 +30,7 @@ FLUX_PATHS = {
     "HelmRelease": "/apis/helm.toolkit.fluxcd.io/v2/namespaces/{ns}/helmreleases/{name}",
 }
 _SHA = re.compile(r"\b[0-9a-f]{7,40}\b")
+UNHEALTHY_SHOWN = 3  # resources named when a rollout is Degraded
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,21 @@ class ArgoCD:
             for c in status.get("conditions") or []
             if str(c.get("type", "")).endswith("Error")
         ]
-        message = (operation.get("message") if failed else "") or health.get("message") or ""
+        # Up to Argo CD 3.5 the application's health has no message: the reason a rollout is
+        # Degraded is on its resources (a Deployment that exceeded its progress deadline).
+        unhealthy = [
+            f"{(r.get('health') or {}).get('message') or 'unhealthy'} "
+            f"({r.get('kind', '?')}/{r.get('name', '?')})"
+            for r in status.get("resources") or []
+            if isinstance(r, dict)
+            and (r.get("health") or {}).get("status") in ("Degraded", "Missing")
+        ][:UNHEALTHY_SHOWN]
+        message = (
+            (operation.get("message") if failed else "")
+            or health.get("message")
+            or "; ".join(unhealthy)
+            or ""
+        )
         return TargetStatus(
             revision=str(revision),
             sync=str(sync.get("status") or "Unknown"),
