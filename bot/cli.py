@@ -6,6 +6,7 @@ import argparse
 import getpass
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from config.errors import PolicyError, ReleasegateError
 from config.policy import Policy, load_policy
@@ -46,13 +48,26 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Hand the GIL over every 2 ms instead of 5: an acknowledgement is a few lines of Python
     # and must not wait long behind a chat answer being computed on another thread.
     sys.setswitchinterval(0.002)
-    log.info(
-        "listening on http://%s:%d (RELEASEGATE_HTTP_HOST, RELEASEGATE_HTTP_PORT)",
-        settings.http_host,
-        settings.http_port,
-    )
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)
+    # Bind first: a port in use (or not ours to take) is one line, and "listening" is said
+    # only once it is true.
+    where = f"{settings.http_host}:{settings.http_port}"
+    try:
+        sock = socket.create_server(
+            (settings.http_host, settings.http_port), family=_family(settings.http_host)
+        )
+    except OSError as exc:
+        raise ReleasegateError(
+            f"cannot listen on {where} (RELEASEGATE_HTTP_HOST, RELEASEGATE_HTTP_PORT): "
+            f"{os.strerror(exc.errno) if exc.errno else exc}"
+        ) from exc
+    log.info("listening on http://%s (RELEASEGATE_HTTP_HOST, RELEASEGATE_HTTP_PORT)", where)
+    config = uvicorn.Config(app, log_config=None)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -299,13 +314,32 @@ def _settings() -> Settings | None:
             print(f"releasegate: {name}: {error['msg']}", file=sys.stderr)
         return None
     url = settings.redis_url.get_secret_value() if settings.redis_url else None
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-        print(
-            "releasegate: RELEASEGATE_REDIS_URL: expected a URL like redis://HOST:6379/0",
-            file=sys.stderr,
-        )
-        return None
+    if url is not None:
+        problem = _redis_url_problem(url)
+        if problem:
+            print(f"releasegate: RELEASEGATE_REDIS_URL: {problem}", file=sys.stderr)
+            return None
     return settings
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """Why a Redis URL cannot work, found before anything connects (never echoing it: it may
+    hold a password)."""
+    from urllib.parse import urlsplit
+
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return "expected a URL like redis://HOST:6379/0"
+    if url.startswith("unix://"):
+        return None
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - reading it is the check: urllib raises for a bad port
+    except ValueError:
+        return "its port is not a number from 1 to 65535 (redis://HOST:6379/0)"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return f"the database {database!r} is not a number (redis://HOST:6379/0)"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -336,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except RedisConnectionError as exc:
         print(f"releasegate: cannot reach Redis (RELEASEGATE_REDIS_URL): {exc}", file=sys.stderr)
+        return 1
+    except RedisError as exc:  # it answered, and said no (a database it does not have)
+        print(f"releasegate: Redis refused (RELEASEGATE_REDIS_URL): {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -287,17 +287,48 @@ class Policy(_Model):
         return next((a for a in self.apps if a.lower() == wanted), None)
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _references(data: dict[str, Any]) -> list[str]:
+    """What the policy names that it does not define (groups, people, environments), read
+    from the YAML as written: said together with any type error, not only after it is
+    fixed."""
+    problems: list[str] = []
+    groups, people = _mapping(data.get("groups")), _mapping(data.get("people"))
+    envs = _mapping(data.get("environments"))
+
+    def check_refs(path: str, principals: Any) -> None:
+        for i, text in enumerate(principals if isinstance(principals, list) else []):
+            try:
+                principal = Principal.parse(str(text))
+            except ValueError:
+                continue  # the field's own check says what is wrong with it
+            if principal.kind == "group" and principal.id not in groups:
+                problems.append(f"{path}[{i}]: unknown group {principal.id!r}")
+            if principal.kind == "person" and principal.id not in people:
+                problems.append(f"{path}[{i}]: unknown person {principal.id!r}")
+
+    for name, raw in envs.items():
+        env, base = _mapping(raw), f"environments.{name}"
+        for key in ("deployers", "approvers", "lockers"):
+            check_refs(f"{base}.{key}", env.get(key))
+        upstream = env.get("promote_from")
+        if upstream is not None and str(upstream) not in envs:
+            problems.append(f"{base}.promote_from: unknown environment {upstream!r}")
+    for app_name, raw in _mapping(data.get("apps")).items():
+        for env_name in _mapping(_mapping(raw).get("pins")):
+            if env_name not in envs:
+                base = f"apps.{app_name}.pins.{env_name}"
+                problems.append(f"{base}: unknown environment {env_name!r}")
+    return problems
+
+
 def _problems(policy: Policy) -> list[str]:
+    """What is wrong with a policy whose every field is of the right type."""
     problems: list[str] = []
     envs = policy.environments
-
-    def check_refs(path: str, principals: list[str]) -> None:
-        for i, text in enumerate(principals):
-            principal = Principal.parse(text)
-            if principal.kind == "group" and principal.id not in policy.groups:
-                problems.append(f"{path}[{i}]: unknown group {principal.id!r}")
-            if principal.kind == "person" and principal.id not in policy.people:
-                problems.append(f"{path}[{i}]: unknown person {principal.id!r}")
 
     owner: dict[str, str] = {}
     for person, ids in policy.people.items():
@@ -327,15 +358,10 @@ def _problems(policy: Policy) -> list[str]:
     seen_names: dict[str, str] = {}
     for name, env in envs.items():
         base = f"environments.{name}"
-        check_refs(f"{base}.deployers", env.deployers)
-        check_refs(f"{base}.approvers", env.approvers)
-        check_refs(f"{base}.lockers", env.lockers)
         if env.approvals > 0 and not env.approvers:
             problems.append(
                 f"{base}.approvers: approvals is {env.approvals} but nobody may approve"
             )
-        if env.promote_from is not None and env.promote_from not in envs:
-            problems.append(f"{base}.promote_from: unknown environment {env.promote_from!r}")
         for alias in [name, *env.aliases]:
             other = seen_names.setdefault(alias.lower(), name)
             if other != name:
@@ -344,8 +370,6 @@ def _problems(policy: Policy) -> list[str]:
     for app_name, app in policy.apps.items():
         for env_name, pins in app.pins.items():
             base = f"apps.{app_name}.pins.{env_name}"
-            if env_name not in envs:
-                problems.append(f"{base}: unknown environment {env_name!r}")
             if not pins:
                 problems.append(f"{base}: no pins")
             for i, pin in enumerate(pins):
@@ -360,33 +384,39 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return path or "(top level)"
 
 
-def _known_keys() -> list[str]:
-    keys: set[str] = set()
-    models: tuple[type[BaseModel], ...] = (
-        Policy,
-        Repository,
-        Environment,
-        App,
-        Pin,
-        Rollout,
-        ArgoCDRollout,
-        FluxRollout,
-        MergeRequestSpec,
-    )
-    for model in models:
-        for name, field in model.model_fields.items():
-            keys.add(field.alias or name)
-    return sorted(keys)
+_MODELS: dict[str, type[BaseModel]] = {
+    "the top level": Policy,
+    "repository": Repository,
+    "an environment": Environment,
+    "an app": App,
+    "a pin": Pin,
+    "rollout": Rollout,
+    "rollout.argocd": ArgoCDRollout,
+    "rollout.flux": FluxRollout,
+    "repository.merge_request": MergeRequestSpec,
+}
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _unknown_key(key: str) -> str:
+    """Why `key` is unknown where it stands, and what was probably meant."""
+    homes = [where for where, model in _MODELS.items() if key in _keys_of(model)]
+    if homes:  # a real key, in the wrong place (a nested `repository` under an app)
+        return f"`{key}` is not a key here; it belongs to {' or '.join(homes)}"
+    known = sorted({k for model in _MODELS.values() for k in _keys_of(model)})
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f": did you mean `{close[0]}`?" if close else " (see the README's policy reference)"
+    return f"unknown key `{key}`{hint}"
 
 
 def _plain(err: Any) -> str:
     """One pydantic error in words a policy's author acts on."""
     where, kind = _location(err["loc"]), err["type"]
     if kind == "extra_forbidden":
-        key = str(err["loc"][-1])
-        close = difflib.get_close_matches(key, _known_keys(), n=1)
-        hint = f": did you mean `{close[0]}`?" if close else " (see the README's policy reference)"
-        return f"{where}: unknown key `{key}`{hint}"
+        return f"{where}: {_unknown_key(str(err['loc'][-1]))}"
     if kind == "missing":
         return f"{where}: required, but missing"
     return f"{where}: {str(err['msg']).removeprefix('Value error, ')}"
@@ -403,8 +433,9 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(source, [_plain(err) for err in exc.errors()]) from exc
-    if problems := _problems(policy):
+        problems = [_plain(err) for err in exc.errors()] + _references(data)
+        raise PolicyError(source, problems) from exc
+    if problems := _references(data) + _problems(policy):
         raise PolicyError(source, problems)
     return policy
 

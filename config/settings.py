@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     argocd_token: SecretStr | None = None
 
     http_host: str = "0.0.0.0"  # noqa: S104 - the bot runs in a container behind a Service
-    http_port: int = 8080
+    http_port: int = Field(default=8080, ge=1, le=65535)
     # Bodies over this many bytes are refused (413) before they are read whole or parsed.
     max_body_bytes: int = 1024 * 1024
     workdir: Path = _default_workdir()

@@ -256,6 +256,13 @@ def test_healthcheck_answers_for_kubernetes_probes(
             "RELEASEGATE_REDIS_URL: expected a URL like redis://",
         ),
         ("RELEASEGATE_HTTP_PORT", "abc", "RELEASEGATE_HTTP_PORT: Input should be a valid integer"),
+        ("RELEASEGATE_HTTP_PORT", "99999", "RELEASEGATE_HTTP_PORT: Input should be less than or"),
+        ("RELEASEGATE_HTTP_PORT", "-1", "RELEASEGATE_HTTP_PORT: Input should be greater than or"),
+        (
+            "RELEASEGATE_REDIS_URL",
+            "redis://127.0.0.1:notaport/0",
+            "RELEASEGATE_REDIS_URL: its port is not a number from 1 to 65535",
+        ),
         (
             "RELEASEGATE_ROCKETCHAT_POLL",
             "maybe",
@@ -420,3 +427,58 @@ def test_a_piped_shell_without_any_worker_says_so_instead_of_waiting_silently(
         shell.kill()
         shell.wait()
     assert "no worker is running: start `releasegate worker`" in lines[-1], lines
+
+
+def test_a_database_redis_does_not_have_is_one_line(
+    tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
+) -> None:
+    done = releasegate(
+        "audit", env=settings_env(policy_file, redis_server.url.rsplit("/", 1)[0] + "/99", tmp_path)
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "releasegate: Redis refused (RELEASEGATE_REDIS_URL): DB index is out of range"
+    )
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_never_says_listening(
+    tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
+) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = settings_env(
+            policy_file,
+            redis_server.url,
+            tmp_path / "w",
+            HTTP_HOST="127.0.0.1",
+            HTTP_PORT=str(port),
+        )
+        done = releasegate("serve", env=env)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Address already in use" in done.stderr
+    assert "listening on" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_every_problem_of_a_policy_is_said_at_once(tmp_path: Path) -> None:
+    """Type errors and what the policy names but does not define, together; a key in the
+    wrong place is said to be in the wrong place."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "repository: {url: file:///nowhere}\n"
+        "environments:\n  prd:\n    channels: ['shell:p']\n    deployers: ['group:nope']\n"
+        "    approvals: two\n    approvers: ['shell:carol']\n"
+        "apps:\n  awesome:\n    repository: x\n"
+        "    pins: {qa: [{file: a.yml, kustomize_image: x}]}\n"
+    )
+    done = releasegate("check-config", env={"RELEASEGATE_POLICY": str(policy)})
+    assert done.returncode == 2
+    said = done.stderr
+    assert "environments.prd.approvals: Input should be a valid integer" in said
+    assert "environments.prd.deployers[0]: unknown group 'nope'" in said
+    assert "apps.awesome.pins.qa: unknown environment 'qa'" in said
+    assert "apps.awesome.repository: `repository` is not a key here; it belongs to" in said
+    assert "did you mean `repository`" not in said

@@ -1,10 +1,12 @@
 """Long-running loops (pollers, the outbox consumer, the sweeper) that survive what they meet.
 
 A loop is a function that does one round and returns how long to wait before the next.
-`Supervisor.start` runs rounds until it is told to stop: a round that raises is logged
-with its traceback, and the loop backs off (doubling up to a minute, with jitter, so
-replicas that met the same outage do not retry in step) and goes on. `down()` names the
-loops whose last round failed, for `/readyz`.
+`Supervisor.start` runs rounds until it is told to stop: a round that raises backs the
+loop off (doubling up to a minute, with jitter, so replicas that met the same outage do
+not retry in step) and it goes on. An outage is logged once, with its traceback, when it
+starts (and again if the error changes), and once more when the loop works again: Redis
+gone for an hour is two lines, not a traceback a minute. `down()` names the loops whose
+last round failed, for `/readyz`.
 """
 
 from __future__ import annotations
@@ -48,14 +50,18 @@ class Supervisor:
             while not stop.is_set():
                 try:
                     wait = one_round()
+                    if state.failures:
+                        log.info("%s works again after %d failed round(s)", name, state.failures)
                     state.failures, state.last_error = 0, None
                 except Exception as exc:
                     state.failures += 1
-                    state.last_error = f"{type(exc).__name__}: {exc}"
+                    error = f"{type(exc).__name__}: {exc}"
                     wait = backoff(state.failures)
-                    log.exception(
-                        "%s failed (%d in a row); again in %.1fs", name, state.failures, wait
-                    )
+                    if error != state.last_error:
+                        log.exception("%s failed; trying again with backoff (%s)", name, error)
+                    else:
+                        log.debug("%s failed again (%d in a row)", name, state.failures)
+                    state.last_error = error
                 stop.wait(wait)
 
         thread = threading.Thread(target=loop, name=name, daemon=True)
