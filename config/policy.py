@@ -287,6 +287,15 @@ class Policy(_Model):
         return next((a for a in self.apps if a.lower() == wanted), None)
 
 
+def _in_order(problems: list[str]) -> list[str]:
+    """Problems in the order of the policy's sections (each section's in the order found)."""
+    sections = list(Policy.model_fields)
+    return sorted(
+        problems,
+        key=lambda p: next((i for i, s in enumerate(sections) if p.startswith(s)), len(sections)),
+    )
+
+
 def _mapping(value: Any) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
 
@@ -433,9 +442,9 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        problems = [_plain(err) for err in exc.errors()] + _references(data)
+        problems = _in_order([_plain(err) for err in exc.errors()] + _references(data))
         raise PolicyError(source, problems) from exc
-    if problems := _references(data) + _problems(policy):
+    if problems := _in_order(_references(data) + _problems(policy)):
         raise PolicyError(source, problems)
     return policy
 
