@@ -213,6 +213,10 @@ def create_app(
         except Exception as exc:  # not Redis's fault: say what it was, keep the traceback
             log.exception("not ready: the Redis check failed")
             return JSONResponse({"status": f"not ready: {type(exc).__name__}"}, status_code=503)
+        if not conversation.ctx.mirror.has_head():
+            # Every answer reads Git: a pod is ready once its first fetch brought a head, not
+            # before (a rollout would send it traffic it can only make wait).
+            return JSONResponse({"status": "git: first fetch"}, status_code=503)
         if down := supervisor.down():
             return JSONResponse({"status": "loops down", "loops": down}, status_code=503)
         return JSONResponse({"status": "ready", "apps": len(policy.apps)})

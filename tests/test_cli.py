@@ -237,6 +237,9 @@ def test_healthcheck_answers_for_kubernetes_probes(
         while releasegate("healthcheck", "--worker", env=env).returncode != 0:
             assert time.monotonic() < deadline, "the worker never registered"
             time.sleep(0.5)
+        # Ready means warm: by the time it registered, its clone holds the pinned files.
+        [slot] = (tmp_path / "w").glob("*/*/slot-0")
+        assert (slot / "env" / "prd" / "kustomization.yml").is_file()
     finally:
         worker.terminate()
         worker.wait(timeout=30)

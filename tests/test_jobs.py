@@ -383,3 +383,26 @@ def test_a_forged_trailer_does_not_count_as_the_retried_requests_commit(
     assert result is not None
     assert result.commit == origin.head() != forged
     assert b"newTag: 2.1.0" in origin.file("env/prd/kustomization.yml")
+
+
+def missing_blobs(store: Path) -> int:
+    listed = git("rev-list", "--objects", "--all", "--missing=print", cwd=store)
+    return sum(1 for line in listed.splitlines() if line.startswith("?"))
+
+
+@pytest.mark.parametrize("filters", [True, False], ids=["blobless", "refused: full clone"])
+def test_the_workers_first_clone_is_blobless_where_the_remote_allows_and_full_where_not(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, filters: bool
+) -> None:
+    git("config", "uploadpack.allowFilter", "true" if filters else "false", cwd=origin.path)
+    request_id = approved_prd_request(chat)
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.PUSHED
+    [store] = settings.workdir.glob("*/*/store.git")
+    if filters:
+        assert missing_blobs(store) > 0  # resources/, env/int: never needed, never fetched
+    else:
+        assert missing_blobs(store) == 0
+    second = approved_prd_request(chat, "2.2.0")  # and the next deploy from the same store
+    run_worker(redis)
+    assert RequestStore(redis).state(second) is RequestState.PUSHED

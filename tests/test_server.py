@@ -32,9 +32,36 @@ def test_healthz_and_readyz_answer_when_redis_does(
 ) -> None:
     with http_server(app_for(settings, policy, redis)) as url:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
-        ready = httpx.get(f"{url}/readyz")
+        ready = ready_within(url, 10)
         assert ready.status_code == 200
         assert ready.json() == {"status": "ready", "apps": 1}
+
+
+def ready_within(url: str, seconds: float) -> httpx.Response:
+    """/readyz once it says ready, or its last answer after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (ready := httpx.get(f"{url}/readyz")).status_code != 200:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return ready
+
+
+def test_readyz_stays_503_until_the_first_fetch_brought_a_head(
+    settings: Settings, policy: Policy, redis: Redis, remote: Path
+) -> None:
+    """Traffic starts when a pod can answer: every answer reads Git. /healthz stays 200."""
+    away = remote.with_name("not-yet.git")
+    remote.rename(away)
+    with http_server(app_for(settings, policy, redis)) as url:
+        for _ in range(3):
+            ready = httpx.get(f"{url}/readyz")
+            assert ready.status_code == 503
+            assert ready.json() == {"status": "git: first fetch"}
+            assert httpx.get(f"{url}/healthz").status_code == 200
+            time.sleep(0.2)
+        away.rename(remote)  # the remote answers now: the next look fetches
+        assert ready_within(url, 10).json() == {"status": "ready", "apps": 1}
 
 
 def test_readyz_fails_when_redis_is_unreachable(settings: Settings, policy: Policy) -> None:

@@ -222,6 +222,11 @@ class Checkout:
                 new = ["--git-dir", str(store.with_suffix(".new"))]
                 self._git(*new, "config", "gc.auto", "0")  # shared by worktrees: never pruned
                 self._git(*new, "remote", "add", "origin", "--", url)
+                # Blobless where the remote serves filters (GitHub and GitLab do): history and
+                # trees now, a file's content when a worktree first needs it. A remote that
+                # refuses filters sends everything instead, and all works the same.
+                self._git(*new, "config", "remote.origin.promisor", "true")
+                self._git(*new, "config", "remote.origin.partialclonefilter", "blob:none")
                 store.with_suffix(".new").rename(store)  # a store exists whole, or not at all
             if not (store / "refs" / "remotes" / "origin").is_dir():
                 self._fetch_into(store)  # a first fetch that failed is tried again here

@@ -224,6 +224,20 @@ class Mirror:
 
     # Fetching: single flight, bounded, never blocking readers for long.
 
+    def has_head(self) -> bool:
+        """Whether a first fetch brought a head: until then, nothing can be answered from Git.
+        Asking starts that fetch in the background if none runs (it never waits for it)."""
+        with self._cond:
+            if self._snapshot is None and not self._fetching:
+                self._fetching = True
+                threading.Thread(
+                    target=self._fetch,
+                    args=(time.monotonic(), self._pushed_done),
+                    name="git-fetch",
+                    daemon=True,
+                ).start()
+            return self._snapshot is not None
+
     def snapshot(self) -> Snapshot:
         """The newest head this process can offer now (fetching first if it is stale)."""
         pushed = self._pushed_now()
