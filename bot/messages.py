@@ -248,11 +248,11 @@ def result_text(request: DeployRequest, result: Result) -> str:
     return inert_block(result.message, 4000)
 
 
-def outcome(request: DeployRequest, result: Result) -> str:
-    """How a request ended, as its thread is told."""
+def outcome(request: DeployRequest, result: Result, commit_url: str | None = None) -> str:
+    """How a request ended, as its thread is told (with where to see the commit, if known)."""
     if result.state.landed and result.commit:
-        verb = result.state.value
-        return f"{request.id}: {verb} {result.commit[:7]}: {changes_text(request.changes)}"
+        verb, link = result.state.value, f"\n{commit_url}" if commit_url else ""
+        return f"{request.id}: {verb} {result.commit[:7]}: {changes_text(request.changes)}{link}"
     if result.state is RequestState.NOOP:
         return f"{request.id}: nothing to do: {result_text(request, result)}"
     return f"{request.id}: {result.state.value}: {result_text(request, result)}"
@@ -298,8 +298,16 @@ def rollout_target(record: RolloutRecord, target: Target) -> str:
             return f"{target.name}: {last or 'waiting for ' + record.reconciler}"
 
 
-def rollout_news(request: DeployRequest, record: RolloutRecord) -> str:
-    """How the reconciler took the pushed commit, as the request's thread is told it."""
+def rollout_news(
+    request: DeployRequest, record: RolloutRecord, application_url: str | None = None
+) -> str:
+    """How the reconciler took the pushed commit, as the request's thread is told it (with
+    where to see the application, if known)."""
+    link = f"\n{application_url}" if application_url else ""
+    return _rollout_news(request, record) + link
+
+
+def _rollout_news(request: DeployRequest, record: RolloutRecord) -> str:
     short, env = record.commit[:7], record.env
     if len(record.targets) == 1 and record.targets[0].state == "healthy":
         target = record.targets[0]

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -46,14 +47,26 @@ class Poster(Protocol):
     def update_card(self, channel: str, ref: str, card: Card) -> None: ...
 
 
-def post_outcome(store: RequestStore, poster: Poster, request_id: str) -> None:
+@dataclass(frozen=True)
+class Links:
+    """Where people click: a commit's page on the forge, an application in Argo CD."""
+
+    commit: Callable[[str], str | None] = lambda sha: None
+    application: Callable[[str], str | None] = lambda name: None
+
+
+def post_outcome(
+    store: RequestStore, poster: Poster, request_id: str, links: Links | None = None
+) -> None:
     """Say how the request ended in its thread and refresh its card; raises if chat refuses."""
     request = store.get(request_id)
     result = store.result(request_id)
     if result is None:
         return
     card_ref = store.message_of(request_id)
-    poster.post(request.channel, card_ref or request.thread, messages.outcome(request, result))
+    url = (links or Links()).commit(result.commit) if result.commit else None
+    text = messages.outcome(request, result, url)
+    poster.post(request.channel, card_ref or request.thread, text)
     if card_ref:
         poster.update_card(request.channel, card_ref, card_for(store, request_id))
 
@@ -64,7 +77,11 @@ RollbackOffer = Callable[[DeployRequest, str], Reply]
 
 
 def post_rollout(
-    store: RequestStore, poster: Poster, request_id: str, offer_rollback: RollbackOffer | None
+    store: RequestStore,
+    poster: Poster,
+    request_id: str,
+    offer_rollback: RollbackOffer | None,
+    links: Links | None = None,
 ) -> None:
     """Say how the rollout went in the request's thread, refresh its card, and where an app
     degraded, put a rollback request (a card people approve like any other) in the thread.
@@ -84,7 +101,10 @@ def post_rollout(
         return keys.rollout_step(request_id, name)
 
     if not redis.exists(step("told")):
-        poster.post(request.channel, thread, messages.rollout_news(request, record))
+        # One application followed: link it (a train's summary names each instead).
+        names = {t.name for t in record.targets}
+        url = (links or Links()).application(names.pop()) if len(names) == 1 else None
+        poster.post(request.channel, thread, messages.rollout_news(request, record, url))
         redis.set(step("told"), 1, ex=TOLD_KEPT)
         if card_ref:
             poster.update_card(request.channel, card_ref, card_for(store, request_id))
@@ -131,9 +151,11 @@ class OutboxConsumer:
         name: str | None = None,
         retry_idle: timedelta = RETRY_IDLE,
         offer_rollback: RollbackOffer | None = None,
+        links: Links | None = None,
     ) -> None:
         self.redis = redis
         self.offer_rollback = offer_rollback
+        self.links = links or Links()
         self.store = RequestStore(redis)
         self.poster = poster
         self.stream = stream(platform)
@@ -186,7 +208,7 @@ class OutboxConsumer:
 
     def _post(self, kind: str, request_id: str, fields: dict[str, str]) -> None:
         if kind == "rollout":
-            post_rollout(self.store, self.poster, request_id, self.offer_rollback)
+            post_rollout(self.store, self.poster, request_id, self.offer_rollback, self.links)
         elif kind == "note":
             # A line for the request's thread (a pull request opened, a merge refused for
             # now); the card is refreshed with it.
@@ -201,7 +223,7 @@ class OutboxConsumer:
             if result is not None and datetime.now(UTC) - result.finished_at > GIVE_UP_AFTER:
                 log.warning("giving up posting the outcome of %s to chat", request_id)
             else:
-                post_outcome(self.store, self.poster, request_id)
+                post_outcome(self.store, self.poster, request_id, self.links)
             self.store.mark_reported(request_id)
 
     def one_round(self) -> float:

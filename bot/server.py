@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from urllib.parse import quote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis import Redis
@@ -34,7 +35,7 @@ from bot.conversation import Conversation
 from bot.executor import BoundedExecutor
 from bot.limits import BodyLimit
 from bot.live import live_lines
-from bot.reports import OutboxConsumer
+from bot.reports import Links, OutboxConsumer
 from config.policy import Policy
 from config.settings import Settings
 from workers.state.metrics import APPROVALS, REFUSALS, REQUESTS, RedisCollector
@@ -77,7 +78,11 @@ def _slack(
     slack = slack_app(settings, conversation, executor)
     poster = SlackPoster(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
     consumer = OutboxConsumer(
-        conversation.ctx.redis, "slack", poster, offer_rollback=conversation.offer_rollback
+        conversation.ctx.redis,
+        "slack",
+        poster,
+        offer_rollback=conversation.offer_rollback,
+        links=links(settings, conversation),
     )
     dispatcher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="http")
 
@@ -140,7 +145,11 @@ def _rocketchat(
     )
     rocketchat = RocketChatAdapter(conversation, poster, redis, settings.rocketchat_user_id)
     consumer = OutboxConsumer(
-        redis, "rocketchat", poster, offer_rollback=conversation.offer_rollback
+        redis,
+        "rocketchat",
+        poster,
+        offer_rollback=conversation.offer_rollback,
+        links=links(settings, conversation),
     )
     parts.loops += [
         ("outbox-rocketchat", consumer.one_round),
@@ -188,6 +197,18 @@ def _metrics(redis: Redis) -> Endpoint:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return metrics
+
+
+def links(settings: Settings, conversation: Conversation) -> Links:
+    """Where people click: the commit on the forge (from the repository's URL, or its
+    web_url), the application in Argo CD (RELEASEGATE_ARGOCD_URL)."""
+    argocd = (settings.argocd_url or "").rstrip("/")
+    return Links(
+        commit=lambda sha: conversation.policy.repository.commit_url(sha),
+        application=lambda name: (
+            f"{argocd}/applications/{quote(name, safe='')}" if argocd else None
+        ),
+    )
 
 
 def create_app(

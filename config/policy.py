@@ -57,6 +57,27 @@ class Repository(_Model):
     trusted_signers: Path | None = None
     # Land through the forge's pull (merge) requests instead of pushing to the branch.
     merge_request: MergeRequestSpec | None = None
+    # A commit's web page, `{sha}` filled in; derived for GitHub, GitLab and Bitbucket URLs.
+    web_url: str | None = Field(default=None, pattern=r"^https?://[^\s<>|]*\{sha\}[^\s<>|]*$")
+
+    def commit_url(self, sha: str) -> str | None:
+        """Where people see commit `sha` in a browser, if we can tell."""
+        if self.web_url:
+            return self.web_url.replace("{sha}", sha)
+        found = re.fullmatch(
+            r"(?:[a-z+]+://)?(?:[^@/]+@)?([A-Za-z0-9.-]+)(?::\d+)?[:/]([\w.-]+(?:/[\w.-]+)+?)(?:\.git)?/?",
+            self.url,
+        )
+        if found is None:
+            return None
+        host, path = found.group(1).lower(), found.group(2).removesuffix(".git")
+        if "github" in host:
+            return f"https://{host}/{path}/commit/{sha}"
+        if "gitlab" in host:
+            return f"https://{host}/{path}/-/commit/{sha}"
+        if "bitbucket" in host:
+            return f"https://{host}/{path}/commits/{sha}"
+        return None
 
     @field_validator("branch")
     @classmethod

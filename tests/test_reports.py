@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -119,3 +120,52 @@ def test_an_outcome_that_could_not_be_posted_for_a_day_is_no_longer_retried(
     assert fake.calls == []
     assert not store.is_unreported(request_id)
     assert store.result(request_id) == old
+
+
+def test_a_pushed_commit_and_its_application_are_links_where_people_click(
+    chat: Chat,
+    redis: Redis,
+    settings: Settings,
+    slack_api: tuple[FakeSlack, SlackPoster],
+    policy_file: Path,
+) -> None:
+    """The thread names the commit with its page on the forge (from the repository's URL, or
+    the policy's web_url), and a followed application with its page in Argo CD."""
+    from bot.server import links
+    from config.policy import parse_policy
+
+    fake, poster = slack_api
+    text = policy_file.read_text().replace(
+        "  branch: main\n", "  branch: main\n  web_url: https://git.acme.example/env/commit/{sha}\n"
+    )
+    policy = parse_policy(text)
+    chat.conversation.ctx.policy = policy
+    request_id = pushed_int_request(chat, redis)
+    commit = RequestStore(redis).result(request_id).commit  # type: ignore[union-attr]
+    settings = Settings(argocd_url="https://argocd.acme.example/")
+    consumer = OutboxConsumer(
+        redis, "shell", poster, name="bot-a", links=links(settings, chat.conversation)
+    )
+    assert consumer.run_once() == 1
+    [post] = fake.called("chat.postMessage")
+    assert post["text"].endswith(f"\nhttps://git.acme.example/env/commit/{commit}")
+    application = links(settings, chat.conversation).application("awesome-prd")
+    assert application == "https://argocd.acme.example/applications/awesome-prd"
+
+
+@pytest.mark.parametrize(
+    ("url", "page"),
+    [
+        ("git@github.com:acme/environments.git", "https://github.com/acme/environments/commit/S"),
+        (
+            "https://gitlab.acme.example/g/sub/env.git",
+            "https://gitlab.acme.example/g/sub/env/-/commit/S",
+        ),
+        ("https://user:pw@bitbucket.org/acme/env.git", "https://bitbucket.org/acme/env/commits/S"),
+        ("file:///srv/git/env.git", None),
+    ],
+)
+def test_a_commits_page_is_derived_from_the_repository_url(url: str, page: str | None) -> None:
+    from config.policy import Repository
+
+    assert Repository(url=url).commit_url("S") == page

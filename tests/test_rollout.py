@@ -510,3 +510,19 @@ def test_one_slow_application_does_not_delay_another(world: World) -> None:
         time.sleep(0.05)
     assert look.is_alive()  # the slow one is still being asked
     look.join(timeout=15)
+
+
+def test_the_healthy_news_links_the_application_in_argo_cd(world: World) -> None:
+    from bot.reports import Links
+
+    request_id = world.push()
+    world.follow()
+    fake = FakeSlack()
+    slack = serve_slack(fake)
+    poster = SlackPoster("xoxb-test", f"http://127.0.0.1:{slack.server_port}/api/")
+    links = Links(application=lambda name: f"https://argocd.acme.example/applications/{name}")
+    post_rollout(RequestStore(world.redis), poster, request_id, None, links)
+    slack.shutdown()
+    [news] = fake.texts()
+    assert news.startswith(f"{request_id}: {world.origin.head()[:7]} is synced and healthy")
+    assert news.endswith("\nhttps://argocd.acme.example/applications/awesome-prd")
