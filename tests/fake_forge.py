@@ -40,6 +40,8 @@ class Pull:
     body: str
     state: str = "open"
     checks: Checks = "success"
+    # GitHub Actions' check runs on the head: (status, conclusion), e.g. ("completed", "failure")
+    runs: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -122,6 +124,14 @@ class FakeForge:
                 "state": "open",
                 "head": {"ref": pull.head},
             }
+        if method == "GET" and rest[:1] == ["commits"] and rest[-1:] == ["check-runs"]:
+            branch = "/".join(rest[1:-1])
+            found = [p for p in self.pulls.values() if p.head == branch]
+            runs = found[-1].runs if found else []
+            listed = [
+                {"name": f"ci-{i}", "status": s, "conclusion": c} for i, (s, c) in enumerate(runs)
+            ]
+            return 200, {"total_count": len(listed), "check_runs": listed}
         if method == "GET" and rest[:1] == ["commits"] and rest[-1:] == ["status"]:
             branch = "/".join(rest[1:-1])
             found = [p for p in self.pulls.values() if p.head == branch]

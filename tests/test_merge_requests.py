@@ -524,3 +524,25 @@ def test_an_untrusted_head_of_main_at_merge_time_stops_the_merge(
         run_worker(redis)
         ended_once_with(world, request_id, f"the branch head {unsigned[:7]} is not signed")
         assert world.origin.head() == unsigned
+
+
+def test_github_actions_check_runs_count_beside_commit_statuses(github: World) -> None:
+    """GitHub Actions reports check runs, not statuses: a failing or running one is said."""
+    from bot.cards import card_for
+
+    request_id = github.ask()
+    run_worker(github.redis)
+    policy = github.chat.conversation.policy
+    github.forge.pulls[1].runs = [("completed", "success"), ("in_progress", None)]
+    mergerequests.checks_round(github.redis, lambda: policy, Settings())
+    github.forge.pulls[1].runs = [("completed", "success"), ("completed", "failure")]
+    mergerequests.checks_round(github.redis, lambda: policy, Settings())
+    github.forge.pulls[1].runs = [("completed", "success"), ("completed", "skipped")]
+    mergerequests.checks_round(github.redis, lambda: policy, Settings())
+    told = [line for line in outbox(github.redis) if ": checks " in line]
+    assert told == [
+        f"{request_id}: checks pending: {github.forge.url(1)}",
+        f"{request_id}: checks failing: {github.forge.url(1)}",
+        f"{request_id}: checks passing: {github.forge.url(1)}",
+    ]
+    assert "(checks passing)" in card_for(RequestStore(github.redis), request_id).text()

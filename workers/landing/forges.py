@@ -162,14 +162,31 @@ class GitHub(_Client):
         self.call("DELETE", f"{self.repo}/git/refs/heads/{quote(branch, safe='/')}")
 
     def checks(self, mr: MergeRequest, branch: str) -> str:
-        """The combined commit status of the branch: passing, failing, pending or none."""
-        status = self.call("GET", f"{self.repo}/commits/{quote(branch, safe='/')}/status")
-        if not status.get("total_count"):
-            return "none"
-        state = str(status.get("state", ""))
-        return {"success": "passing", "failure": "failing", "error": "failing"}.get(
-            state, "pending"
-        )
+        """How the branch's checks stand: passing, failing, pending or none. Both kinds
+        count: commit statuses (the combined status) and check runs (GitHub Actions)."""
+        ref = quote(branch, safe="/")
+        status = self.call("GET", f"{self.repo}/commits/{ref}/status")
+        runs = self.call("GET", f"{self.repo}/commits/{ref}/check-runs")
+        states: list[str] = []
+        if status.get("total_count"):
+            state = str(status.get("state", ""))
+            states.append(
+                {"success": "passing", "failure": "failing", "error": "failing"}.get(
+                    state, "pending"
+                )
+            )
+        for run in runs.get("check_runs") or []:
+            if not isinstance(run, dict):
+                continue
+            if run.get("status") != "completed":
+                states.append("pending")
+            else:
+                good = run.get("conclusion") in ("success", "neutral", "skipped")
+                states.append("passing" if good else "failing")
+        for verdict in ("failing", "pending", "passing"):
+            if verdict in states:
+                return verdict
+        return "none"
 
 
 class GitLab(_Client):
