@@ -56,7 +56,7 @@ def approve(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Repl
             if event.bot:
                 raise Refused(messages.bot_approver(event.display, request.id), "bot")
             ctx.check_approver(event, request.env)
-            check_open(ctx.policy, ctx.locks, request.env, ctx.clock())
+            check_open(ctx.policy, ctx.locks, request.env, ctx.clock(), holder=request.requester)
         except Refused as exc:
             ctx.audit("refused", request=request.id, by=event.principal, reason=exc.reason)
             raise

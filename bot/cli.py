@@ -116,6 +116,7 @@ def _shell(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from bot import demo
     from bot.embedded_redis import EmbeddedRedis
+    from workers.git.env import redact_url
 
     directory = Path(args.dir).resolve()
     policy = demo.prepare(directory)
@@ -135,6 +136,11 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         chat = _shell_chat(Settings(), args.as_user, args.channel)
         remote = directory / "remote.git"
         print(f"demo GitOps remote: {remote} (its history: git -C {remote} log)")
+        shown = redact_url(env["RELEASEGATE_REDIS_URL"])
+        print(
+            f"demo Redis: {shown} (its audit trail: /audit here, or "
+            f"RELEASEGATE_REDIS_URL={shown} releasegate audit)"
+        )
         print(f"worker log: {directory / 'worker.log'}")
         return _chat_in_terminal(chat, directory)
     return 1
@@ -248,10 +254,13 @@ def _healthcheck(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.git.env import redact_url
     from workers.state import audit
-    from workers.state.connection import connect
+    from workers.state.connection import DEFAULT_REDIS_URL, connect
 
+    url = settings.redis_url.get_secret_value() if settings.redis_url else DEFAULT_REDIS_URL
     entries = audit.read(connect(settings), args.count)
+    print(f"audit trail in {redact_url(url)} (RELEASEGATE_REDIS_URL), oldest first:")
     for entry in entries:
         print(entry.line())
     if not entries:

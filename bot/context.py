@@ -102,8 +102,9 @@ class Context:
         return self.identities.is_listed(event.who, groups, allowed)
 
     def check_deployer(self, event: ChatEvent, env: str) -> None:
-        if not self.is_listed(event, self.policy.environments[env].deployers):
-            raise Refused(messages.not_deployer(event.display, env), "not_deployer")
+        deployers = self.policy.environments[env].deployers
+        if not self.is_listed(event, deployers):
+            raise Refused(messages.not_deployer(event.display, env, deployers), "not_deployer")
 
     def is_approver(self, event: ChatEvent, env: str) -> bool:
         return self.is_listed(event, self.policy.environments[env].approvers)

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def _check_asker(ctx: Context, event: ChatEvent, env: str) -> None:
     ctx.check_channel(event, env)
     ctx.check_deployer(event, env)
-    check_open(ctx.policy, ctx.locks, env, ctx.clock())
+    check_open(ctx.policy, ctx.locks, env, ctx.clock(), holder=event.principal)
 
 
 def _check_version(ctx: Context, app: str, version: str) -> str:
@@ -53,11 +53,13 @@ def _check_promotion(ctx: Context, repo: Snapshot, app: str, env: str, version: 
         raise Refused(messages.not_run_upstream(app, version, upstream, history), "promotion")
 
 
-def _promotion_target(ctx: Context, repo: Snapshot, app: str, env: str, upstream: str) -> str:
-    version = current_version(ctx.policy, repo.read, app, upstream)
-    if not ctx.policy.environments[env].prereleases:
-        version = final_version(version)
-    return _check_version(ctx, app, version)
+def _promotion_target(
+    ctx: Context, repo: Snapshot, app: str, env: str, upstream: str
+) -> tuple[str, str]:
+    """The version `env` takes from `upstream`, and what `upstream` runs (an rc of it)."""
+    ran = current_version(ctx.policy, repo.read, app, upstream)
+    version = ran if ctx.policy.environments[env].prereleases else final_version(ran)
+    return _check_version(ctx, app, version), ran
 
 
 def deploy(ctx: Context, event: ChatEvent, command: Deploy) -> list[Reply]:
@@ -95,10 +97,12 @@ def promote(ctx: Context, event: ChatEvent, command: Promote | DeployEnv) -> lis
                 messages.not_pinned(app, upstream, list(ctx.policy.apps[app].pins)),
                 "not_pinned",
             )
-        new = _promotion_target(ctx, repo, app, env, upstream)
+        new, ran = _promotion_target(ctx, repo, app, env, upstream)
         old = current_version(ctx.policy, repo.read, app, env)
         if new != old:
-            changes.append(Change(app=app, env=env, old=old, new=new))
+            changes.append(
+                Change(app=app, env=env, old=old, new=new, promoted_from=f"{upstream} {ran}")
+            )
     if not changes:
         return [Reply(messages.nothing_to_promote(env, upstream))]
     verb = "promote" if len(changes) == 1 else "train"

@@ -8,6 +8,7 @@ status [ENV|APP|ID] | history ENV [N] | lock ENV [reason] | unlock ENV | help
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -200,6 +201,9 @@ def parse(text: str) -> Command:
     verb, args = tokens[0].lower(), tokens[1:]
     if verb not in VERBS:
         shown = inert(tokens[0], limit=30)
+        close = difflib.get_close_matches(verb, VERBS, n=1, cutoff=0.75)
+        if close:
+            raise GrammarError(f"unknown command '{shown}'; did you mean `{close[0]}`?")
         raise GrammarError(f"unknown command '{shown}'; say one of: {', '.join(VERBS)}")
     if verb == "deploy":
         if len(args) == 1:

@@ -53,8 +53,8 @@ def wrong_channel(env: str, channels: Sequence[str]) -> str:
     return f"deploys to {env} are requested in {names(channels)}, not here"
 
 
-def not_deployer(who: str, env: str) -> str:
-    return f"{who} may not deploy to {env}"
+def not_deployer(who: str, env: str, deployers: Sequence[str]) -> str:
+    return f"{who} may not deploy to {env}; who may: {names(deployers)}"
 
 
 def not_approver(who: str, env: str, approvers: Sequence[str]) -> str:

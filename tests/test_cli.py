@@ -212,9 +212,10 @@ def test_audit_prints_the_trail_of_a_demo_conversation(
     assert done.returncode == 0, done.stderr
     trail = releasegate("audit", "-n", "2", env=env)
     assert trail.returncode == 0, trail.stderr
-    requested, rejected = trail.stdout.splitlines()
-    assert " requested  by=shell:alice changes=awesome: 2.0.0 -> 2.1.0 (prd) env=prd" in requested
-    assert " rejected   by=shell:carol reason=not today request=R" in rejected
+    header, requested, rejected = trail.stdout.splitlines()
+    assert header == f"audit trail in {redis_server.url} (RELEASEGATE_REDIS_URL), oldest first:"
+    assert ' requested  by=shell:alice changes="awesome: 2.0.0 -> 2.1.0 (prd)" env=prd' in requested
+    assert ' rejected   by=shell:carol reason="not today" request=R' in rejected
 
 
 def test_healthcheck_answers_for_kubernetes_probes(
@@ -311,7 +312,9 @@ def test_version_and_an_empty_audit_say_something(redis_server: EmbeddedRedis) -
     with empty:
         audit = releasegate("audit", env={"RELEASEGATE_REDIS_URL": empty.url})
     assert audit.returncode == 0
-    assert audit.stdout.startswith("no audit entries yet")
+    header, said = audit.stdout.splitlines()
+    assert header == f"audit trail in {empty.url} (RELEASEGATE_REDIS_URL), oldest first:"
+    assert said.startswith("no audit entries yet")
 
 
 def test_a_missing_policy_file_names_the_setting(tmp_path: Path) -> None:

@@ -162,6 +162,9 @@ def test_deploy_env_promotes_the_final_of_ints_candidate_as_one_train_commit(
     assert message.startswith("Deploy awesome 2.1.1 to prd\n\nawesome: 2.0.0 -> 2.1.1 (prd)\n")
     assert "Releasegate-Kind: promote\n" in message
     assert "Approved-by: shell:carol\nApproved-by: shell:dave\n" in message
+    # What int ran is recorded: the rc the final came from.
+    assert "\nawesome: promoted from int 2.1.1-rc1\n" in message
+    assert message.endswith("Promoted-from: int 2.1.1-rc1\n\n")
 
 
 def test_deploy_env_lands_every_app_that_differs_as_one_release_train(
@@ -182,7 +185,11 @@ def test_deploy_env_lands_every_app_that_differs_as_one_release_train(
     assert origin.count() == before + 1
     assert origin.message().startswith(
         "Release train to prd: awesome 2.1.1, web 1.1.0\n\n"
-        "awesome: 2.0.0 -> 2.1.1 (prd)\nweb: 1.0.0 -> 1.1.0 (prd)\n\n"
+        "awesome: 2.0.0 -> 2.1.1 (prd)\nweb: 1.0.0 -> 1.1.0 (prd)\n"
+        "awesome: promoted from int 2.1.1-rc2\nweb: promoted from int 1.1.0\n\n"
+    )
+    assert "Promoted-from: int 2.1.1-rc2 (awesome)\nPromoted-from: int 1.1.0 (web)\n" in (
+        origin.message()
     )
     assert "Releasegate-Kind: train" in origin.message()
     assert chat.say("bob", "deploy-prd", "status").text.startswith(
@@ -305,8 +312,9 @@ def test_a_lock_taken_while_the_job_waits_stops_it_before_the_push(
     assert RequestStore(redis).state(str(request_id)) is RequestState.FAILED
     assert origin.head() == head
     since = clock.now.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    assert (
-        outbox(redis)[-1] == f"{request_id}: failed: prd is locked by carol since {since}: freeze"
+    assert outbox(redis)[-1] == (
+        f"{request_id}: failed: prd is locked by carol since {since}: freeze; until it is "
+        "unlocked only carol may deploy there"
     )
 
 
@@ -433,3 +441,26 @@ def test_the_audit_stream_records_every_step(gated: tuple[Chat, Clock], redis: R
         ("locked", "prd"),
     ]
     assert [e for e, _ in events[:2]] == ["requested", "outcome"]
+
+
+def test_the_lock_holder_may_deploy_and_roll_back_while_everyone_else_is_refused(
+    chat: Chat, redis: Redis, origin: Remote, policy_file: Path
+) -> None:
+    """Lock, then roll back: the incident flow. Others are told who holds the lock, and an
+    approver may still approve the holder's request."""
+    text = policy_file.read_text().replace('["shell:carol"]', '["shell:carol", "shell:dave"]')
+    policy_file.write_text(text)
+    chat.conversation.ctx.policy = parse_policy(text)
+    first = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    assert chat.say("dave", "deploy-prd", f"approve {first}").queued == (first,)
+    run_worker(redis)
+    assert chat.say("carol", "deploy-prd", "lock prd bad release").ok
+    refused = chat.say("alice", "deploy-prd", "rollback awesome in prd")
+    assert not refused.ok
+    assert "until it is unlocked only carol may deploy there" in refused.text
+    rollback = chat.say("carol", "deploy-prd", "rollback awesome in prd")
+    assert rollback.request_id, rollback.text
+    assert chat.say("dave", "deploy-prd", f"approve {rollback.request_id}").ok
+    run_worker(redis)
+    assert RequestStore(redis).state(str(rollback.request_id)) is RequestState.PUSHED
+    assert b"newTag: 2.0.0" in origin.file("env/prd/kustomization.yml")

@@ -217,3 +217,27 @@ def test_wait_at_the_prompt_without_any_worker_says_so(
         term.expect("no worker is running: start `releasegate worker`", timeout=30)
     finally:
         term.close()
+
+
+def test_the_shell_completes_with_tab_suggests_what_was_meant_and_shows_usage(
+    tmp_path: Path,
+) -> None:
+    demo = tmp_path / "demo"
+    term = Terminal(["demo", "--dir", str(demo)], {}, tmp_path)
+    try:
+        term.expect("alice@deploy-int> ")
+        term.type("sta\t")  # Tab: the command
+        term.type("awe\t\r")  # Tab: the app
+        term.expect("awesome: int 2.0.0")
+        term.expect("alice@deploy-int> ")
+        term.type("deplyo awesome 2.1.0 to int\r")
+        term.expect("unknown command 'deplyo'; did you mean `deploy`?")
+        term.type("/as\r")
+        term.expect("usage: /as USER")
+        term.type("/audit 5\r")
+        term.expect("alice@deploy-int> ")
+        term.type("/quit\r")
+        assert term.wait() == 0
+    finally:
+        term.close()
+    assert "Traceback" not in term.text

@@ -169,7 +169,7 @@ def drain(job: Services, lease: Lease) -> None:
     def recheck(request: DeployRequest) -> None:
         now = _now()
         check_not_expired(request, now)
-        check_open(policy, locks, request.env, now)
+        check_open(policy, locks, request.env, now, holder=request.requester)
         groups = slack_groups_now(redis, now.timestamp())
         check_approvals(policy, identities, request, store.approval_records(request.id), groups)
 

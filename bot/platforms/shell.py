@@ -24,8 +24,9 @@ from rq import Worker
 from bot import messages
 from bot.conversation import Conversation
 from bot.events import ChatEvent, Reply
-from bot.grammar import is_decision
+from bot.grammar import VERBS, is_decision
 from workers.rollout.follow import load as load_rollout
+from workers.state import audit
 from workers.state.outbox import stream
 from workers.state.queue import job_queue
 from workers.state.request import RequestState
@@ -33,6 +34,7 @@ from workers.state.store import RequestStore
 
 SHELL_HELP = (
     "/as USER        speak as USER\n"
+    "/audit [N]      the last N entries of the audit trail (20)\n"
     "/in CHANNEL     speak in CHANNEL\n"
     "/react EMOJI [ID]  react to a request (the latest one here if no ID)\n"
     "/wait           wait for queued deploys to finish\n"
@@ -109,9 +111,11 @@ class ShellChat:
     def _slash(self, line: str) -> list[Reply]:
         verb, _, rest = line.partition(" ")
         rest = rest.strip()
-        if verb == "/as" and rest:
+        if verb in ("/as", "/in") and not rest:
+            self.say(f"usage: {verb} {'USER' if verb == '/as' else 'CHANNEL'}")
+        elif verb == "/as":
             self.user = rest
-        elif verb == "/in" and rest:
+        elif verb == "/in":
             self.channel = rest.lstrip("#")
         elif verb == "/react" and rest:
             emoji, _, request_id = rest.partition(" ")
@@ -130,10 +134,14 @@ class ShellChat:
             if not any(not self.store.state(r).final for r in self.queued):
                 self.say("nothing queued from this shell is still running")
             self.wait()
+        elif verb == "/audit":
+            count = int(rest) if rest.isdigit() and int(rest) > 0 else 20
+            for entry in audit.read(self.redis, count):
+                self.say(entry.line())
         elif verb in ("/help", "/?"):
             self.say(SHELL_HELP)
         else:
-            known = "/as, /in, /react, /wait, /help, /quit"
+            known = "/as, /in, /react, /wait, /audit, /help, /quit"
             self.say(f"unknown shell command {verb} (or it needs an argument); these are: {known}")
         return []
 
@@ -229,7 +237,7 @@ class ShellChat:
         cut off half-done, and the signal always reaches the main thread's readline; one
         handed to a background thread would not wake it, and the shell would not leave.
         """
-        _line_editing(history)
+        _line_editing(history, self.completions())
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         stop = threading.Event()
 
@@ -261,6 +269,13 @@ class ShellChat:
             _save_history(history)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
+    def completions(self) -> list[str]:
+        """What Tab completes: the commands, the shell's own, the apps and environments."""
+        policy = self.conversation.policy
+        envs = [name for name, env in policy.environments.items() for name in [name, *env.aliases]]
+        slash = ["/as", "/in", "/react", "/wait", "/audit", "/help", "/quit"]
+        return sorted({*VERBS, *slash, *policy.apps, *envs})
+
     def leave(self) -> None:
         try:
             running = [r for r in self.queued if not self.store.state(r).final]
@@ -287,13 +302,22 @@ def _interruptible() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
-def _line_editing(history: Path | None) -> None:
-    """Arrow keys, editing and history at the prompt, where the platform has readline."""
+def _line_editing(history: Path | None, words: list[str]) -> None:
+    """Arrow keys, editing, history and Tab completion (of `words`) at the prompt, where the
+    platform has readline."""
     try:
         import readline
     except ImportError:  # Windows without pyreadline: plain input() still works
         return
     readline.set_history_length(HISTORY_LINES)
+
+    def complete(text: str, state: int) -> str | None:
+        found = [w for w in words if w.startswith(text)]
+        return found[state] + " " if state < len(found) else None
+
+    readline.set_completer_delims(" \t")
+    readline.set_completer(complete)
+    readline.parse_and_bind("tab: complete")
     if history is not None:
         with contextlib.suppress(OSError):
             readline.read_history_file(history)

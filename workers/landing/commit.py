@@ -10,11 +10,18 @@ REQUEST_TRAILER = "Releasegate-Request"
 
 
 def commit_message(request: DeployRequest, approvers: Sequence[str]) -> str:
-    body = "\n".join(change.line() for change in request.changes)
+    promoted = [c for c in request.changes if c.promoted_from]
+    train = len(request.changes) > 1
+    body = "\n".join(
+        [change.line() for change in request.changes]
+        + [f"{c.app}: promoted from {c.promoted_from}" for c in promoted]
+    )
     trailers = [
         f"{REQUEST_TRAILER}: {request.id}",
         *([f"Releasegate-Kind: {request.verb}"] if request.verb != "deploy" else []),
         f"Requested-by: {request.requester}",
         *(f"Approved-by: {a}" for a in sorted(approvers)),
+        # What the upstream ran, per app (a train names the app): the rc a final came from.
+        *(f"Promoted-from: {c.promoted_from}" + (f" ({c.app})" if train else "") for c in promoted),
     ]
     return f"{request.subject}\n\n{body}\n\n" + "\n".join(trailers) + "\n"

@@ -67,9 +67,15 @@ class Locks:
         return Lock(**json.loads(raw)) if raw else None
 
 
-def check_unlocked(locks: Locks, env: str) -> None:
-    if held := locks.get(env):
-        raise Refused(held.describe(), reason="locked")
+def check_unlocked(locks: Locks, env: str, holder: str | None = None) -> None:
+    """Refuse while `env` is locked, unless `holder` (whose request it is) holds the lock:
+    "lock, then roll back" is the incident flow, and the lock keeps everyone else out."""
+    held = locks.get(env)
+    if held is not None and held.owner != holder:
+        raise Refused(
+            f"{held.describe()}; until it is unlocked only {held.owner_name} may deploy there",
+            reason="locked",
+        )
 
 
 def check_window(policy: Policy, env: str, now: datetime) -> None:
@@ -91,9 +97,12 @@ def check_not_expired(request: DeployRequest, now: datetime) -> None:
         )
 
 
-def check_open(policy: Policy, locks: Locks, env: str, now: datetime) -> None:
-    """Locks and windows: what closes an environment to every request."""
-    check_unlocked(locks, env)
+def check_open(
+    policy: Policy, locks: Locks, env: str, now: datetime, holder: str | None = None
+) -> None:
+    """Locks and windows: what closes an environment to every request (but a lock's own
+    holder's: `holder` is whose request it is)."""
+    check_unlocked(locks, env, holder)
     check_window(policy, env, now)
 
 

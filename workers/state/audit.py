@@ -6,6 +6,7 @@ what never reached Git (refusals, rejections, expiries, locks).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -25,8 +26,13 @@ class AuditEntry:
     fields: dict[str, str]
 
     def line(self) -> str:
-        details = " ".join(f"{k}={v}" for k, v in sorted(self.fields.items()))
+        details = " ".join(f"{k}={_quoted(v)}" for k, v in sorted(self.fields.items()))
         return f"{self.when.isoformat(timespec='seconds')} {self.event:10} {details}"
+
+
+def _quoted(value: str) -> str:
+    """A value as one word: quoted where it has spaces (or quotes) of its own."""
+    return json.dumps(value, ensure_ascii=False) if any(c in value for c in ' "=') else value
 
 
 def record(redis: Redis, event: str, **fields: str | None) -> None:

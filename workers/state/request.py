@@ -63,6 +63,8 @@ class Change(BaseModel):
     env: str
     old: str
     new: str
+    # A promotion: what the upstream environment ran, "int 2.2.0-rc1" (prd takes 2.2.0).
+    promoted_from: str = ""
 
     def line(self) -> str:
         return f"{self.app}: {self.old or '(unset)'} -> {self.new} ({self.env})"
