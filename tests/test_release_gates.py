@@ -446,11 +446,9 @@ def test_the_audit_stream_records_every_step(gated: tuple[Chat, Clock], redis: R
 def test_the_lock_holder_may_deploy_and_roll_back_while_everyone_else_is_refused(
     chat: Chat, redis: Redis, origin: Remote, policy_file: Path
 ) -> None:
-    """Lock, then roll back: the incident flow. Others are told who holds the lock, and an
-    approver may still approve the holder's request."""
-    text = policy_file.read_text().replace('["shell:carol"]', '["shell:carol", "shell:dave"]')
-    policy_file.write_text(text)
-    chat.conversation.ctx.policy = parse_policy(text)
+    """Lock, then roll back: the incident flow. Others are told who holds the lock, and
+    another approver may still approve the holder's request."""
+    assert '"shell:carol", "shell:dave"' in policy_file.read_text()  # two release managers
     first = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
     assert chat.say("dave", "deploy-prd", f"approve {first}").queued == (first,)
     run_worker(redis)

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -270,18 +271,21 @@ def test_following_survives_a_worker_killed_in_the_middle_and_is_told_once(
     assert kinds.count(b"rollout") == 1
 
 
-def test_flux_is_followed_through_the_kubernetes_api(
+@contextmanager
+def flux_world(
     tmp_path: Path,
     remote: Path,
     redis: Redis,
-    settings: Settings,
     policy_file: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+    kustomization: FakeKustomization,
+) -> Iterator[World]:
+    """The policy follows Flux; the Kubernetes API stand-in holds `kustomization`, reached
+    through a KUBECONFIG with a token user."""
     policy_file.write_text(with_rollout(remote, FLUX))
     policy = parse_policy(policy_file.read_text())
     kube = FakeKubernetes()
-    kube.kustomizations["apps"] = FakeKustomization("apps", remote)
+    kube.kustomizations[kustomization.name] = kustomization
     server = serve(kube)
     config = tmp_path / "kubeconfig"
     config.write_text(
@@ -292,21 +296,28 @@ def test_flux_is_followed_through_the_kubernetes_api(
     )
     monkeypatch.setenv("KUBECONFIG", str(config))
     chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "b", freshness=0)))
-    world = World(
-        chat,
-        policy,
-        redis,
-        Remote(remote),
-        FakeArgoCD(),
-        "",
-        Mirror(policy.repository, tmp_path / "f", freshness=0),
-    )
-    request_id = world.push()
-    kube.kustomizations["apps"].applied = "0" * 40  # still on the old revision
-    record = world.follow()
-    server.shutdown()
+    follower = Mirror(policy.repository, tmp_path / "f", freshness=0)
+    try:
+        yield World(chat, policy, redis, Remote(remote), FakeArgoCD(), "", follower)
+    finally:
+        server.shutdown()
+    assert kube.patches, "reconcile: true asks Flux to reconcile"
+
+
+def test_flux_is_followed_through_the_kubernetes_api(
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    settings: Settings,
+    policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    apps = FakeKustomization("apps", remote)
+    with flux_world(tmp_path, remote, redis, policy_file, monkeypatch, apps) as world:
+        request_id = world.push()
+        apps.applied = "0" * 40  # still on the old revision
+        record = world.follow()
     assert [t.state for t in record.targets] == ["healthy"]
-    assert "reconcile.fluxcd.io/requestedAt" in str(kube.patches)
     told = [line for line in outbox(redis) if "healthy" in line]
     assert told == [told[0]]
     assert told[0].startswith(f"{request_id}: {world.origin.head()[:7]} is synced and healthy")
@@ -321,37 +332,15 @@ def test_a_flux_rollout_that_is_not_ready_says_fluxs_reason(
     policy_file: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    policy_file.write_text(with_rollout(remote, FLUX))
-    policy = parse_policy(policy_file.read_text())
-    kube = FakeKubernetes()
-    kube.kustomizations["apps"] = FakeKustomization(
+    apps = FakeKustomization(
         "apps",
         remote,
         ready="False",
         message='Deployment/apps/awesome dry-run failed: field "spec.replicas" is invalid',
     )
-    server = serve(kube)
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
-        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{server.server_port}'}}}}]\n"
-        f"users: [{{name: u, user: {{token: {kube.token}}}}}]\n"
-        "contexts: [{name: test, context: {cluster: c, user: u}}]\n"
-    )
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "b", freshness=0)))
-    world = World(
-        chat,
-        policy,
-        redis,
-        Remote(remote),
-        FakeArgoCD(),
-        "",
-        Mirror(policy.repository, tmp_path / "f", freshness=0),
-    )
-    request_id = world.push()
-    record = world.follow()
-    server.shutdown()
+    with flux_world(tmp_path, remote, redis, policy_file, monkeypatch, apps) as world:
+        request_id = world.push()
+        record = world.follow()
     assert [t.state for t in record.targets] == ["degraded"]
     assert "dry-run failed" in record.targets[0].last
     [told] = [line for line in outbox(redis) if line.startswith(f"{request_id}: rollout")]
