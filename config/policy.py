@@ -438,7 +438,7 @@ def _unknown_key(key: str) -> str:
         return f"`{key}` is not a key here; it belongs to {' or '.join(homes)}"
     known = sorted({k for model in _MODELS.values() for k in _keys_of(model)})
     close = difflib.get_close_matches(key, known, n=1)
-    hint = f": did you mean `{close[0]}`?" if close else " (see the README's policy reference)"
+    hint = f": did you mean `{close[0]}`?" if close else " (see docs/policy.md)"
     return f"unknown key `{key}`{hint}"
 
 

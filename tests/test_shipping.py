@@ -275,3 +275,26 @@ def test_the_argo_cd_application_example_renders_the_same_twice() -> None:
     assert first == second
     env = {e["name"]: e.get("value") for e in container(first, "rg-releasegate-worker")["env"]}
     assert env["RELEASEGATE_GIT_KNOWN_HOSTS"] == "/etc/releasegate/known_hosts/known_hosts"
+
+
+def test_every_setting_is_documented() -> None:
+    """A setting nobody can find is a setting nobody uses right."""
+    from config.settings import Settings
+
+    documented = (ROOT / "docs" / "running.md").read_text()
+    missing = [
+        f"RELEASEGATE_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`RELEASEGATE_{name.upper()}`" not in documented
+    ]
+    assert missing == []
+
+
+def test_the_readme_is_a_front_door_and_its_links_lead_somewhere() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    for page in re.findall(r"\]\(([^)#]+)\)", readme):
+        assert (ROOT / page).exists(), page
+    for doc in (ROOT / "docs").glob("*.md"):
+        for page in re.findall(r"\]\(([^)#:]+)\)", doc.read_text()):
+            assert (doc.parent / page).exists(), f"{doc.name}: {page}"
