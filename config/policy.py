@@ -33,7 +33,10 @@ SEMVER = re.compile(
 )
 # Whatever an app's own pattern says, a version is also held to this: it ends up
 # in files, commit messages and chat, and must never look like an option or markup.
-SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+# A digest (`sha256:…`) is a version too: `:` is allowed here, and each pin kind still
+# refuses what it cannot hold (an image tag has no `:`, a module ref neither).
+SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]{0,127}")
+SAFE_VERSION_RULE = "letters, digits and . _ + - :, starting with a letter or digit, at most 128"
 
 
 class _Model(BaseModel):
@@ -280,7 +283,9 @@ class App(_Model):
     def check_version(self, name: str, version: str) -> str:
         """Return `version` if this app accepts it, else raise `VersionError`."""
         shown = inert(version, limit=40)
-        if not SAFE_VERSION.fullmatch(version) or not self.version_pattern.fullmatch(version):
+        if not SAFE_VERSION.fullmatch(version):
+            raise VersionError(f"{shown} is not a valid version of {name} ({SAFE_VERSION_RULE})")
+        if not self.version_pattern.fullmatch(version):
             expected = "semantic version like 2.1.0" if self.versions == "semver" else self.versions
             raise VersionError(f"{shown} is not a valid version of {name} (expected {expected})")
         return version

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from redis import Redis
 
 from config.errors import PinAmbiguous, PinError, PinNotFound
 from config.policy import Pin
+from tests.conftest import Chat, Remote, run_worker
 from workers.pins import read_version, write_version
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
 
 IMAGE = Pin(file="k.yml", kustomize_image="bespinian/awesome-image")
 LITERAL = Pin(file="k.yml", configmap_literal="awesome-config/appVersion")
@@ -152,3 +158,28 @@ def test_only_the_version_changes_in_any_layout(
     assert after == render(new)
     assert read_version(after, IMAGE) == new
     assert read_version(after, LITERAL) == new
+
+
+def test_a_deploy_to_a_digest_pin_lands_and_a_refusal_names_the_rule_that_refused(
+    chat: Chat, redis: Redis, origin: Remote, policy_file: Path
+) -> None:
+    """`part: digest` pins take `sha256:…` (the version check allows its `:`); a version the
+    conservative character set refuses says that set, not the app's pattern."""
+    from config.policy import parse_policy
+
+    text = policy_file.read_text() + (
+        "  by-digest:\n    versions: '^sha256:[0-9a-f]{64}$'\n    pins:\n      prd:\n"
+        "        - {file: env/prd/kustomization.yml, kustomize_image: bespinian/awesome-image,"
+        " part: digest}\n"
+    )
+    policy_file.write_text(text)
+    chat.conversation.ctx.policy = parse_policy(text)
+    digest = "sha256:" + "ab" * 32
+    asked = chat.say("alice", "deploy-prd", f"deploy by-digest {digest} to prd")
+    assert asked.request_id, asked.text
+    chat.say("carol", "deploy-prd", "approve")
+    run_worker(redis)
+    assert RequestStore(redis).state(str(asked.request_id)) is RequestState.PUSHED
+    assert f"digest: {digest}".encode() in origin.file("env/prd/kustomization.yml")
+    refused = chat.say("alice", "deploy-prd", "deploy by-digest sha256:a;b to prd")
+    assert "letters, digits and . _ + - :" in refused.text
