@@ -27,6 +27,11 @@ class Settings(BaseSettings):
 
     policy: Path = Path("releasegate.yaml")
     redis_url: SecretStr | None = None
+    # Redis Sentinel: `h1:26379,h2:26379,h3:26379`. With it, redis_url gives only the user,
+    # password, database and TLS; the master is the one the sentinels name.
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: SecretStr | None = None
 
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None

@@ -256,7 +256,7 @@ def run_deploys(client: Client, redis: Redis, count: int, version: str) -> tuple
     for reason in sorted(
         {
             str(store.result(i).message or store.result(i).reason)
-            for i in ids  # type: ignore[union-attr] - ended requests have a result
+            for i in ids  # type: ignore[union-attr]  # ended requests have a result
             if store.state(i) is not RequestState.PUSHED
         }
     ):
@@ -327,7 +327,7 @@ def main() -> None:
                 )
             )
         for log_path in worker_logs:
-            wait_for(lambda p=log_path: b"Listening on" in p.read_bytes(), 300, "a worker")  # type: ignore[misc] - a default argument binds the loop value
+            wait_for(lambda p=log_path: b"Listening on" in p.read_bytes(), 300, "a worker")  # type: ignore[misc]  # a default argument binds the loop value
             ready_times.append(time.monotonic() - launched)
         ready = f"{min(ready_times):.1f} / {max(ready_times):.1f} s"
         results.append(
@@ -399,14 +399,14 @@ def main() -> None:
             floor_rounds.append(raw.deploy() * 1000)  # the floor, between our rounds
             before = set(new_requests(redis, set()))
             client.command("UALICE", "CPRD", f"app{n:03d} 1.2.{n} to prd")
-            wait_for(lambda b=before: bool(new_requests(redis, b)), 60, "the request")  # type: ignore[misc] - a default argument binds the loop value
+            wait_for(lambda b=before: bool(new_requests(redis, b)), 60, "the request")  # type: ignore[misc]  # a default argument binds the loop value
             [request_id] = new_requests(redis, before)
             head = _head(remote)
             approved = time.monotonic()
             client.command("UCAROL", "CPRD", f"approve {request_id}")
-            wait_for(lambda h=head: _head(remote) != h, 60, "the push")  # type: ignore[misc] - a default argument binds the loop value
+            wait_for(lambda h=head: _head(remote) != h, 60, "the push")  # type: ignore[misc]  # a default argument binds the loop value
             to_remote.append((time.monotonic() - approved) * 1000)
-            wait_for(lambda r=request_id: store.state(r) in FINAL_STATES, 60, "the outcome")  # type: ignore[misc] - a default argument binds the loop value
+            wait_for(lambda r=request_id: store.state(r) in FINAL_STATES, 60, "the outcome")  # type: ignore[misc]  # a default argument binds the loop value
         median = statistics.median(to_remote)
         floor_ms = statistics.median(floor_rounds)
         results.append(
@@ -471,7 +471,7 @@ def _head(remote: Path) -> str:
 
 def _memory(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
-    kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr] - Linux always reports VmHWM
+    kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]  # Linux always reports VmHWM
     return kb / 1024
 
 

@@ -1,0 +1,60 @@
+"""Redis Sentinel: the bot and the workers reach the master the sentinels name, and follow
+a failover without a restart. Real servers: a master, a replica and three sentinels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.conversation import Conversation
+from config.policy import parse_policy
+from config.settings import Settings
+from tests.conftest import Chat, Remote, run_worker
+from tests.sentinel import SentinelWorld
+from workers.git.mirror import Mirror
+from workers.state.connection import connect
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[SentinelWorld]:
+    world = SentinelWorld(tmp_path / "sentinel")
+    world.folder.mkdir()
+    yield world.start()
+    world.stop()
+
+
+def test_a_request_approved_before_the_master_dies_lands_after_the_failover(
+    sentinels: SentinelWorld,
+    origin: Remote,
+    policy_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The URL's host and port are not used with sentinels: only its database.
+    monkeypatch.setenv("RELEASEGATE_REDIS_URL", "redis://ignored.invalid:1/0")
+    monkeypatch.setenv("RELEASEGATE_REDIS_SENTINELS", sentinels.sentinels)
+    monkeypatch.setenv("RELEASEGATE_POLICY", str(policy_file))
+    monkeypatch.setenv("RELEASEGATE_WORKDIR", str(tmp_path / "work"))
+    settings = Settings()
+    redis = connect(settings)
+    policy = parse_policy(policy_file.read_text())
+    chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "b", freshness=0)))
+    asked = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    request_id = asked.request_id
+    assert request_id, asked.text
+    assert chat.say("carol", "deploy-prd", "approve").queued == (request_id,)
+    assert redis.wait(1, 5000) == 1  # the replica has the approval (WAIT, as confirmed writes will)
+    old = sentinels.master_port()
+    sentinels.kill(old)
+    new = sentinels.wait_for_failover(old)
+    assert new != old
+    # The same client, the same bot: it asks the sentinels for the new master.
+    assert RequestStore(redis).state(str(request_id)) is RequestState.APPROVED
+    run_worker(redis)  # the job connects through the sentinels too
+    assert RequestStore(redis).state(str(request_id)) is RequestState.PUSHED
+    assert b"newTag: 2.1.0" in origin.file("env/prd/kustomization.yml")
+    assert chat.say("bob", "deploy-prd", "status prd").ok
