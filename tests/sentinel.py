@@ -68,6 +68,10 @@ class SentinelWorld:
             )
         for port in self.data_ports:
             _answers(port, deadline)
+        for port in self.data_ports[1:]:  # each replica has synced with the master
+            while Redis(port=port).info("replication").get("master_link_status") != "up":
+                assert time.monotonic() < deadline, f"the replica on {port} did not sync"
+                time.sleep(0.05)
         for _ in range(3):
             port = free_port()
             config = self.folder / f"sentinel-{port}.conf"
