@@ -51,6 +51,10 @@ class FakeForge:
     pulls: dict[int, Pull] = field(default_factory=dict)
     calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     checks: Checks = "success"  # for pull requests opened from now on
+    # GitLab's project settings: merge_method (merge | rebase_merge | ff), squash_option.
+    project: dict[str, str] = field(
+        default_factory=lambda: {"merge_method": "merge", "squash_option": "default_off"}
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, number: int) -> str:
@@ -181,6 +185,8 @@ class FakeForge:
     ) -> tuple[int, dict[str, Any]]:
         # api v4 projects ID merge_requests [IID [merge]] | … repository branches BRANCH
         rest = parts[4:]
+        if method == "GET" and rest == []:
+            return 200, {"id": 7, **self.project}
         if method == "POST" and rest == ["merge_requests"]:
             pull = self._open(
                 body["source_branch"],
@@ -216,6 +222,20 @@ class FakeForge:
             if "sha" in body and body["sha"] != self.head_of(pull):
                 return 409, {"message": "SHA does not match HEAD of source branch"}
             method_ = "squash" if body.get("squash") else "merge"
+            if self.project["squash_option"] == "always":
+                method_ = "squash"
+            if method_ == "merge" and self.project["merge_method"] == "ff":
+                head = self.head_of(pull)
+                if _git(self.repo, "merge-base", "--is-ancestor", pull.base, head).returncode:
+                    return 406, {"message": "Branch cannot be merged"}
+                _git(self.repo, "update-ref", f"refs/heads/{pull.base}", head)
+                pull.state = "merged"
+                return 200, {
+                    "iid": pull.number,
+                    "state": "merged",
+                    "merge_commit_sha": None,
+                    "sha": head,
+                }
             message = body.get(
                 "squash_commit_message" if method_ == "squash" else "merge_commit_message",
                 pull.title,

@@ -546,3 +546,28 @@ def test_github_actions_check_runs_count_beside_commit_statuses(github: World) -
         f"{request_id}: checks passing: {github.forge.url(1)}",
     ]
     assert "(checks passing)" in card_for(RequestStore(github.redis), request_id).text()
+
+
+def test_a_gitlab_project_that_fast_forwards_lands_the_branch_commit_with_its_approvals(
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    settings: Settings,
+    policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GitLab's project settings win over the policy's merge_method: a fast-forward project
+    that never squashes lands the branch's own commit, rewritten with the approvals."""
+    for world in make_world(tmp_path, remote, redis, policy_file, monkeypatch, kind="gitlab"):
+        world.forge.project = {"merge_method": "ff", "squash_option": "never"}
+        request_id = world.ask()  # the policy asks for squash
+        run_worker(redis)
+        world.chat.say("carol", "deploy-prd", "approve")
+        run_worker(redis)
+        assert world.state(request_id) is RequestState.MERGED
+        assert world.origin.count() == 2  # no merge commit, no squash: the commit itself
+        message = world.origin.message()
+        assert "Approved-by: shell:carol" in message
+        assert f"Releasegate-Request: {request_id}" in message
+        [merge] = [c for c in world.forge.calls if c[1].endswith("/merge")]
+        assert merge[2]["squash"] is False

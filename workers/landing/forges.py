@@ -63,6 +63,7 @@ class Forge(Protocol):
 
     def open(self, branch: str, base: str, title: str, body: str) -> MergeRequest: ...
     def pull(self, mr: MergeRequest) -> PullState: ...
+    def method_for(self, asked: MergeMethod) -> MergeMethod: ...
     def merge(
         self, mr: MergeRequest, method: MergeMethod, title: str, body: str, head: str
     ) -> str: ...
@@ -123,6 +124,9 @@ class GitHub(_Client):
             api_url, {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"}
         )
         self.repo = "/repos/" + "/".join(quote(part, safe="") for part in project.split("/", 1))
+
+    def method_for(self, asked: MergeMethod) -> MergeMethod:
+        return asked  # GitHub merges as asked (or refuses a method the repository forbids)
 
     def open(self, branch: str, base: str, title: str, body: str) -> MergeRequest:
         asked = {"title": title, "head": branch, "base": base, "body": body}
@@ -195,6 +199,18 @@ class GitLab(_Client):
     def __init__(self, api_url: str, project: str, token: str) -> None:
         super().__init__(api_url, {"PRIVATE-TOKEN": token})
         self.project = f"/projects/{quote(project, safe='')}"
+
+    def method_for(self, asked: MergeMethod) -> MergeMethod:
+        """What GitLab will do, by the project's own settings: its squash option overrides
+        what the policy asks, and a fast-forward project lands the branch's own commit (as a
+        rebase does: it must carry the approvals)."""
+        project = self.call("GET", self.project)
+        squash = {"always": True, "never": False}.get(
+            str(project.get("squash_option", "")), asked == "squash"
+        )
+        if squash:
+            return "squash"
+        return "rebase" if project.get("merge_method") == "ff" else "merge"
 
     def open(self, branch: str, base: str, title: str, body: str) -> MergeRequest:
         mr = self.call(

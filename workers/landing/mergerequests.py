@@ -175,7 +175,8 @@ def land(
             return already_there(request)
         approvers = list(hooks.approvers(request))
         known = store.merge_request(request.id) or {}
-        if spec.merge_method == "rebase" and known.get("approved_by") != approvers:
+        method = forge.method_for(spec.merge_method)
+        if method == "rebase" and known.get("approved_by") != approvers:
             # The branch's own commit lands: it must carry the approvals a direct push's would.
             # Rewritten once per set of approvers (new checks run on it; the retry waits).
             pushed = _push_change(policy, checkout, request, approvers, hooks.verify_head)
@@ -191,7 +192,7 @@ def land(
         with checkout.in_slot():
             hooks.verify_head(checkout.fetch())  # the head it merges into, trusted now
         subject, body = _message(request, approvers)
-        sha = forge.merge(mr, spec.merge_method, subject, body, head=pushed)
+        sha = forge.merge(mr, method, subject, body, head=pushed)
     except MergeRefused as exc:
         if store.wait_until(request.id, time.time() + RETRY, str(exc)):
             outbox.note(store.redis, request, "merge_refused", why=str(exc))
