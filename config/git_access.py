@@ -44,7 +44,7 @@ class GitAccess:
             f"StrictHostKeyChecking={checking}",
             "-o",
             f"UserKnownHostsFile={self.known_hosts_file}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
         ]
+        if self.known_hosts is not None:  # the operator's file, and no other, is the truth
+            options += ["-o", "GlobalKnownHostsFile=/dev/null"]
         return "ssh " + " ".join(shlex.quote(o) for o in options)
