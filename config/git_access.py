@@ -15,10 +15,10 @@ class GitAccess:
     A host key is checked against `known_hosts` (RELEASEGATE_GIT_KNOWN_HOSTS; the chart
     mounts `git.knownHosts` there) with `StrictHostKeyChecking=yes`: a server whose key is
     not in it, or another key for its host and port (a man in the middle), is refused.
-    Without a known_hosts setting, the user's own `~/.ssh/known_hosts` is read, never
-    written. Only `accept_new` (RELEASEGATE_GIT_ACCEPT_NEW_HOST_KEYS, trust on first use)
-    takes a new host's key, and then into `workdir/known_hosts`, never outside our work
-    directory."""
+    Without a known_hosts setting, the user's `~/.ssh/known_hosts` (and the system's) is
+    read, never written. Only `accept_new` (RELEASEGATE_GIT_ACCEPT_NEW_HOST_KEYS, trust on
+    first use) takes a new host's key, and then into `workdir/known_hosts`, never outside
+    our work directory."""
 
     ssh_key: Path | None = None
     known_hosts: Path | None = None
