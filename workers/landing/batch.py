@@ -33,7 +33,8 @@ from workers.state.request import DeployRequest, RequestState, Result
 
 log = logging.getLogger(__name__)
 
-MAX_RACE_ATTEMPTS = 10  # outside pushers only: workers never race each other
+# Outside pushers only (workers never race each other): a busy one, on a busy host.
+MAX_RACE_ATTEMPTS = 20
 RACE_JITTER = 0.05  # seconds, times the attempt number
 
 
