@@ -6,7 +6,7 @@ pinned file's lines in a diff) must not ping a crowd, become a link or close our
 markup when we post it:
 
 - mentions: `@all`, `@here` (Rocket.Chat), `<!channel>`, `<!here>`, `<@U…>` (Slack) get a
-  word joiner after each `@` and look-alike angle brackets;
+  word joiner after an `@` that starts a name, and look-alike angle brackets;
 - links: `https://…` (both), `<url|text>` (Slack), `[text](url)` (Rocket.Chat) get a word
   joiner after the scheme's colon and between `]` and `(`;
 - control characters are shown, not sent; the length is capped.
@@ -16,6 +16,8 @@ No run of three backticks survives (it would open or close a code block), so
 """
 
 from __future__ import annotations
+
+import re
 
 WORD_JOINER = "\u2060"
 MAX_ECHO = 80
@@ -41,9 +43,10 @@ def inert_block(text: str, limit: int = 8000) -> str:
 
 
 def _defused(text: str) -> str:
+    # A mention is `@` before a name: `@all`, `@carol` (a diff's `@@` hunk marks are not).
+    text = re.sub(r"@(?=\w)", "@" + WORD_JOINER, text)
     return (
-        text.replace("@", "@" + WORD_JOINER)
-        .replace("<", "\N{SINGLE LEFT-POINTING ANGLE QUOTATION MARK}")
+        text.replace("<", "\N{SINGLE LEFT-POINTING ANGLE QUOTATION MARK}")
         .replace(">", "\N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK}")
         .replace("://", ":" + WORD_JOINER + "//")
         .replace("](", "]" + WORD_JOINER + "(")

@@ -121,3 +121,9 @@ def test_argo_cds_message_in_status_is_inert(
     assert "Degraded" in line
     for live in ("<!here>", "https://evil", "```"):
         assert live not in line, line
+
+
+def test_a_diffs_hunk_marks_stay_readable_while_its_mentions_are_defused() -> None:
+    shown = inert_block("@@ -8,3 +8,3 @@\n-    newTag: 2.0.0 # @all\n+    newTag: 2.1.0")
+    assert shown.startswith("@@ -8,3 +8,3 @@\n")
+    assert "@all" not in shown
