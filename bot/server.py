@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -164,9 +165,12 @@ def _rocketchat(
         return _not_configured("Rocket.Chat webhook")
 
     async def rocketchat_webhook(request: Request) -> Response:
+        body = await request.body()
+        if _nesting(body) > MAX_NESTING:  # refused before a parser recurses into it
+            return JSONResponse({"error": "expected JSON"}, status_code=400)
         try:
-            payload = await request.json()
-        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested to exhaustion
+            payload = json.loads(body)
+        except ValueError:  # not JSON, or not UTF-8
             return JSONResponse({"error": "expected JSON"}, status_code=400)
         token = payload.get("token") if isinstance(payload, dict) else None
         if not isinstance(token, str) or not token:
@@ -281,6 +285,33 @@ def create_app(
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.state.chat_work = executor  # what the handlers handed on: `wait_idle()` says when done
     return app
+
+
+MAX_NESTING = 32  # a webhook's JSON is a flat object; nothing legitimate nests deeper
+
+
+def _nesting(body: bytes) -> int:
+    """How deep `[` and `{` nest in `body` (outside strings), stopping early past the limit."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_NESTING:
+                break
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
 
 
 def platforms(settings: Settings) -> list[str]:
