@@ -485,32 +485,14 @@ def test_an_untrusted_head_of_main_at_merge_time_stops_the_merge(
     policy_file: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tests.test_signing import allowed_signers, ssh_key
+    from tests.test_signing import allowed_signers, push_signed_commit, ssh_key
 
     key, public = ssh_key(tmp_path)
     signers = allowed_signers(tmp_path / "allowed", public)
     monkeypatch.setenv("RELEASEGATE_GIT_SIGNING_KEY", str(key))
     for world in make_world(tmp_path, remote, redis, policy_file, monkeypatch):
-        # A trusted head to start from: releasegate's own signed commit on main.
-        git("-C", str(tmp_path), "clone", "--quiet", str(remote), "signed")
-        clone = tmp_path / "signed"
-        git(
-            "-c",
-            "gpg.format=ssh",
-            "-c",
-            f"user.signingkey={key}",
-            "-c",
-            "user.name=ops",
-            "-c",
-            "user.email=releasegate@demo.invalid",
-            "commit",
-            "--allow-empty",
-            "-S",
-            "-qm",
-            "signed",
-            cwd=clone,
-        )
-        git("push", "--quiet", "origin", "main", cwd=clone)
+        # A trusted head to start from: a signed commit on main.
+        push_signed_commit(remote, tmp_path / "signed", key)
         policy_file.write_text(
             policy_file.read_text().replace(
                 "  branch: main\n", f"  branch: main\n  trusted_signers: {signers}\n"

@@ -47,6 +47,29 @@ def verify(origin: Remote, signers: Path, rev: str = "main") -> subprocess.Compl
     )
 
 
+def push_signed_commit(remote: Path, clone: Path, key: Path) -> None:
+    """Someone trusted (signing as releasegate's e-mail, with `key`) pushes an empty, signed
+    commit onto main."""
+    git("clone", "--quiet", str(remote), str(clone))
+    git(
+        "-c",
+        "gpg.format=ssh",
+        "-c",
+        f"user.signingkey={key}",
+        "-c",
+        "user.name=ops",
+        "-c",
+        f"user.email={AUTHOR}",
+        "commit",
+        "--allow-empty",
+        "-S",
+        "-qm",
+        "signed",
+        cwd=clone,
+    )
+    git("push", "--quiet", "origin", "main", cwd=clone)
+
+
 def deploy_int(chat: Chat, redis: Redis) -> str:
     request_id = str(chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to int").request_id)
     run_worker(redis)
@@ -154,25 +177,7 @@ def test_a_head_without_a_trusted_signature_is_not_built_on(
     assert f"the branch head {origin.head()[:7]} is not signed by a trusted signer" in message
     assert origin.count() == 1
     # Someone trusted signs a commit on top: releasegate builds on it, and signs its own.
-    clone = tmp_path / "clone"
-    git("clone", "--quiet", str(origin.path), str(clone))
-    git(
-        "-c",
-        "gpg.format=ssh",
-        "-c",
-        f"user.signingkey={key}",
-        "-c",
-        "user.name=ops",
-        "-c",
-        f"user.email={AUTHOR}",
-        "commit",
-        "--allow-empty",
-        "-S",
-        "-qm",
-        "signed",
-        cwd=clone,
-    )
-    git("push", "--quiet", "origin", "main", cwd=clone)
+    push_signed_commit(origin.path, tmp_path / "clone", key)
     second = str(chat.say("alice", "deploy-int", "deploy awesome 2.1.1 to int").request_id)
     run_worker(redis)
     assert store.state(second) is RequestState.PUSHED
