@@ -104,6 +104,23 @@ class World:
         return str(fields[b"request"].decode())
 
 
+def pushed_request(request_id: str, head: str, *changes: Change) -> DeployRequest:
+    """A prd request as it stands once pushed at `head` (for following its rollout)."""
+    return DeployRequest(
+        id=request_id,
+        verb="deploy" if len(changes) == 1 else "train",
+        env="prd",
+        requester="shell:alice",
+        requester_name="alice",
+        channel="shell:deploy-prd",
+        approvals_needed=1,
+        created_at=datetime.now(UTC),
+        base_commit=head,
+        diff="",
+        changes=changes,
+    )
+
+
 @pytest.fixture
 def world(
     tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path
@@ -383,21 +400,11 @@ def test_each_app_of_a_release_train_is_followed_and_the_thread_gets_one_summary
     head = world.origin.head()
     world.argocd.apps["web-prd"] = FakeApp("web-prd", world.origin.path, "x")
     world.argocd.apps["web-prd"].behaviour = "degraded"
-    train = DeployRequest(
-        id="RTRAIN2",
-        verb="train",
-        env="prd",
-        requester="shell:alice",
-        requester_name="alice",
-        channel="shell:deploy-prd",
-        approvals_needed=1,
-        created_at=datetime.now(UTC),
-        base_commit=head,
-        diff="",
-        changes=(
-            Change(app="awesome", env="prd", old="2.0.0", new="2.1.0"),
-            Change(app="web", env="prd", old="1.0.0", new="1.1.0"),
-        ),
+    train = pushed_request(
+        "RTRAIN2",
+        head,
+        Change(app="awesome", env="prd", old="2.0.0", new="2.1.0"),
+        Change(app="web", env="prd", old="1.0.0", new="1.1.0"),
     )
     store = RequestStore(world.redis)
     store.create(train, RequestState.PUSHED)
@@ -473,18 +480,8 @@ def test_one_slow_application_does_not_delay_another(world: World) -> None:
     world.argocd.apps["web-prd"] = FakeApp("web-prd", world.origin.path, "x", delivery="late")
     store = RequestStore(world.redis)
     for request_id, app in (("RSLOW02", "web"), ("RFAST02", "awesome")):
-        request = DeployRequest(
-            id=request_id,
-            verb="deploy",
-            env="prd",
-            requester="shell:alice",
-            requester_name="alice",
-            channel="shell:deploy-prd",
-            approvals_needed=1,
-            created_at=datetime.now(UTC),
-            base_commit=head,
-            diff="",
-            changes=(Change(app=app, env="prd", old="1.0.0", new="1.1.0"),),
+        request = pushed_request(
+            request_id, head, Change(app=app, env="prd", old="1.0.0", new="1.1.0")
         )
         store.create(request, RequestState.PUSHED)
         following.start(world.redis, world.policy, request, head)

@@ -23,7 +23,7 @@ from bot.conversation import Conversation
 from bot.delivery import deliver
 from bot.events import ChatEvent, Reply
 from bot.executor import BoundedExecutor
-from bot.grammar import is_decision, slash_text, starts_with_verb
+from bot.grammar import is_decision, slash_text, starts_with_verb, verb_of
 from bot.platforms.slack_api import APPROVE_ACTION, REJECT_ACTION, SlackPoster
 from config.errors import PostFailed
 from config.settings import Settings
@@ -94,7 +94,12 @@ class SlackAdapter:
             log.warning("cannot tell whether %s is a bot; taken as one: %s", user, exc)
             return True
 
-    def _event(self, user: str, channel: str, text: str, thread: str | None = None) -> ChatEvent:
+    def _event(
+        self, user: str, channel: str, text: str, thread: str | None = None, decides: bool = False
+    ) -> ChatEvent:
+        """The event; whether the user is a bot is asked of Slack only where it matters: a
+        decision (a reaction, a button, `approve` or `reject`), never for every command."""
+        decides = decides or verb_of(text) in ("approve", "reject")
         return ChatEvent(
             platform="slack",
             user=user,
@@ -103,7 +108,7 @@ class SlackAdapter:
             text=text,
             thread=thread,
             groups=self._groups(user),
-            bot=self._bot(user),
+            bot=self._bot(user) if decides else False,
         )
 
     def _deployment_channels(self) -> set[str]:
@@ -203,7 +208,7 @@ class SlackAdapter:
         request_id = self.store.request_for_message(channel, item["ts"])
         if request_id is None:
             return  # a reaction on a message that is not a request
-        chat = self._event(event["user"], item["channel"], "", thread=item["ts"])
+        chat = self._event(event["user"], item["channel"], "", thread=item["ts"], decides=True)
         added = event["type"] == "reaction_added"
         self.deliver(chat, self.conversation.react(chat, event["reaction"], request_id, added))
 
