@@ -58,7 +58,8 @@ def card_for(store: RequestStore, request_id: str) -> Card:
     outcome = None
     if result is not None:
         request = store.get(request_id)
-        outcome = result.commit[:7] if result.commit else messages.result_text(request, result)
+        landed = messages.commits_text(result)
+        outcome = landed if result.commit else messages.result_text(request, result)
     return Card(
         request=store.get(request_id),
         state=store.state(request_id),

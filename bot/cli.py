@@ -23,7 +23,10 @@ from config.settings import Settings
 from workers.logs import setup_logging
 
 if TYPE_CHECKING:
+    from redis import Redis
+
     from bot.platforms.shell import ShellChat
+    from workers.git.mirrors import Mirrors
 
 log = logging.getLogger("releasegate")
 
@@ -33,16 +36,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from bot.conversation import Conversation
     from bot.server import create_app
-    from workers.git.mirror import Mirror
     from workers.state.connection import connect
-    from workers.state.lane import Lane, lane_name
 
     policy = load_policy(settings.policy)
     redis = connect(settings)
-    lane = Lane(redis, lane_name(policy.repository))
-    mirror = Mirror(
-        policy.repository, settings.workdir, access=settings.git_access(), pushed=lane.pushed
-    )
+    mirror = _mirrors(policy, settings, redis)
     conversation = Conversation(policy, redis, mirror, retention=settings.retention)
     app = create_app(settings, policy, redis, conversation)
     # Hand the GIL over every 2 ms instead of 5: an acknowledgement is a few lines of Python
@@ -66,6 +64,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _mirrors(policy: Policy, settings: Settings, redis: Redis) -> Mirrors:
+    """The bot's mirrors, each told at once when its repository's push lane pushed."""
+    from workers.git.mirrors import Mirrors
+    from workers.state.lane import Lane, lane_name
+
+    return Mirrors.of(
+        policy,
+        settings.workdir,
+        access=settings.git_access(),
+        pushed=lambda repo: Lane(redis, lane_name(repo)).pushed,
+    )
+
+
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -79,16 +90,11 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:
     from bot.conversation import Conversation
     from bot.platforms.shell import ShellChat
-    from workers.git.mirror import Mirror
     from workers.state.connection import connect
-    from workers.state.lane import Lane, lane_name
 
     policy = load_policy(settings.policy)
     redis = connect(settings)
-    lane = Lane(redis, lane_name(policy.repository))
-    mirror = Mirror(
-        policy.repository, settings.workdir, access=settings.git_access(), pushed=lane.pushed
-    )
+    mirror = _mirrors(policy, settings, redis)
     conversation = Conversation(policy, redis, mirror, retention=settings.retention)
     return ShellChat(conversation, redis, sys.stdout, user, channel)
 
@@ -147,7 +153,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_config(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.git.mirror import Mirror
+    from workers.git.mirror import Snapshot
+    from workers.git.mirrors import Mirrors, View
     from workers.rules.plan import current_versions
 
     policy = load_policy(settings.policy)
@@ -163,17 +170,33 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
     problems += rollout_problems
     from workers.git.signing import Signer, require_key
 
-    try:
-        require_key(policy.repository, Signer.from_setting(settings.git_signing_key))
-    except ReleasegateError as exc:
-        problems.append(str(exc))
-    mirror = Mirror(policy.repository, settings.workdir, access=settings.git_access())
-    repo = mirror.snapshot()
-    print(f"repository at {repo.head[:7]}")
+    signer = Signer.from_setting(settings.git_signing_key)
+    for repository in policy.repositories.values():
+        try:
+            require_key(repository, signer)
+        except ReleasegateError as exc:
+            problems.append(str(exc))
+    several = len(policy.repositories) > 1
+    mirrors = Mirrors.of(policy, settings.workdir, access=settings.git_access())
+    snapshots: dict[str, Snapshot] = {}
+    for name, mirror in mirrors.mirrors.items():
+        # Each repository on its own: one that cannot be reached is named, the others read.
+        label = f"repository {name}" if several else "repository"
+        try:
+            snapshots[name] = mirror.snapshot()
+        except ReleasegateError as exc:
+            problems.append(f"{label}: {exc}" if several else str(exc))
+            print(f"{label}: UNREACHABLE")
+            continue
+        print(f"{label} at {snapshots[name].head[:7]}")
     for app_name, app in policy.apps.items():
-        for env_name in app.pins:
+        for env_name, pins in app.pins.items():
+            unreachable = sorted({p.repository for p in pins} - set(snapshots))
+            if unreachable:
+                print(f"  {app_name:20} {env_name:10} UNREAD: {', '.join(unreachable)} unreachable")
+                continue
             try:
-                found = current_versions(policy, repo.read, app_name, env_name)
+                found = current_versions(policy, View(snapshots).read, app_name, env_name)
             except ReleasegateError as exc:
                 problems.append(f"{app_name} in {env_name}: {exc}")
                 print(f"  {app_name:20} {env_name:10} UNRESOLVED: {exc}")
@@ -182,8 +205,9 @@ def _check_config(args: argparse.Namespace, settings: Settings) -> int:
             shown = versions[0] if len(versions) == 1 else "disagree: " + ", ".join(versions)
             print(f"  {app_name:20} {env_name:10} {shown}")
             for pin_version in found:
-                print(f"      {pin_version.pin.describe()} = {pin_version.version}")
-    mirror.close()
+                where = f"{pin_version.pin.repository}: " if several else ""
+                print(f"      {where}{pin_version.pin.describe()} = {pin_version.version}")
+    mirrors.close()
     if problems:
         print(f"{len(problems)} problem(s):", file=sys.stderr)
         for problem in problems:

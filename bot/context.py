@@ -16,7 +16,7 @@ from bot.events import ChatEvent
 from config.errors import Refused, UnknownRequest
 from config.policy import Policy
 from config.principals import Principal
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.rules.gates import Locks
 from workers.rules.identity import Identities, load_rocketchat_ids
 from workers.state import audit, outbox
@@ -35,7 +35,7 @@ def utcnow() -> datetime:
 class Context:
     policy: Policy
     redis: Redis
-    mirror: Mirror
+    mirror: Mirrors
     clock: Clock = utcnow
     retention: timedelta = RETENTION
     # What the reconciler says now about an environment's apps, for `status ENV` (set by the
@@ -123,9 +123,14 @@ class Context:
         if not self.is_listed(event, lockers):
             raise Refused(messages.not_locker(event.display, env, lockers), "not_locker")
 
+    def merge_requested(self, request: DeployRequest) -> bool:
+        """Whether `request` lands through the forge's pull request (its pins' repository's
+        `merge_request`)."""
+        return self.policy.lands_by_merge_request(request.changes)
+
     def close_merge_request(self, request: DeployRequest) -> None:
         """A request that ended without landing closes its pull request (a worker's job)."""
-        if self.policy.repository.merge_request is not None:
+        if self.merge_requested(request):
             enqueue_forge(self.redis, "close_change", request.id)
 
     def expire_if_due(self, request: DeployRequest) -> bool:

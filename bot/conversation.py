@@ -44,7 +44,7 @@ from bot.grammar import (
 from config.errors import Refused, ReleasegateError
 from config.policy import Policy
 from config.principals import ChannelRef, Principal
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.logs import request_context
 from workers.state.metrics import REFUSALS, REQUESTS
 from workers.state.request import DeployRequest
@@ -58,7 +58,7 @@ class Conversation:
         self,
         policy: Policy,
         redis: Redis,
-        mirror: Mirror,
+        mirror: Mirrors,
         clock: Clock = utcnow,
         retention: timedelta = RETENTION,
     ) -> None:

@@ -15,7 +15,7 @@ from bot.events import ChatEvent, Reply
 from bot.grammar import Deploy, DeployEnv, Promote, Rollback
 from config.errors import Refused, ReleasegateError
 from config.principals import Principal
-from workers.git.mirror import Snapshot
+from workers.git.mirrors import View
 from workers.logs import request_context
 from workers.rules.gates import check_open, check_prerelease, final_version, ran_upstream
 from workers.rules.history import rollback_target, versions_run
@@ -40,7 +40,7 @@ def _check_version(ctx: Context, app: str, version: str) -> str:
         raise Refused(str(exc), "bad_version") from exc
 
 
-def _check_promotion(ctx: Context, repo: Snapshot, app: str, env: str, version: str) -> None:
+def _check_promotion(ctx: Context, repo: View, app: str, env: str, version: str) -> None:
     upstream = ctx.policy.environments[env].promote_from
     if upstream is None:
         return
@@ -54,7 +54,7 @@ def _check_promotion(ctx: Context, repo: Snapshot, app: str, env: str, version: 
 
 
 def _promotion_target(
-    ctx: Context, repo: Snapshot, app: str, env: str, upstream: str
+    ctx: Context, repo: View, app: str, env: str, upstream: str
 ) -> tuple[str, str]:
     """The version `env` takes from `upstream`, and what `upstream` runs (an rc of it)."""
     ran = current_version(ctx.policy, repo.read, app, upstream)
@@ -158,7 +158,7 @@ def _check_limits(ctx: Context, event: ChatEvent, env: str) -> None:
 
 
 def _file(
-    ctx: Context, event: ChatEvent, verb: str, env: str, changes: list[Change], repo: Snapshot
+    ctx: Context, event: ChatEvent, verb: str, env: str, changes: list[Change], repo: View
 ) -> list[Reply]:
     """Store the request (with the diff it will make) and queue it if nobody must approve."""
     _check_not_asked(ctx, env, changes)
@@ -199,7 +199,7 @@ def _file(
             enqueue_deploy(ctx.redis, request.id)
             text = messages.queued(request)
             return [Reply(text, request_id=request.id, queued=(request.id,), about=request.id)]
-        if ctx.policy.repository.merge_request is not None:
+        if ctx.merge_requested(request):
             enqueue_forge(ctx.redis, "open_change", request.id)  # checks run while people approve
         text = messages.request_created(request, spec.approvers)
         return [Reply(text, request_id=request.id, about=request.id)]

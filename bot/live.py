@@ -61,7 +61,7 @@ def _same_repository(a: str, b: str) -> bool:
 
 def check_applications(policy: Policy, settings: Settings) -> tuple[list[str], list[str]]:
     """For `check-config`: every Argo CD application the policy follows exists and reads this
-    repository's branch. Returns (lines to print, problems)."""
+    app's repository's branch. Returns (lines to print, problems)."""
     token = settings.argocd_token.get_secret_value() if settings.argocd_token else None
     lines: list[str] = []
     problems: list[str] = []
@@ -86,14 +86,11 @@ def check_applications(policy: Policy, settings: Settings) -> tuple[list[str], l
                 lines.append(f"  argocd {name:24} UNUSABLE: {exc}")
                 continue
             wrong = []
-            if not _same_repository(repo_url, policy.repository.url):
-                wrong.append(f"reads {repo_url}, not {policy.repository.url}")
-            if revision not in (
-                policy.repository.branch,
-                f"refs/heads/{policy.repository.branch}",
-                "HEAD",
-            ):
-                wrong.append(f"follows {revision}, not {policy.repository.branch}")
+            repository = policy.repositories[policy.app_repository(app)]
+            if not _same_repository(repo_url, repository.url):
+                wrong.append(f"reads {repo_url}, not {repository.url}")
+            if revision not in (repository.branch, f"refs/heads/{repository.branch}", "HEAD"):
+                wrong.append(f"follows {revision}, not {repository.branch}")
             if wrong:
                 problems.append(f"Argo CD application {name}: " + "; ".join(wrong))
                 lines.append(f"  argocd {name:24} WRONG SOURCE: {'; '.join(wrong)}")

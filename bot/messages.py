@@ -244,15 +244,36 @@ def result_text(request: DeployRequest, result: Result) -> str:
                 f"gave up after {facts.get('attempts')} attempts: the branch kept moving "
                 "under us; try again"
             )
+        case "partly_landed":
+            why = Result(
+                state=result.state,
+                reason=facts.get("why_reason", ""),
+                message=facts.get("why", ""),
+                facts=facts,
+            )
+            return (
+                f"landed in {facts.get('landed')}; not in {facts.get('missing')}: "
+                f"{result_text(request, why)}. Nothing was reverted: ask again to land the "
+                "rest (what landed gets no second commit)"
+            )
     # An error's own words may carry outside text (a remote's hook, a forge, a validator).
     return inert_block(result.message, 4000)
 
 
-def outcome(request: DeployRequest, result: Result, commit_url: str | None = None) -> str:
-    """How a request ended, as its thread is told (with where to see the commit, if known)."""
+def commits_text(result: Result) -> str:
+    """The request's commit (`3f3fc76`), or each repository's (`apps 3f3fc76, infra 9a1b2c3`)."""
+    if len(result.commits) > 1:
+        return ", ".join(f"{name} {sha[:7]}" for name, sha in result.commits.items())
+    return (result.commit or "")[:7]
+
+
+def outcome(request: DeployRequest, result: Result, commit_urls: Sequence[str] = ()) -> str:
+    """How a request ended, as its thread is told (with where to see each commit, if known)."""
     if result.state.landed and result.commit:
-        verb, link = result.state.value, f"\n{commit_url}" if commit_url else ""
-        return f"{request.id}: {verb} {result.commit[:7]}: {changes_text(request.changes)}{link}"
+        verb, links = result.state.value, "".join(f"\n{url}" for url in commit_urls)
+        return (
+            f"{request.id}: {verb} {commits_text(result)}: {changes_text(request.changes)}{links}"
+        )
     if result.state is RequestState.NOOP:
         return f"{request.id}: nothing to do: {result_text(request, result)}"
     return f"{request.id}: {result.state.value}: {result_text(request, result)}"

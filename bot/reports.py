@@ -51,7 +51,7 @@ class Poster(Protocol):
 class Links:
     """Where people click: a commit's page on the forge, an application in Argo CD."""
 
-    commit: Callable[[str], str | None] = lambda sha: None
+    commit: Callable[[str, str], str | None] = lambda repository, sha: None
     application: Callable[[str], str | None] = lambda name: None
 
 
@@ -64,8 +64,9 @@ def post_outcome(
     if result is None:
         return
     card_ref = store.message_of(request_id)
-    url = (links or Links()).commit(result.commit) if result.commit else None
-    text = messages.outcome(request, result, url)
+    landed = result.commits or ({"": result.commit} if result.commit else {})
+    urls = [url for name, sha in landed.items() if (url := (links or Links()).commit(name, sha))]
+    text = messages.outcome(request, result, urls)
     poster.post(request.channel, card_ref or request.thread, text)
     if card_ref:
         poster.update_card(request.channel, card_ref, card_for(store, request_id))

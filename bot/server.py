@@ -203,12 +203,17 @@ def _metrics(redis: Redis) -> Endpoint:
     return metrics
 
 
+def _commit_url(policy: Policy, repository: str, sha: str) -> str | None:
+    found = policy.repositories.get(repository) or policy.repository
+    return found.commit_url(sha)
+
+
 def links(settings: Settings, conversation: Conversation) -> Links:
     """Where people click: the commit on the forge (from the repository's URL, or its
     web_url), the application in Argo CD (RELEASEGATE_ARGOCD_URL)."""
     argocd = (settings.argocd_url or "").rstrip("/")
     return Links(
-        commit=lambda sha: conversation.policy.repository.commit_url(sha),
+        commit=lambda name, sha: _commit_url(conversation.policy, name, sha),
         application=lambda name: (
             f"{argocd}/applications/{quote(name, safe='')}" if argocd else None
         ),

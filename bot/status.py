@@ -42,7 +42,7 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
                 cells.append(f"{env} {version or '(unset)'}")
         if cells:
             lines.append(f"{app}: " + ", ".join(cells))
-    lines.append(f"(read from Git at {repo.head[:7]})")
+    lines.append(f"(read from Git at {repo.heads()})")
     if ctx.live is not None and len(envs) == 1:
         lines.extend(ctx.live(envs[0]))
     if stale := repo.staleness():
@@ -65,7 +65,11 @@ def request_status(ctx: Context, request_id: str) -> str:
     ctx.expire_if_due(request)
     result = store.result(request.id)
     note = messages.result_text(request, result) if result else None
-    if result is not None and result.commit:
+    if result is not None and len(result.commits) > 1:
+        note = f"commits {messages.commits_text(result)}" + (
+            f": {note}" if note and note not in ("pushed", "merged") else ""
+        )
+    elif result is not None and result.commit:
         note = f"commit {result.commit[:12]}" + (
             f": {note}" if note and note not in ("pushed", "merged") else ""
         )
@@ -83,15 +87,17 @@ def history(ctx: Context, event: ChatEvent, command: History) -> list[Reply]:
     if not found:
         return [Reply(f"no commits touch {env}'s pinned files")]
     lines = [f"last {len(found)} change(s) to {env}, newest first:"]
+    several = len(ctx.policy.repositories) > 1
     for d in found:
         # Subjects, authors and trailers are whatever their committers typed: said inert.
         when, subject = d.when.strftime("%Y-%m-%d %H:%M"), inert(d.subject, 120)
+        where = f"{d.repository} {d.commit[:7]}" if several else d.commit[:7]
         if d.request:
             approved = inert(d.approved_by, 200) or "nobody (no approval needed)"
             who = f"asked by {inert(d.requested_by, 80)}, approved by {approved}"
-            lines.append(f"{d.commit[:7]} {when} {subject} ({inert(d.request, 20)}; {who})")
+            lines.append(f"{where} {when} {subject} ({inert(d.request, 20)}; {who})")
         else:
-            lines.append(f"{d.commit[:7]} {when} {subject} (by hand: {inert(d.author, 80)})")
+            lines.append(f"{where} {when} {subject} (by hand: {inert(d.author, 80)})")
     return [Reply("\n".join(lines))]
 
 

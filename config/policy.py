@@ -10,17 +10,27 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from config.durations import Duration
 from config.errors import PolicyError, VersionError
+from config.git_access import GitAccess
 from config.principals import ChannelRef, Principal
 from config.rollout import ArgoCDRollout, FluxRollout, Rollout
 from config.text import inert
@@ -39,8 +49,21 @@ SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]{0,127}")
 SAFE_VERSION_RULE = "letters, digits and . _ + - :, starting with a letter or digit, at most 128"
 
 
+class AppEnv(Protocol):
+    """What names an app in an environment (a request's change)."""
+
+    @property
+    def app(self) -> str: ...
+
+    @property
+    def env(self) -> str: ...
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+FORGE_TOKEN_ENV = "RELEASEGATE_FORGE_TOKEN"  # noqa: S105 - a variable's name, not a secret
 
 
 class MergeRequestSpec(_Model):
@@ -48,6 +71,8 @@ class MergeRequestSpec(_Model):
     api_url: str = Field(pattern=r"^https?://")
     project: str = Field(min_length=1, max_length=300)  # GitHub owner/repo; GitLab path or id
     merge_method: Literal["merge", "squash", "rebase"] = "squash"
+    # The environment variable holding this forge's token (one per repository where they differ).
+    token_env: str = Field(default=FORGE_TOKEN_ENV, pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")
 
 
 class Repository(_Model):
@@ -62,6 +87,15 @@ class Repository(_Model):
     merge_request: MergeRequestSpec | None = None
     # A commit's web page, `{sha}` filled in; derived for GitHub, GitLab and Bitbucket URLs.
     web_url: str | None = Field(default=None, pattern=r"^https?://[^\s<>|]*\{sha\}[^\s<>|]*$")
+    # This repository's deploy key, where it differs from RELEASEGATE_GIT_SSH_KEY.
+    ssh_key: Path | None = None
+    # Run the environment's `validate` command in this repository's tree (a Kustomize check
+    # means nothing in a repository of Terraform files).
+    validate_here: bool = Field(default=True, alias="validate")
+
+    def access(self, base: GitAccess) -> GitAccess:
+        """How git reaches this repository: the process's host keys, this repository's key."""
+        return replace(base, ssh_key=self.ssh_key) if self.ssh_key is not None else base
 
     def commit_url(self, sha: str) -> str | None:
         """Where people see commit `sha` in a browser, if we can tell."""
@@ -184,6 +218,9 @@ class Pin(_Model):
     """One place in one file where an app's version is written."""
 
     file: str
+    # The repository holding `file`: the app's, unless the pin names another. Filled in when
+    # the policy is read, so every pin knows its repository.
+    repository: str = ""
     kustomize_image: str | None = None
     configmap_literal: str | None = None
     yaml_path: str | None = None
@@ -263,6 +300,8 @@ class Pin(_Model):
 
 
 class App(_Model):
+    # Where the app's pins live (the reconciler watches it); default: the only repository.
+    repository: str | None = None
     versions: str = "semver"
     pins: dict[str, list[Pin]] = Field(min_length=1)
 
@@ -291,14 +330,73 @@ class App(_Model):
         return version
 
 
+REPOSITORY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+SINGLE = "default"  # the name of the repository a policy's single `repository:` key gives
+
+
 class Policy(_Model):
-    repository: Repository
+    # In the order they land: a request spanning several lands in this order.
+    repositories: dict[str, Repository] = Field(min_length=1)
     # One person's principals on each platform: `person:NAME` matches any of them, the
     # requester is excluded under all of them, and their approvals count once.
     people: dict[str, list[str]] = {}
     groups: dict[str, list[str]] = {}
     environments: dict[str, Environment] = Field(min_length=1)
     apps: dict[str, App] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_repository(cls, data: Any) -> Any:
+        """`repository:` (one) is `repositories: {default: ...}`; a top-level `author:` is every
+        repository's unless it names its own; a pin's repository is its app's unless named."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "repository" in data and "repositories" in data:
+            raise ValueError("give either `repository` (one) or `repositories`, not both")
+        if "repository" in data:
+            data["repositories"] = {SINGLE: data.pop("repository")}
+        repos = data.get("repositories")
+        if "author" in data and isinstance(repos, dict):
+            author = data.pop("author")
+            data["repositories"] = {
+                name: {"author": author, **repo} if isinstance(repo, dict) else repo
+                for name, repo in repos.items()
+            }
+        only = next(iter(repos)) if isinstance(repos, dict) and len(repos) == 1 else None
+        apps = data.get("apps")
+        if isinstance(apps, dict):
+            data["apps"] = {name: _with_pin_repositories(app, only) for name, app in apps.items()}
+        return data
+
+    @property
+    def repository(self) -> Repository:
+        """The first repository: the only one of a single-repository policy."""
+        return next(iter(self.repositories.values()))
+
+    def repositories_of(self, pins: list[Pin]) -> list[str]:
+        """The repositories `pins` live in, in the policy's (landing) order."""
+        used = {pin.repository for pin in pins}
+        return [name for name in self.repositories if name in used]
+
+    def repositories_for(self, changes: Iterable[AppEnv]) -> list[str]:
+        """The repositories that pins of `changes` (each with `.app` and `.env`) live in, in
+        the policy's order."""
+        pins = [pin for c in changes for pin in self.apps[c.app].pins.get(c.env, [])]
+        return self.repositories_of(pins)
+
+    def lands_by_merge_request(self, changes: Iterable[AppEnv]) -> bool:
+        repos = self.repositories_for(changes)
+        return any(self.repositories[name].merge_request is not None for name in repos)
+
+    def app_repository(self, app: str) -> str:
+        """The repository `app`'s reconciler watches: the one it names, else its first pin's
+        (the first repository for an app the policy no longer names)."""
+        spec = self.apps.get(app)
+        if spec is None:
+            return next(iter(self.repositories))
+        pinned = (pin.repository for pins in spec.pins.values() for pin in pins)
+        return spec.repository or next(pinned, next(iter(self.repositories)))
 
     def environment_named(self, name: str) -> str | None:
         """The canonical name of an environment given its name or an alias (case-insensitive)."""
@@ -313,9 +411,27 @@ class Policy(_Model):
         return next((a for a in self.apps if a.lower() == wanted), None)
 
 
+def _with_pin_repositories(app: Any, only: str | None) -> Any:
+    """`app` (raw) with its repository written into each pin that names none."""
+    if not isinstance(app, dict) or not isinstance(app.get("pins"), dict):
+        return app
+    default = app.get("repository") or only
+    if not isinstance(default, str):
+        return app
+
+    def filled(pin: Any) -> Any:
+        return {"repository": default, **pin} if isinstance(pin, dict) else pin
+
+    pins = {
+        env: [filled(pin) for pin in listed] if isinstance(listed, list) else listed
+        for env, listed in app["pins"].items()
+    }
+    return {**app, "pins": pins}
+
+
 def _in_order(problems: list[str]) -> list[str]:
     """Problems in the order of the policy's sections (each section's in the order found)."""
-    sections = list(Policy.model_fields)
+    sections = ["repository", *Policy.model_fields]
     return sorted(
         problems,
         key=lambda p: next((i for i, s in enumerate(sections) if p.startswith(s)), len(sections)),
@@ -352,11 +468,33 @@ def _references(data: dict[str, Any]) -> list[str]:
         upstream = env.get("promote_from")
         if upstream is not None and str(upstream) not in envs:
             problems.append(f"{base}.promote_from: unknown environment {upstream!r}")
+    repos = _mapping(data.get("repositories")) or {SINGLE: data.get("repository")}
+    known = ", ".join(repos)
+
+    def check_repo(path: str, name: Any) -> None:
+        if isinstance(name, str) and name not in repos:
+            problems.append(f"{path}: unknown repository {name!r} (the policy has {known})")
+
     for app_name, raw in _mapping(data.get("apps")).items():
-        for env_name in _mapping(_mapping(raw).get("pins")):
+        app = _mapping(raw)
+        check_repo(f"apps.{app_name}.repository", app.get("repository"))
+        for env_name, pins in _mapping(app.get("pins")).items():
+            base = f"apps.{app_name}.pins.{env_name}"
             if env_name not in envs:
-                base = f"apps.{app_name}.pins.{env_name}"
                 problems.append(f"{base}: unknown environment {env_name!r}")
+            for i, pin in enumerate(pins if isinstance(pins, list) else []):
+                named = _mapping(pin).get("repository", app.get("repository"))
+                if named is None and len(repos) > 1:
+                    problems.append(
+                        f"{base}[{i}]: which repository? name one ({known}) on the app or the pin"
+                    )
+                elif "repository" in _mapping(pin):
+                    check_repo(f"{base}[{i}].repository", named)
+    for name in repos:
+        if not REPOSITORY_NAME.fullmatch(name):
+            problems.append(
+                f"repositories.{name}: a repository's name is letters, digits and . _ -"
+            )
     return problems
 
 
@@ -421,19 +559,20 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 _MODELS: dict[str, type[BaseModel]] = {
     "the top level": Policy,
-    "repository": Repository,
+    "a repository": Repository,
     "an environment": Environment,
     "an app": App,
     "a pin": Pin,
     "rollout": Rollout,
     "rollout.argocd": ArgoCDRollout,
     "rollout.flux": FluxRollout,
-    "repository.merge_request": MergeRequestSpec,
+    "a repository's merge_request": MergeRequestSpec,
 }
 
 
 def _keys_of(model: type[BaseModel]) -> list[str]:
-    return [field.alias or name for name, field in model.model_fields.items()]
+    keys = [field.alias or name for name, field in model.model_fields.items()]
+    return [*keys, "repository", "author"] if model is Policy else keys
 
 
 def _unknown_key(key: str) -> str:
@@ -447,9 +586,13 @@ def _unknown_key(key: str) -> str:
     return f"unknown key `{key}`{hint}"
 
 
-def _plain(err: Any) -> str:
-    """One pydantic error in words a policy's author acts on."""
-    where, kind = _location(err["loc"]), err["type"]
+def _plain(err: Any, single: bool = False) -> str:
+    """One pydantic error in words a policy's author acts on (`single`: the policy gave one
+    `repository:`, and its errors are said under that name)."""
+    loc = tuple(err["loc"])
+    if single and loc[:2] == ("repositories", SINGLE):
+        loc = ("repository", *loc[2:])
+    where, kind = _location(loc), err["type"]
     if kind == "extra_forbidden":
         return f"{where}: {_unknown_key(str(err['loc'][-1]))}"
     if kind == "missing":
@@ -468,7 +611,8 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        problems = _in_order([_plain(err) for err in exc.errors()] + _references(data))
+        single = "repository" in data and "repositories" not in data
+        problems = _in_order([_plain(err, single) for err in exc.errors()] + _references(data))
         raise PolicyError(source, problems) from exc
     if problems := _in_order(_references(data) + _problems(policy)):
         raise PolicyError(source, problems)

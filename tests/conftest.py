@@ -24,7 +24,7 @@ from bot.embedded_redis import EmbeddedRedis
 from bot.events import ChatEvent, Reply
 from config.policy import Policy, parse_policy
 from config.settings import Settings
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.state.queue import job_queue
 
 
@@ -132,7 +132,7 @@ def sandbox_tools(tmp_path: Path) -> str:
 
 @pytest.fixture
 def conversation(policy: Policy, redis: Redis, settings: Settings) -> Conversation:
-    checkout = Mirror(policy.repository, settings.workdir, freshness=0)
+    checkout = Mirrors.of(policy, settings.workdir, freshness=0)
     return Conversation(policy, redis, checkout)
 
 

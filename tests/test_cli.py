@@ -477,7 +477,7 @@ def test_every_problem_of_a_policy_is_said_at_once(tmp_path: Path) -> None:
         "repository: {url: file:///nowhere}\n"
         "environments:\n  prd:\n    channels: ['shell:p']\n    deployers: ['group:nope']\n"
         "    approvals: two\n    approvers: ['shell:carol']\n"
-        "apps:\n  awesome:\n    repository: x\n"
+        "apps:\n  awesome:\n    repository: x\n    branch: main\n"
         "    pins: {qa: [{file: a.yml, kustomize_image: x}]}\n"
     )
     done = releasegate("check-config", env={"RELEASEGATE_POLICY": str(policy)})
@@ -486,5 +486,5 @@ def test_every_problem_of_a_policy_is_said_at_once(tmp_path: Path) -> None:
     assert "environments.prd.approvals: Input should be a valid integer" in said
     assert "environments.prd.deployers[0]: unknown group 'nope'" in said
     assert "apps.awesome.pins.qa: unknown environment 'qa'" in said
-    assert "apps.awesome.repository: `repository` is not a key here; it belongs to" in said
-    assert "did you mean `repository`" not in said
+    assert "apps.awesome.branch: `branch` is not a key here; it belongs to a repository" in said
+    assert "apps.awesome.repository: unknown repository 'x' (the policy has default)" in said

@@ -18,7 +18,7 @@ from bot.messages import result_text
 from config.policy import parse_policy
 from tests.conftest import Chat, Remote, git, run_worker
 from tests.test_sweeper import kill_tree
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.landing.sweeper import sweep
 from workers.state.lane import Lane, lane_name
 from workers.state.request import RequestState
@@ -80,7 +80,7 @@ def apps_world(
     monkeypatch.setenv("RELEASEGATE_REDIS_URL", redis_server.url)
     monkeypatch.setenv("RELEASEGATE_WORKDIR", str(tmp_path / "work"))
     policy = parse_policy(policy_file.read_text())
-    mirror = Mirror(policy.repository, tmp_path / "work", freshness=0)
+    mirror = Mirrors.of(policy, tmp_path / "work", freshness=0)
     return Chat(Conversation(policy, redis, mirror)), Remote(remote), policy_file
 
 
@@ -200,7 +200,7 @@ def test_status_answers_from_the_last_fetch_while_the_remote_hangs(
 ) -> None:
     chat, _origin, _policy = apps_world
     assert "app0: int 1.0.0" in chat.say("bob", "deploy-int", "status app0").text
-    mirror = chat.conversation.ctx.mirror
+    mirror = chat.conversation.ctx.mirror["default"]
     mirror.join_wait = 0.5
     # From now on the remote's upload-pack takes a minute to answer.
     slow = tmp_path / "slow-upload-pack"

@@ -19,7 +19,7 @@ from bot.demo import create_remote
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, outbox, run_worker
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
 
@@ -48,7 +48,7 @@ def layout(
         policy_file.write_text(POLICY.format(url=remote.as_uri(), apps=apps))
         monkeypatch.setenv("RELEASEGATE_POLICY", str(policy_file))
         policy = parse_policy(policy_file.read_text())
-        checkout = Mirror(policy.repository, settings.workdir, freshness=0)
+        checkout = Mirrors.of(policy, settings.workdir, freshness=0)
         return Chat(Conversation(policy, redis, checkout)), Remote(remote)
 
     return make

@@ -22,7 +22,7 @@ from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, git, outbox, plain_policy, run_worker
 from tests.fake_forge import READ_ONLY, TOKEN, FakeForge, serve
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.landing import mergerequests
 from workers.landing.sweeper import sweep
 from workers.state.lane import Lane, lane_name
@@ -85,7 +85,7 @@ def make_world(
     monkeypatch.setenv("RELEASEGATE_FORGE_TOKEN", token)
     monkeypatch.setattr(mergerequests, "RETRY", 0.5)  # the forked work horses see it too
     policy = parse_policy(text)
-    mirror = Mirror(policy.repository, tmp_path / "bot", freshness=0)
+    mirror = Mirrors.of(policy, tmp_path / "bot", freshness=0)
     yield World(Chat(Conversation(policy, redis, mirror)), redis, Remote(remote), forge)
     server.shutdown()
 

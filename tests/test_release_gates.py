@@ -13,7 +13,7 @@ from bot.conversation import Conversation
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, git, outbox, run_worker
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.state import audit
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
@@ -92,7 +92,7 @@ def make_gated(
         policy_file.write_text(GATED.format(url=remote.as_uri(), windows=windows))
         policy = parse_policy(policy_file.read_text())
         clock = Clock(now)
-        checkout = Mirror(policy.repository, settings.workdir, freshness=0)
+        checkout = Mirrors.of(policy, settings.workdir, freshness=0)
         return Chat(Conversation(policy, redis, checkout, clock)), clock
 
     return make
@@ -287,11 +287,11 @@ def test_who_may_lock_is_the_policys_lockers_else_approvers_else_deployers(
         '    channels: ["shell:deploy-int"]\n    lockers: ["shell:carol"]\n',
     )
     policy = parse_policy(text)
-    chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "w")))
+    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "w")))
     assert "may not lock" in chat.say("alice", "deploy-int", "lock int").text
     assert chat.say("carol", "deploy-int", "lock int").ok  # named in lockers
     plain = parse_policy(policy_file.read_text())
-    chat = Chat(Conversation(plain, redis, Mirror(plain.repository, tmp_path / "w")))
+    chat = Chat(Conversation(plain, redis, Mirrors.of(plain, tmp_path / "w")))
     chat.say("carol", "deploy-int", "unlock int")
     # int has no approvers: its deployers may lock it (before, nobody could).
     assert chat.say("alice", "deploy-int", "lock int").ok

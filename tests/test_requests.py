@@ -12,7 +12,7 @@ from bot.conversation import Conversation
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, git, outbox, run_worker
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
 
@@ -109,7 +109,7 @@ def test_pins_that_disagree_are_shown_and_a_request_converges_them(
     git("-c", "user.name=s", "-c", "user.email=s@x", "commit", "-qm", "seed", cwd=seed)
     git("clone", "--quiet", "--bare", str(seed), str(remote))
     policy = parse_policy(CHART_POLICY.format(url=remote.as_uri()))
-    chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "w", freshness=0)))
+    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "w", freshness=0)))
     settings_policy = Path(os.environ["RELEASEGATE_POLICY"])
     settings_policy.write_text(CHART_POLICY.format(url=remote.as_uri()))
 

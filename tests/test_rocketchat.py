@@ -26,7 +26,7 @@ from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Remote, http_server, run_worker
 from tests.fake_rocketchat import BOT_ID, FakeRocketChat, serve
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
 
@@ -158,9 +158,7 @@ def rocket_world(
         monkeypatch.setenv(f"RELEASEGATE_ROCKETCHAT_{name}", value)
     settings = Settings()
     policy = parse_policy(policy_file.read_text())
-    conversation = Conversation(
-        policy, redis, Mirror(policy.repository, settings.workdir, freshness=0)
-    )
+    conversation = Conversation(policy, redis, Mirrors.of(policy, settings.workdir, freshness=0))
     poster = RocketChatPoster(url, BOT_ID, "rc-token", backoff=0.01)
     adapter = RocketChatAdapter(conversation, poster, redis, BOT_ID)
     for name in ("alice", "bob", "carol", "dave", "erin", "mallory"):

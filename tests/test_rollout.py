@@ -34,7 +34,7 @@ from tests.conftest import Chat, Remote, outbox, plain_policy, run_worker
 from tests.fake_argocd import TOKEN, FakeApp, FakeArgoCD, FakeKubernetes, FakeKustomization, serve
 from tests.test_cli import releasegate
 from tests.test_sweeper import kill_tree
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.rollout import follow as following
 from workers.state.outbox import stream
 from workers.state.request import Change, DeployRequest, RequestState
@@ -67,7 +67,7 @@ class World:
     origin: Remote
     argocd: FakeArgoCD
     url: str
-    mirror: Mirror
+    mirror: Mirrors
 
     def push(self, version: str = "2.1.0") -> str:
         request_id = str(
@@ -87,7 +87,7 @@ class World:
                 lambda: self.policy,
                 self.url,
                 token,
-                self.mirror.is_ancestor,
+                self.mirror.is_ancestor_anywhere,
                 now=start + n * following.POLL,
             )
             if not self.redis.zcard(following.DUE):
@@ -131,10 +131,8 @@ def world(
     argocd.apps["awesome-prd"] = FakeApp("awesome-prd", remote, remote.as_uri())
     server = serve(argocd)
     url = f"http://127.0.0.1:{server.server_port}"
-    mirror = Mirror(policy.repository, tmp_path / "follower", freshness=0)
-    chat = Chat(
-        Conversation(policy, redis, Mirror(policy.repository, tmp_path / "bot", freshness=0))
-    )
+    mirror = Mirrors.of(policy, tmp_path / "follower", freshness=0)
+    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
     yield World(chat, policy, redis, Remote(remote), argocd, url, mirror)
     server.shutdown()
 
@@ -312,8 +310,8 @@ def flux_world(
         "contexts: [{name: test, context: {cluster: c, user: u}}]\n"
     )
     monkeypatch.setenv("KUBECONFIG", str(config))
-    chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "b", freshness=0)))
-    follower = Mirror(policy.repository, tmp_path / "f", freshness=0)
+    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "b", freshness=0)))
+    follower = Mirrors.of(policy, tmp_path / "f", freshness=0)
     try:
         yield World(chat, policy, redis, Remote(remote), FakeArgoCD(), "", follower)
     finally:
@@ -408,7 +406,7 @@ def test_each_app_of_a_release_train_is_followed_and_the_thread_gets_one_summary
     )
     store = RequestStore(world.redis)
     store.create(train, RequestState.PUSHED)
-    assert following.start(world.redis, world.policy, train, head) is not None
+    assert following.start(world.redis, world.policy, train, {"default": head}) is not None
     world.argocd.apps["awesome-prd"].progressing = 0
     world.argocd.apps["web-prd"].progressing = 0
     record = world.follow()
@@ -484,10 +482,16 @@ def test_one_slow_application_does_not_delay_another(world: World) -> None:
             request_id, head, Change(app=app, env="prd", old="1.0.0", new="1.1.0")
         )
         store.create(request, RequestState.PUSHED)
-        following.start(world.redis, world.policy, request, head)
+        following.start(world.redis, world.policy, request, {"default": head})
     look = threading.Thread(
         target=following.follow_round,
-        args=(world.redis, lambda: world.policy, world.url, TOKEN, world.mirror.is_ancestor),
+        args=(
+            world.redis,
+            lambda: world.policy,
+            world.url,
+            TOKEN,
+            world.mirror.is_ancestor_anywhere,
+        ),
     )
     look.start()
     deadline = time.monotonic() + 3  # the slow answer takes 5 s

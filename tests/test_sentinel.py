@@ -15,7 +15,7 @@ from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, run_worker
 from tests.sentinel import SentinelWorld
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.state.connection import connect
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
@@ -58,7 +58,7 @@ def test_a_request_approved_before_the_master_dies_lands_after_the_failover(
     settings = Settings()
     redis = connect(settings)
     policy = parse_policy(policy_file.read_text())
-    chat = Chat(Conversation(policy, redis, Mirror(policy.repository, tmp_path / "b", freshness=0)))
+    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "b", freshness=0)))
     asked = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
     request_id = asked.request_id
     assert request_id, asked.text

@@ -19,11 +19,11 @@ from config.policy import Policy
 from config.settings import Settings
 from config.text import inert
 from tests.conftest import Chat, Remote, http_server, outbox, run_worker
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 
 
 def app_for(settings: Settings, policy: Policy, redis: Redis):  # type: ignore[no-untyped-def]
-    checkout = Mirror(policy.repository, settings.workdir, freshness=0)
+    checkout = Mirrors.of(policy, settings.workdir, freshness=0)
     return create_app(settings, policy, redis, Conversation(policy, redis, checkout))
 
 

@@ -28,7 +28,7 @@ from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Remote, http_server, run_worker
 from tests.test_inert import outside_commit
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
 
@@ -237,9 +237,7 @@ def slack(
     monkeypatch.setenv("RELEASEGATE_SLACK_API_URL", api_url)
     settings = Settings()
     policy = parse_policy(policy_file.read_text())
-    conversation = Conversation(
-        policy, redis, Mirror(policy.repository, settings.workdir, freshness=0)
-    )
+    conversation = Conversation(policy, redis, Mirrors.of(policy, settings.workdir, freshness=0))
     app = create_app(settings, policy, redis, conversation)
     with http_server(app) as url:
         yield SlackWorld(url, fake, redis, conversation, app.state.chat_work)
@@ -558,9 +556,7 @@ def test_socket_mode_dispatches_to_the_same_handlers(slack: SlackWorld) -> None:
 
 def _conversation_of(slack: SlackWorld) -> Conversation:
     policy = parse_policy(Path(Settings().policy).read_text())
-    return Conversation(
-        policy, slack.redis, Mirror(policy.repository, Settings().workdir, freshness=0)
-    )
+    return Conversation(policy, slack.redis, Mirrors.of(policy, Settings().workdir, freshness=0))
 
 
 def test_a_reaction_after_expiry_says_so_and_the_card_shows_it(slack: SlackWorld) -> None:

@@ -17,7 +17,7 @@ from config.settings import Settings
 from tests.conftest import Chat, Remote, outbox, run_worker
 from tests.sshd import SSHD, SshServer, keypair, ssh_server
 from tests.test_cli import releasegate, settings_env
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
 
@@ -51,9 +51,7 @@ def over_ssh(
         monkeypatch.setenv("RELEASEGATE_GIT_ACCEPT_NEW_HOST_KEYS", "true")
     settings = Settings()
     policy = parse_policy(text)
-    mirror = Mirror(
-        policy.repository, settings.workdir / "bot", freshness=0, access=settings.git_access()
-    )
+    mirror = Mirrors.of(policy, settings.workdir / "bot", freshness=0, access=settings.git_access())
     return Chat(Conversation(policy, redis, mirror))
 
 

@@ -2,16 +2,19 @@
 user data: everything else is in Redis.
 
 Every request has its own job, but the job does not push that request
-alone: it waits for the push lane of the repository's branch, and the
-lane's holder lands every request that is ready for the branch in one
-batch. A job whose request another holder landed meanwhile just returns.
+alone: it waits for the push lanes of the branches it changes (one per
+repository, taken in the policy's order), and their holder lands every
+request that is ready for those branches in one batch. A job whose request
+another holder landed meanwhile just returns.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +29,7 @@ from workers.git.checkout import Checkout
 from workers.git.env import url_credentials
 from workers.git.signing import HeadCheck, signer_and_check
 from workers.landing import mergerequests
-from workers.landing.batch import BatchHooks, apply_batch, context
+from workers.landing.batch import BatchHooks, Checkouts, apply_batch, context
 from workers.landing.forges import MergeRefused
 from workers.landing.validation import Sandbox
 from workers.logs import request_context
@@ -37,7 +40,7 @@ from workers.rules.identity import Identities, load_rocketchat_ids, slack_groups
 from workers.rules.plan import checkout_paths
 from workers.state import audit, metrics, outbox
 from workers.state.connection import connect
-from workers.state.lane import Lane, Lease, LeaseLost, lane_name
+from workers.state.lane import Lane, Lease, LeaseLost, held_together, lane_name
 from workers.state.queue import JOB_TIMEOUT, enqueue_forge
 from workers.state.request import DeployRequest, RequestState, Result
 from workers.state.store import RequestStore
@@ -64,21 +67,30 @@ class Services:
         store = RequestStore(redis, settings.retention)
         return cls(settings, redis, store, load_policy(settings.policy))
 
-    def checkout(self) -> tuple[Checkout, HeadCheck]:
-        """The worker's checkout of the repository (signing when a key is set), and the
+    def checkout(self, name: str) -> tuple[Checkout, HeadCheck]:
+        """The worker's checkout of repository `name` (signing when a key is set), and the
         check of the head it builds on."""
         policy, settings = self.policy, self.settings
+        repository = policy.repositories[name]
         signer, verify_head = signer_and_check(
-            policy.repository, settings.git_signing_key, lambda: Path(checkout.path)
+            repository, settings.git_signing_key, lambda: Path(checkout.path)
         )
         checkout = Checkout(
-            policy.repository,
+            repository,
             settings.workdir,
-            access=settings.git_access(),
-            paths=checkout_paths(policy),
+            access=repository.access(settings.git_access()),
+            paths=checkout_paths(policy, name),
             signer=signer,
         )
         return checkout, verify_head
+
+    def lanes(self, names: Sequence[str]) -> list[Lane]:
+        """The push lanes of repositories `names`, in the policy's order."""
+        ordered = [name for name in self.policy.repositories if name in names]
+        return [Lane(self.redis, lane_name(self.policy.repositories[n])) for n in ordered]
+
+    def repositories_of(self, request_id: str) -> list[str]:
+        return self.policy.repositories_for(self.store.get(request_id).changes)
 
 
 def run_request(request_id: str) -> str:
@@ -86,7 +98,7 @@ def run_request(request_id: str) -> str:
     final state."""
     job = Services.load()
     store = job.store
-    lane = Lane(job.redis, lane_name(job.policy.repository))
+    lanes = job.lanes(job.repositories_of(request_id))
 
     def ended() -> bool:
         return store.state(request_id).final
@@ -96,31 +108,32 @@ def run_request(request_id: str) -> str:
 
     deadline = time.monotonic() + LANE_WAIT
     while not ended() and not waiting():
-        with lane.held(give_up=ended, timeout=max(1.0, deadline - time.monotonic())) as lease:
-            if lease is None:
+        left = max(1.0, deadline - time.monotonic())
+        with held_together(lanes, give_up=ended, timeout=left) as leases:
+            if leases is None:
                 if ended():
                     break
                 raise GitOpsError("timed out waiting for the push lane; the job is retried")
             try:
-                drain(job, lease)
+                drain(job, leases)
             except LeaseLost as exc:
                 log.warning("%s", exc)
     return store.state(request_id).value
 
 
 def drain_lane() -> int:
-    """Take over the push lane and land what is ready (queued by the sweeper when a lane's
+    """Take over every push lane and land what is ready (queued by the sweeper when a lane's
     holder died); returns how many requests were still waiting when it started."""
     job = Services.load()
     store = job.store
-    lane = Lane(job.redis, lane_name(job.policy.repository))
+    lanes = job.lanes(list(job.policy.repositories))
     waiting = len(store.ready(BATCH_SIZE))
     while store.ready(1):
-        with lane.held(give_up=lambda: not store.ready(1), timeout=LANE_WAIT) as lease:
-            if lease is None:
+        with held_together(lanes, give_up=lambda: not store.ready(1), timeout=LANE_WAIT) as leases:
+            if leases is None:
                 break
             try:
-                drain(job, lease)
+                drain(job, leases)
             except LeaseLost as exc:
                 log.warning("%s", exc)
     return waiting
@@ -134,11 +147,12 @@ def open_change(request_id: str) -> str:
     if job.store.state(request_id).final:
         return "ended"
     try:
-        forge = mergerequests.forge_of(job.policy, job.settings)
+        name = mergerequests.repository_of(job.policy, request)
+        forge = mergerequests.forge_of(job.policy, job.settings, name)
         if forge is None:
             return "no forge"
-        checkout, verify_head = job.checkout()
-        mergerequests.open_for(job.policy, checkout, forge, job.store, request, verify_head)
+        checkout, verify_head = job.checkout(name)
+        mergerequests.open_for(job.policy, name, checkout, forge, job.store, request, verify_head)
     except MergeRefused as exc:
         if "being opened" in str(exc):  # the merge on approval got there first
             return "opened elsewhere"
@@ -153,17 +167,31 @@ def open_change(request_id: str) -> str:
 def close_change(request_id: str) -> str:
     """Queued when a request with a pull request is cancelled, rejected or expired."""
     job = Services.load()
-    forge = mergerequests.forge_of(job.policy, job.settings)
+    request = job.store.get(request_id)
+    try:
+        name = mergerequests.repository_of(job.policy, request)
+        forge = mergerequests.forge_of(job.policy, job.settings, name)
+    except ReleasegateError as exc:
+        log.warning("cannot close the pull request of %s: %s", request_id, exc)
+        return "not closed"
     if forge is not None:
-        mergerequests.close(job.policy, forge, job.store, job.store.get(request_id))
+        mergerequests.close(job.policy, forge, job.store, request)
     return "closed"
 
 
-def drain(job: Services, lease: Lease) -> None:
-    """Land batches of ready requests until none is left (the lane's holder only)."""
+def drain(job: Services, leases: Sequence[Lease]) -> None:
+    """Land batches of ready requests until none is left that the held lanes cover (the
+    lanes' holder only)."""
     policy, settings, redis, store = job.policy, job.settings, job.redis, job.store
     locks = Locks(redis)
-    checkout, verify_head = job.checkout()
+    held = {
+        name: lease
+        for name in policy.repositories
+        for lease in leases
+        if lease.lane.name == lane_name(policy.repositories[name])
+    }
+    prepared = {name: job.checkout(name) for name in held}
+    checkouts: Checkouts = {name: checkout for name, (checkout, _check) in prepared.items()}
     identities = Identities(policy, load_rocketchat_ids(redis))
 
     def recheck(request: DeployRequest) -> None:
@@ -178,7 +206,8 @@ def drain(job: Services, lease: Lease) -> None:
         return counted_approvers(identities, request, store.approval_records(request.id), groups)
 
     def before_push(requests: Sequence[DeployRequest]) -> None:
-        lease.check()
+        for lease in leases:
+            lease.check()
         store.mark_pushing(request.id for request in requests)
 
     hooks = BatchHooks(
@@ -187,39 +216,83 @@ def drain(job: Services, lease: Lease) -> None:
         before_push=before_push,
         maybe_pushed=lambda request: store.was_pushing(request.id),
         on_retry=lambda: metrics.record_push_retry(redis),
-        secrets=[*settings.secret_values(), *url_credentials(policy.repository.url)],
+        secrets=_secrets(policy, settings),
         sandbox=Sandbox(settings.validate_sandbox, settings.validate_readonly_paths),
-        verify_head=verify_head,
+        verify_head=lambda name, head: prepared[name][1](head),
     )
-    with checkout.in_slot():
+    with ExitStack() as slots:
+        for checkout in checkouts.values():
+            slots.enter_context(checkout.in_slot())
         while True:
-            lease.check()
-            batch = []
-            for request_id in store.ready(BATCH_SIZE):
-                allowed = [RequestState.APPROVED, RequestState.RUNNING]
-                if store.transition(request_id, allowed, RequestState.RUNNING) is not None:
-                    batch.append(store.get(request_id))
+            for lease in leases:
+                lease.check()
+            batch = _take_batch(policy, store, set(held))
             if not batch:
                 return
             with request_context(**batch_context(batch)):
                 log.info("landing a batch of %d request(s)", len(batch))
-                if policy.repository.merge_request is not None:
-                    outcomes = mergerequests.merge_batch(
-                        policy, settings, checkout, store, batch, hooks
-                    )
-                else:
-                    outcomes = apply_batch(policy, checkout, batch, hooks)
-            if any(o.state.landed for o in outcomes.values()):
-                lease.lane.record_push(checkout.head())
+                outcomes = _land_batch(job, checkouts, batch, hooks)
+            for name, lease in held.items():
+                if any(name in o.commits for o in outcomes.values() if o.state.landed):
+                    lease.lane.record_push(checkouts[name].head())
             for request in batch:
                 if request.id in outcomes:
                     outcome = outcomes[request.id]
                     # Following starts before the request ends: a crash in between leaves
                     # it running, its re-run finds its commit and ends it, and the
                     # rollout record (written once) is already there.
-                    if outcome.state.landed and outcome.commit:
-                        follow.start(redis, policy, request, outcome.commit)
+                    if outcome.state.landed and outcome.commits:
+                        follow.start(redis, policy, request, outcome.commits)
                     end(store, request, outcome)
+
+
+def _take_batch(policy: Policy, store: RequestStore, held: set[str]) -> list[DeployRequest]:
+    """The ready requests whose every repository's lane is held, now running."""
+    batch = []
+    for request_id in store.ready(BATCH_SIZE):
+        request = store.get(request_id)
+        if not set(policy.repositories_for(request.changes)) <= held:
+            continue  # its own job takes every lane it needs
+        allowed = [RequestState.APPROVED, RequestState.RUNNING]
+        if store.transition(request_id, allowed, RequestState.RUNNING) is not None:
+            batch.append(request)
+    return batch
+
+
+def _land_batch(
+    job: Services, checkouts: Checkouts, batch: list[DeployRequest], hooks: BatchHooks
+) -> dict[str, Result]:
+    """Requests that land through the forge are merged there, one repository each; the rest
+    are pushed together."""
+    policy = job.policy
+    by_forge = [r for r in batch if policy.lands_by_merge_request(r.changes)]
+    pushed = [r for r in batch if r not in by_forge]
+    outcomes = apply_batch(policy, checkouts, pushed, hooks) if pushed else {}
+    for request in by_forge:
+        try:
+            name = mergerequests.repository_of(policy, request)
+        except ReleasegateError as exc:
+            outcomes[request.id] = Result(state=RequestState.FAILED, message=str(exc))
+            continue
+        outcomes.update(
+            mergerequests.merge_batch(
+                policy, job.settings, name, checkouts[name], job.store, [request], hooks
+            )
+        )
+    return outcomes
+
+
+def _secrets(policy: Policy, settings: Settings) -> list[str]:
+    """What no validator's output may show: this process's secrets, the repositories' URL
+    credentials and every forge token the policy names."""
+    found = [*settings.secret_values()]
+    for repository in policy.repositories.values():
+        found += url_credentials(repository.url)
+        if repository.merge_request and (
+            token := os.environ.get(repository.merge_request.token_env)
+        ):
+            found.append(token)
+    return found
 
 
 def batch_context(batch: list[DeployRequest]) -> dict[str, str | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from contextlib import ExitStack
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,9 +24,10 @@ from config.errors import ReleasegateError
 from config.policy import Policy, load_policy
 from config.settings import Settings
 from workers.git.checkout import Checkout
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.git.signing import Signer, require_key
 from workers.landing import mergerequests
+from workers.landing.batch import reader
 from workers.landing.sweeper import HEARTBEAT_INTERVAL, SWEEP_EVERY, sweep
 from workers.rollout import follow
 from workers.rules.plan import checkout_paths, current_versions
@@ -42,12 +44,14 @@ MAX_WAIT = 5.0
 
 def run(settings: Settings, burst: bool = False) -> int:
     policy = load_policy(settings.policy)  # fail at start, not at the first job
-    require_key(policy.repository, Signer.from_setting(settings.git_signing_key))
+    signer = Signer.from_setting(settings.git_signing_key)
+    for repository in policy.repositories.values():
+        require_key(repository, signer)
     redis = connect(settings)
-    lane = Lane(redis, lane_name(policy.repository))
+    lanes = [Lane(redis, lane_name(repo)) for repo in policy.repositories.values()]
     stop = threading.Event()
     try:
-        sweep(redis, lane)
+        sweep(redis, lanes)
     except REDIS_ERRORS as exc:
         log.warning("Redis does not answer (%s); waiting for it", exc)
         wait_for_redis(redis, stop)
@@ -57,12 +61,12 @@ def run(settings: Settings, burst: bool = False) -> int:
         # On a client of its own: RQ forks a work horse per job, and a fork must not find this
         # thread holding a connection of the pool the horse goes on to use.
         own = connect(settings)
-        sweeper_lane = Lane(own, lane.name)
+        sweeper_lanes = [Lane(own, lane.name) for lane in lanes]
         supervisor = Supervisor()
-        supervisor.start("sweeper", lambda: _sweep_round(own, sweeper_lane), stop)
+        supervisor.start("sweeper", lambda: _sweep_round(own, sweeper_lanes), stop)
         # Following rollouts: a look every few seconds, on a connection of its own too.
         follower = connect(settings)
-        mirror = Mirror(policy.repository, settings.workdir, access=settings.git_access())
+        mirrors = Mirrors.of(policy, settings.workdir, access=settings.git_access())
         token = settings.argocd_token.get_secret_value() if settings.argocd_token else None
         supervisor.start(
             "rollouts",
@@ -71,7 +75,7 @@ def run(settings: Settings, burst: bool = False) -> int:
                 lambda: load_policy(settings.policy),
                 settings.argocd_url,
                 token,
-                mirror.is_ancestor,
+                mirrors.is_ancestor_anywhere,
             ),
             stop,
         )
@@ -121,25 +125,30 @@ def _warm(policy: Policy, settings: Settings) -> None:
     """Clone now, so the first job does not wait for one, and read every pin once in this
     parent process: each job is a fork of it, and starts with the parsers warm and the
     unchanged files' pins already located."""
-    checkout = Checkout(
-        policy.repository,
-        settings.workdir,
-        access=settings.git_access(),
-        paths=checkout_paths(policy),
-    )
+    checkouts = {
+        name: Checkout(
+            repository,
+            settings.workdir,
+            access=repository.access(settings.git_access()),
+            paths=checkout_paths(policy, name),
+        )
+        for name, repository in policy.repositories.items()
+    }
     try:
-        for gone in checkout.prune_gone_hosts():
-            log.info("removed the clones of a host gone for a week: %s", gone)
-        with checkout.in_slot():
-            log.info("repository at %s in %s", checkout.sync()[:7], checkout.path)
+        with ExitStack() as slots:
+            for name, checkout in checkouts.items():
+                for gone in checkout.prune_gone_hosts():
+                    log.info("removed the clones of a host gone for a week: %s", gone)
+                slots.enter_context(checkout.in_slot())
+                log.info("repository %s at %s in %s", name, checkout.sync()[:7], checkout.path)
             for app_name, app in policy.apps.items():
                 for env_name in app.pins:
                     with contextlib.suppress(ReleasegateError):
-                        current_versions(policy, checkout.read, app_name, env_name)
+                        current_versions(policy, reader(checkouts), app_name, env_name)
     except ReleasegateError as exc:  # the jobs will say so where people see it
         log.warning("could not prepare a clone yet: %s", exc)
 
 
-def _sweep_round(redis: Redis, lane: Lane) -> float:
-    sweep(redis, lane)
+def _sweep_round(redis: Redis, lanes: list[Lane]) -> float:
+    sweep(redis, lanes)
     return SWEEP_EVERY

@@ -25,7 +25,7 @@ from config.policy import parse_policy
 from tests.conftest import Chat, Remote, git, outbox
 from tests.test_lane import many_apps_remote
 from tests.test_sweeper import kill_tree
-from workers.git.mirror import Mirror
+from workers.git.mirrors import Mirrors
 from workers.landing.commit import REQUEST_TRAILER
 from workers.state.audit import AUDIT_STREAM
 from workers.state.outbox import stream
@@ -84,7 +84,7 @@ class World:
     def chat(self) -> Chat:
         if self._chat is None:
             policy = parse_policy(self.policy_file.read_text())
-            mirror = Mirror(policy.repository, self.tmp / "bot-work", freshness=0)
+            mirror = Mirrors.of(policy, self.tmp / "bot-work", freshness=0)
             self._chat = Chat(Conversation(policy, self.redis, mirror))
         return self._chat
 

@@ -1,15 +1,19 @@
-"""Apply a batch of approved requests to one branch: one commit each, one push for all.
+"""Apply a batch of approved requests to their branches: one commit each per repository
+it changes, one push per repository for all.
 
-The push lane's holder calls `apply_batch` with every request ready for the
-branch. From a fresh fetch it skips requests whose trailer is already on the
-branch (a retry after a crash), then for each of the others re-checks its
-lock, window, expiry and approvals, that every pin still holds the approved
-old version and that the diff is still the one people approved, writes, validates and commits. A
-request that fails any of this is dropped from the batch (the working tree
-goes back to the last good commit) and ends alone; the rest are pushed
-together. A push that loses a race to an outside writer fetches and
-re-applies the batch; a push the remote refuses fails the batch; a push that
-errored is checked against the remote before it is called failed.
+The holder of the push lanes calls `apply_batch` with every request ready for
+them. From a fresh fetch of each repository it skips what a request's trailer
+shows already landed there (a retry after a crash), then for the rest
+re-checks its lock, window, expiry and approvals, that every pin still holds
+the approved old version and that the diff is still the one people approved,
+writes, validates and commits. A request that fails any of this is dropped
+from the batch (each working tree goes back to its last good commit) and ends
+alone. Only when every repository's part of every request is prepared does
+anything land: repository by repository, in the policy's order, one push each.
+A push that loses a race to an outside writer fetches and prepares again what
+has not landed; a push the remote refuses fails the requests in it, saying
+exactly what of each landed where; a push that errored is checked against the
+remote before it is called failed. Nothing that landed is ever reverted.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +32,15 @@ from workers.landing.commit import commit_message
 from workers.landing.provenance import not_ours
 from workers.landing.validation import Sandbox, validate
 from workers.logs import request_context
-from workers.rules.plan import current_version, plan_changes, same_change
+from workers.rules.plan import (
+    MIXED,
+    Reader,
+    current_version,
+    current_versions,
+    diff_part,
+    plan_changes,
+    same_change,
+)
 from workers.state.request import DeployRequest, RequestState, Result
 
 log = logging.getLogger(__name__)
@@ -53,8 +65,9 @@ class BatchHooks:
     on_retry: Callable[[], None] = lambda: None
     secrets: Sequence[str] = ()
     sandbox: Sandbox = field(default_factory=Sandbox)  # where the repository's validator runs
-    # Raises when the fetched head may not be built on (its signature is not trusted).
-    verify_head: Callable[[str], None] = lambda head: None
+    # Raises when a repository's fetched head may not be built on (its signature is not
+    # trusted): called with the repository's name and the head.
+    verify_head: Callable[[str, str], None] = lambda repository, head: None
 
 
 def context(request: DeployRequest) -> dict[str, str | None]:
@@ -62,29 +75,47 @@ def context(request: DeployRequest) -> dict[str, str | None]:
     return {"request_id": request.id, "app": apps, "env": request.env, "actor": request.requester}
 
 
-def _check_not_moved(policy: Policy, checkout: Checkout, request: DeployRequest) -> None:
+Checkouts = Mapping[str, Checkout]  # by repository name, in the policy's order
+
+
+def reader(checkouts: Checkouts) -> Reader:
+    return lambda repository, file: checkouts[repository].read(file)
+
+
+def _check_not_moved(policy: Policy, read: Reader, request: DeployRequest) -> None:
+    """Every pin holds an approved old version or the new one (a repository where the request
+    already landed holds the new one)."""
     for change in request.changes:
-        now = current_version(policy, checkout.read, change.app, change.env)
-        if now not in (change.old, change.new):
+        held = {v.version for v in current_versions(policy, read, change.app, change.env)}
+        if not held <= {*change.old.split(MIXED), change.new}:
+            now = current_version(policy, read, change.app, change.env)
             raise StaleRequest(
                 "moved", app=change.app, env=change.env, now=now, old=change.old, new=change.new
             )
 
 
 def apply_one(
-    policy: Policy, checkout: Checkout, request: DeployRequest, hooks: BatchHooks
+    policy: Policy,
+    checkouts: Checkouts,
+    request: DeployRequest,
+    hooks: BatchHooks,
+    repository: str,
 ) -> str | None:
-    """Commit `request` on top of the working tree; None when the pins already hold it."""
-    _check_not_moved(policy, checkout, request)
-    plan = plan_changes(policy, checkout.read, request.changes)
-    if not plan.changed_files:
+    """Commit `request`'s part in `repository` on top of its working tree; None when the pins
+    there already hold it."""
+    read = reader(checkouts)
+    _check_not_moved(policy, read, request)
+    plan = plan_changes(policy, read, request.changes)
+    files = plan.changed_files(repository)
+    if not files:
         return None
-    if not same_change(request.diff, plan.diff()):
+    if not same_change(diff_part(request.diff, repository), plan.diff(repository)):
         raise StaleRequest("diff_changed")
-    for file in plan.changed_files:
-        checkout.write(file, plan.after[file])
+    checkout = checkouts[repository]
+    for file in files:
+        checkout.write(file, plan.after[(repository, file)])
     env = policy.environments[request.env]
-    if env.validate_command:
+    if env.validate_command and policy.repositories[repository].validate_here:
         validate(
             env.validate_command,
             Path(checkout.path),
@@ -93,94 +124,212 @@ def apply_one(
             sandbox=hooks.sandbox.with_network(env.validate_network),
         )
     hooks.recheck(request)
-    return checkout.commit(commit_message(request, hooks.approvers(request)), plan.changed_files)
+    return checkout.commit(commit_message(request, hooks.approvers(request)), files)
+
+
+@dataclass
+class _Landing:
+    """One call's bookkeeping: what landed where, per request, as it happens."""
+
+    policy: Policy
+    outcomes: dict[str, Result] = field(default_factory=dict)
+    landed: dict[str, dict[str, str]] = field(default_factory=dict)  # request -> repo -> sha
+
+    def end(self, request: DeployRequest, result: Result) -> None:
+        """End `request` as `result`; where part of it landed already, say exactly what."""
+        landed = self.landed.get(request.id, {})
+        if not landed or result.state is not RequestState.FAILED:
+            self.outcomes[request.id] = result
+            return
+        missing = [r for r in self.policy.repositories_for(request.changes) if r not in landed]
+        facts = {
+            **result.facts,
+            "landed": ", ".join(f"{name} {sha[:7]}" for name, sha in landed.items()),
+            "missing": ", ".join(missing),
+            "why_reason": result.reason,
+            "why": result.message,
+        }
+        self.outcomes[request.id] = Result(
+            state=RequestState.FAILED,
+            reason="partly_landed",
+            facts=facts,
+            commit=next(iter(landed.values())),
+            commits=landed,
+        )
+
+    def done(self, request: DeployRequest) -> None:
+        """`request` is on every branch it changes (or needed no commit anywhere)."""
+        landed = self.landed.get(request.id, {})
+        if not landed:
+            self.outcomes[request.id] = already_there(request)
+            return
+        ordered = {r: landed[r] for r in self.policy.repositories if r in landed}
+        self.outcomes[request.id] = Result(
+            state=RequestState.PUSHED,
+            message="pushed",
+            commit=next(iter(ordered.values())),
+            commits=ordered,
+        )
 
 
 def apply_batch(
     policy: Policy,
-    checkout: Checkout,
+    checkouts: Checkouts,
     requests: Sequence[DeployRequest],
     hooks: BatchHooks,
     max_attempts: int = MAX_RACE_ATTEMPTS,
 ) -> dict[str, Result]:
     """Land what can land of `requests`; returns how each one ended, by request id."""
-    outcomes: dict[str, Result] = {}
+    state = _Landing(policy, landed={r.id: {} for r in requests})
     todo = list(requests)
     for attempt in range(1, max_attempts + 1):
         started = time.monotonic()
-        try:
-            head = checkout.sync()
-        except RemoteUnreachable as exc:
-            return _fail(outcomes, [(r, "") for r in todo], str(exc))
-        try:
-            hooks.verify_head(head)
-        except ReleasegateError as exc:
-            return _fail(outcomes, [(r, "") for r in todo], str(exc))
-        search = any(hooks.maybe_pushed(request) for request in todo)
-        landed = checkout.request_commits() if search else {}
-        log.debug("fetched %s; applying %d request(s)", head[:7], len(todo))
-        committed: list[tuple[DeployRequest, str]] = []
-        for request in todo:
-            with request_context(**context(request)):
-                sha = landed.get(request.id)
-                why = not_ours(policy, checkout, request, sha) if sha else "not landed"
-                if sha and why:
-                    log.warning("%s carries the request's trailer, but %s", sha[:7], why)
-                elif sha:
-                    log.info("already committed as %s", sha[:7])
-                    outcomes[request.id] = Result(
-                        state=RequestState.PUSHED, message="pushed", commit=sha
-                    )
-                    continue
-                good = checkout.head()
-                try:
-                    sha = apply_one(policy, checkout, request, hooks)
-                except ReleasegateError as exc:
-                    log.warning("dropped from the batch: %s", exc)
-                    checkout.reset_to(good)
-                    outcomes[request.id] = failed(exc)
-                    continue
-                if sha is None:
-                    outcomes[request.id] = already_there(request)
-                else:
-                    committed.append((request, sha))
-        if not committed:
-            return outcomes
+        heads, todo = _sync(policy, checkouts, todo, hooks, state)
+        todo, committed = _prepare(policy, checkouts, todo, hooks, state, heads)
+        if not any(committed.values()):
+            for request in todo:
+                state.done(request)
+            return state.outcomes
         applied = time.monotonic()
-        # A lost lease raises here: the lane's next holder finishes the batch.
-        hooks.before_push([request for request, _sha in committed])
-        try:
-            checkout.push()
-        except PushRejected as exc:
-            if checkout.fetch() == head:  # nobody else pushed: the remote said no
-                return _fail(outcomes, committed, f"the remote refused the push: {exc}")
-            log.info("attempt %d/%d: %s; fetching and re-applying", attempt, max_attempts, exc)
-            hooks.on_retry()
-            # A little random wait from the second loss on: an outside writer that pushes on a
-            # steady beat would otherwise win every race that starts at the same point of it.
+        todo, again = _land(checkouts, todo, committed, heads, hooks, state)
+        if again:
+            log.info("attempt %d/%d: fetching and preparing again", attempt, max_attempts)
+            # A little random wait from the second loss on: an outside writer that pushes on
+            # a steady beat would otherwise win every race that starts at the same point.
             if attempt > 1:
                 time.sleep(random.uniform(0, RACE_JITTER * attempt))  # noqa: S311 - not a secret
-            todo = [request for request, _sha in committed]
             continue
-        except RemoteUnreachable as exc:
-            if not _landed_anyway(checkout):
-                return _fail(outcomes, committed, str(exc))
-            log.warning("the push reported %s, but the remote has our commits", exc)
         log.info(
             "pushed %d commit(s) after %d attempt(s): fetch and apply %.0f ms, push %.0f ms",
-            len(committed),
+            sum(len(c) for c in committed.values()),
             attempt,
             (applied - started) * 1000,
             (time.monotonic() - applied) * 1000,
         )
-        for request, sha in committed:
-            outcomes[request.id] = Result(state=RequestState.PUSHED, message="pushed", commit=sha)
-        return outcomes
+        for request in todo:
+            state.done(request)
+        return state.outcomes
     for request in todo:
-        outcomes[request.id] = Result(
-            state=RequestState.FAILED, reason="kept_moving", facts={"attempts": str(max_attempts)}
-        )
-    return outcomes
+        facts = {"attempts": str(max_attempts)}
+        state.end(request, Result(state=RequestState.FAILED, reason="kept_moving", facts=facts))
+    return state.outcomes
+
+
+def _repositories(policy: Policy, requests: Sequence[DeployRequest]) -> list[str]:
+    used = {name for r in requests for name in policy.repositories_for(r.changes)}
+    return [name for name in policy.repositories if name in used]
+
+
+def _sync(
+    policy: Policy,
+    checkouts: Checkouts,
+    todo: list[DeployRequest],
+    hooks: BatchHooks,
+    state: _Landing,
+) -> tuple[dict[str, str], list[DeployRequest]]:
+    """Fetch every repository the requests need; a request needing one that cannot be read
+    (or whose head is not trusted) ends here. Returns the heads, and the requests left."""
+    heads: dict[str, str] = {}
+    for name in _repositories(policy, todo):
+        try:
+            heads[name] = checkouts[name].sync()
+            hooks.verify_head(name, heads[name])
+        except ReleasegateError as exc:
+            for request in todo:
+                if name in policy.repositories_for(request.changes):
+                    state.end(request, Result(state=RequestState.FAILED, message=str(exc)))
+            todo = [r for r in todo if r.id not in state.outcomes]
+    return heads, todo
+
+
+def _prepare(
+    policy: Policy,
+    checkouts: Checkouts,
+    todo: list[DeployRequest],
+    hooks: BatchHooks,
+    state: _Landing,
+    heads: dict[str, str],
+) -> tuple[list[DeployRequest], dict[str, list[tuple[DeployRequest, str]]]]:
+    """Commit every request's part in every repository where it has not landed yet, on top of
+    the fetched heads. Returns the requests still going, and the commits by repository."""
+    search = any(hooks.maybe_pushed(request) for request in todo)
+    found = {name: checkouts[name].request_commits() if search else {} for name in heads}
+    committed: dict[str, list[tuple[DeployRequest, str]]] = {name: [] for name in heads}
+    ready = []
+    for request in todo:
+        with request_context(**context(request)):
+            landed = state.landed[request.id]
+            names = policy.repositories_for(request.changes)
+            good = {name: checkouts[name].head() for name in names}
+            mine: dict[str, str] = {}
+            try:
+                for name in names:
+                    if name in landed:
+                        continue
+                    sha = found[name].get(request.id)
+                    why = not_ours(policy, checkouts[name], request, sha, name) if sha else "-"
+                    if sha and not why:
+                        log.info("already committed in %s as %s", name, sha[:7])
+                        landed[name] = sha
+                        continue
+                    if sha:
+                        log.warning("%s carries the request's trailer, but %s", sha[:7], why)
+                    if made := apply_one(policy, checkouts, request, hooks, name):
+                        mine[name] = made
+            except ReleasegateError as exc:
+                log.warning("dropped from the batch: %s", exc)
+                for name, head in good.items():
+                    checkouts[name].reset_to(head)
+                state.end(request, failed(exc))
+                continue
+            for name, sha in mine.items():
+                committed[name].append((request, sha))
+            ready.append(request)
+    return ready, committed
+
+
+def _land(
+    checkouts: Checkouts,
+    todo: list[DeployRequest],
+    committed: dict[str, list[tuple[DeployRequest, str]]],
+    heads: dict[str, str],
+    hooks: BatchHooks,
+    state: _Landing,
+) -> tuple[list[DeployRequest], bool]:
+    """Push each repository's commits, in the policy's order. Returns the requests still
+    going, and whether to prepare again (a lost race, or a push refused: what is stacked on
+    the refused commits in later repositories must be made again without them)."""
+    for name, pushes in committed.items():
+        if not pushes:
+            continue
+        checkout = checkouts[name]
+        requests = [request for request, _sha in pushes]
+        # A lost lease raises here: the lanes' next holder finishes the batch.
+        hooks.before_push(requests)
+        try:
+            checkout.push()
+        except PushRejected as exc:
+            if checkout.fetch() != heads[name]:
+                log.info("%s moved under the push: %s", name, exc)
+                hooks.on_retry()
+                return todo, True
+            message = f"the remote refused the push: {exc}"
+            return _drop(todo, requests, message, state), True
+        except RemoteUnreachable as exc:
+            if not _landed_anyway(checkout):
+                return _drop(todo, requests, str(exc), state), True
+            log.warning("the push reported %s, but the remote has our commits", exc)
+        for request, sha in pushes:
+            state.landed[request.id][name] = sha
+    return todo, False
+
+
+def _drop(
+    todo: list[DeployRequest], requests: list[DeployRequest], message: str, state: _Landing
+) -> list[DeployRequest]:
+    for request in requests:
+        state.end(request, Result(state=RequestState.FAILED, message=message))
+    return [r for r in todo if r.id not in state.outcomes]
 
 
 def failed(exc: ReleasegateError) -> Result:
@@ -200,11 +349,3 @@ def _landed_anyway(checkout: Checkout) -> bool:
         return checkout.landed(checkout.head())
     except ReleasegateError:
         return False
-
-
-def _fail(
-    outcomes: dict[str, Result], committed: Sequence[tuple[DeployRequest, str]], message: str
-) -> dict[str, Result]:
-    for request, _sha in committed:
-        outcomes[request.id] = Result(state=RequestState.FAILED, message=message)
-    return outcomes

@@ -14,13 +14,14 @@ branch. releasegate never approves a pull request in the forge on anyone's behal
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 
 from redis import Redis
 
 from config.errors import ReleasegateError
-from config.policy import Policy
+from config.policy import FORGE_TOKEN_ENV, Policy
 from config.settings import Settings
 from workers.git.checkout import Checkout
 from workers.landing.batch import BatchHooks, already_there, apply_one, context, failed
@@ -50,15 +51,35 @@ def branch_of(request: DeployRequest) -> str:
     return f"releasegate/{request.id}"
 
 
-def forge_of(policy: Policy, settings: Settings) -> Forge | None:
-    spec = policy.repository.merge_request
+def repository_of(policy: Policy, request: DeployRequest) -> str:
+    """The repository whose pull request lands `request`: its only one. A request that spans
+    several repositories, one of them landing through pull requests, is refused (pushing to
+    one and merging in another is not one gated change)."""
+    names = policy.repositories_for(request.changes)
+    if len(names) != 1:
+        forged = [n for n in names if policy.repositories[n].merge_request is not None]
+        raise ReleasegateError(
+            f"this change spans the repositories {', '.join(names)}, and "
+            f"{', '.join(forged)} lands through pull requests: ask for each repository's "
+            "apps in a request of their own"
+        )
+    return names[0]
+
+
+def forge_of(policy: Policy, settings: Settings, name: str) -> Forge | None:
+    """The forge that repository `name` lands through, with its token; None when it pushes."""
+    spec = policy.repositories[name].merge_request
     if spec is None:
         return None
-    if settings.forge_token is None:
-        raise ForgeError("repository.merge_request is set, but RELEASEGATE_FORGE_TOKEN is not")
-    return forge_for(
-        spec.forge, spec.api_url, spec.project, settings.forge_token.get_secret_value()
-    )
+    token = os.environ.get(spec.token_env)
+    if spec.token_env == FORGE_TOKEN_ENV and settings.forge_token is not None:
+        token = settings.forge_token.get_secret_value()
+    if not token:
+        raise ForgeError(
+            f"repositories.{name}.merge_request is set, but {spec.token_env} (its forge "
+            "token) is not"
+        )
+    return forge_for(spec.forge, spec.api_url, spec.project, token)
 
 
 def _message(request: DeployRequest, approvers: list[str]) -> tuple[str, str]:
@@ -68,6 +89,7 @@ def _message(request: DeployRequest, approvers: list[str]) -> tuple[str, str]:
 
 def _push_change(
     policy: Policy,
+    name: str,
     checkout: Checkout,
     request: DeployRequest,
     approvers: list[str],
@@ -81,7 +103,7 @@ def _push_change(
         verify_head(head)
         try:
             hooks = BatchHooks(recheck=lambda r: None, approvers=lambda r: approvers)
-            pushed = apply_one(policy, checkout, request, hooks)
+            pushed = apply_one(policy, {name: checkout}, request, hooks, name)
             if pushed is None:
                 return None
             checkout.push_branch(branch_of(request))
@@ -92,6 +114,7 @@ def _push_change(
 
 def open_for(
     policy: Policy,
+    name: str,
     checkout: Checkout,
     forge: Forge,
     store: RequestStore,
@@ -109,11 +132,11 @@ def open_for(
     if not store.redis.set(opening, 1, nx=True, ex=OPENING_CLAIM):
         raise MergeRefused("its pull request is being opened")
     try:
-        pushed = _push_change(policy, checkout, request, [], verify_head)
+        pushed = _push_change(policy, name, checkout, request, [], verify_head)
         if pushed is None:
             return None
         subject, body = _message(request, [])
-        mr = forge.open(branch_of(request), policy.repository.branch, subject, body)
+        mr = forge.open(branch_of(request), policy.repositories[name].branch, subject, body)
         store.set_merge_request(
             request.id,
             {"number": mr.number, "url": mr.url, "branch": branch_of(request), "head": pushed},
@@ -143,6 +166,7 @@ def _check_pull(forge: Forge, mr: MergeRequest, pushed: str, branch: str) -> Non
 
 def land(
     policy: Policy,
+    name: str,
     checkout: Checkout,
     forge: Forge,
     store: RequestStore,
@@ -156,21 +180,27 @@ def land(
     in between), its base the policy's branch, and the branch's head trusted when
     `trusted_signers` is set. After the merge, the commit the forge names must be on the
     branch and make exactly the approved change."""
-    spec = policy.repository.merge_request
+    spec = policy.repositories[name].merge_request
     if spec is None:
         raise ReleasegateError("the policy no longer lands through merge requests")
-    branch = policy.repository.branch
+    branch = policy.repositories[name].branch
+
+    def verify_head(head: str) -> None:
+        hooks.verify_head(name, head)
+
     try:
         with checkout.in_slot():
             checkout.sync()
             found = checkout.request_commits().get(request.id)
-            if found and (why := not_ours(policy, checkout, request, found, by_forge=True)):
+            if found and (why := not_ours(policy, checkout, request, found, name, by_forge=True)):
                 log.warning("%s carries the request's trailer, but %s", found[:7], why)
                 found = None
         if found:  # merged by a worker that died before it could say so
-            return Result(state=RequestState.MERGED, message="merged", commit=found)
+            return Result(
+                state=RequestState.MERGED, message="merged", commit=found, commits={name: found}
+            )
         hooks.recheck(request)
-        mr = open_for(policy, checkout, forge, store, request, hooks.verify_head)
+        mr = open_for(policy, name, checkout, forge, store, request, verify_head)
         if mr is None:
             return already_there(request)
         approvers = list(hooks.approvers(request))
@@ -179,7 +209,7 @@ def land(
         if method == "rebase" and known.get("approved_by") != approvers:
             # The branch's own commit lands: it must carry the approvals a direct push's would.
             # Rewritten once per set of approvers (new checks run on it; the retry waits).
-            pushed = _push_change(policy, checkout, request, approvers, hooks.verify_head)
+            pushed = _push_change(policy, name, checkout, request, approvers, verify_head)
             known = {**known, "approved_by": approvers, "head": pushed}
             store.set_merge_request(request.id, known)
         pushed = str(known.get("head") or "")
@@ -190,7 +220,7 @@ def land(
             )
         _check_pull(forge, mr, pushed, branch)
         with checkout.in_slot():
-            hooks.verify_head(checkout.fetch())  # the head it merges into, trusted now
+            verify_head(checkout.fetch())  # the head it merges into, trusted now
         subject, body = _message(request, approvers)
         sha = forge.merge(mr, method, subject, body, head=pushed)
     except MergeRefused as exc:
@@ -205,15 +235,20 @@ def land(
         forge.delete_branch(branch_of(request))
     except ReleasegateError as exc:  # GitLab removed it with the merge; nothing lost either way
         log.debug("branch not deleted: %s", exc)
-    return _confirm_merge(policy, checkout, request, mr, sha)
+    return _confirm_merge(policy, name, checkout, request, mr, sha)
 
 
 def _confirm_merge(
-    policy: Policy, checkout: Checkout, request: DeployRequest, mr: MergeRequest, sha: str
+    policy: Policy,
+    name: str,
+    checkout: Checkout,
+    request: DeployRequest,
+    mr: MergeRequest,
+    sha: str,
 ) -> Result:
     """The forge said it merged as `sha`: believe it once `sha` is on the branch and makes the
     approved change. Nothing is reverted behind anyone's back; a mismatch is said."""
-    branch = policy.repository.branch
+    branch = policy.repositories[name].branch
     with checkout.in_slot():
         try:
             checkout.fetch()
@@ -230,14 +265,16 @@ def _confirm_merge(
                 message=f"the forge said {mr.url} merged as {sha[:12] or 'nothing'}, "
                 f"but that commit is not on {branch}",
             )
-        if why := not_ours(policy, checkout, request, sha, by_forge=True):
+        if why := not_ours(policy, checkout, request, sha, name, by_forge=True):
             return Result(
                 state=RequestState.FAILED,
                 commit=sha,
                 message=f"{mr.url} merged as {sha[:12]} on {branch}, but {why}; "
                 "look at that commit",
             )
-    return Result(state=RequestState.MERGED, message=f"merged {mr.url}", commit=sha)
+    return Result(
+        state=RequestState.MERGED, message=f"merged {mr.url}", commit=sha, commits={name: sha}
+    )
 
 
 def close(policy: Policy, forge: Forge, store: RequestStore, request: DeployRequest) -> None:
@@ -257,6 +294,7 @@ def note_not_opened(redis: Redis, request: DeployRequest, why: Exception) -> Non
 def merge_batch(
     policy: Policy,
     settings: Settings,
+    name: str,
     checkout: Checkout,
     store: RequestStore,
     batch: list[DeployRequest],
@@ -266,7 +304,7 @@ def merge_batch(
     goes back to approved, to be tried again after its wait (the sweeper queues it)."""
     outcomes: dict[str, Result] = {}
     try:
-        forge = forge_of(policy, settings)
+        forge = forge_of(policy, settings, name)
         if forge is None:
             raise ReleasegateError("the policy no longer lands through merge requests")
     except ReleasegateError as exc:
@@ -275,7 +313,7 @@ def merge_batch(
         }
     for request in batch:
         with request_context(**context(request)):
-            outcome = land(policy, checkout, forge, store, request, hooks)
+            outcome = land(policy, name, checkout, forge, store, request, hooks)
         if outcome is None:
             store.transition(request.id, [RequestState.RUNNING], RequestState.APPROVED)
         else:
@@ -287,15 +325,19 @@ def checks_round(redis: Redis, policy: Callable[[], Policy], settings: Settings)
     """One round of a worker's `checks` loop: for every pending request with a pull request,
     ask the forge how its checks stand, and tell the thread (and the card) when that changed."""
     current = policy()
-    if current.repository.merge_request is None:
-        return CHECKS_EVERY
-    forge = forge_of(current, settings)
-    if forge is None:
+    if all(repo.merge_request is None for repo in current.repositories.values()):
         return CHECKS_EVERY
     store = RequestStore(redis, settings.retention)
     for request_id in store.pending_all():
         known = store.merge_request(request_id)
         if known is None:
+            continue
+        try:
+            forge = forge_of(current, settings, repository_of(current, store.get(request_id)))
+        except ReleasegateError as exc:
+            log.info("cannot ask the forge about %s: %s", request_id, exc)
+            continue
+        if forge is None:
             continue
         mr = MergeRequest(int(known["number"]), str(known["url"]))
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC
 
 from redis import Redis
@@ -56,14 +57,16 @@ def _worker_alive(redis: Redis, job: Job, now: float) -> bool:
     return now - worker.last_heartbeat.replace(tzinfo=UTC).timestamp() < DEAD_AFTER
 
 
-def _lane_abandoned(lane: Lane) -> bool:
-    if lane.holder() is not None:
+def _lanes_abandoned(lanes: Sequence[Lane]) -> bool:
+    """Nobody holds any lane (and nobody takes one within a moment, as a waiting job would):
+    a running request's batch lost its holder."""
+    if any(lane.holder() is not None for lane in lanes):
         return False
     time.sleep(TAKE_OVER_GRACE)
-    return lane.holder() is None
+    return all(lane.holder() is None for lane in lanes)
 
 
-def sweep(redis: Redis, lane: Lane, now: float | None = None) -> list[str]:
+def sweep(redis: Redis, lanes: Lane | Sequence[Lane], now: float | None = None) -> list[str]:
     """Queue what lost its worker; returns the ids of the requests concerned."""
     now = time.time() if now is None else now
     store = RequestStore(redis)
@@ -87,10 +90,11 @@ def sweep(redis: Redis, lane: Lane, now: float | None = None) -> list[str]:
             job.delete()
         enqueue_deploy(redis, request_id)
         found.append(request_id)
-    if running and _lane_abandoned(lane):
+    lanes = [lanes] if isinstance(lanes, Lane) else list(lanes)
+    if running and _lanes_abandoned(lanes):
         log.warning(
             "requests %s were in the batch of a worker that died; taking over", ", ".join(running)
         )
-        enqueue_drain(redis, lane.name)
+        enqueue_drain(redis, lanes[0].name)
         found += running
     return found

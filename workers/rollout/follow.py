@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Literal, cast
@@ -54,6 +54,7 @@ class Target(BaseModel):
     last: str = ""  # what the reconciler said last, or why it could not be asked
     asked: bool = False  # the first look (sync or reconcile, refresh) went through
     seconds: float | None = None  # from the push to healthy
+    commit: str = ""  # the commit it must run (in its app's repository); the record's if empty
 
 
 class RolloutRecord(BaseModel):
@@ -81,19 +82,29 @@ def load(redis: Redis, request_id: str) -> RolloutRecord | None:
 
 
 def start(
-    redis: Redis, policy: Policy, request: DeployRequest, commit: str
+    redis: Redis, policy: Policy, request: DeployRequest, commits: Mapping[str, str]
 ) -> RolloutRecord | None:
-    """Begin following `request`'s push, if its environment says how; returns the record."""
+    """Begin following `request`'s push, if its environment says how; returns the record.
+
+    `commits` is what landed, by repository. Each app is followed to the commit of the
+    repository its reconciler watches (the app's); an app whose repository got no commit
+    (its change was only in, say, a Terraform repository) has nothing to follow."""
     rollout = policy.environments[request.env].rollout
     if rollout is None:
         return None
     now = time.time()
-    targets = [Target(app=c.app, name=rollout.target(c.app, c.env)) for c in request.changes]
+    targets = [
+        Target(app=c.app, name=rollout.target(c.app, c.env), commit=commit)
+        for c in request.changes
+        if (commit := commits.get(policy.app_repository(c.app)))
+    ]
+    if not targets:
+        return None
     deadline = now + rollout.timeout.total_seconds()
     record = RolloutRecord(
         request=request.id,
         env=request.env,
-        commit=commit,
+        commit=targets[0].commit,
         reconciler="Argo CD" if rollout.argocd else "Flux",
         started=now,
         deadline=deadline,
@@ -154,7 +165,7 @@ def look(
     def one(target: Target) -> None:
         try:
             if not target.asked:  # retried at the next look if the reconciler was away
-                reconciler.nudge(target.name, record.commit)
+                reconciler.nudge(target.name, target.commit or record.commit)
             status = reconciler.status(target.name, refresh=not target.asked)
             target.asked = True
         except ReconcilerRefused as exc:
@@ -164,7 +175,7 @@ def look(
             target.last = f"cannot ask {reconciler.name}: {exc}"
             return
         target.last = status.line()
-        at_commit = reached(status, record.commit, is_ancestor)
+        at_commit = reached(status, target.commit or record.commit, is_ancestor)
         if status.failed or (at_commit and status.health == "Degraded"):
             target.state = "degraded"
             target.last = status.message or status.line()

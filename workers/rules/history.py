@@ -14,6 +14,7 @@ from config.errors import PinError
 from config.policy import Pin, Policy
 from workers import pins
 from workers.git.mirror import Snapshot
+from workers.git.mirrors import View
 from workers.rules.plan import pins_of
 
 HISTORY_DEPTH = 300  # commits per pinned file: enough for months of deploys
@@ -26,9 +27,10 @@ class Ran:
     since: datetime
 
 
-def versions_run(policy: Policy, repo: Snapshot, app: str, env: str) -> list[Ran]:
+def versions_run(policy: Policy, view: View, app: str, env: str) -> list[Ran]:
     """Every version `app`'s first pin in `env` held, newest first, one entry per change."""
     pin = pins_of(policy, app, env)[0]
+    repo = view[pin.repository]
     return list(repo.memo(("versions_run", pin), lambda: _versions_run(repo, pin)))
 
 
@@ -50,7 +52,7 @@ def _versions_run(repo: Snapshot, pin: Pin) -> list[Ran]:
     return ran
 
 
-def rollback_target(policy: Policy, repo: Snapshot, app: str, env: str) -> str | None:
+def rollback_target(policy: Policy, view: View, app: str, env: str) -> str | None:
     """The version a rollback of `app` in `env` goes back to, or None.
 
     History is read as a stack of deploys: a deploy pushes its version, a rollback (a commit
@@ -60,11 +62,11 @@ def rollback_target(policy: Policy, repo: Snapshot, app: str, env: str) -> str |
     pin = pins_of(policy, app, env)[0]
     rollbacks = {
         entry["commit"]
-        for entry in repo.log_with_trailers([pin.file], HISTORY_DEPTH)
+        for entry in view[pin.repository].log_with_trailers([pin.file], HISTORY_DEPTH)
         if entry["Releasegate-Kind"] == "rollback"
     }
     stack: list[str] = []
-    for ran in reversed(versions_run(policy, repo, app, env)):  # oldest first
+    for ran in reversed(versions_run(policy, view, app, env)):  # oldest first
         if ran.commit in rollbacks and ran.version in stack:
             while stack[-1] != ran.version:
                 stack.pop()
@@ -75,6 +77,7 @@ def rollback_target(policy: Policy, repo: Snapshot, app: str, env: str) -> str |
 
 @dataclass(frozen=True)
 class Deployment:
+    repository: str
     commit: str
     when: datetime
     subject: str
@@ -85,13 +88,23 @@ class Deployment:
     kind: str
 
 
-def deployments(policy: Policy, repo: Snapshot, env: str, limit: int) -> list[Deployment]:
-    """The last commits that touched `env`'s pinned files, with who asked and who approved."""
-    files = sorted({pin.file for app in policy.apps.values() for pin in app.pins.get(env, [])})
-    if not files:
-        return []
+def deployments(policy: Policy, view: View, env: str, limit: int) -> list[Deployment]:
+    """The last commits that touched `env`'s pinned files in any repository, newest first,
+    with who asked and who approved."""
+    found: list[Deployment] = []
+    for name in view:
+        pinned = (pin for app in policy.apps.values() for pin in app.pins.get(env, []))
+        files = sorted({pin.file for pin in pinned if pin.repository == name})
+        if files:
+            found += _deployments(name, view[name], files, limit)
+    found.sort(key=lambda d: d.when, reverse=True)
+    return found[:limit]
+
+
+def _deployments(name: str, repo: Snapshot, files: list[str], limit: int) -> list[Deployment]:
     return [
         Deployment(
+            repository=name,
             commit=entry["commit"],
             when=datetime.fromtimestamp(int(entry["time"]), UTC),
             subject=entry["subject"],

@@ -8,6 +8,7 @@ through `workers.pins`, so they cannot disagree about what a pin holds.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,7 +17,8 @@ from config.policy import Pin, Policy
 from workers import pins
 from workers.state.request import Change
 
-Reader = Callable[[str], str]
+Reader = Callable[[str, str], str]  # (repository, file) -> the file's text at the head
+Location = tuple[str, str]  # (repository, file)
 
 MAX_DIFF_LINES = 60
 
@@ -34,22 +36,29 @@ def pins_of(policy: Policy, app: str, env: str) -> list[Pin]:
     return pinned
 
 
-def checkout_paths(policy: Policy) -> list[str] | None:
-    """What a worker must check out: the pinned files, or everything (None) when an
-    environment runs a validation command, which may read any file."""
+def checkout_paths(policy: Policy, repository: str) -> list[str] | None:
+    """What a worker must check out of `repository`: its pinned files, or everything (None)
+    when an environment runs a validation command, which may read any file."""
     if any(env.validate_command for env in policy.environments.values()):
         return None
     return sorted(
-        {pin.file for app in policy.apps.values() for pins in app.pins.values() for pin in pins}
+        {
+            pin.file
+            for app in policy.apps.values()
+            for pins in app.pins.values()
+            for pin in pins
+            if pin.repository == repository
+        }
     )
 
 
 def current_versions(policy: Policy, read: Reader, app: str, env: str) -> list[PinVersion]:
     """The version every pin of `app` in `env` holds now."""
-    texts: dict[str, str] = {}
+    texts: dict[Location, str] = {}
     found = []
     for pin in pins_of(policy, app, env):
-        text = texts.setdefault(pin.file, read(pin.file))
+        where = (pin.repository, pin.file)
+        text = texts[where] if where in texts else texts.setdefault(where, read(*where))
         found.append(PinVersion(pin, pins.read_version(text, pin)))
     return found
 
@@ -66,23 +75,46 @@ def current_version(policy: Policy, read: Reader, app: str, env: str) -> str:
     return MIXED.join(dict.fromkeys(v.version for v in versions))
 
 
+# Where a policy has several repositories, each one's part of a diff starts with this line.
+SECTION = re.compile(r"^== (\S+) ==$")
+
+
 @dataclass
 class Plan:
-    """File contents before and after applying some changes."""
+    """File contents before and after applying some changes, by (repository, file)."""
 
-    before: dict[str, str] = field(default_factory=dict)
-    after: dict[str, str] = field(default_factory=dict)
+    repositories: list[str]  # the policy's, in its order
+    before: dict[Location, str] = field(default_factory=dict)
+    after: dict[Location, str] = field(default_factory=dict)
+
+    def changed_files(self, repository: str) -> list[str]:
+        return sorted(
+            file
+            for (repo, file), text in self.after.items()
+            if repo == repository and text != self.before[(repo, file)]
+        )
 
     @property
-    def changed_files(self) -> list[str]:
-        return sorted(f for f in self.after if self.after[f] != self.before[f])
+    def changed_repositories(self) -> list[str]:
+        return [name for name in self.repositories if self.changed_files(name)]
 
-    def diff(self, max_lines: int = MAX_DIFF_LINES) -> str:
+    def diff(self, repository: str | None = None, max_lines: int = MAX_DIFF_LINES) -> str:
+        """The unified diff of `repository`'s files; of every repository's without one, each
+        part under its repository's name where the policy has several."""
+        if repository is not None:
+            return self._diff(repository, max_lines)
+        if len(self.repositories) == 1:
+            return self._diff(self.repositories[0], max_lines)
+        return "\n".join(
+            f"== {name} ==\n{self._diff(name, max_lines)}" for name in self.changed_repositories
+        )
+
+    def _diff(self, repository: str, max_lines: int) -> str:
         lines: list[str] = []
-        for file in self.changed_files:
+        for file in self.changed_files(repository):
             lines += difflib.unified_diff(
-                self.before[file].splitlines(),
-                self.after[file].splitlines(),
+                self.before[(repository, file)].splitlines(),
+                self.after[(repository, file)].splitlines(),
                 f"a/{file}",
                 f"b/{file}",
                 n=1,
@@ -91,6 +123,22 @@ class Plan:
         if len(lines) > max_lines:
             lines = [*lines[:max_lines], f"… {len(lines) - max_lines} more lines"]
         return "\n".join(lines)
+
+
+def diff_part(diff: str, repository: str) -> str:
+    """`repository`'s part of a diff that `Plan.diff()` made: the whole diff where it has no
+    parts (a single-repository policy's), nothing where that repository has no part."""
+    lines = diff.splitlines()
+    if not any(SECTION.match(line) for line in lines):
+        return diff
+    part: list[str] = []
+    inside = False
+    for line in lines:
+        if found := SECTION.match(line):
+            inside = found.group(1) == repository
+        elif inside:
+            part.append(line)
+    return "\n".join(part)
 
 
 def same_change(shown: str, now: str) -> bool:
@@ -104,12 +152,13 @@ def same_change(shown: str, now: str) -> bool:
 
 def plan_changes(policy: Policy, read: Reader, changes: Sequence[Change]) -> Plan:
     """Apply `changes` to in-memory copies of the files; all pins resolve or this raises."""
-    plan = Plan()
+    plan = Plan(list(policy.repositories))
     for change in changes:
         for pin in pins_of(policy, change.app, change.env):
-            if pin.file not in plan.before:
-                plan.before[pin.file] = plan.after[pin.file] = read(pin.file)
-            text = plan.after[pin.file]
+            where = (pin.repository, pin.file)
+            if where not in plan.before:
+                plan.before[where] = plan.after[where] = read(*where)
+            text = plan.after[where]
             if pins.read_version(text, pin) != change.new:
-                plan.after[pin.file] = pins.write_version(text, pin, change.new)
+                plan.after[where] = pins.write_version(text, pin, change.new)
     return plan

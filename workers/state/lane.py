@@ -15,8 +15,8 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 
 from redis import Redis
 
@@ -104,6 +104,26 @@ class Lane:
             stop.set()
             beat.join(timeout=2)
             lease.release()
+
+
+@contextmanager
+def held_together(
+    lanes: Sequence[Lane], give_up: Callable[[], bool], timeout: float
+) -> Iterator[list[Lease] | None]:
+    """Every one of `lanes`' leases, taken one after another in the order given, or None
+    (give_up, or time ran out). Every caller gives them in the policy's order of its
+    repositories, so two callers never each hold a lane the other waits for."""
+    deadline = time.monotonic() + timeout
+    with ExitStack() as stack:
+        leases = []
+        for lane in lanes:
+            left = max(0.1, deadline - time.monotonic())
+            lease = stack.enter_context(lane.held(give_up, left))
+            if lease is None:
+                yield None
+                return
+            leases.append(lease)
+        yield leases
 
 
 class Lease:

@@ -118,7 +118,8 @@ class Result(BaseModel):
     message: str = ""
     reason: str = ""  # already_there | superseded | crashed | kept_moving
     facts: dict[str, str] = Field(default_factory=dict)
-    commit: str | None = None
+    commit: str | None = None  # the first repository's commit (the only one's, usually)
+    commits: dict[str, str] = Field(default_factory=dict)  # repository -> commit, where landed
     finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
