@@ -1,9 +1,10 @@
 """`releasegate demo`: a local GitOps remote, a policy, Redis and a worker, then the shell.
 
-Everything lives in one folder (default `./releasegate-demo`): `remote.git` is
-the bare repository the worker pushes to (`git -C releasegate-demo/remote.git
-log` shows the deploys), `policy.yaml` the policy, `work/` the clones,
-`worker.log` the worker's log.
+Everything lives in one folder (default `./releasegate-demo`): `remote.git` and
+`environments.git` are the bare repositories the worker pushes to (`git -C
+releasegate-demo/remote.git log` shows the deploys; a production release
+shows in both), `policy.yaml` the policy, `work/` the clones, `worker.log` the
+worker's log.
 """
 
 from __future__ import annotations
@@ -57,9 +58,24 @@ def create_remote(source: resources.abc.Traversable, remote: Path, scratch: Path
     shutil.rmtree(scratch)
 
 
+def environments_of(remote: Path) -> Path:
+    """Where the demo keeps the environments repository: beside the apps' remote."""
+    return remote.parent / "environments.git"
+
+
 def demo_policy(remote: Path) -> str:
+    """The demo's policy for the apps' `remote` (and the environments' beside it)."""
     text = example("demo.yaml").read_text(encoding="utf-8")
+    environments = environments_of(remote).resolve().as_uri()
+    text = text.replace("url: ENVIRONMENTS_URL", f"url: {environments}")
     return text.replace("url: REPOSITORY_URL", f"url: {remote.resolve().as_uri()}")
+
+
+def create_remotes(remote: Path, scratch: Path) -> None:
+    """The seed's two repositories as bare remotes: the argocd-demo layout at `remote`, the
+    Terraform environments beside it."""
+    create_remote(example("argocd-demo"), remote, scratch)
+    create_remote(example("environments"), environments_of(remote), scratch)
 
 
 def prepare(directory: Path) -> Path:
@@ -78,7 +94,7 @@ def prepare(directory: Path) -> Path:
         history.write_bytes(kept)
     (directory / MARKER).write_text("made by `releasegate demo`; removed by the next run\n")
     remote = directory / "remote.git"
-    create_remote(example("argocd-demo"), remote, directory / "seed")
+    create_remotes(remote, directory / "seed")
     policy = directory / "policy.yaml"
     policy.write_text(demo_policy(remote), encoding="utf-8")
     return policy

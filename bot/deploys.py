@@ -16,6 +16,7 @@ from bot.grammar import Deploy, DeployEnv, Promote, Rollback
 from config.errors import Refused, ReleasegateError
 from config.principals import Principal
 from workers.git.mirrors import View
+from workers.landing.mergerequests import repository_of
 from workers.logs import request_context
 from workers.rules.gates import check_open, check_prerelease, final_version, ran_upstream
 from workers.rules.history import rollback_target, versions_run
@@ -162,6 +163,11 @@ def _file(
 ) -> list[Reply]:
     """Store the request (with the diff it will make) and queue it if nobody must approve."""
     _check_not_asked(ctx, env, changes)
+    if ctx.policy.lands_by_merge_request(changes):
+        try:
+            repository_of(ctx.policy, changes)
+        except ReleasegateError as exc:
+            raise Refused(str(exc), "spans_forge") from exc
     _check_limits(ctx, event, env)
     spec = ctx.policy.environments[env]
     diff = plan_changes(ctx.policy, repo.read, changes).diff()

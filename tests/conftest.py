@@ -19,7 +19,7 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from bot.conversation import Conversation
-from bot.demo import create_remote, demo_policy, example
+from bot.demo import create_remote, example
 from bot.embedded_redis import EmbeddedRedis
 from bot.events import ChatEvent, Reply
 from config.policy import Policy, parse_policy
@@ -88,10 +88,19 @@ def origin(remote: Path) -> Remote:
 TRAIN = "    promote_from: int\n    prereleases: false\n"
 
 
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def single_policy(remote: Path) -> str:
+    """The demo's policy with one repository, `remote` (the second has tests of its own)."""
+    text = (FIXTURES / "single-repository.yaml").read_text(encoding="utf-8")
+    return text.replace("url: REPOSITORY_URL", f"url: {remote.resolve().as_uri()}")
+
+
 def plain_policy(remote: Path) -> str:
-    """The demo's policy without its release train: prd takes any version, as most tests want
-    (the train has tests of its own)."""
-    text = demo_policy(remote)
+    """The single-repository policy without its release train: prd takes any version, as
+    most tests want (the train has tests of its own)."""
+    text = single_policy(remote)
     assert TRAIN in text, "the demo policy's release train changed; update TRAIN"
     return text.replace(TRAIN, "")
 

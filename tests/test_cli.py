@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -88,8 +89,13 @@ def test_the_demo_can_be_run_again_in_the_same_place_and_says_it_starts_over(
     assert "replacing the earlier demo" not in runs[0]
     assert f"replacing the earlier demo in {tmp_path / 'demo'}" in runs[1]
     policy = (tmp_path / "demo" / "policy.yaml").read_text()
-    assert "sets repository.url to\n# the file:// URL" in policy  # the comment left alone
+    assert "repository's url\n# to the file:// URL" in policy  # the comment left alone
     assert f"url: {(tmp_path / 'demo' / 'remote.git').as_uri()}" in policy
+
+
+def trailer(message: str, key: str) -> str | None:
+    found = re.search(rf"^{key}: (.+)$", message, re.MULTILINE)
+    return found.group(1) if found else None
 
 
 RELEASE_TRAIN = """\
@@ -115,6 +121,18 @@ def test_the_demo_runs_the_seeds_release_train(tmp_path: Path) -> None:
     assert "awesome: 2.0.0 -> 2.1.0 (prd)" in out
     assert "approved by carol (1/1); queued" in out
     assert "awesome: int 2.1.0-rc1, prd 2.1.0" in out
+    # One release moves both of the seed's repositories: one commit each, the same request.
+    apps, environments = (
+        Remote(tmp_path / "demo" / "remote.git"),
+        Remote(tmp_path / "demo" / "environments.git"),
+    )
+    request = trailer(apps.message(), "Releasegate-Request")
+    assert request
+    assert trailer(environments.message(), "Releasegate-Request") == request
+    assert apps.message() == environments.message()
+    assert b"?ref=v2.1.0" in environments.file("prod_back_end.tf")
+    assert environments.count() == 2
+    assert f"pushed apps {apps.head()[:7]}, environments {environments.head()[:7]}" in out
 
 
 def test_the_demo_will_not_overwrite_a_folder_it_did_not_make(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from redis import Redis
 
@@ -37,7 +37,7 @@ from workers.landing.forges import (
 from workers.landing.provenance import not_ours
 from workers.logs import request_context
 from workers.state import keys, outbox
-from workers.state.request import DeployRequest, RequestState, Result
+from workers.state.request import Change, DeployRequest, RequestState, Result
 from workers.state.store import RequestStore
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,12 @@ def branch_of(request: DeployRequest) -> str:
     return f"releasegate/{request.id}"
 
 
-def repository_of(policy: Policy, request: DeployRequest) -> str:
-    """The repository whose pull request lands `request`: its only one. A request that spans
-    several repositories, one of them landing through pull requests, is refused (pushing to
-    one and merging in another is not one gated change)."""
-    names = policy.repositories_for(request.changes)
+def repository_of(policy: Policy, request: DeployRequest | Sequence[Change]) -> str:
+    """The repository whose pull request lands `request` (or these changes): its only one. A
+    change that spans several repositories, one of them landing through pull requests, is
+    refused (pushing to one and merging in another is not one gated change)."""
+    changes = request.changes if isinstance(request, DeployRequest) else request
+    names = policy.repositories_for(changes)
     if len(names) != 1:
         forged = [n for n in names if policy.repositories[n].merge_request is not None]
         raise ReleasegateError(

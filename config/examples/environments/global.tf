@@ -1,0 +1,3 @@
+resource "aws_route53_zone" "main" {
+  name = "demo-app.example.com"
+}
