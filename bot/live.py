@@ -78,6 +78,8 @@ def check_applications(policy: Policy, settings: Settings) -> tuple[list[str], l
         for app, app_spec in policy.apps.items():
             if env not in app_spec.pins:
                 continue
+            if not policy.repositories[policy.app_repository(app)].reconciled:
+                continue  # a pipeline applies it; nothing to follow
             name = spec.rollout.target(app, env)
             try:
                 repo_url, revision = client.source(name)

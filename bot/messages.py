@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 
 from bot.grammar import USAGE
+from config.policy import SINGLE
 from config.text import inert, inert_block
 from workers.rollout.follow import RolloutRecord, Target
 from workers.state.request import Change, DeployRequest, RequestState, Result
@@ -261,8 +262,9 @@ def result_text(request: DeployRequest, result: Result) -> str:
 
 
 def commits_text(result: Result) -> str:
-    """The request's commit (`3f3fc76`), or each repository's (`apps 3f3fc76, infra 9a1b2c3`)."""
-    if len(result.commits) > 1:
+    """The request's commit (`3f3fc76`), or each repository's by name where the policy names
+    its repositories (`apps 3f3fc76, infra 9a1b2c3`)."""
+    if len(result.commits) > 1 or any(name != SINGLE for name in result.commits):
         return ", ".join(f"{name} {sha[:7]}" for name, sha in result.commits.items())
     return (result.commit or "")[:7]
 
@@ -271,9 +273,9 @@ def outcome(request: DeployRequest, result: Result, commit_urls: Sequence[str] =
     """How a request ended, as its thread is told (with where to see each commit, if known)."""
     if result.state.landed and result.commit:
         verb, links = result.state.value, "".join(f"\n{url}" for url in commit_urls)
-        return (
-            f"{request.id}: {verb} {commits_text(result)}: {changes_text(request.changes)}{links}"
-        )
+        held = result.facts.get("unchanged")
+        where = f"{commits_text(result)} ({held} already held it)" if held else commits_text(result)
+        return f"{request.id}: {verb} {where}: {changes_text(request.changes)}{links}"
     if result.state is RequestState.NOOP:
         return f"{request.id}: nothing to do: {result_text(request, result)}"
     return f"{request.id}: {result.state.value}: {result_text(request, result)}"

@@ -92,6 +92,9 @@ class Repository(_Model):
     # Run the environment's `validate` command in this repository's tree (a Kustomize check
     # means nothing in a repository of Terraform files).
     validate_here: bool = Field(default=True, alias="validate")
+    # A reconciler (Argo CD, Flux) watches this repository; false for one a pipeline applies
+    # (Terraform): an environment's `rollout` does not follow its apps, a push is the end.
+    reconciled: bool = True
 
     def access(self, base: GitAccess) -> GitAccess:
         """How git reaches this repository: the process's host keys, this repository's key."""

@@ -164,11 +164,15 @@ class _Landing:
             self.outcomes[request.id] = already_there(request)
             return
         ordered = {r: landed[r] for r in self.policy.repositories if r in landed}
+        # A repository whose pins already held the change (an earlier request landed there)
+        # gets no commit, and the thread says so.
+        held = [r for r in self.policy.repositories_for(request.changes) if r not in landed]
         self.outcomes[request.id] = Result(
             state=RequestState.PUSHED,
             message="pushed",
             commit=next(iter(ordered.values())),
             commits=ordered,
+            facts={"unchanged": ", ".join(held)} if held else {},
         )
 
 

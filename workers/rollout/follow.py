@@ -88,15 +88,17 @@ def start(
 
     `commits` is what landed, by repository. Each app is followed to the commit of the
     repository its reconciler watches (the app's); an app whose repository got no commit
-    (its change was only in, say, a Terraform repository) has nothing to follow."""
+    (its change was only in, say, a Terraform repository), or whose repository no reconciler
+    watches (`reconciled: false`), has nothing to follow: it ends at pushed."""
     rollout = policy.environments[request.env].rollout
     if rollout is None:
         return None
     now = time.time()
+    watched = {name for name, repo in policy.repositories.items() if repo.reconciled}
     targets = [
         Target(app=c.app, name=rollout.target(c.app, c.env), commit=commit)
         for c in request.changes
-        if (commit := commits.get(policy.app_repository(c.app)))
+        if (where := policy.app_repository(c.app)) in watched and (commit := commits.get(where))
     ]
     if not targets:
         return None
