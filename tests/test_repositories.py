@@ -541,3 +541,48 @@ def test_a_rollout_follows_each_app_to_its_own_repository_and_not_a_pipelines(
         ("awesome", "awesome-prd", "a" * 40)
     ]
     assert follow.start(redis, policy, request("RSPA001", "spa"), commits) is None
+
+
+def test_one_repository_lands_through_pull_requests_and_the_other_pushes(
+    chat: Chat,
+    redis: Redis,
+    origin: Remote,
+    environments: Remote,
+    policy_file: Path,
+    settings: object,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """environments merges through its forge with a token of its own (token_env); apps pushes."""
+    from bot.conversation import Conversation
+    from tests.fake_forge import TOKEN, FakeForge, serve
+    from workers.git.mirrors import Mirrors
+
+    forge = FakeForge(environments.path, "github")
+    server = serve(forge)
+    api = f"http://127.0.0.1:{server.server_port}"
+    text = policy_file.read_text().replace(
+        "validate: false}",
+        "validate: false, merge_request: {forge: github, api_url: '" + api + "', "
+        "project: acme/environments, token_env: RELEASEGATE_FORGE_TOKEN_ENVIRONMENTS}}",
+    )
+    policy_file.write_text(text)
+    monkeypatch.delenv("RELEASEGATE_FORGE_TOKEN", raising=False)
+    monkeypatch.setenv("RELEASEGATE_FORGE_TOKEN_ENVIRONMENTS", TOKEN)
+    policy = parse_policy(text)
+    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
+    try:
+        merged = approved(chat, "deploy spa 1.0.3 to prd")
+        pushed = approved(chat, "deploy awesome 2.1.0 to int", env="int")
+        run_worker(redis)
+        store = RequestStore(redis)
+        assert store.state(merged) is RequestState.MERGED, outbox(redis)
+        assert store.state(pushed) is RequestState.PUSHED
+        [pull] = forge.pulls.values()
+        assert pull.state == "merged"
+        assert trailer(environments) == merged
+        assert b"?ref=1.0.3" in environments.file("prod_front_end.tf")
+        assert trailer(origin) == pushed
+        assert commits_of(origin, merged) == 0
+    finally:
+        server.shutdown()

@@ -178,3 +178,29 @@ def test_sshd_going_away_fails_the_request_once_with_its_cause(
     assert "Connection refused" in told
     assert origin.count() == 1
     shutil.rmtree(sshd.folder, ignore_errors=True)
+
+
+def test_a_repositorys_own_deploy_key_is_used_instead_of_the_processs(
+    sshd: SshServer,
+    remote: Path,
+    origin: Remote,
+    policy_file: Path,
+    redis: Redis,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RELEASEGATE_GIT_SSH_KEY holds a key the server does not know; the repository's
+    `ssh_key` is its deploy key: the bot reads and the worker pushes with the latter."""
+    keypair(tmp_path / "stranger")
+    policy_file.write_text(
+        policy_file.read_text().replace(
+            "  branch: main\n", f"  branch: main\n  ssh_key: {sshd.deploy_key}\n", 1
+        )
+    )
+    known = sshd.known_hosts(tmp_path / "known_hosts")
+    chat = over_ssh(sshd, remote, policy_file, redis, monkeypatch, known, tmp_path / "stranger")
+    request_id = chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to int").request_id
+    run_worker(redis)
+    assert RequestStore(redis).state(str(request_id)) is RequestState.PUSHED
+    assert b"newTag: 2.1.0" in origin.file("env/int/kustomization.yml")
