@@ -228,6 +228,37 @@ def test_the_forge_token_reaches_the_workers_only() -> None:
     assert "RELEASEGATE_FORGE_TOKEN" not in bot
 
 
+def test_each_repositorys_deploy_key_and_forge_token_come_from_their_own_secrets() -> None:
+    """Several repositories: every deploy key is mounted for the bot (it reads them all) and
+    the workers; every further forge token reaches the workers only."""
+    git = {
+        "knownHosts": "github.com ssh-ed25519 AAAA",
+        "repositoryKeys": [{"name": "environments", "existingSecret": "envs-key"}],
+        "forge": {
+            "repositoryTokens": [
+                {"env": "RELEASEGATE_FORGE_TOKEN_ENVIRONMENTS", "existingSecret": "envs-forge"}
+            ]
+        },
+    }
+    objects = render({**DEFAULTS, "git": git})
+    for deployment in ("rg-releasegate-bot", "rg-releasegate-worker"):
+        pod = objects[f"Deployment/{deployment}"]["spec"]["template"]["spec"]
+        volume = {v["name"]: v for v in pod["volumes"]}["git-key-environments"]["secret"]
+        assert volume == {"secretName": "envs-key", "defaultMode": 0o400}
+        mount = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        assert (
+            mount["git-key-environments"]["mountPath"] == "/etc/releasegate/git-keys/environments"
+        )
+        assert mount["git-key-environments"]["readOnly"] is True
+    worker = {e["name"]: e for e in container(objects, "rg-releasegate-worker")["env"]}
+    token = worker["RELEASEGATE_FORGE_TOKEN_ENVIRONMENTS"]["valueFrom"]["secretKeyRef"]
+    assert token == {"name": "envs-forge", "key": "token"}
+    bot = {e["name"] for e in container(objects, "rg-releasegate-bot")["env"]}
+    assert "RELEASEGATE_FORGE_TOKEN_ENVIRONMENTS" not in bot
+    with pytest.raises(Exception, match=r"git\.knownHosts is required"):
+        render({**DEFAULTS, "git": {**git, "knownHosts": ""}})
+
+
 def test_a_deploy_key_without_known_hosts_is_refused_at_render_unless_trust_on_first_use() -> None:
     """Argo CD renders the chart with `helm template`: a missing known_hosts is said there,
     not discovered as a man in the middle later."""

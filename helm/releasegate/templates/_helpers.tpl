@@ -92,7 +92,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.git.knownHosts }}
 - name: RELEASEGATE_GIT_KNOWN_HOSTS
   value: /etc/releasegate/known_hosts/known_hosts
-{{- else if .Values.git.existingSecret }}
+{{- else if or .Values.git.existingSecret .Values.git.repositoryKeys }}
 {{- if not .Values.git.insecureAcceptNewHostKeys }}
 {{- fail "git.knownHosts is required with a deploy key (git.existingSecret): the Git server's SSH host keys, e.g. from `ssh-keyscan github.com`; or set git.insecureAcceptNewHostKeys=true to trust a new host's key on first use" }}
 {{- end }}
@@ -139,6 +139,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   mountPath: /etc/releasegate/git
   readOnly: true
 {{- end }}
+{{- range .Values.git.repositoryKeys }}
+- name: git-key-{{ .name }}
+  mountPath: /etc/releasegate/git-keys/{{ .name }}
+  readOnly: true
+{{- end }}
 {{- if .Values.git.knownHosts }}
 - name: known-hosts
   mountPath: /etc/releasegate/known_hosts
@@ -162,6 +167,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   secret:
     secretName: {{ .Values.git.existingSecret }}
     defaultMode: 256  # 0o400, owner read only (decimal: YAML parsers disagree on 0400)
+{{- end }}
+{{- range .Values.git.repositoryKeys }}
+- name: git-key-{{ .name }}
+  secret:
+    secretName: {{ .existingSecret }}
+    defaultMode: 256  # 0o400, owner read only
 {{- end }}
 {{- if .Values.git.signing.existingSecret }}
 - name: signing
