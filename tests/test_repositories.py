@@ -586,3 +586,22 @@ def test_one_repository_lands_through_pull_requests_and_the_other_pushes(
         assert commits_of(origin, merged) == 0
     finally:
         server.shutdown()
+
+
+def yaml_blocks(path: Path) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", path.read_text(), re.DOTALL)
+
+
+def test_the_readmes_two_repository_policy_is_valid() -> None:
+    root = Path(__file__).parent.parent
+    [block] = [b for b in yaml_blocks(root / "README.md") if "repositories:" in b]
+    policy = parse_policy(block)
+    assert list(policy.repositories) == ["apps", "environments"]
+    prd = policy.apps["awesome"].pins["prd"]
+    assert [pin.repository for pin in prd] == ["apps", "apps", "environments"]
+    assert policy.repositories["environments"].reconciled is False
+    [doc] = [b for b in yaml_blocks(root / "docs" / "policy.md") if "repositories:" in b]
+    text = doc + "environments:\n  prd: {channels: ['shell:p'], deployers: ['shell:a']}\n"
+    token = parse_policy(text).repositories["environments"].merge_request
+    assert token is not None
+    assert token.token_env == "RELEASEGATE_FORGE_TOKEN_ENVIRONMENTS"
