@@ -105,9 +105,9 @@ def _slack(
     ]
     parts.close.append(lambda: dispatcher.shutdown(wait=False))
     if settings.slack_app_token:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+        from bot.platforms.socket_mode import socket_mode_handler
 
-        handler = SocketModeHandler(slack, settings.slack_app_token.get_secret_value())
+        handler = socket_mode_handler(slack, settings.slack_app_token.get_secret_value())
         parts.connect.append(handler.connect)
         parts.close.append(handler.close)
 

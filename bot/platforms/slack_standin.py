@@ -39,6 +39,7 @@ class FakeSlack:
     refuse_text: dict[str, int] = field(default_factory=dict)
     bots: set[str] = field(default_factory=set)  # user ids that users.info calls bots
     team: str = "T1"  # the workspace auth.test names
+    socket_url: str = ""  # what apps.connections.open hands out (a Socket Mode stand-in)
     _counter: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -98,6 +99,8 @@ class FakeSlack:
             user = str(params.get("user"))
             found = {"id": user, "is_bot": user in self.bots, "deleted": False}
             return 200, {"ok": True, "user": found}, {}
+        if method == "apps.connections.open":
+            return 200, {"ok": True, "url": self.socket_url}, {}
         if method == "usergroups.users.list":
             return 200, {"ok": True, "users": self.groups.get(str(params.get("usergroup")), [])}, {}
         return 200, {"ok": True, "channel": params.get("channel"), "ts": params.get("ts", ts)}, {}

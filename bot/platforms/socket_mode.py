@@ -1,0 +1,73 @@
+"""Slack's Socket Mode, on websocket-client, through every way a link ends.
+
+Slack retires each link routinely: it sends `disconnect` (refresh_requested) and expects
+the app on a new one at once. Networks end links less politely: a proxy drops an idle
+connection without a close frame, or keeps it open and carries nothing (a half-open link).
+Bolt's websocket-client adapter replaces a link as soon as the old one is closed; here it
+also gives every ping a deadline, so a half-open link is found and replaced within
+PING_INTERVAL + PING_TIMEOUT seconds instead of never, and starts reading a new link at
+once instead of after a half-second pause.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt import App
+from slack_bolt.adapter.socket_mode.websocket_client import SocketModeHandler
+from slack_sdk.socket_mode.websocket_client import SocketModeClient
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL = 5.0  # seconds between our pings on an idle link
+PING_TIMEOUT = 4.0  # a pong later than this ends the link (it is replaced at once)
+NEXT_LINK_WAIT = 0.01  # seconds before the reader turns to a newly opened link
+
+
+class _Client(SocketModeClient):
+    """websocket-client's Socket Mode client, with pings that must be answered."""
+
+    def __init__(self, app_token: str, app: App) -> None:
+        super().__init__(
+            app_token=app_token,
+            logger=app.logger,
+            web_client=app.client,
+            ping_interval=PING_INTERVAL,
+        )
+        # The reader thread starts a new link's loop this long after the old one ended
+        # (0.5 s by default: a command sent right after a refresh would wait for it).
+        self.current_session_runner.interval_seconds = NEXT_LINK_WAIT
+
+    def _run_current_session(self) -> None:
+        """Read the current link until it ends; what the library does, with a ping deadline
+        (a link whose pongs stop is closed, and `on_close` opens the next one)."""
+        session = self.current_session
+        if session is None:
+            return
+        try:
+            session.run_forever(
+                ping_interval=self.ping_interval,
+                ping_timeout=PING_TIMEOUT,
+                http_proxy_host=self.http_proxy_host,
+                http_proxy_port=self.http_proxy_port,
+                http_proxy_auth=self.http_proxy_auth,
+                proxy_type=self.proxy_type,
+            )
+        except Exception as exc:  # the library's own reader does the same: close, go on
+            log.warning("the Socket Mode link failed: %s", exc)
+            session.close()
+
+
+class _Handler(SocketModeHandler):
+    """Bolt's websocket-client adapter (its dispatch and its acks), on our client."""
+
+    def __init__(self, app: App, app_token: str) -> None:
+        # Not the parent's __init__: it would start a client of its own, threads and all.
+        self.app = app
+        self.app_token = app_token
+        self.client = _Client(app_token, app)
+        self.client.socket_mode_request_listeners.append(self.handle)  # type: ignore[arg-type]  # Bolt's own line does the same
+
+
+def socket_mode_handler(app: App, app_token: str) -> SocketModeHandler:
+    return _Handler(app, app_token)
