@@ -42,6 +42,7 @@ class Card:
         lines = [
             f"*{self.title}*",
             *(change.line() for change in request.changes),
+            *messages.artifact_lines(request),
             f"requested by {request.requester_name}; "
             f"approvals {len(self.approvers)}/{request.approvals_needed}: {approved}",
             messages.STATE_LINES[self.state] + (f": {self.outcome}" if self.outcome else ""),

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from bot.platforms.shell import ShellChat
+    from workers.artifacts.resolve import Resolver
     from workers.git.mirrors import Mirrors
 
 log = logging.getLogger("releasegate")
@@ -41,7 +42,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     policy = load_policy(settings.policy)
     redis = connect(settings)
     mirror = _mirrors(policy, settings, redis)
-    conversation = Conversation(policy, redis, mirror, retention=settings.retention)
+    conversation = Conversation(
+        policy, redis, mirror, retention=settings.retention, resolver=resolver(settings)
+    )
     app = create_app(settings, policy, redis, conversation)
     # Hand the GIL over every 2 ms instead of 5: an acknowledgement is a few lines of Python
     # and must not wait long behind a chat answer being computed on another thread.
@@ -77,6 +80,13 @@ def _mirrors(policy: Policy, settings: Settings, redis: Redis) -> Mirrors:
     )
 
 
+def resolver(settings: Settings) -> Resolver:
+    """Asks the artifact stores, over plain HTTP only where the settings allow it."""
+    from workers.artifacts.resolve import Resolver
+
+    return Resolver(insecure=settings.insecure_registry_hosts, access=settings.git_access())
+
+
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -95,7 +105,9 @@ def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:
     policy = load_policy(settings.policy)
     redis = connect(settings)
     mirror = _mirrors(policy, settings, redis)
-    conversation = Conversation(policy, redis, mirror, retention=settings.retention)
+    conversation = Conversation(
+        policy, redis, mirror, retention=settings.retention, resolver=resolver(settings)
+    )
     return ShellChat(conversation, redis, sys.stdout, user, channel)
 
 

@@ -16,6 +16,7 @@ from bot.events import ChatEvent
 from config.errors import Refused, UnknownRequest
 from config.policy import Policy
 from config.principals import Principal
+from workers.artifacts.resolve import Resolver
 from workers.git.mirrors import Mirrors
 from workers.rules.gates import Locks
 from workers.rules.identity import Identities, load_rocketchat_ids
@@ -41,6 +42,8 @@ class Context:
     # What the reconciler says now about an environment's apps, for `status ENV` (set by the
     # processes that know how to reach Argo CD or the Kubernetes API).
     live: Callable[[str], list[str]] | None = None
+    # Asks the artifact stores (registries, Git tags, chart repositories) what a version is.
+    resolver: Resolver = field(default_factory=Resolver)
     store: RequestStore = field(init=False)
     locks: Locks = field(init=False)
     # Rocket.Chat names in the policy -> user ids, as the bot last resolved them.

@@ -44,6 +44,7 @@ from bot.grammar import (
 from config.errors import Refused, ReleasegateError
 from config.policy import Policy
 from config.principals import ChannelRef, Principal
+from workers.artifacts.resolve import Resolver
 from workers.git.mirrors import Mirrors
 from workers.logs import request_context
 from workers.state.metrics import REFUSALS, REQUESTS
@@ -61,8 +62,11 @@ class Conversation:
         mirror: Mirrors,
         clock: Clock = utcnow,
         retention: timedelta = RETENTION,
+        resolver: Resolver | None = None,
     ) -> None:
         self.ctx = Context(policy, redis, mirror, clock, retention)
+        if resolver is not None:
+            self.ctx.resolver = resolver
 
     @property
     def policy(self) -> Policy:

@@ -8,6 +8,7 @@ request, queued at once where the environment needs no approval.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 from bot import messages
 from bot.context import Context
@@ -15,6 +16,7 @@ from bot.events import ChatEvent, Reply
 from bot.grammar import Deploy, DeployEnv, Promote, Rollback
 from config.errors import Refused, ReleasegateError
 from config.principals import Principal
+from workers.artifacts.resolve import ArtifactMissing
 from workers.git.mirrors import View
 from workers.landing.mergerequests import repository_of
 from workers.logs import request_context
@@ -23,7 +25,7 @@ from workers.rules.history import rollback_target, versions_run
 from workers.rules.plan import current_version, plan_changes
 from workers.state import keys
 from workers.state.queue import enqueue_deploy, enqueue_forge
-from workers.state.request import Change, DeployRequest, RequestState, new_request_id
+from workers.state.request import Built, Change, DeployRequest, RequestState, new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +160,29 @@ def _check_limits(ctx: Context, event: ChatEvent, env: str) -> None:
         raise Refused(messages.too_fast(env, spec.requests_per_minute), "limit_rate")
 
 
+def _artifacts(ctx: Context, changes: list[Change]) -> tuple[Built, ...]:
+    """Each change's artifact, asked of its store all at once: a version the store does not
+    have is refused, and so is one it cannot be asked about (unless `required: false`)."""
+    wanted = [
+        (c.app, artifact, c.new)
+        for c in changes
+        if (artifact := ctx.policy.apps[c.app].artifact) is not None
+    ]
+    built = []
+    for (app, artifact, version), found in zip(
+        wanted, ctx.resolver.resolve_all(wanted), strict=True
+    ):
+        if isinstance(found, ArtifactMissing):
+            raise Refused(f"{app} {version}: {found}", "artifact_missing")
+        if isinstance(found, ReleasegateError):
+            if artifact.required:
+                raise Refused(f"{app} {version}: {found}", "artifact_unreachable")
+            log.warning("filed without asking %s: %s", artifact.describe(), found)
+            continue
+        built.append(Built(**{**asdict(found), "app": app}))
+    return tuple(built)
+
+
 def _file(
     ctx: Context, event: ChatEvent, verb: str, env: str, changes: list[Change], repo: View
 ) -> list[Reply]:
@@ -169,6 +194,7 @@ def _file(
         except ReleasegateError as exc:
             raise Refused(str(exc), "spans_forge") from exc
     _check_limits(ctx, event, env)
+    built = _artifacts(ctx, changes)
     spec = ctx.policy.environments[env]
     diff = plan_changes(ctx.policy, repo.read, changes).diff()
     now = ctx.clock()
@@ -186,6 +212,7 @@ def _file(
         expires_at=now + spec.approval_ttl if spec.approvals else None,
         base_commit=repo.head,
         diff=diff,
+        artifacts=built,
     )
     state = RequestState.PENDING if spec.approvals else RequestState.APPROVED
     while not ctx.store.create(request, state):  # an id collision: draw another

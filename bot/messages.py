@@ -128,13 +128,39 @@ def changes_text(changes: Sequence[Change]) -> str:
     return "; ".join(change.line() for change in changes)
 
 
+def artifact_lines(request: DeployRequest) -> list[str]:
+    """What each change's version is in its store: digest (short), built when, from where.
+    The registry's labels are anyone's text: said inert."""
+    lines = []
+    for built in request.artifacts:
+        line = f"📦 {built.app} {inert(built.tag, 60)} is {built.digest[:19]}"
+        if built.created:
+            line += f", built {inert(built.created, 40)}"
+        if built.source or built.revision:
+            line += f", from {source_text(built.source, built.revision)}"
+        lines.append(line)
+    return lines
+
+
+def source_text(source: str, revision: str) -> str:
+    """`https://github.com/acme/app/commit/3f3fc76…` where the source is GitHub or GitLab."""
+    repo = source.removesuffix(".git").rstrip("/")
+    if revision and re.fullmatch(r"[0-9a-f]{7,64}", revision):
+        if re.fullmatch(r"https://(github\.com|gitlab\.[A-Za-z0-9.-]+)/[\w.-]+/[\w./-]+", repo):
+            sep = "/-/commit/" if "gitlab" in repo else "/commit/"
+            return f"{repo}{sep}{revision}"
+        return f"{inert(repo, 200)} at {revision[:12]}"
+    return inert(repo, 200) or inert(revision, 40)
+
+
 def request_created(request: DeployRequest, approvers: Sequence[str]) -> str:
     need = request.approvals_needed
     plural = "approval" if need == 1 else "approvals"
     kind = {"rollback": "rollback ", "train": "release train ", "promote": "promotion "}
+    built = "".join(f"{line}\n" for line in artifact_lines(request))
     return (
         f"{kind.get(request.verb, '')}request {request.id} by {request.requester_name}: "
-        f"{changes_text(request.changes)}\n"
+        f"{changes_text(request.changes)}\n{built}"
         f"needs {need} {plural} from {names(approvers)}: "
         f"say `approve {request.id}` or react with ✅ (`reject {request.id} REASON` to refuse)\n"
         f"```\n{inert_block(request.diff)}\n```"
@@ -244,6 +270,17 @@ def result_text(request: DeployRequest, result: Result) -> str:
             return (
                 f"gave up after {facts.get('attempts')} attempts: the branch kept moving "
                 "under us; try again"
+            )
+        case "artifact_moved":
+            return (
+                f"tag {facts.get('tag')} of {facts.get('app')} now points to "
+                f"{facts.get('now', '')[:19]}…, approved {facts.get('approved', '')[:19]}…; "
+                "nothing was committed: ask again"
+            )
+        case "artifact_gone":
+            return (
+                f"{facts.get('app')} {facts.get('tag')} is no longer in its store; nothing was "
+                "committed: ask again"
             )
         case "partly_landed":
             why = Result(

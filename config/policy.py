@@ -28,6 +28,7 @@ from pydantic import (
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from config.artifact import Artifact
 from config.durations import Duration
 from config.errors import PolicyError, VersionError
 from config.git_access import GitAccess
@@ -306,6 +307,8 @@ class App(_Model):
     # Where the app's pins live (the reconciler watches it); default: the only repository.
     repository: str | None = None
     versions: str = "semver"
+    # Where its versions live (an image, Git tags, a Helm chart): checked before a request.
+    artifact: Artifact | None = None
     pins: dict[str, list[Pin]] = Field(min_length=1)
 
     @field_validator("versions")
@@ -569,6 +572,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "rollout": Rollout,
     "rollout.argocd": ArgoCDRollout,
     "rollout.flux": FluxRollout,
+    "artifact": Artifact,
     "a repository's merge_request": MergeRequestSpec,
 }
 

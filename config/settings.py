@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     argocd_url: str | None = None
     argocd_token: SecretStr | None = None
 
+    # Registries reached over plain HTTP (host[:port], comma-separated); loopback always is.
+    # Credentials come from the Docker config (DOCKER_CONFIG, else ~/.docker/config.json).
+    insecure_registries: str = ""
+
     http_host: str = "0.0.0.0"  # noqa: S104 - the bot runs in a container behind a Service
     http_port: int = Field(default=8080, ge=1, le=65535)
     # Bodies over this many bytes are refused (413) before they are read whole or parsed.
@@ -85,6 +89,10 @@ class Settings(BaseSettings):
             accept_new=self.git_accept_new_host_keys,
             workdir=self.workdir,
         )
+
+    @property
+    def insecure_registry_hosts(self) -> tuple[str, ...]:
+        return tuple(h.strip() for h in self.insecure_registries.split(",") if h.strip())
 
     @property
     def validate_readonly_paths(self) -> tuple[Path, ...]:

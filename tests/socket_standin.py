@@ -26,8 +26,9 @@ class _Relay:
     """A TCP relay from a loopback port to `target`; each side's bytes copied to the other
     unless the link is blackholed."""
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, target: int, delay: float = 0.0) -> None:
         self.target = target
+        self.delay = delay  # seconds added to every chunk carried (a slow, far link)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.links: list[tuple[socket.socket, socket.socket, threading.Event]] = []
@@ -47,10 +48,11 @@ class _Relay:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._copy, args=(a, b, silent), daemon=True).start()
 
-    @staticmethod
-    def _copy(source: socket.socket, sink: socket.socket, silent: threading.Event) -> None:
+    def _copy(self, source: socket.socket, sink: socket.socket, silent: threading.Event) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if self.delay:
+                    time.sleep(self.delay)
                 if not silent.is_set():
                     sink.sendall(data)
         for end in (source, sink):

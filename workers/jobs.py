@@ -25,6 +25,7 @@ from redis import Redis
 from config.errors import GitOpsError, ReleasegateError
 from config.policy import Policy, load_policy
 from config.settings import Settings
+from workers.artifacts.resolve import Resolver, check_artifacts
 from workers.git.checkout import Checkout
 from workers.git.env import url_credentials
 from workers.git.signing import HeadCheck, signer_and_check
@@ -194,12 +195,15 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
     checkouts: Checkouts = {name: checkout for name, (checkout, _check) in prepared.items()}
     identities = Identities(policy, load_rocketchat_ids(redis))
 
+    resolver = Resolver(insecure=settings.insecure_registry_hosts, access=settings.git_access())
+
     def recheck(request: DeployRequest) -> None:
         now = _now()
         check_not_expired(request, now)
         check_open(policy, locks, request.env, now, holder=request.requester)
         groups = slack_groups_now(redis, now.timestamp())
         check_approvals(policy, identities, request, store.approval_records(request.id), groups)
+        check_artifacts(policy, resolver, request)
 
     def approvers(request: DeployRequest) -> list[str]:
         groups = slack_groups_now(redis, time.time())

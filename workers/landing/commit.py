@@ -23,5 +23,10 @@ def commit_message(request: DeployRequest, approvers: Sequence[str]) -> str:
         *(f"Approved-by: {a}" for a in sorted(approvers)),
         # What the upstream ran, per app (a train names the app): the rc a final came from.
         *(f"Promoted-from: {c.promoted_from}" + (f" ({c.app})" if train else "") for c in promoted),
+        # The artifact each approval bound, by digest (a train names the app).
+        *(
+            f"Artifact-Digest: {b.digest}" + (f" ({b.app})" if train else "")
+            for b in request.artifacts
+        ),
     ]
     return f"{request.subject}\n\n{body}\n\n" + "\n".join(trailers) + "\n"

@@ -70,6 +70,19 @@ class Change(BaseModel):
         return f"{self.app}: {self.old or '(unset)'} -> {self.new} ({self.env})"
 
 
+class Built(BaseModel):
+    """The artifact a change's version named when it was asked for: what the approval binds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    app: str
+    tag: str
+    digest: str  # sha256:… (an image, a chart), or the commit a Git tag pointed to
+    created: str = ""
+    source: str = ""  # where it was built from (org.opencontainers.image.source)
+    revision: str = ""  # the source commit (org.opencontainers.image.revision)
+
+
 class DeployRequest(BaseModel):
     """What was asked and what an approval binds to. Never changes after creation."""
 
@@ -88,6 +101,7 @@ class DeployRequest(BaseModel):
     expires_at: datetime | None = None
     base_commit: str
     diff: str
+    artifacts: tuple[Built, ...] = ()  # each change's artifact, where the app names a store
 
     @property
     def subject(self) -> str:

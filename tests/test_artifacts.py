@@ -1,0 +1,216 @@
+"""What is approved is what runs: a version is asked of its store before a request is
+filed, and the digest the approval bound is asked again right before the commit. The
+registry is real (Debian's docker-registry, the CNCF distribution registry)."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from config.artifact import Artifact
+from tests.conftest import Chat, Remote, git, outbox, run_worker
+from tests.registry import Registry, docker_config, start_registry
+from workers.artifacts.resolve import Resolver
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
+
+IMAGE = "bespinian/awesome-image"
+REVISION = "3f3fc76a1b2c3d4e5f60718293a4b5c6d7e8f901"
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    started = start_registry(tmp_path / "registry")
+    yield started
+    started.stop()
+
+
+def with_artifact(policy_file: Path, artifact: str) -> None:
+    text = policy_file.read_text()
+    assert "  awesome:\n" in text
+    policy_file.write_text(
+        text.replace("  awesome:\n", f"  awesome:\n    artifact: {artifact}\n", 1)
+    )
+
+
+@pytest.fixture
+def imaged(policy_file: Path, registry: Registry) -> Registry:
+    """awesome's versions are tags of its image in the registry (2.0.0 and 2.1.0 pushed)."""
+    with_artifact(policy_file, f"{{image: {registry.host}/{IMAGE}}}")
+    registry.push(IMAGE, "2.0.0")
+    registry.push(IMAGE, "2.1.0", source="https://github.com/bespinian/awesome", revision=REVISION)
+    return registry
+
+
+def nothing_filed(redis: Redis, origin: Remote) -> None:
+    assert not RequestStore(redis).open_requests()
+    assert origin.count() == 1
+
+
+def test_a_version_the_registry_does_not_have_is_refused_naming_the_newest_it_has(
+    imaged: Registry, chat: Chat, redis: Redis, origin: Remote
+) -> None:
+    reply = chat.say("alice", "deploy-prd", "deploy awesome 2.1.1 to prd")
+    assert reply.reason == "artifact_missing"
+    assert reply.text == (
+        f"awesome 2.1.1: {imaged.host}/{IMAGE} has no 2.1.1; the newest it has: 2.1.0, 2.0.0"
+    )
+    nothing_filed(redis, origin)
+
+
+def test_an_existing_tag_shows_its_digest_and_source_and_lands_bound_to_it(
+    imaged: Registry, chat: Chat, redis: Redis, origin: Remote, settings: object
+) -> None:
+    digest = imaged.push(
+        IMAGE, "2.1.0", source="https://github.com/bespinian/awesome", revision=REVISION
+    )
+    reply = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    assert reply.request_id, reply.text
+    assert f"📦 awesome 2.1.0 is {digest[:19]}, built 2026-11-30T12:00:00Z" in reply.text
+    assert f"from https://github.com/bespinian/awesome/commit/{REVISION}" in reply.text
+    chat.say("carol", "deploy-prd", "approve")
+    run_worker(redis)
+    assert RequestStore(redis).state(str(reply.request_id)) is RequestState.PUSHED
+    assert f"Artifact-Digest: {digest}\n" in origin.message()
+
+
+def test_a_tag_pushed_again_after_approval_is_refused_and_nothing_is_committed(
+    imaged: Registry, chat: Chat, redis: Redis, origin: Remote, settings: object
+) -> None:
+    reply = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    approved = reply.text.split(" is ")[1][:19]
+    chat.say("carol", "deploy-prd", "approve")
+    moved = imaged.push(IMAGE, "2.1.0", salt="rebuilt by someone")
+    run_worker(redis)
+    assert RequestStore(redis).state(str(reply.request_id)) is RequestState.FAILED
+    [told] = outbox(redis)
+    assert f"tag 2.1.0 of awesome now points to {moved[:19]}…, approved {approved}…" in told
+    assert origin.count() == 1
+
+
+def test_a_registry_that_is_down_refuses_the_request_unless_the_app_allows_it(
+    imaged: Registry, chat: Chat, redis: Redis, origin: Remote, policy_file: Path
+) -> None:
+    imaged.stop()
+    reply = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    assert reply.reason == "artifact_unreachable"
+    assert "could not be asked whether it has this version: cannot reach" in reply.text
+    nothing_filed(redis, origin)
+    text = policy_file.read_text()
+    image = f"{imaged.host}/{IMAGE}}}"
+    policy_file.write_text(text.replace(image, image[:-1] + ", required: false}", 1))
+    from bot.conversation import Conversation
+    from config.policy import parse_policy
+
+    policy = parse_policy(policy_file.read_text())
+    lenient = Chat(Conversation(policy, redis, chat.conversation.ctx.mirror))
+    assert lenient.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+
+
+def test_a_registry_with_basic_auth_is_asked_with_the_docker_configs_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locked = start_registry(tmp_path / "locked", user="ci", password="s3cret")
+    try:
+        digest = locked.push(IMAGE, "2.1.0")
+        artifact = Artifact(image=f"{locked.host}/{IMAGE}")
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "nobody"))
+        with pytest.raises(Exception, match="asks for a login, and the Docker config has none"):
+            Resolver().resolve("awesome", artifact, "2.1.0")
+        folder = docker_config(tmp_path / "docker", locked.host, "ci", "s3cret")
+        monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+        assert Resolver().resolve("awesome", artifact, "2.1.0").digest == digest
+    finally:
+        locked.stop()
+
+
+def test_a_git_tag_module_is_checked_against_the_tags_of_its_repository(
+    tmp_path: Path, policy_file: Path, chat: Chat, redis: Redis, origin: Remote
+) -> None:
+    module = tmp_path / "module.git"
+    git("init", "--quiet", "--bare", "--initial-branch=main", str(module))
+    work = tmp_path / "module"
+    git("clone", "--quiet", str(module), str(work))
+    git(
+        "-c",
+        "user.name=x",
+        "-c",
+        "user.email=x@x",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "m",
+        cwd=work,
+    )
+    git("tag", "-a", "v2.1.0", "-m", "release", cwd=work)
+    git("push", "--quiet", "--tags", "origin", "HEAD:main", cwd=work)
+    commit = git("rev-parse", "HEAD", cwd=work).strip()
+    with_artifact(policy_file, f"{{git_tags: {module.as_uri()}, tag_format: 'v{{version}}'}}")
+    from bot.conversation import Conversation
+    from config.policy import parse_policy
+
+    policy = parse_policy(policy_file.read_text())
+    chat = Chat(Conversation(policy, redis, chat.conversation.ctx.mirror))
+    missing = chat.say("alice", "deploy-prd", "deploy awesome 2.2.0 to prd")
+    assert missing.text == (
+        f"awesome 2.2.0: the tags of {module.as_uri()} has no v2.2.0; the newest it has: v2.1.0"
+    )
+    nothing_filed(redis, origin)
+    reply = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    assert f"📦 awesome v2.1.0 is {commit[:19]}" in reply.text  # the annotated tag, peeled
+
+
+def test_a_helm_chart_is_checked_against_its_repositorys_index(tmp_path: Path) -> None:
+    charts = tmp_path / "charts"
+    charts.mkdir()
+    (charts / "index.yaml").write_text(
+        "apiVersion: v1\nentries:\n  podinfo:\n"
+        "    - {version: 6.5.0, digest: " + "a" * 64 + ", created: '2026-10-01T00:00:00Z'}\n"
+        "    - {version: 6.4.1, digest: " + "b" * 64 + "}\n"
+    )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(charts))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        artifact = Artifact(chart="podinfo", chart_repo=url)
+        found = Resolver().resolve("podinfo", artifact, "6.5.0")
+        assert (found.digest, found.created) == ("sha256:" + "a" * 64, "2026-10-01T00:00:00Z")
+        newest = re.escape("has no 7.0.0; the newest it has: 6.5.0, 6.4.1")
+        with pytest.raises(Exception, match=newest):
+            Resolver().resolve("podinfo", artifact, "7.0.0")
+    finally:
+        server.shutdown()
+
+
+def test_a_train_of_twenty_apps_is_resolved_at_once_and_then_remembered(
+    registry: Registry,
+) -> None:
+    """Behind a link that adds 100 ms to every chunk either way, twenty images asked in a
+    row take over 15 s; asked together, a couple of rounds. A second train within the cache
+    window is answered without the registry."""
+    from tests.socket_standin import _Relay
+
+    digests = {f"app{n:02d}": registry.push(f"acme/app{n:02d}", "1.1.0") for n in range(20)}
+    relay = _Relay(registry.port, delay=0.1)
+    host = f"127.0.0.1:{relay.port}"
+    wanted = [(app, Artifact(image=f"{host}/acme/{app}"), "1.1.0") for app in digests]
+    resolver = Resolver()
+    started = time.monotonic()
+    found = resolver.resolve_all(wanted)
+    took = time.monotonic() - started
+    assert [getattr(f, "digest", f) for f in found] == list(digests.values())
+    assert took < 6.0, f"{took:.1f}s: not asked at the same time"
+    registry.stop()
+    again = resolver.resolve_all(wanted)
+    assert [getattr(f, "digest", f) for f in again] == list(digests.values())
+    relay.close()

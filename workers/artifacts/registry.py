@@ -1,0 +1,212 @@
+"""An OCI registry, asked over the distribution API: a tag's digest, its image's config, tags.
+
+Authentication as Docker clients do it: a `401` with `WWW-Authenticate: Basic` is answered
+with the Docker config's credentials for the registry; one with `Bearer realm=…,service=…,
+scope=…` is exchanged for a token at the realm (with those credentials, if any). Plain
+HTTP only for loopback and the registries RELEASEGATE_INSECURE_REGISTRIES lists.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+
+from workers.http import Answer, fetch
+
+DEADLINE = 5.0  # seconds for each answer: a slower registry is a refusal
+MAX_MANIFEST = 4 * 1024 * 1024
+MAX_CONFIG = 1024 * 1024
+MANIFESTS = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+class RegistryError(Exception):
+    """The registry could not be asked, or answered what a registry does not."""
+
+
+@dataclass(frozen=True)
+class Image:
+    digest: str
+    created: str = ""  # the image config's `created`, as written
+    source: str = ""  # org.opencontainers.image.source
+    revision: str = ""  # org.opencontainers.image.revision
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """`registry.acme.example/team/app` -> (`registry.acme.example`, `team/app`); a name
+    without a registry is Docker Hub's (`library/` for a single component)."""
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first, rest
+    return "registry-1.docker.io", name if rest else f"library/{name}"
+
+
+def docker_credentials(host: str) -> tuple[str, str] | None:
+    """The Docker config's user and password (or identity token) for `host`, if any."""
+    folder = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    auths = config.get("auths") if isinstance(config, dict) else None
+    if not isinstance(auths, dict):
+        return None
+    for key, entry in auths.items():
+        if not isinstance(entry, dict):
+            continue
+        if re.sub(r"^https?://", "", str(key)).split("/")[0] != host:
+            continue
+        if token := entry.get("identitytoken"):
+            return "<token>", str(token)
+        if auth := entry.get("auth"):
+            user, _, password = base64.b64decode(str(auth)).decode().partition(":")
+            return user, password
+        if entry.get("username"):
+            return str(entry["username"]), str(entry.get("password", ""))
+    return None
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return scheme.lower(), params
+
+
+class Registry:
+    """One registry host, with the token it was given (per repository scope)."""
+
+    def __init__(self, host: str, insecure: tuple[str, ...] = ()) -> None:
+        self.host = host
+        plain = host.split(":")[0] in LOOPBACK or host in LOOPBACK or host in insecure
+        self.base = f"{'http' if plain else 'https'}://{host}"
+        self.session = requests.Session()
+        self._auth: dict[str, str] = {}  # repository -> Authorization header
+
+    def _get(
+        self, repository: str, path: str, accept: str = "", max_bytes: int = MAX_MANIFEST
+    ) -> Answer:
+        url = f"{self.base}/v2/{repository}/{path}"
+        headers = {"Accept": accept} if accept else {}
+        for _attempt in range(2):
+            if auth := self._auth.get(repository):
+                headers["Authorization"] = auth
+            try:
+                answer, challenge = self._send(url, headers, max_bytes)
+            except requests.RequestException as exc:
+                raise RegistryError(f"cannot reach {self.host}: {type(exc).__name__}") from exc
+            if answer.status_code != 401 or not challenge:
+                return answer
+            self._auth[repository] = self._authorize(repository, challenge)
+        return answer
+
+    def _send(self, url: str, headers: dict[str, str], max_bytes: int) -> tuple[Answer, str]:
+        # The header is read from a HEAD first: `fetch` keeps only the body and the status.
+        head = self.session.head(url, headers=headers, timeout=DEADLINE, allow_redirects=True)
+        challenge = head.headers.get("WWW-Authenticate", "") if head.status_code == 401 else ""
+        if head.status_code in (401, 404):
+            return Answer(head.status_code, b""), challenge
+        answer = fetch(
+            self.session, "GET", url, deadline=DEADLINE, max_bytes=max_bytes, headers=headers
+        )
+        digest = head.headers.get("Docker-Content-Digest", "")
+        return _WithDigest(answer.status_code, answer.content, digest), ""
+
+    def _authorize(self, repository: str, challenge: str) -> str:
+        scheme, params = _challenge(challenge)
+        credentials = docker_credentials(self.host)
+        if scheme == "basic":
+            if credentials is None:
+                raise RegistryError(f"{self.host} asks for a login, and the Docker config has none")
+            raw = f"{credentials[0]}:{credentials[1]}".encode()
+            return "Basic " + base64.b64encode(raw).decode()
+        if scheme != "bearer" or not params.get("realm", "").startswith(("https://", "http://")):
+            raise RegistryError(f"{self.host} asks for an authentication it does not name")
+        query = {"service": params.get("service", ""), "scope": f"repository:{repository}:pull"}
+        auth = None
+        if credentials is not None:
+            auth = credentials
+        try:
+            answer = fetch(
+                self.session,
+                "GET",
+                f"{params['realm']}?{urlencode(query)}",
+                deadline=DEADLINE,
+                auth=auth,
+            )
+            body = answer.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise RegistryError(f"{self.host}'s token service did not answer: {exc}") from exc
+        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+        if answer.status_code != 200 or not token:
+            raise RegistryError(f"{self.host}'s token service refused ({answer.status_code})")
+        return f"Bearer {token}"
+
+    def image(self, repository: str, tag: str) -> Image | None:
+        """The digest behind `repository:tag` and what its config says; None if no such tag."""
+        answer = self._get(repository, f"manifests/{tag}", MANIFESTS)
+        if answer.status_code == 404:
+            return None
+        if answer.status_code != 200:
+            raise RegistryError(f"{self.host} answered {answer.status_code} for {tag}")
+        digest = getattr(answer, "digest", "") or _sha256(answer.content)
+        if not DIGEST.fullmatch(digest):
+            raise RegistryError(f"{self.host} named a digest that is not one: {digest[:80]!r}")
+        try:
+            return self._described(repository, digest, answer.json())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return Image(digest)  # the digest is what binds; the rest only informs
+
+    def _described(self, repository: str, digest: str, manifest: Any) -> Image:
+        if "manifests" in manifest:  # an index: describe its first (or linux/amd64) image
+            entries = manifest["manifests"]
+            chosen = next(
+                (m for m in entries if m.get("platform", {}).get("architecture") == "amd64"),
+                entries[0],
+            )
+            inner = self._get(repository, f"manifests/{chosen['digest']}", MANIFESTS)
+            manifest = inner.json()
+        config_digest = manifest["config"]["digest"]
+        blob = self._get(repository, f"blobs/{config_digest}", max_bytes=MAX_CONFIG)
+        config = blob.json() if blob.status_code == 200 else {}
+        labels = (config.get("config") or {}).get("Labels") or {}
+        return Image(
+            digest=digest,
+            created=str(config.get("created", ""))[:40],
+            source=str(labels.get("org.opencontainers.image.source", ""))[:300],
+            revision=str(labels.get("org.opencontainers.image.revision", ""))[:80],
+        )
+
+    def tags(self, repository: str) -> list[str]:
+        answer = self._get(repository, "tags/list?n=1000")
+        if answer.status_code != 200:
+            return []
+        body = answer.json()
+        tags = body.get("tags") if isinstance(body, dict) else None
+        return [str(t) for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+
+
+@dataclass(frozen=True)
+class _WithDigest(Answer):
+    digest: str = ""
+
+
+def _sha256(content: bytes) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(content).hexdigest()
