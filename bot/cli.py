@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from bot.platforms.shell import ShellChat
-    from workers.artifacts.resolve import Resolver
     from workers.git.mirrors import Mirrors
 
 log = logging.getLogger("releasegate")
@@ -37,13 +36,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from bot.conversation import Conversation
     from bot.server import create_app
+    from workers.artifacts.resolve import Resolver
     from workers.state.connection import connect
 
     policy = load_policy(settings.policy)
     redis = connect(settings)
     mirror = _mirrors(policy, settings, redis)
     conversation = Conversation(
-        policy, redis, mirror, retention=settings.retention, resolver=resolver(settings)
+        policy,
+        redis,
+        mirror,
+        retention=settings.retention,
+        resolver=Resolver.from_settings(settings),
     )
     app = create_app(settings, policy, redis, conversation)
     # Hand the GIL over every 2 ms instead of 5: an acknowledgement is a few lines of Python
@@ -80,13 +84,6 @@ def _mirrors(policy: Policy, settings: Settings, redis: Redis) -> Mirrors:
     )
 
 
-def resolver(settings: Settings) -> Resolver:
-    """Asks the artifact stores, over plain HTTP only where the settings allow it."""
-    from workers.artifacts.resolve import Resolver
-
-    return Resolver(insecure=settings.insecure_registry_hosts, access=settings.git_access())
-
-
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -100,13 +97,18 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:
     from bot.conversation import Conversation
     from bot.platforms.shell import ShellChat
+    from workers.artifacts.resolve import Resolver
     from workers.state.connection import connect
 
     policy = load_policy(settings.policy)
     redis = connect(settings)
     mirror = _mirrors(policy, settings, redis)
     conversation = Conversation(
-        policy, redis, mirror, retention=settings.retention, resolver=resolver(settings)
+        policy,
+        redis,
+        mirror,
+        retention=settings.retention,
+        resolver=Resolver.from_settings(settings),
     )
     return ShellChat(conversation, redis, sys.stdout, user, channel)
 
@@ -165,98 +167,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_config(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.git.mirror import Snapshot
-    from workers.git.mirrors import Mirrors, View
-    from workers.rules.plan import current_versions
+    from bot.check_config import check_config
 
-    policy = load_policy(settings.policy)
-    counts = f"{len(policy.apps)} apps, {len(policy.environments)} environments"
-    print(f"policy {settings.policy}: {counts}")
-    problems = _check_rocketchat_users(policy, settings)
-    from bot.live import check_applications
-
-    lines, rollout_problems = check_applications(policy, settings)
-    if lines:
-        print("Argo CD applications:")
-        print("\n".join(lines))
-    problems += rollout_problems
-    from workers.git.signing import Signer, require_key
-
-    signer = Signer.from_setting(settings.git_signing_key)
-    for repository in policy.repositories.values():
-        try:
-            require_key(repository, signer)
-        except ReleasegateError as exc:
-            problems.append(str(exc))
-    several = len(policy.repositories) > 1
-    mirrors = Mirrors.of(policy, settings.workdir, access=settings.git_access())
-    snapshots: dict[str, Snapshot] = {}
-    for name, mirror in mirrors.mirrors.items():
-        # Each repository on its own: one that cannot be reached is named, the others read.
-        label = f"repository {name}" if several else "repository"
-        try:
-            snapshots[name] = mirror.snapshot()
-        except ReleasegateError as exc:
-            problems.append(f"{label}: {exc}" if several else str(exc))
-            print(f"{label}: UNREACHABLE")
-            continue
-        print(f"{label} at {snapshots[name].head[:7]}")
-    for app_name, app in policy.apps.items():
-        for env_name, pins in app.pins.items():
-            unreachable = sorted({p.repository for p in pins} - set(snapshots))
-            if unreachable:
-                print(f"  {app_name:20} {env_name:10} UNREAD: {', '.join(unreachable)} unreachable")
-                continue
-            try:
-                found = current_versions(policy, View(snapshots).read, app_name, env_name)
-            except ReleasegateError as exc:
-                problems.append(f"{app_name} in {env_name}: {exc}")
-                print(f"  {app_name:20} {env_name:10} UNRESOLVED: {exc}")
-                continue
-            versions = sorted({f.version for f in found})
-            shown = versions[0] if len(versions) == 1 else "disagree: " + ", ".join(versions)
-            print(f"  {app_name:20} {env_name:10} {shown}")
-            for pin_version in found:
-                where = f"{pin_version.pin.repository}: " if several else ""
-                print(f"      {where}{pin_version.pin.describe()} = {pin_version.version}")
-    mirrors.close()
-    if problems:
-        print(f"{len(problems)} problem(s):", file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _check_rocketchat_users(policy: Policy, settings: Settings) -> list[str]:
-    """Resolve every Rocket.Chat user the policy names to an id, print them, list failures."""
-    from workers.rules.identity import rocketchat_names
-
-    names = rocketchat_names(policy)
-    if not names:
-        return []
-    if not (settings.rocketchat_url and settings.rocketchat_user_id and settings.rocketchat_token):
-        return [
-            "the policy names Rocket.Chat users, but RELEASEGATE_ROCKETCHAT_URL, _USER_ID and "
-            "_TOKEN are not all set, so they cannot be resolved to ids"
-        ]
-    from bot.platforms.rocketchat_api import RocketChatPoster
-
-    poster = RocketChatPoster(
-        settings.rocketchat_url,
-        settings.rocketchat_user_id,
-        settings.rocketchat_token.get_secret_value(),
-    )
-    problems = []
-    print("Rocket.Chat users:")
-    for name in names:
-        user_id = poster.user_id(name)
-        if user_id is None:
-            problems.append(f"rocketchat:{name} is no Rocket.Chat user (neither an id nor a name)")
-            print(f"  rocketchat:{name:20} UNRESOLVED")
-        else:
-            print(f"  rocketchat:{name:20} id {user_id}")
-    return problems
+    return check_config(settings)
 
 
 def _healthcheck(args: argparse.Namespace, settings: Settings) -> int:

@@ -195,7 +195,7 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
     checkouts: Checkouts = {name: checkout for name, (checkout, _check) in prepared.items()}
     identities = Identities(policy, load_rocketchat_ids(redis))
 
-    resolver = Resolver(insecure=settings.insecure_registry_hosts, access=settings.git_access())
+    resolver = Resolver.from_settings(settings)
 
     def recheck(request: DeployRequest) -> None:
         now = _now()

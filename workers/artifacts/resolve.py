@@ -19,6 +19,7 @@ from config.artifact import Artifact
 from config.errors import ReleasegateError, StaleRequest
 from config.git_access import GitAccess
 from config.policy import Policy
+from config.settings import Settings
 from workers.artifacts.registry import Registry, RegistryError, split_name
 from workers.artifacts.stores import chart_versions, git_tags
 from workers.state.request import DeployRequest
@@ -72,6 +73,11 @@ class Resolver:
     )
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _registries: dict[str, Registry] = field(default_factory=dict, init=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Resolver:
+        """Plain HTTP only where the settings allow it; Git tags read as the repositories are."""
+        return cls(insecure=settings.insecure_registry_hosts, access=settings.git_access())
 
     def resolve(self, app: str, artifact: Artifact, version: str) -> Resolved:
         return self.resolve_tag(app, artifact, artifact.tag(version))
