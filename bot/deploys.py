@@ -196,7 +196,8 @@ def _file(
     _check_limits(ctx, event, env)
     built = _artifacts(ctx, changes)
     spec = ctx.policy.environments[env]
-    diff = plan_changes(ctx.policy, repo.read, changes).diff()
+    digests = {b.app: b.digest for b in built}
+    diff = plan_changes(ctx.policy, repo.read, changes, digests).diff()
     now = ctx.clock()
     request = DeployRequest(
         id=new_request_id(),

@@ -264,8 +264,12 @@ class Pin(_Model):
     @field_validator("format")
     @classmethod
     def _one_placeholder(cls, value: str) -> str:
-        if value.count("{version}") != 1 or value.replace("{version}", "").count("{") > 0:
-            raise ValueError(f"{value!r} must contain {{version}} exactly once and no other braces")
+        rest = value.replace("{version}", "").replace("{digest}", "", 1)
+        if value.count("{version}") != 1 or "{" in rest or "}" in rest:
+            raise ValueError(
+                f"{value!r} must contain {{version}} exactly once, {{digest}} at most once, "
+                "and no other braces"
+            )
         return value
 
     @property

@@ -232,3 +232,48 @@ def test_check_config_asks_each_store_for_the_versions_the_pins_hold(
     done = _releasegate("check-config", env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"  awesome              prd        2.0.0 is {digest}" in done.stdout
+
+
+def test_pin_digest_writes_the_approved_digest_beside_the_tag(
+    policy_file: Path,
+    registry: Registry,
+    chat: Chat,
+    redis: Redis,
+    origin: Remote,
+    settings: object,
+) -> None:
+    """kustomize_image gets `newTag` and `digest` together; a yaml_path pin whose format names
+    `{digest}` gets both in one value."""
+    with_artifact(policy_file, f"{{image: {registry.host}/{IMAGE}, pin_digest: true}}")
+    text = policy_file.read_text().replace(
+        "        - {file: env/prd/kustomization.yml, configmap_literal: awesome-config/appVersion}",
+        "        - {file: env/prd/kustomization.yml, configmap_literal: awesome-config/appVersion,"
+        " format: '{version}@{digest}'}",
+    )
+    policy_file.write_text(text)
+    before = registry.push(IMAGE, "2.0.0")
+    digest = registry.push(IMAGE, "2.1.0")
+    work = origin.path.parent / "by-hand"
+    git("clone", "--quiet", str(origin.path), str(work))
+    kustomization = work / "env" / "prd" / "kustomization.yml"
+    kustomization.write_text(
+        kustomization.read_text().replace("appVersion=2.0.0", f"appVersion=2.0.0@{before}")
+    )
+    git("-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qam", "digests", cwd=work)
+    git("push", "--quiet", "origin", "main", cwd=work)
+    from bot.conversation import Conversation
+    from config.policy import parse_policy
+
+    policy = parse_policy(text)
+    chat = Chat(Conversation(policy, redis, chat.conversation.ctx.mirror))
+    reply = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    assert f"+    digest: {digest}" in reply.text, reply.text
+    chat.say("carol", "deploy-prd", "approve")
+    run_worker(redis)
+    assert RequestStore(redis).state(str(reply.request_id)) is RequestState.PUSHED, outbox(redis)
+    written = origin.file("env/prd/kustomization.yml").decode()
+    assert "    newTag: 2.1.0\n" in written
+    assert f"    digest: {digest}\n" in written
+    assert f"appVersion=2.1.0@{digest}" in written
+    status = chat.say("bob", "deploy-prd", "status awesome").text
+    assert "prd 2.1.0" in status  # the digest is written beside the version, not read as it

@@ -196,7 +196,8 @@ apps:
         parse_policy(base)
     assert err.value.problems == [
         "apps.a.pins.prd[0].regex: needs a named group (?P<version>...)",
-        "apps.a.pins.prd[2].format: 'v{major}' must contain {version} exactly once and no other braces",
+        "apps.a.pins.prd[2].format: 'v{major}' must contain {version} exactly once, {digest} "
+        "at most once, and no other braces",
     ]
     fixed = base.replace("'no-group'", "'(?P<version>x)'").replace("'v{major}'", "'v{version}'")
     with pytest.raises(PolicyError) as err:

@@ -105,7 +105,7 @@ def apply_one(
     there already hold it."""
     read = reader(checkouts)
     _check_not_moved(policy, read, request)
-    plan = plan_changes(policy, read, request.changes)
+    plan = plan_changes(policy, read, request.changes, {b.app: b.digest for b in request.artifacts})
     files = plan.changed_files(repository)
     if not files:
         return None

@@ -56,14 +56,24 @@ def _locate(text: str, pin: Pin) -> Span:
     return LOCATORS[pin.kind](text, pin.file, pin.target, pin.part)
 
 
+DIGEST = r"[A-Za-z][A-Za-z0-9]*:[0-9a-fA-F]{32,}"
+
+
 def _unformat(pin: Pin, written: str) -> str:
     if pin.format == "{version}" or not written:
         return written
-    before, after = pin.format.split("{version}")
-    match = re.fullmatch(re.escape(before) + "(.*)" + re.escape(after), written)
+    pattern = "".join(
+        "(?P<version>.*?)"
+        if part == "{version}"
+        else DIGEST
+        if part == "{digest}"
+        else re.escape(part)
+        for part in re.split(r"(\{version\}|\{digest\})", pin.format)
+    )
+    match = re.fullmatch(pattern, written)
     if match is None:
         raise PinError(f"{pin.describe()} holds {written!r}, which is not of the form {pin.format}")
-    return match.group(1)
+    return match.group("version")
 
 
 def read_version(text: str, pin: Pin) -> str:
@@ -103,8 +113,14 @@ def check_fits(pin: Pin, written: str) -> None:
         raise PinError(f"{pin.describe()} cannot hold {written!r}: it must be {rule[1]}")
 
 
-def write_version(text: str, pin: Pin, version: str) -> str:
-    written = pin.format.replace("{version}", version)
+def write_version(text: str, pin: Pin, version: str, digest: str = "") -> str:
+    """`text` with the pin holding `version` (and `digest`, where its format names one)."""
+    if "{digest}" in pin.format and not digest:
+        raise PinError(
+            f"{pin.describe()} writes {{digest}}, and its app's artifact gave none "
+            "(artifact.pin_digest)"
+        )
+    written = pin.format.replace("{version}", version).replace("{digest}", digest)
     check_fits(pin, written)
     return replace(text, locate(text, pin), written)
 

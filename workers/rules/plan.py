@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from config.errors import PinError
@@ -150,15 +150,28 @@ def same_change(shown: str, now: str) -> bool:
     return edits(shown) == edits(now)
 
 
-def plan_changes(policy: Policy, read: Reader, changes: Sequence[Change]) -> Plan:
-    """Apply `changes` to in-memory copies of the files; all pins resolve or this raises."""
+def plan_changes(
+    policy: Policy,
+    read: Reader,
+    changes: Sequence[Change],
+    digests: Mapping[str, str] | None = None,
+) -> Plan:
+    """Apply `changes` to in-memory copies of the files; all pins resolve or this raises.
+    `digests` (app -> the artifact's digest the request binds) are written too where the
+    app's artifact says `pin_digest`: beside an image's tag, and into `{digest}` formats."""
     plan = Plan(list(policy.repositories))
     for change in changes:
+        spec = policy.apps[change.app].artifact
+        digest = (digests or {}).get(change.app, "") if spec and spec.pin_digest else ""
         for pin in pins_of(policy, change.app, change.env):
             where = (pin.repository, pin.file)
             if where not in plan.before:
                 plan.before[where] = plan.after[where] = read(*where)
             text = plan.after[where]
-            if pins.read_version(text, pin) != change.new:
-                plan.after[where] = pins.write_version(text, pin, change.new)
+            if pins.read_version(text, pin) != change.new or "{digest}" in pin.format:
+                text = pins.write_version(text, pin, change.new, digest)
+            if digest and pin.kind == "kustomize_image" and pin.part_name == "tag":
+                beside = pin.model_copy(update={"part": "digest", "format": "{version}"})
+                text = pins.write_version(text, beside, digest)
+            plan.after[where] = text
     return plan
