@@ -259,6 +259,19 @@ def test_each_repositorys_deploy_key_and_forge_token_come_from_their_own_secrets
         render({**DEFAULTS, "git": {**git, "knownHosts": ""}})
 
 
+def test_registry_credentials_reach_the_bot_and_the_workers_as_a_docker_config() -> None:
+    values = {"artifacts": {"existingSecret": "regcred", "insecureRegistries": ["reg.lan:5000"]}}
+    objects = render({**DEFAULTS, **values})
+    for deployment in ("rg-releasegate-bot", "rg-releasegate-worker"):
+        pod = objects[f"Deployment/{deployment}"]["spec"]["template"]["spec"]
+        volume = {v["name"]: v for v in pod["volumes"]}["docker-config"]["secret"]
+        assert volume["secretName"] == "regcred"
+        assert volume["items"] == [{"key": ".dockerconfigjson", "path": "config.json"}]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["DOCKER_CONFIG"] == "/etc/releasegate/docker"
+        assert env["RELEASEGATE_INSECURE_REGISTRIES"] == "reg.lan:5000"
+
+
 def test_a_deploy_key_without_known_hosts_is_refused_at_render_unless_trust_on_first_use() -> None:
     """Argo CD renders the chart with `helm template`: a missing known_hosts is said there,
     not discovered as a man in the middle later."""

@@ -81,6 +81,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
       name: {{ .Values.rollout.argocd.existingSecret }}
       key: token
 {{- end }}
+{{- if .Values.artifacts.existingSecret }}
+- name: DOCKER_CONFIG
+  value: /etc/releasegate/docker
+{{- end }}
+{{- with .Values.artifacts.insecureRegistries }}
+- name: RELEASEGATE_INSECURE_REGISTRIES
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- if .Values.git.signing.existingSecret }}
 - name: RELEASEGATE_GIT_SIGNING_KEY
   value: /etc/releasegate/signing/signing-key
@@ -144,6 +152,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   mountPath: /etc/releasegate/git-keys/{{ .name }}
   readOnly: true
 {{- end }}
+{{- if .Values.artifacts.existingSecret }}
+- name: docker-config
+  mountPath: /etc/releasegate/docker
+  readOnly: true
+{{- end }}
 {{- if .Values.git.knownHosts }}
 - name: known-hosts
   mountPath: /etc/releasegate/known_hosts
@@ -167,6 +180,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   secret:
     secretName: {{ .Values.git.existingSecret }}
     defaultMode: 256  # 0o400, owner read only (decimal: YAML parsers disagree on 0400)
+{{- end }}
+{{- if .Values.artifacts.existingSecret }}
+- name: docker-config
+  secret:
+    secretName: {{ .Values.artifacts.existingSecret }}
+    items: [{key: .dockerconfigjson, path: config.json}]
+    defaultMode: 256  # 0o400, owner read only
 {{- end }}
 {{- range .Values.git.repositoryKeys }}
 - name: git-key-{{ .name }}
