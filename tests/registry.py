@@ -9,6 +9,7 @@ import hashlib
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,13 @@ class Registry:
     process: subprocess.Popen[bytes]
     port: int
     auth: tuple[str, str] | None = None
+    # With token authentication: a push token for a repository (the token service mints it).
+    push_token: Callable[[str], str] | None = None
+
+    def _headers(self, name: str, **more: str) -> dict[str, str]:
+        if self.push_token is None:
+            return more
+        return {"Authorization": f"Bearer {self.push_token(name)}", **more}
 
     @property
     def host(self) -> str:
@@ -35,7 +43,12 @@ class Registry:
 
     def _blob(self, name: str, data: bytes) -> dict[str, object]:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        started = requests.post(self._url(f"{name}/blobs/uploads/"), auth=self.auth, timeout=10)
+        started = requests.post(
+            self._url(f"{name}/blobs/uploads/"),
+            auth=self.auth,
+            headers=self._headers(name),
+            timeout=10,
+        )
         started.raise_for_status()
         location = started.headers["Location"]
         if location.startswith("/"):
@@ -44,7 +57,7 @@ class Registry:
         done = requests.put(
             f"{location}{sep}digest={digest}",
             data=data,
-            headers={"Content-Type": "application/octet-stream"},
+            headers=self._headers(name, **{"Content-Type": "application/octet-stream"}),
             auth=self.auth,
             timeout=10,
         )
@@ -79,7 +92,9 @@ class Registry:
         done = requests.put(
             self._url(f"{name}/manifests/{tag}"),
             data=data,
-            headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+            headers=self._headers(
+                name, **{"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+            ),
             auth=self.auth,
             timeout=10,
         )
@@ -95,8 +110,15 @@ class Registry:
                 self.process.kill()
 
 
-def start_registry(folder: Path, user: str | None = None, password: str = "") -> Registry:
-    """The registry on a free loopback port; with `user`, behind htpasswd basic auth."""
+def start_registry(
+    folder: Path,
+    user: str | None = None,
+    password: str = "",
+    auth_config: str = "",
+    push_token: Callable[[str], str] | None = None,
+) -> Registry:
+    """The registry on a free loopback port; with `user`, behind htpasswd basic auth; with
+    `auth_config`, behind that (token authentication, pushing with `push_token`)."""
     assert BINARY.exists(), "docker-registry is installed by .ci/run and scripts/test"
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -105,6 +127,7 @@ def start_registry(folder: Path, user: str | None = None, password: str = "") ->
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
         (folder / "htpasswd").write_text(f"{user}:{hashed}\n")
         auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {folder / 'htpasswd'}\n"
+    auth = auth_config or auth
     (folder / "config.yml").write_text(
         "version: 0.1\n"
         "log: {level: error}\n"
@@ -116,7 +139,7 @@ def start_registry(folder: Path, user: str | None = None, password: str = "") ->
     process = subprocess.Popen(
         [str(BINARY), "serve", str(folder / "config.yml")], stdout=log, stderr=subprocess.STDOUT
     )
-    registry = Registry(process, port, (user, password) if user else None)
+    registry = Registry(process, port, (user, password) if user else None, push_token)
     deadline = time.monotonic() + 20
     while True:
         try:

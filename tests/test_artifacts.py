@@ -16,9 +16,10 @@ import pytest
 from redis import Redis
 
 from config.artifact import Artifact
+from config.errors import ReleasegateError
 from tests.conftest import Chat, Remote, git, outbox, run_worker
 from tests.registry import Registry, docker_config, start_registry
-from workers.artifacts.resolve import Resolver
+from workers.artifacts.resolve import ArtifactMissing, Resolver
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
 
@@ -123,7 +124,9 @@ def test_a_registry_with_basic_auth_is_asked_with_the_docker_configs_credentials
         digest = locked.push(IMAGE, "2.1.0")
         artifact = Artifact(image=f"{locked.host}/{IMAGE}")
         monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "nobody"))
-        with pytest.raises(Exception, match="asks for a login, and the Docker config has none"):
+        with pytest.raises(
+            ReleasegateError, match="asks for a login, and the Docker config has none"
+        ):
             Resolver().resolve("awesome", artifact, "2.1.0")
         folder = docker_config(tmp_path / "docker", locked.host, "ci", "s3cret")
         monkeypatch.setenv("DOCKER_CONFIG", str(folder))
@@ -186,7 +189,7 @@ def test_a_helm_chart_is_checked_against_its_repositorys_index(tmp_path: Path) -
         found = Resolver().resolve("podinfo", artifact, "6.5.0")
         assert (found.digest, found.created) == ("sha256:" + "a" * 64, "2026-10-01T00:00:00Z")
         newest = re.escape("has no 7.0.0; the newest it has: 6.5.0, 6.4.1")
-        with pytest.raises(Exception, match=newest):
+        with pytest.raises(ReleasegateError, match=newest):
             Resolver().resolve("podinfo", artifact, "7.0.0")
     finally:
         server.shutdown()
@@ -277,3 +280,40 @@ def test_pin_digest_writes_the_approved_digest_beside_the_tag(
     assert f"appVersion=2.1.0@{digest}" in written
     status = chat.say("bob", "deploy-prd", "status awesome").text
     assert "prd 2.1.0" in status  # the digest is written beside the version, not read as it
+
+
+def test_a_registry_with_token_authentication_is_asked_with_a_token_from_its_realm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry answers 401 with a Bearer challenge; the token service takes the Docker
+    config's credentials and hands out a pull token for the repository asked about."""
+    from tests.token_service import SERVICE, TokenService
+
+    tokens = TokenService(tmp_path / "tokens", "ci", "s3cret")
+    guarded = start_registry(
+        tmp_path / "guarded",
+        auth_config=tokens.registry_config(),
+        push_token=lambda name: tokens.mint(name, ["pull", "push"]),
+    )
+    try:
+        digest = guarded.push(IMAGE, "2.1.0")
+        artifact = Artifact(image=f"{guarded.host}/{IMAGE}")
+        folder = docker_config(tmp_path / "docker", guarded.host, "ci", "s3cret")
+        monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+        assert Resolver().resolve("awesome", artifact, "2.1.0").digest == digest
+        assert tokens.asked[-1] == {"service": SERVICE, "scope": f"repository:{IMAGE}:pull"}
+        wrong = docker_config(tmp_path / "wrong", guarded.host, "ci", "guess")
+        monkeypatch.setenv("DOCKER_CONFIG", str(wrong))
+        with pytest.raises(ReleasegateError, match=r"token service refused \(401\)"):
+            Resolver().resolve("awesome", artifact, "2.1.0")
+    finally:
+        guarded.stop()
+        tokens.close()
+
+
+def test_a_chart_in_an_oci_registry_is_a_tag_there(registry: Registry) -> None:
+    digest = registry.push("charts/podinfo", "6.5.0")
+    artifact = Artifact(chart=f"oci://{registry.host}/charts/podinfo")
+    assert Resolver().resolve("podinfo", artifact, "6.5.0").digest == digest
+    with pytest.raises(ArtifactMissing, match=re.escape("has no 6.6.0; the newest it has: 6.5.0")):
+        Resolver().resolve("podinfo", artifact, "6.6.0")
