@@ -22,7 +22,7 @@ from workers.landing.mergerequests import repository_of
 from workers.logs import request_context
 from workers.rules.gates import check_open, check_prerelease, final_version, ran_upstream
 from workers.rules.history import rollback_target, versions_run
-from workers.rules.plan import current_version, plan_changes
+from workers.rules.plan import current_version, digests_held, plan_changes
 from workers.state import keys
 from workers.state.queue import enqueue_deploy, enqueue_forge
 from workers.state.request import Built, Change, DeployRequest, RequestState, new_request_id
@@ -160,9 +160,10 @@ def _check_limits(ctx: Context, event: ChatEvent, env: str) -> None:
         raise Refused(messages.too_fast(env, spec.requests_per_minute), "limit_rate")
 
 
-def _artifacts(ctx: Context, changes: list[Change]) -> tuple[Built, ...]:
+def _artifacts(ctx: Context, changes: list[Change], repo: View) -> tuple[Built, ...]:
     """Each change's artifact, asked of its store all at once: a version the store does not
-    have is refused, and so is one it cannot be asked about (unless `required: false`)."""
+    have is refused, and so is one it cannot be asked about (unless `required: false`). A
+    promotion whose upstream runs another digest under the same tag says so on the card."""
     wanted = [
         (c.app, artifact, c.new)
         for c in changes
@@ -179,8 +180,21 @@ def _artifacts(ctx: Context, changes: list[Change]) -> tuple[Built, ...]:
                 raise Refused(f"{app} {version}: {found}", "artifact_unreachable")
             log.warning("filed without asking %s: %s", artifact.describe(), found)
             continue
-        built.append(Built(**{**asdict(found), "app": app}))
+        upstream = _upstream_digest(ctx, changes, app, found.digest, repo)
+        built.append(Built(**{**asdict(found), "app": app, "upstream": upstream}))
     return tuple(built)
+
+
+def _upstream_digest(ctx: Context, changes: list[Change], app: str, digest: str, repo: View) -> str:
+    """`int sha256:…` when the environment promoted from runs another digest than `digest`."""
+    change = next(c for c in changes if c.app == app)
+    if not change.promoted_from:
+        return ""
+    upstream, _, ran = change.promoted_from.partition(" ")
+    if ran != change.new:
+        return ""  # int ran a release candidate of it: another tag, another artifact
+    held = digests_held(ctx.policy, repo.read, app, upstream)
+    return f"{upstream} {sorted(held)[0]}" if held and digest not in held else ""
 
 
 def _file(
@@ -194,7 +208,7 @@ def _file(
         except ReleasegateError as exc:
             raise Refused(str(exc), "spans_forge") from exc
     _check_limits(ctx, event, env)
-    built = _artifacts(ctx, changes)
+    built = _artifacts(ctx, changes, repo)
     spec = ctx.policy.environments[env]
     digests = {b.app: b.digest for b in built}
     diff = plan_changes(ctx.policy, repo.read, changes, digests).diff()

@@ -139,6 +139,12 @@ def artifact_lines(request: DeployRequest) -> list[str]:
         if built.source or built.revision:
             line += f", from {source_text(built.source, built.revision)}"
         lines.append(line)
+        if built.upstream:
+            env, _, digest = built.upstream.partition(" ")
+            lines.append(
+                f"⚠️ {env} runs {built.app} {inert(built.tag, 60)} as {digest[:19]}: the tag "
+                "names another image now"
+            )
     return lines
 
 

@@ -317,3 +317,38 @@ def test_a_chart_in_an_oci_registry_is_a_tag_there(registry: Registry) -> None:
     assert Resolver().resolve("podinfo", artifact, "6.5.0").digest == digest
     with pytest.raises(ArtifactMissing, match=re.escape("has no 6.6.0; the newest it has: 6.5.0")):
         Resolver().resolve("podinfo", artifact, "6.6.0")
+
+
+def test_a_promotion_says_when_the_upstream_runs_another_image_under_the_same_tag(
+    policy_file: Path, registry: Registry, chat: Chat, redis: Redis, origin: Remote
+) -> None:
+    """int took 2.1.0 as one digest; the tag was pushed again since. Promoting it to prd binds
+    the registry's digest of today, and the card says int runs another."""
+    with_artifact(policy_file, f"{{image: {registry.host}/{IMAGE}, pin_digest: true}}")
+    text = policy_file.read_text().replace(
+        "    approvals: 1\n", "    approvals: 1\n    promote_from: int\n", 1
+    )
+    policy_file.write_text(text)
+    first = registry.push(IMAGE, "2.1.0")
+    work = origin.path.parent / "by-hand"
+    git("clone", "--quiet", str(origin.path), str(work))
+    kustomization = work / "env" / "int" / "kustomization.yml"
+    kustomization.write_text(
+        kustomization.read_text()
+        .replace("newTag: 2.0.0", f"newTag: 2.1.0\n    digest: {first}")
+        .replace("appVersion=2.0.0", "appVersion=2.1.0")
+    )
+    git("-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qam", "int", cwd=work)
+    git("push", "--quiet", "origin", "main", cwd=work)
+    now = registry.push(IMAGE, "2.1.0", salt="rebuilt")
+    from bot.conversation import Conversation
+    from config.policy import parse_policy
+
+    policy = parse_policy(text)
+    chat = Chat(Conversation(policy, redis, chat.conversation.ctx.mirror))
+    reply = chat.say("alice", "deploy-prd", "promote awesome to prd")
+    assert reply.request_id, reply.text
+    assert f"📦 awesome 2.1.0 is {now[:19]}" in reply.text
+    assert f"⚠️ int runs awesome 2.1.0 as {first[:19]}: the tag names another image now" in (
+        reply.text
+    )

@@ -76,6 +76,22 @@ def _unformat(pin: Pin, written: str) -> str:
     return match.group("version")
 
 
+def read_digest(text: str, pin: Pin) -> str:
+    """The artifact digest the pin holds beside its version: an image entry's `digest`, or
+    the `{digest}` of its format; empty where it holds none."""
+    if "{digest}" in pin.format:
+        written = locate(text, pin).value
+        found = re.search(DIGEST, written)
+        return found.group(0) if found else ""
+    if pin.kind == "kustomize_image" and pin.part_name == "tag":
+        beside = pin.model_copy(update={"part": "digest", "format": "{version}"})
+        try:
+            return locate(text, beside).value
+        except PinError:
+            return ""
+    return ""
+
+
 def read_version(text: str, pin: Pin) -> str:
     """The version the pin holds; empty when the pin's key is missing and would be added."""
     return _unformat(pin, locate(text, pin).value)

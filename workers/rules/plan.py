@@ -63,6 +63,15 @@ def current_versions(policy: Policy, read: Reader, app: str, env: str) -> list[P
     return found
 
 
+def digests_held(policy: Policy, read: Reader, app: str, env: str) -> set[str]:
+    """The artifact digests `app`'s pins in `env` hold beside its version (pin_digest)."""
+    found = set()
+    for pin in pins_of(policy, app, env):
+        if digest := pins.read_digest(read(pin.repository, pin.file), pin):
+            found.add(digest)
+    return found
+
+
 MIXED = " | "  # between the versions of pins that disagree, in the policy's pin order
 
 

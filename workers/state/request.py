@@ -81,6 +81,8 @@ class Built(BaseModel):
     created: str = ""
     source: str = ""  # where it was built from (org.opencontainers.image.source)
     revision: str = ""  # the source commit (org.opencontainers.image.revision)
+    # A promotion whose upstream runs another digest under this tag: "int sha256:…".
+    upstream: str = ""
 
 
 class DeployRequest(BaseModel):
