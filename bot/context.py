@@ -21,6 +21,7 @@ from workers.git.mirrors import Mirrors
 from workers.rules.gates import Locks
 from workers.rules.identity import Identities, load_rocketchat_ids
 from workers.state import audit, outbox
+from workers.state.durability import Durability
 from workers.state.queue import enqueue_forge
 from workers.state.request import DeployRequest, RequestState, Result
 from workers.state.store import RETENTION, RequestStore
@@ -46,6 +47,8 @@ class Context:
     resolver: Resolver = field(default_factory=Resolver)
     store: RequestStore = field(init=False)
     locks: Locks = field(init=False)
+    # Whether a write reached a replica before a person is told it happened.
+    durability: Durability = field(init=False)
     # Rocket.Chat names in the policy -> user ids, as the bot last resolved them.
     rocketchat_ids: dict[str, str] = field(init=False)
     _identities: Identities | None = field(init=False, default=None)
@@ -53,6 +56,7 @@ class Context:
     def __post_init__(self) -> None:
         self.store = RequestStore(self.redis, self.retention)
         self.locks = Locks(self.redis)
+        self.durability = Durability(self.redis)
         try:
             self.rocketchat_ids = load_rocketchat_ids(self.redis)
         except RedisError:

@@ -53,6 +53,9 @@ from workers.state.store import RETENTION, RequestStore
 
 log = logging.getLogger(__name__)
 
+# What a person is told happened only once a replica has it.
+WRITES = (Deploy, DeployEnv, Promote, Rollback, Approve, Reject, Cancel, Lock, Unlock)
+
 
 class Conversation:
     def __init__(
@@ -79,7 +82,12 @@ class Conversation:
     def handle(self, event: ChatEvent) -> list[Reply]:
         """A message (or slash command) from a person."""
         REQUESTS.labels(event.platform, verb_of(event.text) or "unknown").inc()
-        return self._answer(event, lambda: self._dispatch(event, parse(event.text)))
+
+        def run() -> list[Reply]:
+            command = parse(event.text)
+            return self._confirmed(self._dispatch(event, command), isinstance(command, WRITES))
+
+        return self._answer(event, run)
 
     def react(
         self, event: ChatEvent, emoji: str, request_id: str, added: bool = True
@@ -89,7 +97,10 @@ class Conversation:
         if emoji in APPROVE_REACTIONS:
             if not added:
                 return self._answer(
-                    event, lambda: approvals.withdraw_approval(self.ctx, event, request_id)
+                    event,
+                    lambda: self._confirmed(
+                        approvals.withdraw_approval(self.ctx, event, request_id), writes=True
+                    ),
                 )
             command: Command = Approve(request_id)
             REQUESTS.labels(event.platform, "reaction").inc()
@@ -97,7 +108,9 @@ class Conversation:
             command = Reject(request_id, "")
         else:
             return []
-        return self._answer(event, lambda: self._dispatch(event, command))
+        return self._answer(
+            event, lambda: self._confirmed(self._dispatch(event, command), writes=True)
+        )
 
     def offer_rollback(self, request: DeployRequest, app: str) -> Reply:
         """After a degraded rollout, ask for the way back in the requester's name, in the
@@ -126,6 +139,17 @@ class Conversation:
             reply.request_id or reply.text,
         )
         return reply
+
+    def _confirmed(self, replies: list[Reply], writes: bool) -> list[Reply]:
+        """Replies that say something happened, once Redis confirmed it on a replica; else a
+        warning that it may not have been recorded (never that it was). Answers that wrote
+        nothing (status, help, refusals) wait for nothing."""
+        if not writes or not any(r.ok for r in replies):
+            return replies
+        if self.ctx.durability.confirmed():
+            return replies
+        about = next((r.about or r.request_id for r in replies if r.about or r.request_id), None)
+        return [Reply(messages.not_confirmed(about), ok=False, about=about)]
 
     def _answer(self, event: ChatEvent, run: Callable[[], list[Reply]]) -> list[Reply]:
         with request_context(actor=event.principal):

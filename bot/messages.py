@@ -335,6 +335,15 @@ def internal_error(ref: str) -> str:
     )
 
 
+def not_confirmed(request_id: str | None) -> str:
+    """A write Redis did not confirm on a replica in time: never said to have happened."""
+    check = f"`status {request_id}`" if request_id else "`status`"
+    return (
+        "⚠️ this may not have been recorded: Redis did not confirm it on a replica in time "
+        f"(a failover would lose it). Check with {check} before asking again"
+    )
+
+
 def store_unreachable(ref: str) -> str:
     return (
         f"releasegate cannot reach its Redis right now (reference {ref}), so this may not have "

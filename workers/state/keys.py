@@ -13,6 +13,7 @@ ACTIVE = f"{PREFIX}:active"  # requests a worker still owes an outcome (approved
 PENDING = f"{PREFIX}:pending"  # every pending request, by creation time
 PENDING_IN = f"{PREFIX}:pending:"  # + channel: the pending requests of one channel
 UNREPORTED = f"{PREFIX}:unreported"  # ended requests whose news was not posted yet
+DURABLE_PROBE = f"{PREFIX}:durable-probe"  # written, then waited for on a replica
 
 
 def request(request_id: str) -> str:
