@@ -39,6 +39,7 @@ from bot.live import live_lines
 from bot.reports import Links, OutboxConsumer
 from config.policy import Policy
 from config.settings import Settings
+from workers.state.leader import Leadership, led
 from workers.state.metrics import APPROVALS, REFUSALS, REQUESTS, RedisCollector
 from workers.state.queue import job_queue
 from workers.supervisor import Round, Supervisor
@@ -54,6 +55,14 @@ class Parts:
     loops: list[tuple[str, Round]] = field(default_factory=list)
     connect: list[Callable[[], None]] = field(default_factory=list)
     close: list[Callable[[], None]] = field(default_factory=list)
+    # Loops that run on one replica at a time, by name: this replica's claim on each.
+    leaders: dict[str, Leadership] = field(default_factory=dict)
+
+    def once_at_a_time(self, redis: Redis, name: str, one_round: Round, ttl: float) -> None:
+        """Supervise `one_round` here, run only while this replica holds its lease."""
+        self.leaders[name] = leadership = Leadership(redis, name, ttl)
+        self.loops.append((name, led(leadership, one_round)))
+        self.close.append(leadership.release)
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -152,14 +161,14 @@ def _rocketchat(
         offer_rollback=conversation.offer_rollback,
         links=links(settings, conversation),
     )
-    parts.loops += [
-        ("outbox-rocketchat", consumer.one_round),
-        ("rocketchat-ids", rocketchat.resolve_round),
-    ]
+    parts.loops.append(("outbox-rocketchat", consumer.one_round))
+    parts.once_at_a_time(redis, "rocketchat-ids", rocketchat.resolve_round, LEASE)
     if settings.rocketchat_poll:
-        # Without a webhook, poll for messages too; with one, only for reactions.
+        # Without a webhook, poll for messages too; with one, only for reactions. One replica
+        # reads the channels at a time; another takes over within LEASE when it dies.
         messages_too = settings.rocketchat_webhook_token is None
-        parts.loops.append(("rocketchat-poller", partial(rocketchat.poll_round, messages_too)))
+        poll = partial(rocketchat.poll_round, messages_too)
+        parts.once_at_a_time(redis, "rocketchat-poller", poll, LEASE)
     expected = settings.rocketchat_webhook_token
     if expected is None:
         return _not_configured("Rocket.Chat webhook")
@@ -227,7 +236,8 @@ def create_app(
     if conversation.ctx.live is None:
         conversation.ctx.live = partial(live_lines, conversation, settings)
     supervisor = Supervisor()
-    parts = Parts(loops=[("expiry", partial(_expire_round, conversation))])
+    parts = Parts()
+    parts.once_at_a_time(redis, "expiry", partial(_expire_round, conversation), LEASE)
     slack_events = _slack(settings, conversation, executor, parts)
     rocketchat_webhook = _rocketchat(settings, conversation, executor, parts)
 
@@ -249,7 +259,9 @@ def create_app(
             return JSONResponse({"status": "git: first fetch"}, status_code=503)
         if down := supervisor.down():
             return JSONResponse({"status": "loops down", "loops": down}, status_code=503)
-        return JSONResponse({"status": "ready", "apps": len(policy.apps)})
+        # Which once-at-a-time loops this replica runs now (the Rocket.Chat poller's lease).
+        leads = sorted(name for name, lead in parts.leaders.items() if lead.holding)
+        return JSONResponse({"status": "ready", "apps": len(policy.apps), "leads": leads})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -336,6 +348,7 @@ def platforms(settings: Settings) -> list[str]:
 
 
 EXPIRY_ROUND = 5.0  # seconds between looks for pending requests whose time ran out
+LEASE = 6.0  # seconds a dead replica's once-at-a-time loop waits to be taken over
 SLACK_GROUPS_EVERY = 20.0  # seconds between readings of the policy's Slack user groups
 
 

@@ -54,6 +54,11 @@ def lock(env: str) -> str:
 
 
 # Push lanes: one per repository branch.
+def leader(loop: str) -> str:
+    """Which bot replica runs `loop` (the Rocket.Chat poller, expiry): a lease."""
+    return f"{PREFIX}:leader:{loop}"
+
+
 def lane_lease(lane: str) -> str:
     return f"{PREFIX}:lane:{lane}:lease"
 
