@@ -15,6 +15,8 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.socket_mode.request import SocketModeRequest
 
@@ -705,3 +707,57 @@ def test_an_approver_taken_out_of_the_slack_user_group_no_longer_counts_at_the_c
     assert result is not None
     assert "slack:UDAVE is no longer an approver of prd" in result.message
     assert origin.count() == 1
+
+
+def test_the_same_delivery_to_two_replicas_is_handled_once(
+    slack: SlackWorld, redis: Redis, settings: Settings
+) -> None:
+    """Slack may deliver a command or an event to any replica, and again to another: the
+    deliveries are told apart in the Redis they share."""
+    conversation = slack.conversation
+    other = create_app(Settings(), conversation.policy, redis, conversation)
+    with http_server(other) as other_url:
+        second = SlackWorld(other_url, slack.fake, redis, conversation, other.state.chat_work)
+        slack.command("UALICE", "CPRD", "awesome 2.1.0 to prd", trigger="T-BOTH")
+        second.command("UALICE", "CPRD", "awesome 2.1.0 to prd", trigger="T-BOTH")
+        slack.fake.wait_for("chat.postMessage")
+        slack.settle()
+        second.settle()
+        assert len(slack.store.pending_all()) == 1
+        _, ts = slack.card()
+        slack.reaction("UCAROL", "CPRD", ts, "white_check_mark", event_id="EvBOTH")
+        second.reaction("UCAROL", "CPRD", ts, "white_check_mark", event_id="EvBOTH")
+        slack.fake.wait_for("chat.update")
+        slack.settle()
+        second.settle()
+    assert len(slack.fake.called("chat.update")) == 1
+    posted = [p.get("text", "") for p in slack.fake.called("chat.postMessage")]
+    assert len([t for t in posted if t.startswith("Deploy awesome")]) == 1  # one card
+    assert len([t for t in posted if "approved by" in t]) == 1  # one approval told
+
+
+def test_a_reaction_or_a_button_while_redis_is_unreachable_is_answered(
+    fake_slack: tuple[FakeSlack, str],
+    remote: Path,
+    policy_file: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Never silence: the person who reacted or clicked is told Redis cannot be reached."""
+    fake, api_url = fake_slack
+    policy_file.write_text(SLACK_POLICY.format(url=remote.as_uri()))
+    monkeypatch.setenv("RELEASEGATE_SLACK_BOT_TOKEN", "xoxb-test-token")
+    monkeypatch.setenv("RELEASEGATE_SLACK_SIGNING_SECRET", SECRET)
+    monkeypatch.setenv("RELEASEGATE_SLACK_API_URL", api_url)
+    settings = Settings()
+    policy = parse_policy(policy_file.read_text())
+    gone = Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    conversation = Conversation(policy, gone, Mirrors.of(policy, settings.workdir, freshness=0))
+    app = create_app(settings, policy, gone, conversation)
+    with http_server(app) as url:
+        world = SlackWorld(url, fake, gone, conversation, app.state.chat_work)
+        assert world.reaction("UCAROL", "CPRD", "1700000001.000100", "white_check_mark").is_success
+        assert world.button("UCAROL", "CPRD", "1700000001.000100", "RABCDEF").is_success
+        told = fake.wait_for("chat.postEphemeral", count=2)
+    assert {t["user"] for t in told} == {"UCAROL"}
+    assert all("cannot reach its Redis right now" in t["text"] for t in told)

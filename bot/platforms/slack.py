@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import RedisError
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
@@ -141,12 +143,26 @@ class SlackAdapter:
         user: str,
         channel: str,
     ) -> None:
-        """Events are acknowledged by Bolt already: run `work` on our pool, or say we are busy."""
-        if not self.executor.submit(work, body, event):
+        """Events are acknowledged by Bolt already: run `work` on our pool, or say we are busy.
+        Redis unreachable on the way (the delivery check, the card's request) is said to the
+        person too: a reaction is never met with silence."""
+
+        def guarded(body: dict[str, Any], event: dict[str, Any]) -> None:
             try:
-                self.poster.ephemeral(f"slack:{channel}", user, messages.busy())
-            except PostFailed as exc:
-                log.warning("could not say we are busy: %s", exc)
+                work(body, event)
+            except RedisError as exc:
+                ref = secrets.token_hex(4)
+                log.error("Redis is unreachable handling a Slack event (ref %s): %s", ref, exc)
+                self._tell(channel, user, messages.store_unreachable(ref))
+
+        if not self.executor.submit(guarded, body, event):
+            self._tell(channel, user, messages.busy())
+
+    def _tell(self, channel: str, user: str, text: str) -> None:
+        try:
+            self.poster.ephemeral(f"slack:{channel}", user, text)
+        except PostFailed as exc:
+            log.warning("could not tell %s: %s", user, exc)
 
     def on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("subtype") or event.get("bot_id") or "user" not in event:
@@ -169,12 +185,8 @@ class SlackAdapter:
 
     def on_button(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        if not self.executor.submit(self._button, body):
-            channel = body.get("channel", {}).get("id", "")
-            try:
-                self.poster.ephemeral(f"slack:{channel}", body["user"]["id"], messages.busy())
-            except PostFailed as exc:
-                log.warning("could not say we are busy: %s", exc)
+        channel = body.get("channel", {}).get("id", "")
+        self._later(lambda body, _event: self._button(body), body, {}, body["user"]["id"], channel)
 
     def _message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         text = event.get("text", "")
