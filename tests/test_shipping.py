@@ -342,3 +342,35 @@ def test_the_readme_is_a_front_door_and_its_links_lead_somewhere() -> None:
     for doc in (ROOT / "docs").glob("*.md"):
         for page in re.findall(r"\]\(([^)#:]+)\)", doc.read_text()):
             assert (doc.parent / page).exists(), f"{doc.name}: {page}"
+
+
+def test_the_high_availability_values_render_sentinels_replicas_budgets_and_spread() -> None:
+    objects = render({**DEFAULTS, "redis": {**DEFAULTS["redis"], "sentinel": {"enabled": True}}})
+    redis = objects["StatefulSet/rg-releasegate-redis"]["spec"]
+    assert redis["replicas"] == 3
+    pod = redis["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["redis", "sentinel"]
+    for each in pod["containers"]:  # the start scripts are shell that parses
+        script = each["args"][0]
+        checked = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
+        assert checked.returncode == 0, checked.stderr
+    assert "--replicaof" in pod["containers"][0]["args"][0]
+    assert "sentinel monitor $m $master 6379 2" in pod["containers"][1]["args"][0]
+    service = objects["Service/rg-releasegate-redis"]["spec"]
+    assert {p["name"] for p in service["ports"]} == {"redis", "sentinel"}
+    assert service["publishNotReadyAddresses"] is True
+    bot = objects["Deployment/rg-releasegate-bot"]["spec"]
+    assert bot["replicas"] == 2
+    env = {e["name"]: e.get("value") for e in container(objects, "rg-releasegate-bot")["env"]}
+    hosts = [f"rg-releasegate-redis-{n}.rg-releasegate-redis:26379" for n in range(3)]
+    assert env["RELEASEGATE_REDIS_SENTINELS"] == ",".join(hosts)
+    assert env["RELEASEGATE_REDIS_SENTINEL_MASTER"] == "mymaster"
+    for name in ("bot", "worker", "redis"):
+        assert f"PodDisruptionBudget/rg-releasegate-{name}" in objects
+    spread = bot["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = spread["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "bot"
+    single = render(DEFAULTS)
+    assert single["Deployment/rg-releasegate-bot"]["spec"]["replicas"] == 1
+    assert "PodDisruptionBudget/rg-releasegate-bot" not in single
+    assert single["StatefulSet/rg-releasegate-redis"]["spec"]["replicas"] == 1

@@ -64,6 +64,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
       name: {{ include "releasegate.redisSecret" . }}
       key: redis-password
 {{- end }}
+{{- if .Values.redis.sentinel.enabled }}
+- name: RELEASEGATE_REDIS_SENTINELS
+  value: {{ include "releasegate.sentinels" . | quote }}
+- name: RELEASEGATE_REDIS_SENTINEL_MASTER
+  value: {{ .Values.redis.sentinel.masterName | quote }}
+{{- if .Values.redis.enabled }}
+- name: RELEASEGATE_REDIS_SENTINEL_PASSWORD
+  value: "$(REDIS_PASSWORD)"
+{{- end }}
+{{- end }}
 - name: RELEASEGATE_REDIS_URL
 {{- if .Values.redis.enabled }}
   value: "redis://:$(REDIS_PASSWORD)@{{ include "releasegate.fullname" . }}-redis:6379/0"
@@ -207,7 +217,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{- /* The sentinels the bot and the workers ask for the master: the bundled pods' or yours. */ -}}
+{{- define "releasegate.sentinels" -}}
+{{- if .Values.redis.enabled -}}
+{{- $name := printf "%s-redis" (include "releasegate.fullname" .) -}}
+{{- $hosts := list -}}
+{{- range $i := until (int .Values.redis.sentinel.replicas) -}}
+{{- $hosts = append $hosts (printf "%s-%d.%s:26379" $name $i $name) -}}
+{{- end -}}
+{{- join "," $hosts -}}
+{{- else -}}
+{{- required "redis.sentinel.externalSentinels is required with redis.enabled=false" .Values.redis.sentinel.externalSentinels -}}
+{{- end -}}
+{{- end }}
+
 {{- define "releasegate.podExtras" -}}
+{{- $component := .component | default "" -}}
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
@@ -220,12 +245,47 @@ nodeSelector:
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- if .Values.affinity }}
 affinity:
-  {{- toYaml . | nindent 2 }}
+  {{- toYaml .Values.affinity | nindent 2 }}
+{{- else if and .Values.spreadOverNodes .component }}
+# Each component's pods on different nodes where the cluster can: a node's loss takes one.
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              app.kubernetes.io/name: {{ include "releasegate.name" . }}
+              app.kubernetes.io/instance: {{ .Release.Name }}
+              app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
 {{- define "releasegate.checksums" -}}
 checksum/config: {{ include (print $.Template.BasePath "/configmap-policy.yaml") . | sha256sum }}
+{{- end }}
+
+{{- define "releasegate.botReplicas" -}}
+{{- if kindIs "invalid" .Values.bot.replicas -}}
+{{- if .Values.redis.sentinel.enabled }}2{{ else }}1{{ end -}}
+{{- else -}}
+{{- .Values.bot.replicas -}}
+{{- end -}}
+{{- end }}
+
+{{- /* Shell: $self is this pod's name; $master the master the sentinels name, else pod 0. */ -}}
+{{- define "releasegate.findMaster" -}}
+{{- $name := printf "%s-redis" (include "releasegate.fullname" .) -}}
+self="$(hostname).{{ $name }}"
+master=""
+for i in $(seq 0 {{ sub (int .Values.redis.sentinel.replicas) 1 }}); do
+  master=$(redis-cli -h "{{ $name }}-$i.{{ $name }}" -p 26379 -a "$REDIS_PASSWORD" \
+    --no-auth-warning sentinel get-master-addr-by-name {{ .Values.redis.sentinel.masterName }} \
+    2>/dev/null | head -n 1)
+  [ -n "$master" ] && break
+done
+[ -n "$master" ] || master="{{ $name }}-0.{{ $name }}"
 {{- end }}
