@@ -134,6 +134,11 @@ class _Landing:
     policy: Policy
     outcomes: dict[str, Result] = field(default_factory=dict)
     landed: dict[str, dict[str, str]] = field(default_factory=dict)  # request -> repo -> sha
+    # Whether the branches' history was searched for the requests' trailers in this call,
+    # and whether a push since may have landed unseen (it errored): then it is searched again.
+    # A push the remote rejected landed nothing, so a lost race needs no new search.
+    searched: bool = False
+    unsure: bool = False
 
     def end(self, request: DeployRequest, result: Result) -> None:
         """End `request` as `result`; where part of it landed already, say exactly what."""
@@ -256,15 +261,17 @@ def _prepare(
 ) -> tuple[list[DeployRequest], dict[str, list[tuple[DeployRequest, str]]]]:
     """Commit every request's part in every repository where it has not landed yet, on top of
     the fetched heads. Returns the requests still going, and the commits by repository."""
-    search = any(hooks.maybe_pushed(request) for request in todo)
+    search = (not state.searched or state.unsure) and any(hooks.maybe_pushed(r) for r in todo)
     found = {name: checkouts[name].request_commits() if search else {} for name in heads}
+    state.searched, state.unsure = True, False
     committed: dict[str, list[tuple[DeployRequest, str]]] = {name: [] for name in heads}
+    tips = dict(heads)  # each working tree's head as the requests are committed on it
     ready = []
     for request in todo:
         with request_context(**context(request)):
             landed = state.landed[request.id]
             names = policy.repositories_for(request.changes)
-            good = {name: checkouts[name].head() for name in names}
+            good = {name: tips[name] for name in names}
             mine: dict[str, str] = {}
             try:
                 for name in names:
@@ -288,6 +295,7 @@ def _prepare(
                 continue
             for name, sha in mine.items():
                 committed[name].append((request, sha))
+                tips[name] = sha
             ready.append(request)
     return ready, committed
 
@@ -320,6 +328,7 @@ def _land(
             message = f"the remote refused the push: {exc}"
             return _drop(todo, requests, message, state), True
         except RemoteUnreachable as exc:
+            state.unsure = True  # whatever it says, look at the branch's history next time
             if not _landed_anyway(checkout):
                 return _drop(todo, requests, str(exc), state), True
             log.warning("the push reported %s, but the remote has our commits", exc)
