@@ -52,12 +52,15 @@ def git(*args: str, cwd: Path | None = None, quiet: bool = True) -> str:
     return done.stdout or ""
 
 
-def generate(remote: Path, files: int, commits: int) -> None:
-    """A bare repository of `files` files and `commits` commits, written by `git fast-import`."""
+def generate(
+    remote: Path, files: int, commits: int, apps: int = APPS, int_tag: str = "1.0.0"
+) -> None:
+    """A bare repository of `files` files and `commits` commits, written by `git fast-import`
+    (`apps` apps pinned in int and prd, prd at 1.0.0 and int at `int_tag`)."""
     git("init", "--quiet", "--bare", "--initial-branch=main", str(remote))
     git("config", "uploadpack.allowFilter", "true", cwd=remote)  # as GitHub and GitLab do
     start = int(time.time()) - 3 * YEAR
-    pinned = [f"apps/app{n:03d}/values-{env}.yaml" for n in range(APPS) for env in ("int", "prd")]
+    pinned = [f"apps/app{n:03d}/values-{env}.yaml" for n in range(apps) for env in ("int", "prd")]
     filler = [
         f"clusters/c{n % 7}/team{n % 40}/svc{n}/deployment.yaml" for n in range(files - len(pinned))
     ]
@@ -83,8 +86,9 @@ def generate(remote: Path, files: int, commits: int) -> None:
         if number == 0:
             for path in pinned:
                 app = path.split("/")[1]
+                tag = int_tag if path.endswith("-int.yaml") else "1.0.0"
                 out.write(b"M 100644 inline %s\n" % path.encode())
-                out.write(blob(f"# {app}\nimage:\n  repository: acme/{app}\n  tag: 1.0.0\n"))
+                out.write(blob(f"# {app}\nimage:\n  repository: acme/{app}\n  tag: {tag}\n"))
             for path in filler:
                 out.write(b"M 100644 inline %s\n" % path.encode())
                 out.write(blob(manifest(path, 0)))
