@@ -391,8 +391,13 @@ class Policy(_Model):
 
     def repositories_for(self, changes: Iterable[AppEnv]) -> list[str]:
         """The repositories that pins of `changes` (each with `.app` and `.env`) live in, in
-        the policy's order."""
-        pins = [pin for c in changes for pin in self.apps[c.app].pins.get(c.env, [])]
+        the policy's order; none for changes the policy no longer pins."""
+        pins = [
+            pin
+            for c in changes
+            if c.app in self.apps
+            for pin in self.apps[c.app].pins.get(c.env, [])
+        ]
         return self.repositories_of(pins)
 
     def lands_by_merge_request(self, changes: Iterable[AppEnv]) -> bool:

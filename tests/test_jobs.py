@@ -406,3 +406,18 @@ def test_the_workers_first_clone_is_blobless_where_the_remote_allows_and_full_wh
     second = approved_prd_request(chat, "2.2.0")  # and the next deploy from the same store
     run_worker(redis)
     assert RequestStore(redis).state(second) is RequestState.PUSHED
+
+
+def test_a_request_whose_app_the_policy_no_longer_pins_fails_and_commits_nothing(
+    chat: Chat, redis: Redis, origin: Remote, settings: Settings, policy_file: Path
+) -> None:
+    request_id = approved_prd_request(chat)
+    text = policy_file.read_text()
+    start = text.index("      prd:\n        - {file: env/prd/kustomization.yml")
+    end = text.index("\n", text.index("configmap_literal", start)) + 1
+    policy_file.write_text(text[:start] + text[end:])
+    run_worker(redis)
+    assert RequestStore(redis).state(request_id) is RequestState.FAILED
+    [told] = outbox(redis)
+    assert "the policy no longer pins awesome in prd; nothing landed" in told
+    assert origin.count() == 1

@@ -25,7 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from config.errors import PushRejected, ReleasegateError, RemoteUnreachable, StaleRequest
+from config.errors import (
+    PinError,
+    PushRejected,
+    ReleasegateError,
+    RemoteUnreachable,
+    StaleRequest,
+)
 from config.policy import Policy
 from workers.git.checkout import Checkout
 from workers.landing.commit import commit_message
@@ -239,6 +245,12 @@ def _sync(
     """Fetch every repository the requests need; a request needing one that cannot be read
     (or whose head is not trusted) ends here. Returns the heads, and the requests left."""
     heads: dict[str, str] = {}
+    for request in todo:
+        if not policy.repositories_for(request.changes):
+            apps = ", ".join(c.app for c in request.changes)
+            why = PinError(f"the policy no longer pins {apps} in {request.env}; nothing landed")
+            state.end(request, failed(why))
+    todo = [r for r in todo if r.id not in state.outcomes]
     for name in _repositories(policy, todo):
         try:
             heads[name] = checkouts[name].sync()
