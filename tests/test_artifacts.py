@@ -352,3 +352,13 @@ def test_a_promotion_says_when_the_upstream_runs_another_image_under_the_same_ta
     assert f"⚠️ int runs awesome 2.1.0 as {first[:19]}: the tag names another image now" in (
         reply.text
     )
+
+
+def test_plain_http_is_used_only_for_loopback_and_the_registries_named_insecure() -> None:
+    from workers.artifacts.registry import Registry as Client
+
+    assert Client("registry.acme.example").base == "https://registry.acme.example"
+    assert Client("127.0.0.1:5000").base == "http://127.0.0.1:5000"
+    assert Client("localhost:5000").base == "http://localhost:5000"
+    lan = Client("registry.lan:5000", insecure=("registry.lan:5000",))
+    assert lan.base == "http://registry.lan:5000"
