@@ -12,6 +12,7 @@ once instead of after a half-second pause.
 from __future__ import annotations
 
 import logging
+import time
 
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode.websocket_client import SocketModeHandler
@@ -37,6 +38,23 @@ class _Client(SocketModeClient):
         # The reader thread starts a new link's loop this long after the old one ended
         # (0.5 s by default: a command sent right after a refresh would wait for it).
         self.current_session_runner.interval_seconds = NEXT_LINK_WAIT
+        self._reading: object | None = None  # the link the reader thread is in now
+        self._opened_at = 0.0
+
+    def connect(self) -> None:
+        self._opened_at = time.monotonic()
+        super().connect()
+
+    def _monitor_current_session(self) -> None:
+        """The library's watchdog opens a new link when the current one has no socket; a link
+        just opened has none until its reader connects it, and replacing it then races the
+        reader (which may go on reading the replaced link while the new one is never read).
+        A link being read, or opened moments ago, is left to its reader."""
+        session = self.current_session
+        young = time.monotonic() - self._opened_at < PING_INTERVAL
+        if session is not None and (session is self._reading or young):
+            return
+        super()._monitor_current_session()  # type: ignore[no-untyped-call]  # slack_sdk: untyped
 
     def _run_current_session(self) -> None:
         """Read the current link until it ends; what the library does, with a ping deadline
@@ -44,6 +62,8 @@ class _Client(SocketModeClient):
         session = self.current_session
         if session is None:
             return
+        self._reading = session
+        log.info("reading a new Socket Mode link")
         try:
             session.run_forever(
                 ping_interval=self.ping_interval,
@@ -56,6 +76,8 @@ class _Client(SocketModeClient):
         except Exception as exc:  # the library's own reader does the same: close, go on
             log.warning("the Socket Mode link failed: %s", exc)
             session.close()
+        finally:
+            self._reading = None
 
 
 class _Handler(SocketModeHandler):
