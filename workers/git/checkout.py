@@ -365,7 +365,15 @@ class Checkout:
                 raise PinError(f"{where} is a symbolic link; releasegate does not follow links")
         return path
 
-    def commit(self, message: str, files: list[str], env: dict[str, str] | None = None) -> str:
+    def commit(
+        self,
+        message: str,
+        files: list[str],
+        env: dict[str, str] | None = None,
+        parent: str | None = None,
+    ) -> str:
+        """Commit `files` as they are in the working tree on top of HEAD (or of `parent`, the
+        commit the caller knows HEAD to be: one git process fewer); HEAD moves to it."""
         name, email = self.repository.author[:-1].split(" <", 1)
         identity = {
             "GIT_AUTHOR_NAME": name,
@@ -384,7 +392,7 @@ class Checkout:
             # Plumbing, not `git commit`: on a tree of thousands of files, staging just our
             # files and writing the tree from the index's cache skips a scan of them all.
             here = Path(self.path)
-            parent = self._git("rev-parse", "--verify", "HEAD", cwd=here)
+            parent = parent or self._git("rev-parse", "--verify", "HEAD", cwd=here)
             self._git("update-index", "--", *files, cwd=here, env=identity)
             tree = self._git("write-tree", cwd=here)
             sign = (

@@ -51,9 +51,12 @@ from workers.state.request import DeployRequest, RequestState, Result
 
 log = logging.getLogger(__name__)
 
-# Outside pushers only (workers never race each other): a busy one, on a busy host.
-MAX_RACE_ATTEMPTS = 20
-RACE_JITTER = 0.05  # seconds, times the attempt number
+# Outside pushers only (workers never race each other): a busy one (a bot bumping images
+# several times a second), on a busy host where one attempt takes as long as its cadence.
+# The random waits between attempts grow, so some attempt falls into a gap of its beat.
+MAX_RACE_ATTEMPTS = 50
+RACE_JITTER = 0.05  # seconds, times the attempt number (at most MAX_JITTER)
+MAX_JITTER = 1.0
 
 
 @dataclass
@@ -106,9 +109,10 @@ def apply_one(
     request: DeployRequest,
     hooks: BatchHooks,
     repository: str,
+    parent: str | None = None,
 ) -> str | None:
-    """Commit `request`'s part in `repository` on top of its working tree; None when the pins
-    there already hold it."""
+    """Commit `request`'s part in `repository` on top of its working tree (whose HEAD is
+    `parent`, where the caller knows it); None when the pins there already hold it."""
     read = reader(checkouts)
     _check_not_moved(policy, read, request)
     plan = plan_changes(policy, read, request.changes, {b.app: b.digest for b in request.artifacts})
@@ -130,7 +134,8 @@ def apply_one(
             sandbox=hooks.sandbox.with_network(env.validate_network),
         )
     hooks.recheck(request)
-    return checkout.commit(commit_message(request, hooks.approvers(request)), files)
+    message = commit_message(request, hooks.approvers(request))
+    return checkout.commit(message, files, parent=parent)
 
 
 @dataclass
@@ -212,7 +217,8 @@ def apply_batch(
             # A little random wait from the second loss on: an outside writer that pushes on
             # a steady beat would otherwise win every race that starts at the same point.
             if attempt > 1:
-                time.sleep(random.uniform(0, RACE_JITTER * attempt))  # noqa: S311 - not a secret
+                wait = min(MAX_JITTER, RACE_JITTER * attempt)
+                time.sleep(random.uniform(0, wait))  # noqa: S311 - not a secret
             continue
         log.info(
             "pushed %d commit(s) after %d attempt(s): fetch and apply %.0f ms, push %.0f ms",
@@ -297,17 +303,18 @@ def _prepare(
                         continue
                     if sha:
                         log.warning("%s carries the request's trailer, but %s", sha[:7], why)
-                    if made := apply_one(policy, checkouts, request, hooks, name):
+                    if made := apply_one(policy, checkouts, request, hooks, name, tips[name]):
                         mine[name] = made
+                        tips[name] = made
             except ReleasegateError as exc:
                 log.warning("dropped from the batch: %s", exc)
                 for name, head in good.items():
                     checkouts[name].reset_to(head)
+                tips.update(good)  # its commits in earlier repositories are dropped too
                 state.end(request, failed(exc))
                 continue
             for name, sha in mine.items():
                 committed[name].append((request, sha))
-                tips[name] = sha
             ready.append(request)
     return ready, committed
 
