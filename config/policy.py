@@ -11,11 +11,10 @@ import difflib
 import re
 import shlex
 from collections.abc import Iterable
-from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import (
     BaseModel,
@@ -31,8 +30,9 @@ from ruamel.yaml.error import YAMLError
 from config.artifact import Artifact
 from config.durations import Duration
 from config.errors import PolicyError, VersionError
-from config.git_access import GitAccess
+from config.pin import Pin
 from config.principals import ChannelRef, Principal
+from config.repository import MergeRequestSpec, Repository
 from config.rollout import ArgoCDRollout, FluxRollout, Rollout
 from config.text import inert
 from config.windows import Window
@@ -50,6 +50,10 @@ SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]{0,127}")
 SAFE_VERSION_RULE = "letters, digits and . _ + - :, starting with a letter or digit, at most 128"
 
 
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class AppEnv(Protocol):
     """What names an app in an environment (a request's change)."""
 
@@ -58,81 +62,6 @@ class AppEnv(Protocol):
 
     @property
     def env(self) -> str: ...
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-FORGE_TOKEN_ENV = "RELEASEGATE_FORGE_TOKEN"  # noqa: S105 - a variable's name, not a secret
-
-
-class MergeRequestSpec(_Model):
-    forge: Literal["github", "gitlab"]
-    api_url: str = Field(pattern=r"^https?://")
-    project: str = Field(min_length=1, max_length=300)  # GitHub owner/repo; GitLab path or id
-    merge_method: Literal["merge", "squash", "rebase"] = "squash"
-    # The environment variable holding this forge's token (one per repository where they differ).
-    token_env: str = Field(default=FORGE_TOKEN_ENV, pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")
-
-
-class Repository(_Model):
-    url: str
-    branch: str = "main"
-    author: str = "releasegate <releasegate@localhost>"
-    # Every commit must be signed: a worker without RELEASEGATE_GIT_SIGNING_KEY refuses to start.
-    require_signed: bool = False
-    # An SSH allowed-signers file: never commit on top of a head that does not verify against it.
-    trusted_signers: Path | None = None
-    # Land through the forge's pull (merge) requests instead of pushing to the branch.
-    merge_request: MergeRequestSpec | None = None
-    # A commit's web page, `{sha}` filled in; derived for GitHub, GitLab and Bitbucket URLs.
-    web_url: str | None = Field(default=None, pattern=r"^https?://[^\s<>|]*\{sha\}[^\s<>|]*$")
-    # This repository's deploy key, where it differs from RELEASEGATE_GIT_SSH_KEY.
-    ssh_key: Path | None = None
-    # Run the environment's `validate` command in this repository's tree (a Kustomize check
-    # means nothing in a repository of Terraform files).
-    validate_here: bool = Field(default=True, alias="validate")
-    # A reconciler (Argo CD, Flux) watches this repository; false for one a pipeline applies
-    # (Terraform): an environment's `rollout` does not follow its apps, a push is the end.
-    reconciled: bool = True
-
-    def access(self, base: GitAccess) -> GitAccess:
-        """How git reaches this repository: the process's host keys, this repository's key."""
-        return replace(base, ssh_key=self.ssh_key) if self.ssh_key is not None else base
-
-    def commit_url(self, sha: str) -> str | None:
-        """Where people see commit `sha` in a browser, if we can tell."""
-        if self.web_url:
-            return self.web_url.replace("{sha}", sha)
-        found = re.fullmatch(
-            r"(?:[a-z+]+://)?(?:[^@/]+@)?([A-Za-z0-9.-]+)(?::\d+)?[:/]([\w.-]+(?:/[\w.-]+)+?)(?:\.git)?/?",
-            self.url,
-        )
-        if found is None:
-            return None
-        host, path = found.group(1).lower(), found.group(2).removesuffix(".git")
-        if "github" in host:
-            return f"https://{host}/{path}/commit/{sha}"
-        if "gitlab" in host:
-            return f"https://{host}/{path}/-/commit/{sha}"
-        if "bitbucket" in host:
-            return f"https://{host}/{path}/commits/{sha}"
-        return None
-
-    @field_validator("branch")
-    @classmethod
-    def _branch(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}", value):
-            raise ValueError(f"{value!r} is not a plain branch name")
-        return value
-
-    @field_validator("author")
-    @classmethod
-    def _author(cls, value: str) -> str:
-        if not re.fullmatch(r"[^<>\n]+ <[^<>\s]+>", value):
-            raise ValueError(f"{value!r} is not of the form 'Name <email>'")
-        return value
 
 
 class Environment(_Model):
@@ -201,110 +130,6 @@ class Environment(_Model):
         for value in values:
             Principal.parse(value)
         return values
-
-
-PinKind = Literal["kustomize_image", "configmap_literal", "yaml_path", "terraform_module", "regex"]
-PIN_KINDS: tuple[PinKind, ...] = (
-    "kustomize_image",
-    "configmap_literal",
-    "yaml_path",
-    "terraform_module",
-    "regex",
-)
-# Which part of the pinned thing holds the version, per kind; the first is the default.
-PIN_PARTS: dict[str, tuple[str, ...]] = {
-    "kustomize_image": ("tag", "digest"),
-    "terraform_module": ("ref", "version"),
-}
-
-
-class Pin(_Model):
-    """One place in one file where an app's version is written."""
-
-    file: str
-    # The repository holding `file`: the app's, unless the pin names another. Filled in when
-    # the policy is read, so every pin knows its repository.
-    repository: str = ""
-    kustomize_image: str | None = None
-    configmap_literal: str | None = None
-    yaml_path: str | None = None
-    terraform_module: str | None = None
-    regex: str | None = None
-    part: str | None = None  # kustomize_image: tag|digest; terraform_module: ref|version
-    document: str | None = None  # yaml_path in a multi-document file: "Kind" or "Kind/name"
-    format: str = "{version}"  # how the version is written, e.g. "v{version}"
-
-    @field_validator("file")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        parts = Path(value).parts
-        if not parts or Path(value).is_absolute() or ".." in parts or value.startswith("-"):
-            raise ValueError(f"{value!r} must be a path inside the repository")
-        return value
-
-    @field_validator("configmap_literal")
-    @classmethod
-    def _generator_key(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[^/\s]+/[^=/\s]+", value):
-            raise ValueError(f"{value!r} is not GENERATOR/KEY (awesome-config/appVersion)")
-        return value
-
-    @field_validator("regex")
-    @classmethod
-    def _version_group(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                pattern = re.compile(value, re.MULTILINE)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from exc
-            if "version" not in pattern.groupindex:
-                raise ValueError("needs a named group (?P<version>...)")
-        return value
-
-    @field_validator("format")
-    @classmethod
-    def _one_placeholder(cls, value: str) -> str:
-        rest = value.replace("{version}", "").replace("{digest}", "", 1)
-        if value.count("{version}") != 1 or "{" in rest or "}" in rest:
-            raise ValueError(
-                f"{value!r} must contain {{version}} exactly once, {{digest}} at most once, "
-                "and no other braces"
-            )
-        return value
-
-    @property
-    def kind(self) -> PinKind:
-        kinds = [k for k in PIN_KINDS if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError(f"a pin needs exactly one of {', '.join(PIN_KINDS)}")
-        return kinds[0]
-
-    @property
-    def target(self) -> str:
-        return str(getattr(self, self.kind))
-
-    @property
-    def part_name(self) -> str | None:
-        parts = PIN_PARTS.get(self.kind)
-        return (self.part or parts[0]) if parts else None
-
-    def problems(self) -> list[str]:
-        """What is wrong with this pin beyond each field's own check."""
-        try:
-            kind = self.kind
-        except ValueError as exc:
-            return [str(exc)]
-        parts = PIN_PARTS.get(kind, ())
-        if self.part is not None and self.part not in parts:
-            allowed = ", ".join(parts) if parts else f"nothing for {kind}"
-            return [f"part {self.part!r} is not one of: {allowed}"]
-        if self.document is not None and kind != "yaml_path":
-            return ["document only applies to yaml_path pins"]
-        return []
-
-    def describe(self) -> str:
-        part = f", {self.part_name}" if self.part else ""
-        return f"{self.file} ({self.kind}: {self.target}{part})"
 
 
 class App(_Model):

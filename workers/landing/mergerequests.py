@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from redis import Redis
 
 from config.errors import ReleasegateError
-from config.policy import FORGE_TOKEN_ENV, Policy
+from config.policy import Policy
+from config.repository import FORGE_TOKEN_ENV
 from config.settings import Settings
 from workers.git.checkout import Checkout
 from workers.landing.batch import BatchHooks, already_there, apply_one, context, failed
