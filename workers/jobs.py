@@ -41,7 +41,6 @@ from workers.rules.identity import Identities, load_rocketchat_ids, slack_groups
 from workers.rules.plan import checkout_paths
 from workers.state import audit, metrics, outbox
 from workers.state.connection import connect
-from workers.state.durability import Durability
 from workers.state.lane import Lane, Lease, LeaseLost, held_together, lane_name
 from workers.state.queue import JOB_TIMEOUT, enqueue_forge
 from workers.state.request import DeployRequest, RequestState, Result
@@ -66,7 +65,7 @@ class Services:
     def load(cls) -> Services:
         settings = Settings()
         redis = connect(settings)
-        store = RequestStore(redis, settings.retention)
+        store = RequestStore(redis, settings.retention, durable=True)
         return cls(settings, redis, store, load_policy(settings.policy))
 
     def checkout(self, name: str) -> tuple[Checkout, HeadCheck]:
@@ -321,9 +320,6 @@ def end(store: RequestStore, request: DeployRequest, outcome: Result) -> None:
     with request_context(**context(request)):
         if not store.finish(request.id, [RequestState.RUNNING], result, outbox.report_to(request)):
             return
-        # The end and its news are one write; where replicas exist, wait for one to have it
-        # (a failover before that would lose the news, and the sweeper would find it again).
-        Durability(redis).confirmed()
         if result.state is RequestState.FAILED:
             log.warning("deploy failed: %s", result.message or result.reason)
         landed = result.state.landed

@@ -20,6 +20,7 @@ from redis import Redis
 
 from config.errors import UnknownRequest
 from workers.state import keys
+from workers.state.durability import Durability
 from workers.state.request import Approval, DeployRequest, RequestState, Result
 
 log = logging.getLogger(__name__)
@@ -113,9 +114,14 @@ def _text(value: bytes | str | None) -> str | None:
 
 
 class RequestStore:
-    def __init__(self, redis: Redis, retention: timedelta = RETENTION) -> None:
+    def __init__(
+        self, redis: Redis, retention: timedelta = RETENTION, durable: bool = False
+    ) -> None:
         self.redis = redis
         self.retention = int(retention.total_seconds())  # how long ended requests are kept
+        # Wait for a replica after every transition (the workers' store; the bot waits once
+        # per command, before it answers, and tells the person when none confirmed).
+        self.durability = Durability(redis) if durable else None
         self._approve = redis.register_script(_APPROVE)
         self._transition = redis.register_script(_TRANSITION)
         self._withdraw = redis.register_script(_WITHDRAW)
@@ -282,6 +288,8 @@ class RequestStore:
         )
         if old is None:
             return None
+        if self.durability is not None:
+            self.durability.confirmed()  # logs when no replica confirmed in time
         return RequestState(str(_text(old)))
 
     def finish(
