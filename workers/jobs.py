@@ -119,6 +119,8 @@ def run_request(request_id: str) -> str:
                 drain(job, leases)
             except LeaseLost as exc:
                 log.warning("%s", exc)
+        if not ended():
+            time.sleep(0.1)  # not in this batch's window: the lanes go to others meanwhile
     return store.state(request_id).value
 
 
@@ -252,8 +254,11 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
 
 def _take_batch(policy: Policy, store: RequestStore, held: set[str]) -> list[DeployRequest]:
     """The ready requests whose every repository's lane is held, now running."""
-    batch = []
-    for request_id in store.ready(BATCH_SIZE):
+    batch: list[DeployRequest] = []
+    # A wider look than one batch: the first ready requests may all need lanes not held here.
+    for request_id in store.ready(BATCH_SIZE * 4):
+        if len(batch) >= BATCH_SIZE:
+            break
         request = store.get(request_id)
         if not set(policy.repositories_for(request.changes)) <= held:
             continue  # its own job takes every lane it needs
