@@ -277,8 +277,7 @@ def test_nothing_lands_anywhere_when_a_later_repository_cannot_be_prepared(
     run_worker(redis)
     assert RequestStore(redis).state(request_id) is RequestState.FAILED
     [told] = outbox(redis)
-    assert "awesome in prd is now 2.1.0 | 2.0.5" not in told
-    assert "is now 2.0.0 | 2.0.5" in told, told
+    assert "awesome in prd is now 2.0.5, but the request approved 2.0.0 -> 2.1.0" in told, told
     assert "landed in" not in told
     assert origin.count() == apps_count
 
@@ -351,27 +350,128 @@ def _releasegate(command: str, env: dict[str, str]) -> subprocess.CompletedProce
     )
 
 
-def test_a_change_across_a_pull_request_repository_and_a_pushed_one_is_refused_when_asked(
+def test_a_change_across_a_pull_request_repository_and_a_pushed_one_lands_in_both(
+    chat: Chat,
+    redis: Redis,
+    origin: Remote,
+    environments: Remote,
+    policy_file: Path,
+    settings: object,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """apps is pushed to, then environments' pull request (opened when asked, head-pinned)
+    is merged: one commit each, the same request, in the policy's order."""
+    from bot.conversation import Conversation
+    from tests.fake_forge import TOKEN, FakeForge, serve
+    from workers.git.mirrors import Mirrors
+
+    forge = FakeForge(environments.path, "github")
+    server = serve(forge)
+    api = f"http://127.0.0.1:{server.server_port}"
+    text = policy_file.read_text().replace(
+        "validate: false}",
+        "validate: false, merge_request: {forge: github, api_url: '" + api + "', "
+        "project: acme/environments}}",
+    )
+    policy_file.write_text(text)
+    monkeypatch.setenv("RELEASEGATE_FORGE_TOKEN", TOKEN)
+    policy = parse_policy(text)
+    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
+    try:
+        request_id = approved(chat, "deploy awesome 2.1.0 to prd")
+        run_worker(redis)
+        store = RequestStore(redis)
+        assert store.state(request_id) is RequestState.MERGED, outbox(redis)
+        [pull] = forge.pulls.values()
+        assert pull.state == "merged"
+        assert (commits_of(origin, request_id), commits_of(environments, request_id)) == (1, 1)
+        assert b"?ref=v2.1.0" in environments.file("prod_back_end.tf")
+        assert b"newTag: 2.1.0" in origin.file("env/prd/kustomization.yml")
+        result = store.result(request_id)
+        assert result is not None
+        assert result.commits == {"apps": origin.head(), "environments": environments.head()}
+    finally:
+        server.shutdown()
+
+
+def test_a_pull_request_tampered_with_after_the_push_landed_is_said_as_a_partial_landing(
+    chat: Chat,
+    redis: Redis,
+    origin: Remote,
+    environments: Remote,
+    policy_file: Path,
+    settings: object,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """apps lands first (the policy's order); environments' pull request got a commit pushed
+    onto it meanwhile, so it is never merged: the request fails saying what landed where."""
+    from bot.conversation import Conversation
+    from tests.fake_forge import TOKEN, FakeForge, serve
+    from workers.git.mirrors import Mirrors
+
+    forge = FakeForge(environments.path, "github")
+    server = serve(forge)
+    api = f"http://127.0.0.1:{server.server_port}"
+    text = policy_file.read_text().replace(
+        "validate: false}",
+        "validate: false, merge_request: {forge: github, api_url: '" + api + "', "
+        "project: acme/environments}}",
+    )
+    policy_file.write_text(text)
+    monkeypatch.setenv("RELEASEGATE_FORGE_TOKEN", TOKEN)
+    policy = parse_policy(text)
+    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
+    try:
+        asked = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+        request_id = str(asked.request_id)
+        run_worker(redis)  # the pull request is opened while people approve
+        clone = tmp_path / "mallory"
+        git(
+            "clone",
+            "--quiet",
+            "--branch",
+            f"releasegate/{request_id}",
+            str(environments.path),
+            str(clone),
+        )
+        (clone / "backdoor.tf").write_text("# not approved\n")
+        git("add", "backdoor.tf", cwd=clone)
+        git("-c", "user.name=m", "-c", "user.email=m@x", "commit", "-qm", "more", cwd=clone)
+        git("push", "--quiet", "origin", f"HEAD:releasegate/{request_id}", cwd=clone)
+        chat.say("carol", "deploy-prd", f"approve {request_id}")
+        run_worker(redis)
+        assert RequestStore(redis).state(request_id) is RequestState.FAILED
+        told = [t for t in outbox(redis) if t.startswith(f"{request_id}: failed")]
+        assert len(told) == 1, outbox(redis)
+        assert told[0].startswith(
+            f"{request_id}: failed: landed in apps {origin.head()[:7]}; not in environments: "
+        ), told[0]
+        assert "someone pushed to" in told[0]
+        assert commits_of(origin, request_id) == 1
+        assert commits_of(environments, request_id) == 0
+    finally:
+        server.shutdown()
+
+
+def test_two_repositories_landing_through_pull_requests_in_one_request_are_refused(
     remote: Path, environments: Remote, tmp_path: Path, redis: Redis
 ) -> None:
     from bot.conversation import Conversation
     from workers.git.mirrors import Mirrors
 
-    text = POLICY.format(apps=remote.as_uri(), environments=environments.path.as_uri()).replace(
-        "  apps: {url: " + remote.as_uri() + ", branch: main}",
-        "  apps:\n    url: " + remote.as_uri() + "\n    merge_request: "
-        "{forge: github, api_url: 'http://127.0.0.1:9', project: acme/apps}",
+    forge = "merge_request: {forge: github, api_url: 'http://127.0.0.1:9', project: acme/x}"
+    text = POLICY.format(apps=remote.as_uri(), environments=environments.path.as_uri())
+    text = text.replace(", branch: main}", f", branch: main, {forge}}}").replace(
+        "validate: false}", f"validate: false, {forge}}}"
     )
     policy = parse_policy(text)
     chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "w", freshness=0)))
     reply = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
     assert reply.reason == "spans_forge"
-    assert "spans the repositories apps, environments, and apps lands through pull requests" in (
-        reply.text
-    )
+    assert "apps, environments that land through pull requests" in reply.text
     assert not RequestStore(redis).open_requests()
-    # A change in the repository that pushes is asked for as usual.
-    assert chat.say("alice", "deploy-prd", "deploy spa 1.0.3 to prd").request_id
 
 
 @pytest.fixture

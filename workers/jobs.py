@@ -32,6 +32,7 @@ from workers.git.signing import HeadCheck, signer_and_check
 from workers.landing import mergerequests
 from workers.landing.batch import BatchHooks, Checkouts, apply_batch, context
 from workers.landing.forges import MergeRefused
+from workers.landing.mixed import land_mixed
 from workers.landing.validation import Sandbox
 from workers.logs import request_context
 from workers.rollout import follow
@@ -271,8 +272,8 @@ def _take_batch(policy: Policy, store: RequestStore, held: set[str]) -> list[Dep
 def _land_batch(
     job: Services, checkouts: Checkouts, batch: list[DeployRequest], hooks: BatchHooks
 ) -> dict[str, Result]:
-    """Requests that land through the forge are merged there, one repository each; the rest
-    are pushed together."""
+    """Requests that land through the forge are merged there (and pushed around the merge in
+    their other repositories); the rest are pushed together."""
     policy = job.policy
     by_forge = [r for r in batch if policy.lands_by_merge_request(r.changes)]
     pushed = [r for r in batch if r not in by_forge]
@@ -282,6 +283,11 @@ def _land_batch(
             name = mergerequests.repository_of(policy, request)
         except ReleasegateError as exc:
             outcomes[request.id] = Result(state=RequestState.FAILED, message=str(exc))
+            continue
+        if len(policy.repositories_for(request.changes)) > 1:  # pushed around the merge
+            mixed = land_mixed(policy, job.settings, checkouts, job.store, request, hooks)
+            if mixed is not None:
+                outcomes[request.id] = mixed
             continue
         outcomes.update(
             mergerequests.merge_batch(

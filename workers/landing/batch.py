@@ -33,6 +33,7 @@ from config.errors import (
     StaleRequest,
 )
 from config.policy import Policy
+from workers import pins
 from workers.git.checkout import Checkout
 from workers.landing.commit import commit_message
 from workers.landing.provenance import not_ours
@@ -41,9 +42,8 @@ from workers.logs import request_context
 from workers.rules.plan import (
     MIXED,
     Reader,
-    current_version,
-    current_versions,
     diff_part,
+    pins_of,
     plan_changes,
     same_change,
 )
@@ -91,13 +91,14 @@ def reader(checkouts: Checkouts) -> Reader:
     return lambda repository, file: checkouts[repository].read(file)
 
 
-def _check_not_moved(policy: Policy, read: Reader, request: DeployRequest) -> None:
-    """Every pin holds an approved old version or the new one (a repository where the request
-    already landed holds the new one)."""
+def _check_not_moved(policy: Policy, read: Reader, request: DeployRequest, repository: str) -> None:
+    """Every pin in `repository` holds an approved old version or the new one (where the
+    request landed already, the new one)."""
     for change in request.changes:
-        held = {v.version for v in current_versions(policy, read, change.app, change.env)}
+        pinned = [p for p in pins_of(policy, change.app, change.env) if p.repository == repository]
+        held = {pins.read_version(read(p.repository, p.file), p) for p in pinned}
         if not held <= {*change.old.split(MIXED), change.new}:
-            now = current_version(policy, read, change.app, change.env)
+            now = MIXED.join(sorted(held))
             raise StaleRequest(
                 "moved", app=change.app, env=change.env, now=now, old=change.old, new=change.new
             )
@@ -114,8 +115,9 @@ def apply_one(
     """Commit `request`'s part in `repository` on top of its working tree (whose HEAD is
     `parent`, where the caller knows it); None when the pins there already hold it."""
     read = reader(checkouts)
-    _check_not_moved(policy, read, request)
-    plan = plan_changes(policy, read, request.changes, {b.app: b.digest for b in request.artifacts})
+    _check_not_moved(policy, read, request, repository)
+    digests = {b.app: b.digest for b in request.artifacts}
+    plan = plan_changes(policy, read, request.changes, digests, only=repository)
     files = plan.changed_files(repository)
     if not files:
         return None
@@ -150,6 +152,13 @@ class _Landing:
     # A push the remote rejected landed nothing, so a lost race needs no new search.
     searched: bool = False
     unsure: bool = False
+    # The repositories this call lands in (a request's others land elsewhere: through a pull
+    # request, before or after this call); None: all of each request's.
+    only: frozenset[str] | None = None
+
+    def repositories(self, request: DeployRequest) -> list[str]:
+        names = self.policy.repositories_for(request.changes)
+        return names if self.only is None else [n for n in names if n in self.only]
 
     def end(self, request: DeployRequest, result: Result) -> None:
         """End `request` as `result`; where part of it landed already, say exactly what."""
@@ -157,7 +166,7 @@ class _Landing:
         if not landed or result.state is not RequestState.FAILED:
             self.outcomes[request.id] = result
             return
-        missing = [r for r in self.policy.repositories_for(request.changes) if r not in landed]
+        missing = [r for r in self.repositories(request) if r not in landed]
         facts = {
             **result.facts,
             "landed": ", ".join(f"{name} {sha[:7]}" for name, sha in landed.items()),
@@ -182,7 +191,7 @@ class _Landing:
         ordered = {r: landed[r] for r in self.policy.repositories if r in landed}
         # A repository whose pins already held the change (an earlier request landed there)
         # gets no commit, and the thread says so.
-        held = [r for r in self.policy.repositories_for(request.changes) if r not in landed]
+        held = [r for r in self.repositories(request) if r not in landed]
         self.outcomes[request.id] = Result(
             state=RequestState.PUSHED,
             message="pushed",
@@ -198,9 +207,11 @@ def apply_batch(
     requests: Sequence[DeployRequest],
     hooks: BatchHooks,
     max_attempts: int = MAX_RACE_ATTEMPTS,
+    only: frozenset[str] | None = None,
 ) -> dict[str, Result]:
-    """Land what can land of `requests`; returns how each one ended, by request id."""
-    state = _Landing(policy, landed={r.id: {} for r in requests})
+    """Land what can land of `requests` (in the repositories `only` names, where given);
+    returns how each one ended, by request id."""
+    state = _Landing(policy, landed={r.id: {} for r in requests}, only=only)
     todo = list(requests)
     for attempt in range(1, max_attempts + 1):
         started = time.monotonic()
@@ -236,9 +247,9 @@ def apply_batch(
     return state.outcomes
 
 
-def _repositories(policy: Policy, requests: Sequence[DeployRequest]) -> list[str]:
-    used = {name for r in requests for name in policy.repositories_for(r.changes)}
-    return [name for name in policy.repositories if name in used]
+def _repositories(state: _Landing, requests: Sequence[DeployRequest]) -> list[str]:
+    used = {name for r in requests for name in state.repositories(r)}
+    return [name for name in state.policy.repositories if name in used]
 
 
 def _sync(
@@ -257,13 +268,13 @@ def _sync(
             why = PinError(f"the policy no longer pins {apps} in {request.env}; nothing landed")
             state.end(request, failed(why))
     todo = [r for r in todo if r.id not in state.outcomes]
-    for name in _repositories(policy, todo):
+    for name in _repositories(state, todo):
         try:
             heads[name] = checkouts[name].sync()
             hooks.verify_head(name, heads[name])
         except ReleasegateError as exc:
             for request in todo:
-                if name in policy.repositories_for(request.changes):
+                if name in state.repositories(request):
                     state.end(request, Result(state=RequestState.FAILED, message=str(exc)))
             todo = [r for r in todo if r.id not in state.outcomes]
     return heads, todo
@@ -288,7 +299,7 @@ def _prepare(
     for request in todo:
         with request_context(**context(request)):
             landed = state.landed[request.id]
-            names = policy.repositories_for(request.changes)
+            names = state.repositories(request)
             good = {name: tips[name] for name in names}
             mine: dict[str, str] = {}
             try:
@@ -362,6 +373,23 @@ def _drop(
     for request in requests:
         state.end(request, Result(state=RequestState.FAILED, message=message))
     return [r for r in todo if r.id not in state.outcomes]
+
+
+def partly(
+    policy: Policy, request: DeployRequest, landed: dict[str, str], failure: Result
+) -> Result:
+    """How `request` ends when `failure` stopped it after `landed` (repository -> commit):
+    saying exactly what landed where and what did not."""
+    if failure.reason == "partly_landed":  # a failure that said it already: its own cause
+        failure = Result(
+            state=RequestState.FAILED,
+            reason=failure.facts.get("why_reason", ""),
+            message=failure.facts.get("why", ""),
+            facts=failure.facts,
+        )
+    state = _Landing(policy, landed={request.id: dict(landed)})
+    state.end(request, failure)
+    return state.outcomes[request.id]
 
 
 def failed(exc: ReleasegateError) -> Result:

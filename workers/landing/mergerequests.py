@@ -53,19 +53,21 @@ def branch_of(request: DeployRequest) -> str:
 
 
 def repository_of(policy: Policy, request: DeployRequest | Sequence[Change]) -> str:
-    """The repository whose pull request lands `request` (or these changes): its only one. A
-    change that spans several repositories, one of them landing through pull requests, is
-    refused (pushing to one and merging in another is not one gated change)."""
+    """The repository whose pull request lands `request` (or these changes), or its part
+    there: the one of its repositories with `merge_request`. A request's other repositories
+    are pushed to, in the policy's order around the merge; two repositories landing through
+    pull requests in one request are refused (one pull request per request)."""
     changes = request.changes if isinstance(request, DeployRequest) else request
     names = policy.repositories_for(changes)
-    if len(names) != 1:
-        forged = [n for n in names if policy.repositories[n].merge_request is not None]
+    forged = [n for n in names if policy.repositories[n].merge_request is not None]
+    if len(forged) != 1:
         raise ReleasegateError(
-            f"this change spans the repositories {', '.join(names)}, and "
-            f"{', '.join(forged)} lands through pull requests: ask for each repository's "
-            "apps in a request of their own"
+            f"this change spans the repositories {', '.join(forged) or 'none of which'} "
+            "that land through pull requests: ask for each one's apps in a request of its own"
+            if forged
+            else "this change lands through no pull request"
         )
-    return names[0]
+    return forged[0]
 
 
 def forge_of(policy: Policy, settings: Settings, name: str) -> Forge | None:

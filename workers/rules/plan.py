@@ -164,15 +164,19 @@ def plan_changes(
     read: Reader,
     changes: Sequence[Change],
     digests: Mapping[str, str] | None = None,
+    only: str | None = None,
 ) -> Plan:
     """Apply `changes` to in-memory copies of the files; all pins resolve or this raises.
     `digests` (app -> the artifact's digest the request binds) are written too where the
-    app's artifact says `pin_digest`: beside an image's tag, and into `{digest}` formats."""
+    app's artifact says `pin_digest`: beside an image's tag, and into `{digest}` formats.
+    With `only`, the pins of that repository alone are read and planned."""
     plan = Plan(list(policy.repositories))
     for change in changes:
         spec = policy.apps[change.app].artifact
         digest = (digests or {}).get(change.app, "") if spec and spec.pin_digest else ""
         for pin in pins_of(policy, change.app, change.env):
+            if only is not None and pin.repository != only:
+                continue
             where = (pin.repository, pin.file)
             if where not in plan.before:
                 plan.before[where] = plan.after[where] = read(*where)
