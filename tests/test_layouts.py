@@ -1,9 +1,10 @@
 """Each common GitOps layout bumped through the real chat, rules, queue and worker.
 
-The fixture repositories under tests/fixtures are written for the project:
-the seed's Terraform `environments` repository, a Helm umbrella chart with
-values per environment, a Flux HelmRelease beside its HelmRepository, and an
-Argo CD Application. Each test asserts the exact lines `git diff` shows.
+The seed's Terraform `environments` repository is the demo's own
+(config/examples/environments); the fixture repositories under tests/fixtures
+are written for the project: a Helm umbrella chart with values per
+environment, a Flux HelmRelease beside its HelmRepository, and an Argo CD
+Application. Each test asserts the exact lines `git diff` shows.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from redis import Redis
 
 from bot.conversation import Conversation
-from bot.demo import create_remote
+from bot.demo import create_remote, example
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, Remote, outbox, run_worker
@@ -43,7 +44,8 @@ def layout(
 ) -> Layout:
     def make(fixture: str, apps: str) -> tuple[Chat, Remote]:
         remote = tmp_path / f"{fixture}.git"
-        create_remote(FIXTURES / fixture, remote, tmp_path / f"{fixture}-seed")
+        source = example(fixture) if fixture == "environments" else FIXTURES / fixture
+        create_remote(source, remote, tmp_path / f"{fixture}-seed")
         policy_file = tmp_path / f"{fixture}.yaml"
         policy_file.write_text(POLICY.format(url=remote.as_uri(), apps=apps))
         monkeypatch.setenv("RELEASEGATE_POLICY", str(policy_file))
@@ -72,7 +74,7 @@ def changed_lines(remote: Remote) -> list[str]:
 
 def test_terraform_module_ref_in_the_seeds_environments_repo(layout: Layout, redis: Redis) -> None:
     chat, remote = layout(
-        "terraform-environments",
+        "environments",
         "  back_end:\n"
         "    versions: '^v\\d+\\.\\d+\\.\\d+(-rc\\d+)?$'\n"
         "    pins:\n"
@@ -92,7 +94,7 @@ def test_terraform_git_source_with_crlf_and_a_registry_version(
     layout: Layout, redis: Redis
 ) -> None:
     chat, remote = layout(
-        "terraform-environments",
+        "environments",
         "  front_end:\n"
         "    pins:\n"
         "      prd: [{file: prod_front_end.tf, terraform_module: prod_front_end}]\n"
