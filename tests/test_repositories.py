@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from bot.embedded_redis import EmbeddedRedis
 from config.errors import PolicyError
 from config.policy import parse_policy
 from tests.conftest import Chat, Remote, git, outbox, run_worker
+from tests.fake_forge import TOKEN, FakeForge
+from tests.fake_forge import serve as serve_forge
 from tests.test_sweeper import kill_tree
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
@@ -350,6 +353,41 @@ def _releasegate(command: str, env: dict[str, str]) -> subprocess.CompletedProce
     )
 
 
+@contextmanager
+def environments_through_forge(
+    policy_file: Path,
+    redis: Redis,
+    environments: Remote,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    token_env: str | None = None,
+) -> Iterator[tuple[Chat, FakeForge]]:
+    """The policy with environments landing through a GitHub stand-in's pull requests (its
+    token in `token_env`, else RELEASEGATE_FORGE_TOKEN), and a chat reading it."""
+    from bot.conversation import Conversation
+    from workers.git.mirrors import Mirrors
+
+    forge = FakeForge(environments.path, "github")
+    server = serve_forge(forge)
+    api = f"http://127.0.0.1:{server.server_port}"
+    named = f", token_env: {token_env}" if token_env else ""
+    text = policy_file.read_text().replace(
+        "validate: false}",
+        "validate: false, merge_request: {forge: github, api_url: '" + api + "', "
+        f"project: acme/environments{named}}}}}",
+    )
+    policy_file.write_text(text)
+    if token_env:
+        monkeypatch.delenv("RELEASEGATE_FORGE_TOKEN", raising=False)
+    monkeypatch.setenv(token_env or "RELEASEGATE_FORGE_TOKEN", TOKEN)
+    policy = parse_policy(text)
+    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
+    try:
+        yield chat, forge
+    finally:
+        server.shutdown()
+
+
 def test_a_change_across_a_pull_request_repository_and_a_pushed_one_lands_in_both(
     chat: Chat,
     redis: Redis,
@@ -362,23 +400,10 @@ def test_a_change_across_a_pull_request_repository_and_a_pushed_one_lands_in_bot
 ) -> None:
     """apps is pushed to, then environments' pull request (opened when asked, head-pinned)
     is merged: one commit each, the same request, in the policy's order."""
-    from bot.conversation import Conversation
-    from tests.fake_forge import TOKEN, FakeForge, serve
-    from workers.git.mirrors import Mirrors
-
-    forge = FakeForge(environments.path, "github")
-    server = serve(forge)
-    api = f"http://127.0.0.1:{server.server_port}"
-    text = policy_file.read_text().replace(
-        "validate: false}",
-        "validate: false, merge_request: {forge: github, api_url: '" + api + "', "
-        "project: acme/environments}}",
-    )
-    policy_file.write_text(text)
-    monkeypatch.setenv("RELEASEGATE_FORGE_TOKEN", TOKEN)
-    policy = parse_policy(text)
-    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
-    try:
+    with environments_through_forge(policy_file, redis, environments, tmp_path, monkeypatch) as (
+        chat,
+        forge,
+    ):
         request_id = approved(chat, "deploy awesome 2.1.0 to prd")
         run_worker(redis)
         store = RequestStore(redis)
@@ -391,8 +416,6 @@ def test_a_change_across_a_pull_request_repository_and_a_pushed_one_lands_in_bot
         result = store.result(request_id)
         assert result is not None
         assert result.commits == {"apps": origin.head(), "environments": environments.head()}
-    finally:
-        server.shutdown()
 
 
 def test_a_pull_request_tampered_with_after_the_push_landed_is_said_as_a_partial_landing(
@@ -407,23 +430,10 @@ def test_a_pull_request_tampered_with_after_the_push_landed_is_said_as_a_partial
 ) -> None:
     """apps lands first (the policy's order); environments' pull request got a commit pushed
     onto it meanwhile, so it is never merged: the request fails saying what landed where."""
-    from bot.conversation import Conversation
-    from tests.fake_forge import TOKEN, FakeForge, serve
-    from workers.git.mirrors import Mirrors
-
-    forge = FakeForge(environments.path, "github")
-    server = serve(forge)
-    api = f"http://127.0.0.1:{server.server_port}"
-    text = policy_file.read_text().replace(
-        "validate: false}",
-        "validate: false, merge_request: {forge: github, api_url: '" + api + "', "
-        "project: acme/environments}}",
-    )
-    policy_file.write_text(text)
-    monkeypatch.setenv("RELEASEGATE_FORGE_TOKEN", TOKEN)
-    policy = parse_policy(text)
-    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
-    try:
+    with environments_through_forge(policy_file, redis, environments, tmp_path, monkeypatch) as (
+        chat,
+        _forge,
+    ):
         asked = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
         request_id = str(asked.request_id)
         run_worker(redis)  # the pull request is opened while people approve
@@ -451,8 +461,6 @@ def test_a_pull_request_tampered_with_after_the_push_landed_is_said_as_a_partial
         assert "someone pushed to" in told[0]
         assert commits_of(origin, request_id) == 1
         assert commits_of(environments, request_id) == 0
-    finally:
-        server.shutdown()
 
 
 def test_two_repositories_landing_through_pull_requests_in_one_request_are_refused(
@@ -654,24 +662,14 @@ def test_one_repository_lands_through_pull_requests_and_the_other_pushes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """environments merges through its forge with a token of its own (token_env); apps pushes."""
-    from bot.conversation import Conversation
-    from tests.fake_forge import TOKEN, FakeForge, serve
-    from workers.git.mirrors import Mirrors
-
-    forge = FakeForge(environments.path, "github")
-    server = serve(forge)
-    api = f"http://127.0.0.1:{server.server_port}"
-    text = policy_file.read_text().replace(
-        "validate: false}",
-        "validate: false, merge_request: {forge: github, api_url: '" + api + "', "
-        "project: acme/environments, token_env: RELEASEGATE_FORGE_TOKEN_ENVIRONMENTS}}",
-    )
-    policy_file.write_text(text)
-    monkeypatch.delenv("RELEASEGATE_FORGE_TOKEN", raising=False)
-    monkeypatch.setenv("RELEASEGATE_FORGE_TOKEN_ENVIRONMENTS", TOKEN)
-    policy = parse_policy(text)
-    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
-    try:
+    with environments_through_forge(
+        policy_file,
+        redis,
+        environments,
+        tmp_path,
+        monkeypatch,
+        token_env="RELEASEGATE_FORGE_TOKEN_ENVIRONMENTS",
+    ) as (chat, forge):
         merged = approved(chat, "deploy spa 1.0.3 to prd")
         pushed = approved(chat, "deploy awesome 2.1.0 to int", env="int")
         run_worker(redis)
@@ -684,8 +682,6 @@ def test_one_repository_lands_through_pull_requests_and_the_other_pushes(
         assert b"?ref=1.0.3" in environments.file("prod_front_end.tf")
         assert trailer(origin) == pushed
         assert commits_of(origin, merged) == 0
-    finally:
-        server.shutdown()
 
 
 def yaml_blocks(path: Path) -> list[str]:
