@@ -222,17 +222,17 @@ def test_a_train_of_twenty_apps_is_resolved_at_once_and_then_remembered(
 def test_check_config_asks_each_store_for_the_versions_the_pins_hold(
     policy_file: Path, registry: Registry, tmp_path: Path
 ) -> None:
-    from tests.test_repositories import _releasegate
+    from tests.test_cli import releasegate
 
     with_artifact(policy_file, f"{{image: {registry.host}/{IMAGE}}}")
     env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_WORKDIR": str(tmp_path / "w")}
-    done = _releasegate("check-config", env)
+    done = releasegate("check-config", env=env)
     assert done.returncode == 1
     assert f"awesome in int runs 2.0.0: {registry.host}/{IMAGE} has no 2.0.0; it has none" in (
         done.stderr
     )
     digest = registry.push(IMAGE, "2.0.0")
-    done = _releasegate("check-config", env)
+    done = releasegate("check-config", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"  awesome              prd        2.0.0 is {digest}" in done.stdout
 

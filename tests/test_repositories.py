@@ -27,6 +27,7 @@ from config.policy import parse_policy
 from tests.conftest import Chat, Remote, git, outbox, run_worker
 from tests.fake_forge import TOKEN, FakeForge
 from tests.fake_forge import serve as serve_forge
+from tests.test_cli import releasegate
 from tests.test_sweeper import kill_tree
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
@@ -322,7 +323,7 @@ def test_check_config_prints_every_pin_with_its_repository(
     policy_file: Path, tmp_path: Path, environments: Remote
 ) -> None:
     env = {"RELEASEGATE_POLICY": str(policy_file), "RELEASEGATE_WORKDIR": str(tmp_path / "w")}
-    done = _releasegate("check-config", env)
+    done = releasegate("check-config", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "repository apps at " in done.stdout
     assert "repository environments at " in done.stdout
@@ -332,25 +333,11 @@ def test_check_config_prints_every_pin_with_its_repository(
     )
     git("--git-dir", str(environments.path), "config", "core.bare", "true")
     (environments.path / "HEAD").rename(environments.path / "HEAD.gone")
-    done = _releasegate("check-config", env)
+    done = releasegate("check-config", env=env)
     assert done.returncode == 1
     assert "repository environments: UNREACHABLE" in done.stdout
     assert "repository environments: cannot fetch main from " in done.stderr
     assert "repository apps at " in done.stdout
-
-
-def _releasegate(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    import os
-
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", command],
-        env={**inherited, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @contextmanager
