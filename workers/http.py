@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -29,6 +30,8 @@ class AnswerRefused(ReleasegateError):
 class Answer:
     status_code: int
     content: bytes
+    # Case-insensitive, as the service sent them (a registry's digest, its auth challenge).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.content) if self.content else {}
@@ -65,7 +68,7 @@ def fetch(
             body += chunk
             if len(body) > max_bytes:
                 raise AnswerRefused(f"answered more than {max_bytes} bytes")
-    return Answer(response.status_code, bytes(body))
+    return Answer(response.status_code, bytes(body), response.headers)
 
 
 def said(answer: Answer, limit: int = 300) -> str:

@@ -9,6 +9,7 @@ HTTP only for loopback and the registries RELEASEGATE_INSECURE_REGISTRIES lists.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from urllib.parse import urlencode
 
 import requests
 
-from workers.http import Answer, fetch
+from workers.http import Answer, AnswerRefused, fetch
 
 DEADLINE = 5.0  # seconds for each answer: a slower registry is a refusal
 MAX_MANIFEST = 4 * 1024 * 1024
@@ -107,25 +108,23 @@ class Registry:
             if auth := self._auth.get(repository):
                 headers["Authorization"] = auth
             try:
-                answer, challenge = self._send(url, headers, max_bytes)
+                answer = fetch(
+                    self.session,
+                    "GET",
+                    url,
+                    deadline=DEADLINE,
+                    max_bytes=max_bytes,
+                    headers=headers,
+                )
+            except AnswerRefused as exc:
+                raise RegistryError(f"{self.host} {exc}") from exc
             except requests.RequestException as exc:
                 raise RegistryError(f"cannot reach {self.host}: {type(exc).__name__}") from exc
+            challenge = answer.headers.get("WWW-Authenticate", "")
             if answer.status_code != 401 or not challenge:
                 return answer
             self._auth[repository] = self._authorize(repository, challenge)
         return answer
-
-    def _send(self, url: str, headers: dict[str, str], max_bytes: int) -> tuple[Answer, str]:
-        # The header is read from a HEAD first: `fetch` keeps only the body and the status.
-        head = self.session.head(url, headers=headers, timeout=DEADLINE, allow_redirects=True)
-        challenge = head.headers.get("WWW-Authenticate", "") if head.status_code == 401 else ""
-        if head.status_code in (401, 404):
-            return Answer(head.status_code, b""), challenge
-        answer = fetch(
-            self.session, "GET", url, deadline=DEADLINE, max_bytes=max_bytes, headers=headers
-        )
-        digest = head.headers.get("Docker-Content-Digest", "")
-        return _WithDigest(answer.status_code, answer.content, digest), ""
 
     def _authorize(self, repository: str, challenge: str) -> str:
         scheme, params = _challenge(challenge)
@@ -164,7 +163,7 @@ class Registry:
             return None
         if answer.status_code != 200:
             raise RegistryError(f"{self.host} answered {answer.status_code} for {tag}")
-        digest = getattr(answer, "digest", "") or _sha256(answer.content)
+        digest = answer.headers.get("Docker-Content-Digest", "") or _sha256(answer.content)
         if not DIGEST.fullmatch(digest):
             raise RegistryError(f"{self.host} named a digest that is not one: {digest[:80]!r}")
         try:
@@ -201,12 +200,5 @@ class Registry:
         return [str(t) for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
 
 
-@dataclass(frozen=True)
-class _WithDigest(Answer):
-    digest: str = ""
-
-
 def _sha256(content: bytes) -> str:
-    import hashlib
-
     return "sha256:" + hashlib.sha256(content).hexdigest()
