@@ -736,14 +736,15 @@ def test_the_same_delivery_to_two_replicas_is_handled_once(
     assert len([t for t in posted if "approved by" in t]) == 1  # one approval told
 
 
-def test_a_reaction_or_a_button_while_redis_is_unreachable_is_answered(
+def test_a_command_a_reaction_or_a_button_while_redis_is_unreachable_is_answered(
     fake_slack: tuple[FakeSlack, str],
     remote: Path,
     policy_file: Path,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Never silence: the person who reacted or clicked is told Redis cannot be reached."""
+    """Never silence: the person who asked, reacted or clicked is told Redis cannot be
+    reached."""
     fake, api_url = fake_slack
     policy_file.write_text(SLACK_POLICY.format(url=remote.as_uri()))
     monkeypatch.setenv("RELEASEGATE_SLACK_BOT_TOKEN", "xoxb-test-token")
@@ -758,6 +759,7 @@ def test_a_reaction_or_a_button_while_redis_is_unreachable_is_answered(
         world = SlackWorld(url, fake, gone, conversation, app.state.chat_work)
         assert world.reaction("UCAROL", "CPRD", "1700000001.000100", "white_check_mark").is_success
         assert world.button("UCAROL", "CPRD", "1700000001.000100", "RABCDEF").is_success
-        told = fake.wait_for("chat.postEphemeral", count=2)
-    assert {t["user"] for t in told} == {"UCAROL"}
+        assert world.command("UALICE", "CPRD", "awesome 2.1.0 to prd").is_success
+        told = fake.wait_for("chat.postEphemeral", count=3)
+    assert sorted(t["user"] for t in told) == ["UALICE", "UCAROL", "UCAROL"]
     assert all("cannot reach its Redis right now" in t["text"] for t in told)

@@ -122,7 +122,9 @@ class SlackAdapter:
     # Listeners.
 
     def on_command(self, ack: Ack, body: dict[str, Any]) -> None:
-        if self.executor.submit(self._command, body):
+        if self.executor.submit(
+            self._guarded(self._command, body["user_id"], body["channel_id"]), body
+        ):
             ack()
         else:
             ack(text=messages.busy())
@@ -143,20 +145,24 @@ class SlackAdapter:
         user: str,
         channel: str,
     ) -> None:
-        """Events are acknowledged by Bolt already: run `work` on our pool, or say we are busy.
-        Redis unreachable on the way (the delivery check, the card's request) is said to the
-        person too: a reaction is never met with silence."""
+        """Events are acknowledged by Bolt already: run `work` on our pool, or say we are busy."""
 
-        def guarded(body: dict[str, Any], event: dict[str, Any]) -> None:
+        if not self.executor.submit(self._guarded(work, user, channel), body, event):
+            self._tell(channel, user, messages.busy())
+
+    def _guarded(self, work: Callable[..., None], user: str, channel: str) -> Callable[..., None]:
+        """`work`, with Redis unreachable on the way (the delivery check, the card's request)
+        said to the person: a command, a reaction or a button is never met with silence."""
+
+        def guarded(*args: Any) -> None:
             try:
-                work(body, event)
+                work(*args)
             except RedisError as exc:
                 ref = secrets.token_hex(4)
-                log.error("Redis is unreachable handling a Slack event (ref %s): %s", ref, exc)
+                log.error("Redis is unreachable handling a Slack delivery (ref %s): %s", ref, exc)
                 self._tell(channel, user, messages.store_unreachable(ref))
 
-        if not self.executor.submit(guarded, body, event):
-            self._tell(channel, user, messages.busy())
+        return guarded
 
     def _tell(self, channel: str, user: str, text: str) -> None:
         try:
