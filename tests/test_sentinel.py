@@ -1,5 +1,6 @@
 """Redis Sentinel: the bot and the workers reach the master the sentinels name, and follow
-a failover without a restart. Real servers: a master, a replica and three sentinels."""
+a failover without a restart, also over TLS with an ACL user. Real servers: a master, a
+replica and three sentinels."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from redis.exceptions import RedisError
+from redis import Redis
+from redis.exceptions import AuthenticationError, ConnectionError, RedisError
 
 from bot.conversation import Conversation
 from config.policy import parse_policy
 from config.settings import Settings
+from tests.certificates import loopback_certificates
 from tests.conftest import Chat, Remote, run_worker
 from tests.sentinel import SentinelWorld
 from workers.git.mirrors import Mirrors
@@ -53,6 +56,45 @@ def test_a_request_approved_before_the_master_dies_lands_after_the_failover(
     # The URL's host and port are not used with sentinels: only its database.
     monkeypatch.setenv("RELEASEGATE_REDIS_URL", "redis://ignored.invalid:1/0")
     monkeypatch.setenv("RELEASEGATE_REDIS_SENTINELS", sentinels.sentinels)
+    lands_across_a_failover(sentinels, origin, policy_file, tmp_path, monkeypatch)
+
+
+def test_over_tls_with_an_acl_user_and_a_sentinel_password_it_lands_across_a_failover(
+    origin: Remote, policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hardened install: the nodes and the sentinels speak only TLS, the data takes only
+    the ACL user `releasegate`, and the sentinels want their own password."""
+    folder = tmp_path / "sentinel"
+    folder.mkdir()
+    tls = loopback_certificates(folder)
+    world = SentinelWorld(
+        folder, tls=tls, user=("releasegate", "data-pw"), sentinel_password="s-pw"
+    )
+    world.start()
+    try:
+        master = world.master_port()
+        with pytest.raises(ConnectionError):  # no plain text spoken here
+            Redis(port=master, socket_timeout=1).ping()
+        with pytest.raises(AuthenticationError):  # nor as the default user
+            Redis(port=master, ssl=True, ssl_ca_certs=str(tls.ca), password="data-pw").ping()
+        monkeypatch.setenv(
+            "RELEASEGATE_REDIS_URL",
+            f"rediss://releasegate:data-pw@ignored.invalid:1/0?ssl_ca_certs={tls.ca}",
+        )
+        monkeypatch.setenv("RELEASEGATE_REDIS_SENTINELS", world.sentinels)
+        monkeypatch.setenv("RELEASEGATE_REDIS_SENTINEL_PASSWORD", "s-pw")
+        lands_across_a_failover(world, origin, policy_file, tmp_path, monkeypatch)
+    finally:
+        world.stop()
+
+
+def lands_across_a_failover(
+    sentinels: SentinelWorld,
+    origin: Remote,
+    policy_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("RELEASEGATE_POLICY", str(policy_file))
     monkeypatch.setenv("RELEASEGATE_WORKDIR", str(tmp_path / "work"))
     settings = Settings()

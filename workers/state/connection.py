@@ -4,9 +4,9 @@ master that Redis Sentinel names (followed across a failover without a restart).
 from __future__ import annotations
 
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
 
 from redis import Redis
+from redis.connection import SSLConnection, parse_url
 from redis.sentinel import Sentinel
 
 from config.settings import Settings
@@ -35,26 +35,30 @@ def sentinel_addresses(text: str) -> list[tuple[str, int]]:
 def _through_sentinel(settings: Settings, url: str) -> Redis:
     """The master Sentinel names now; the client asks Sentinel again whenever the master it
     had stops answering. RELEASEGATE_REDIS_URL gives only the user, password, database and
-    TLS; its host and port are not used."""
-    parts = urlsplit(url)
-    kwargs: dict[str, Any] = {
-        "db": int(parts.path.strip("/") or 0),
-        "username": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password else None,
-        "ssl": parts.scheme == "rediss",
-        "socket_timeout": SOCKET_TIMEOUT,
-        "health_check_interval": 30,
-    }
+    TLS (`rediss://`, with its query's `ssl_ca_certs` and the like); its host and port are not
+    used. With TLS the sentinels are asked over TLS too, trusting the same authority."""
+    # redis-py's own reading of a URL, query options included
+    options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # redis-py: untyped
+    for unused in ("host", "port", "path"):
+        options.pop(unused, None)
+    tls = options.pop("connection_class", None) is SSLConnection
+    tls_options = {k: v for k, v in options.items() if k.startswith("ssl_")}
     secret = settings.redis_sentinel_password
     sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py: untyped
         sentinel_addresses(settings.redis_sentinels or ""),
         sentinel_kwargs={
             "password": secret.get_secret_value() if secret else None,
             "socket_timeout": SOCKET_TIMEOUT,
+            **({"ssl": True, **tls_options} if tls else {}),
         },
         socket_timeout=SOCKET_TIMEOUT,
     )
     master = sentinel.master_for(  # type: ignore[no-untyped-call]  # redis-py: untyped
-        settings.redis_sentinel_master, redis_class=Redis, **kwargs
+        settings.redis_sentinel_master,
+        redis_class=Redis,
+        ssl=tls,
+        socket_timeout=SOCKET_TIMEOUT,
+        health_check_interval=30,
+        **options,
     )
     return cast(Redis, master)
