@@ -10,14 +10,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import pytest
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from slack_sdk.signature import SignatureVerifier
 from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot.conversation import Conversation
@@ -29,12 +27,11 @@ from bot.server import create_app
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Remote, http_server, run_worker
+from tests.slack_sender import SECRET, SlackSender
 from tests.test_inert import outside_commit
 from workers.git.mirrors import Mirrors
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
-
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
 SLACK_POLICY = """
 repository: {{url: "{url}", author: "releasegate <rg@example.invalid>"}}
@@ -66,7 +63,7 @@ def chat_calls(slack: SlackWorld) -> list[str]:
     return [c.method for c in slack.fake.calls if c.method.startswith("chat.")]
 
 
-class SlackWorld:
+class SlackWorld(SlackSender):
     """Our server on a real port, the fake Slack API, and ways to talk to both."""
 
     def __init__(
@@ -77,124 +74,12 @@ class SlackWorld:
         conversation: Conversation,
         chat_work: BoundedExecutor,
     ) -> None:
-        self.url = url
+        super().__init__(url)
         self.chat_work = chat_work
         self.fake = fake
         self.redis = redis
         self.conversation = conversation
         self.store = RequestStore(redis)
-        self._n = 0
-
-    def post(
-        self,
-        body: str,
-        content_type: str,
-        *,
-        secret: str = SECRET,
-        timestamp: int | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        ts = str(int(time.time()) if timestamp is None else timestamp)
-        signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-        sent = {
-            "Content-Type": content_type,
-            "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": signature,
-            **(headers or {}),
-        }
-        return httpx.post(f"{self.url}/slack/events", content=body, headers=sent, timeout=10)
-
-    def command(
-        self, user: str, channel: str, text: str, trigger: str | None = None, **kw: Any
-    ) -> httpx.Response:
-        self._n += 1
-        form = {
-            "command": "/deploy",
-            "text": text,
-            "user_id": user,
-            "user_name": user.lower(),
-            "channel_id": channel,
-            "team_id": "T1",
-            "trigger_id": trigger or f"trig{self._n}",
-            "response_url": f"{self.url}/unused",
-        }
-        return self.post(urlencode(form), "application/x-www-form-urlencoded", **kw)
-
-    def event(
-        self, event: dict[str, Any], event_id: str | None = None, **kw: Any
-    ) -> httpx.Response:
-        self._n += 1
-        body = {
-            "type": "event_callback",
-            "team_id": "T1",
-            "api_app_id": "A1",
-            "event_id": event_id or f"Ev{self._n}",
-            "event_time": int(time.time()),
-            "event": event,
-        }
-        return self.post(json.dumps(body), "application/json", **kw)
-
-    def message(
-        self, user: str, channel: str, text: str, thread: str | None = None, **kw: Any
-    ) -> httpx.Response:
-        self._n += 1
-        event = {
-            "type": "message",
-            "user": user,
-            "channel": channel,
-            "text": text,
-            "ts": f"1800000000.{self._n:06d}",
-            "channel_type": "channel",
-        }
-        if thread:
-            event["thread_ts"] = thread
-        return self.event(event, **kw)
-
-    def reaction(
-        self, user: str, channel: str, ts: str, emoji: str, added: bool = True, **kw: Any
-    ) -> httpx.Response:
-        event = {
-            "type": "reaction_added" if added else "reaction_removed",
-            "user": user,
-            "reaction": emoji,
-            "item": {"type": "message", "channel": channel, "ts": ts},
-            "event_ts": str(time.time()),
-        }
-        return self.event(event, **kw)
-
-    def button(
-        self,
-        user: str,
-        channel: str,
-        ts: str,
-        request_id: str,
-        approve: bool = True,
-        action_ts: str | None = None,
-    ) -> httpx.Response:
-        self._n += 1
-        payload = {
-            "type": "block_actions",
-            "user": {"id": user},
-            "team": {"id": "T1"},
-            "api_app_id": "A1",
-            "token": "legacy",
-            "trigger_id": f"t{self._n}",
-            "channel": {"id": channel},
-            "container": {"type": "message", "message_ts": ts, "channel_id": channel},
-            "message": {"ts": ts, "text": ""},
-            "actions": [
-                {
-                    "action_id": "releasegate_approve" if approve else "releasegate_reject",
-                    "block_id": f"releasegate:{request_id}",
-                    "value": request_id,
-                    "type": "button",
-                    "action_ts": action_ts or f"{time.time()}",
-                }
-            ],
-        }
-        return self.post(
-            urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
-        )
 
     def card(self, index: int = 0) -> tuple[str, str]:
         """(request id, ts) of the index-th request card posted."""

@@ -156,14 +156,18 @@ class World:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.logs.iterdir())
 
     def commits_by_request(self) -> dict[str, list[str]]:
-        """Each request id's commits on the branch, each given as its message."""
-        raw = git("log", "--format=%B%x00", "main", cwd=self.origin.path)
-        found: dict[str, list[str]] = {}
-        for message in raw.split("\0"):
-            for line in message.splitlines():
-                if line.startswith(f"{REQUEST_TRAILER}: "):
-                    found.setdefault(line.split(": ", 1)[1].strip(), []).append(message)
-        return found
+        return commits_by_request(self.origin)
+
+
+def commits_by_request(origin: Remote) -> dict[str, list[str]]:
+    """Each request id's commits on the branch, each given as its message."""
+    raw = git("log", "--format=%B%x00", "main", cwd=origin.path)
+    found: dict[str, list[str]] = {}
+    for message in raw.split("\0"):
+        for line in message.splitlines():
+            if line.startswith(f"{REQUEST_TRAILER}: "):
+                found.setdefault(line.split(": ", 1)[1].strip(), []).append(message)
+    return found
 
 
 def check_invariants(world: World, ids: Iterable[str], expect: RequestState | None = None) -> None:
