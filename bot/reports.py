@@ -8,6 +8,13 @@ platform refuses stays pending and is claimed again after `RETRY_IDLE`, by
 this bot or, if this one died, by another. After `GIVE_UP_AFTER` an outcome
 is no longer news: it stays on the request (`status R…`, the audit stream)
 and is acknowledged without a post.
+
+Where Redis has replicas, news is posted only once a replica holds it: a
+master that dies with an outcome only it had takes that outcome along, the
+worker lands the request again on the new master (its trailer keeps the
+commit from happening twice) and writes the news again; posting the first
+copy too would tell the thread twice. Until a replica confirms, the entries
+stay pending with this consumer and are read again at its next round.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from bot.events import Reply
 from config.errors import UnknownRequest
 from workers.rollout.follow import load as load_rollout
 from workers.state import keys
+from workers.state.durability import Durability
 from workers.state.outbox import stream
 from workers.state.request import DeployRequest
 from workers.state.store import RequestStore
@@ -162,6 +170,8 @@ class OutboxConsumer:
         self.stream = stream(platform)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.retry_idle_ms = int(retry_idle.total_seconds() * 1000)
+        self.durability = Durability(redis)
+        self._holding = False  # entries were read but are not yet on a replica
         self._group_ready = False
 
     def _ensure_group(self) -> None:
@@ -175,13 +185,18 @@ class OutboxConsumer:
         self._group_ready = True
 
     def run_once(self, block_ms: int | None = None) -> int:
-        """Post what is due: entries left pending long enough, then new ones; returns how many
-        were acknowledged."""
+        """Post what is due: entries held back last round, entries left pending long enough
+        (a post chat refused, a bot that died), then new ones; returns how many were
+        acknowledged."""
         self._ensure_group()
+        entries: list[Any] = []
+        if self._holding:  # read from the master now: one that took over may not have them
+            held: Any = self.redis.xreadgroup(GROUP, self.name, {self.stream: "0"}, count=BATCH)
+            entries += [entry for _stream, own in held or [] for entry in own]
         claimed: Any = self.redis.xautoclaim(
             self.stream, GROUP, self.name, self.retry_idle_ms, "0-0", count=BATCH
         )
-        entries = list(claimed[1]) if claimed else []
+        entries += list(claimed[1]) if claimed else []
         block = block_ms if not entries else None
         fresh = cast(
             list[Any],
@@ -189,7 +204,13 @@ class OutboxConsumer:
         )
         for _stream, new in fresh or []:
             entries.extend(new)
-        return sum(self._handle(entry_id, fields) for entry_id, fields in entries if fields)
+        # A held entry idle long enough is claimed again too: each is handled once.
+        entries = list({entry_id: (entry_id, fields) for entry_id, fields in entries}.values())
+        entries = [(entry_id, fields) for entry_id, fields in entries if fields]
+        self._holding = bool(entries) and not self.durability.confirmed()
+        if self._holding:
+            return 0  # pending with us, read again next round
+        return sum(self._handle(entry_id, fields) for entry_id, fields in entries)
 
     def _handle(self, entry_id: Any, raw: dict[Any, Any]) -> bool:
         """Post one entry's news, then acknowledge it; a post chat refused stays pending (it

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -18,17 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.exceptions import RedisError
 
+from bot.cards import Card
+from bot.conversation import Conversation
 from bot.platforms.slack_standin import FakeSlack, serve
+from bot.reports import OutboxConsumer
+from config.policy import parse_policy
 from config.settings import Settings
-from tests.conftest import Remote
+from tests.conftest import Chat, Remote
 from tests.faults.world import commits_by_request
 from tests.sentinel import SentinelWorld
 from tests.slack_sender import SECRET, SlackSender
 from tests.test_lane import many_apps_remote
 from tests.test_replicas import leads, start_replica
 from tests.test_sweeper import kill_tree
+from workers.git.mirrors import Mirrors
 from workers.state.connection import connect
+from workers.state.outbox import stream
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
 
@@ -243,3 +251,105 @@ def _request_id(card: dict[str, Any]) -> str:
     match = re.search(r"\((R[0-9A-Z]{6})\)", str(card["blocks"][0]["text"]["text"]))
     assert match is not None, card
     return match.group(1)
+
+
+class Thread:
+    """A chat platform that keeps what the bot posted in a request's thread."""
+
+    def __init__(self) -> None:
+        self.posts: list[str] = []
+
+    def post(self, channel: str, thread: str | None, text: str) -> str:
+        self.posts.append(text)
+        return f"{len(self.posts)}"
+
+    def update_card(self, channel: str, ref: str, card: Card) -> None:
+        pass
+
+
+def test_a_push_only_the_lost_master_knew_of_is_found_again_and_told_once(
+    sentinels: SentinelWorld,
+    origin: Remote,
+    policy_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker pushes while the replicas lag, and the master dies before they hear of it:
+    the new master still has the request running. The worker's sweeper finds it again, the
+    commit trailer keeps it from a second commit, and the thread hears of it once: the bot
+    never posted the news only the lost master held."""
+    env = {
+        "RELEASEGATE_REDIS_URL": "redis://ignored.invalid:1/0",
+        "RELEASEGATE_REDIS_SENTINELS": sentinels.sentinels,
+        "RELEASEGATE_POLICY": str(policy_file),
+        "RELEASEGATE_WORKDIR": str(tmp_path / "work"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    redis = connect(Settings())
+    policy = parse_policy(policy_file.read_text())
+    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
+    request_id = str(chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id)
+    assert chat.say("carol", "deploy-prd", f"approve {request_id}").ok  # on a replica: WAIT
+    inside, release = tmp_path / "in-hook", tmp_path / "release"
+    hook = origin.path / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ntouch {inside}\nwhile [ ! -e {release} ]; do sleep 0.05; done\n")
+    hook.chmod(0o755)
+    thread = Thread()
+    bot = OutboxConsumer(redis, "shell", thread)
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            try:
+                bot.run_once(block_ms=100)
+            except RedisError:
+                time.sleep(0.1)  # the master is switching
+
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "worker"],
+        env={**inherited, **env, "PYTHONUNBUFFERED": "1"},
+        stdout=(tmp_path / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not inside.exists():
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+            time.sleep(0.05)
+        old = sentinels.master_port()
+        lagging = [p for p in sentinels.data_ports if p != old]
+        for port in lagging:  # frozen, and cut off: what the master writes now only it has
+            sentinels.processes[port].send_signal(signal.SIGSTOP)
+        sentinels.client(old).client_kill_filter(_type="replica")
+        release.touch()
+        on_old = RequestStore(sentinels.client(old))
+        deadline = time.monotonic() + 30
+        while on_old.state(request_id) is not RequestState.PUSHED:
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+            time.sleep(0.05)
+        assert sentinels.client(old).xlen(stream("shell")) == 1
+        time.sleep(1.5)  # the bot has the news, but no replica does: it holds it back
+        assert thread.posts == []
+        sentinels.kill(old)
+        for port in lagging:
+            sentinels.processes[port].send_signal(signal.SIGCONT)
+        sentinels.wait_for_failover(old)
+        store = RequestStore(redis)
+        deadline = time.monotonic() + 60
+        while not thread.posts:
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(1.5)  # a second telling would show up meanwhile
+    finally:
+        stop.set()
+        consumer.join(5)
+        kill_tree(worker.pid)
+        worker.wait()
+    assert store.state(request_id) is RequestState.PUSHED
+    assert [p.split(" ", 2)[:2] for p in thread.posts] == [[f"{request_id}:", "pushed"]]
+    assert list(commits_by_request(origin)) == [request_id]
+    assert len(commits_by_request(origin)[request_id]) == 1  # found, not committed again

@@ -7,7 +7,9 @@ it within a moment, as a waiting job would), the holder died, and a job that
 drains the lane is queued. A request `approved` whose job is gone, ended, or
 started by a worker whose RQ heartbeat stopped gets its job queued again.
 Either way the commit trailer keeps a push that did happen from happening
-twice. Workers sweep when they start and every few seconds while they run.
+twice. The same two checks find a request whose end only a lost Redis master
+knew of: after a failover it is `running` again, with no holder. Workers
+sweep when they start and every few seconds while they run.
 """
 
 from __future__ import annotations
@@ -93,7 +95,9 @@ def sweep(redis: Redis, lanes: Lane | Sequence[Lane], now: float | None = None) 
     lanes = [lanes] if isinstance(lanes, Lane) else list(lanes)
     if running and _lanes_abandoned(lanes):
         log.warning(
-            "requests %s were in the batch of a worker that died; taking over", ", ".join(running)
+            "requests %s are running but nobody holds their lane (the worker died, or a "
+            "failover lost how it ended); taking over",
+            ", ".join(running),
         )
         enqueue_drain(redis, lanes[0].name)
         found += running

@@ -7,6 +7,10 @@ waited for on one. `WAIT` counts the writes of the connection it runs on, and th
 writes go through a pool of connections; so a probe key is written and waited for on one
 connection: the replication stream is one ordered stream, and a replica that has the probe
 has every write made before it.
+
+Under Sentinel, replicas are always expected: a master whose replicas are cut off counts
+none connected, and that is exactly when a write is only on the master. A single server
+is waited on only while it has replicas.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 
 from redis import Redis
 from redis.exceptions import RedisError
+from redis.sentinel import SentinelConnectionPool
 
 from workers.state import keys
 
@@ -33,6 +38,7 @@ class Durability:
         self._replicas = 0
         self._looked = -LOOK_EVERY
         self._lock = threading.Lock()
+        self.sentinel = isinstance(redis.connection_pool, SentinelConnectionPool)
 
     def replicas(self) -> int:
         """How many replicas the master has (looked at every few seconds)."""
@@ -52,7 +58,7 @@ class Durability:
         """True when every write made so far is on a replica, or when there is none to wait
         for; False when no replica confirmed within the wait (the write may be lost in a
         failover)."""
-        if self.replicas() == 0:
+        if not self.sentinel and self.replicas() == 0:
             return True
         try:
             pipe = self.redis.pipeline(transaction=False)
