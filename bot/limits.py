@@ -12,6 +12,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from workers import spans
+
 
 class BodyTooLarge(Exception):
     pass
@@ -26,6 +28,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        spans.mark("http")
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await _refuse(send, 413, f"the body is over {self.limit} bytes")

@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot.embedded_redis import EmbeddedRedis, free_port  # noqa: E402 - after the checkout is on sys.path
 from bot.platforms.slack_standin import FakeSlack, serve  # noqa: E402 - after the checkout is on sys.path
+from workers import spans  # noqa: E402 - after the checkout is on sys.path
 from workers.state.request import FINAL_STATES, RequestState  # noqa: E402 - after the checkout is on sys.path
 from workers.state.store import RequestStore  # noqa: E402 - after the checkout is on sys.path
 
@@ -301,6 +302,7 @@ def main() -> None:
             "RELEASEGATE_SLACK_API_URL": f"http://127.0.0.1:{slack_server.server_port}/api/",
             "RELEASEGATE_HTTP_HOST": "127.0.0.1",
             "RELEASEGATE_HTTP_PORT": str(port),
+            "RELEASEGATE_SPANS": str(base / "spans.log"),  # where a deploy's time goes
         }
         redis = Redis.from_url(redis_server.url)
 
@@ -399,6 +401,7 @@ def main() -> None:
         store = RequestStore(redis)
         to_remote = []
         floor_rounds = []
+        rounds: list[tuple[str, float, float]] = []  # request, approval sent, on the remote
         for n in range(15):
             floor_rounds.append(raw.deploy() * 1000)  # the floor, between our rounds
             before = set(new_requests(redis, set()))
@@ -406,10 +409,11 @@ def main() -> None:
             wait_for(lambda b=before: bool(new_requests(redis, b)), 60, "the request")  # type: ignore[misc]  # a default argument binds the loop value
             [request_id] = new_requests(redis, before)
             head = _head(remote)
-            approved = time.monotonic()
+            approved, sent = time.monotonic(), time.time()
             client.command("UCAROL", "CPRD", f"approve {request_id}")
             wait_for(lambda h=head: _head(remote) != h, 60, "the push")  # type: ignore[misc]  # a default argument binds the loop value
             to_remote.append((time.monotonic() - approved) * 1000)
+            rounds.append((request_id, sent, time.time()))
             wait_for(lambda r=request_id: store.state(r) in FINAL_STATES, 60, "the outcome")  # type: ignore[misc]  # a default argument binds the loop value
         median = statistics.median(to_remote)
         floor_ms = statistics.median(floor_rounds)
@@ -438,6 +442,7 @@ def main() -> None:
 
         rss = _memory(bot.pid)
         results.append(("bot memory (peak RSS)", f"{rss:.0f} MB", "<= 120 MB"))
+        breakdown = _breakdown(spans.read(str(base / "spans.log")), rounds)
 
     print(
         f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, Python "
@@ -447,6 +452,51 @@ def main() -> None:
     print(f"{'what':{width}}  {'measured':32}  target")
     for what, measured, target in results:
         print(f"{what:{width}}  {measured:32}  {target}")
+    print("\napproval -> commit on the remote, where the time goes (median of each step, ms)")
+    for what, ms in breakdown:
+        print(f"  {what:{width - 2}}  {ms:6.1f}")
+
+
+# The steps between an approval's HTTP request and the commit on the remote, each as the
+# marks (`workers/spans.py`) it lies between; "sent" and "remote" are the bench's own.
+STEPS = (
+    ("HTTP request to the server", "sent", "http"),
+    ("signature check + Bolt dispatch", "http", "listener"),
+    ("to the handler's thread", "listener", "handler"),
+    ("approval script + enqueue", "handler", "enqueued"),
+    ("worker wakes, dequeues", "enqueued", "dequeued"),
+    ("fork + job start", "dequeued", "job"),
+    ("push lane lease", "job", "lane"),
+    ("fetch", "lane", "fetched"),
+    ("apply pins, validate, commit", "fetched", "committed"),
+    ("push", "committed", "pushed"),
+    ("until the remote shows it", "pushed", "remote"),
+)
+
+
+def _breakdown(
+    marks: list[tuple[float, int, str, str]], rounds: list[tuple[str, float, float]]
+) -> list[tuple[str, float]]:
+    """The median of each step over the rounds; the bot's marks carry no request id yet, so
+    they are its first marks after the round's approval was sent (one round at a time)."""
+    durations: dict[str, list[float]] = {}
+    for request_id, sent, on_remote in rounds:
+        at = {"sent": sent, "remote": on_remote}
+        for when, _pid, marked, step in marks:
+            if marked in (request_id, "-") and when >= sent and step not in at:
+                at[step] = when
+        for what, start, end in STEPS:
+            if start in at and end in at:
+                durations.setdefault(what, []).append((at[end] - at[start]) * 1000)
+    total = [(remote - sent) * 1000 for _r, sent, remote in rounds]
+    return [
+        *(
+            (what, statistics.median(durations[what]))
+            for what, _s, _e in STEPS
+            if what in durations
+        ),
+        ("total (median of the rounds)", statistics.median(total) if total else 0.0),
+    ]
 
 
 def _ready(url: str) -> bool:

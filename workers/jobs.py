@@ -25,6 +25,7 @@ from redis import Redis
 from config.errors import GitOpsError, ReleasegateError
 from config.policy import Policy, load_policy
 from config.settings import Settings
+from workers import spans
 from workers.artifacts.resolve import Resolver, check_artifacts
 from workers.git.checkout import Checkout
 from workers.git.env import url_credentials
@@ -98,6 +99,7 @@ class Services:
 def run_request(request_id: str) -> str:
     """See that an approved request lands (in this job's batch or another's); returns its
     final state."""
+    spans.mark("job", request_id)
     job = Services.load()
     store = job.store
     lanes = job.lanes(job.repositories_of(request_id))
@@ -116,6 +118,7 @@ def run_request(request_id: str) -> str:
                 if ended():
                     break
                 raise GitOpsError("timed out waiting for the push lane; the job is retried")
+            spans.mark("lane", request_id)
             try:
                 drain(job, leases)
             except LeaseLost as exc:
@@ -251,6 +254,7 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
                     if outcome.state.landed and outcome.commits:
                         follow.start(redis, policy, request, outcome.commits)
                     end(store, request, outcome)
+                    spans.mark("ended", request.id)
 
 
 def _take_batch(policy: Policy, store: RequestStore, held: set[str]) -> list[DeployRequest]:

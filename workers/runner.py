@@ -16,13 +16,15 @@ from contextlib import ExitStack
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Worker
+from rq import Queue, Worker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 import workers.jobs  # noqa: F401 - imported once here, not in every forked work horse
 from config.errors import ReleasegateError
 from config.policy import Policy, load_policy
 from config.settings import Settings
+from workers import spans
 from workers.git.checkout import Checkout
 from workers.git.mirrors import Mirrors
 from workers.git.signing import Signer, require_key
@@ -37,6 +39,15 @@ from workers.state.queue import job_queue
 from workers.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+
+
+class MarkedWorker(Worker):
+    """RQ's worker, marking when it took a job off the queue (`workers/spans.py`)."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        spans.mark("dequeued", job.id)
+        super().execute_job(job, queue)
+
 
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 MAX_WAIT = 5.0
@@ -91,7 +102,7 @@ def run(settings: Settings, burst: bool = False) -> int:
         while True:
             worker: Worker | None = None
             try:
-                worker = Worker(
+                worker = MarkedWorker(
                     [job_queue(redis)],
                     connection=redis,
                     serializer=JSONSerializer,

@@ -29,6 +29,7 @@ from bot.grammar import is_decision, slash_text, starts_with_verb, verb_of
 from bot.platforms.slack_api import APPROVE_ACTION, REJECT_ACTION, SlackPoster
 from config.errors import PostFailed
 from config.settings import Settings
+from workers import spans
 from workers.state.store import RequestStore
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class SlackAdapter:
     # Listeners.
 
     def on_command(self, ack: Ack, body: dict[str, Any]) -> None:
+        spans.mark("listener")
         if self.executor.submit(
             self._guarded(self._command, body["user_id"], body["channel_id"]), body
         ):
@@ -130,12 +132,16 @@ class SlackAdapter:
             ack(text=messages.busy())
 
     def _command(self, body: dict[str, Any]) -> None:
+        spans.mark("handler")
         if not self._ours(body):
             return
         if not self.store.first_delivery("slack-command", str(body.get("trigger_id"))):
             return
         event = self._event(body["user_id"], body["channel_id"], slash_text(body.get("text", "")))
-        self.deliver(event, self.conversation.handle(event))
+        replies = self.conversation.handle(event)
+        spans.mark("decided")
+        self.deliver(event, replies)
+        spans.mark("answered")
 
     def _later(
         self,

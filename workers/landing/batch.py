@@ -33,7 +33,7 @@ from config.errors import (
     StaleRequest,
 )
 from config.policy import Policy
-from workers import pins
+from workers import pins, spans
 from workers.git.checkout import Checkout
 from workers.landing.commit import commit_message
 from workers.landing.provenance import not_ours
@@ -216,13 +216,16 @@ def apply_batch(
     for attempt in range(1, max_attempts + 1):
         started = time.monotonic()
         heads, todo = _sync(policy, checkouts, todo, hooks, state)
+        _mark("fetched", todo)
         todo, committed = _prepare(policy, checkouts, todo, hooks, state, heads)
+        _mark("committed", todo)
         if not any(committed.values()):
             for request in todo:
                 state.done(request)
             return state.outcomes
         applied = time.monotonic()
         todo, again = _land(checkouts, todo, committed, heads, hooks, state)
+        _mark("pushed", todo)
         if again:
             log.info("attempt %d/%d: fetching and preparing again", attempt, max_attempts)
             # A little random wait from the second loss on: an outside writer that pushes on
@@ -245,6 +248,11 @@ def apply_batch(
         facts = {"attempts": str(max_attempts)}
         state.end(request, Result(state=RequestState.FAILED, reason="kept_moving", facts=facts))
     return state.outcomes
+
+
+def _mark(step: str, requests: Sequence[DeployRequest]) -> None:
+    for request in requests:
+        spans.mark(step, request.id)
 
 
 def _repositories(state: _Landing, requests: Sequence[DeployRequest]) -> list[str]:

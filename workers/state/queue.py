@@ -10,6 +10,8 @@ from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
+from workers import spans
+
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "releasegate"
@@ -40,6 +42,7 @@ def enqueue_deploy(redis: Redis, request_id: str) -> bool:
     except DuplicateJobError:
         log.info("job %s already queued", request_id)
         return False
+    spans.mark("enqueued", request_id)
     return True
 
 
