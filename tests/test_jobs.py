@@ -292,18 +292,24 @@ def test_a_missing_validation_command_is_a_clear_failure(
     assert origin.count() == 1
 
 
-def test_the_worker_checks_out_only_the_pinned_files_unless_a_validation_needs_the_tree(
+def test_the_worker_checks_out_only_the_pinned_folders_unless_a_validation_needs_the_tree(
     chat: Chat, redis: Redis, origin: Remote, settings: Settings, policy_file: Path
 ) -> None:
+    """The pinned files' folders and the files at the top (a sparse-checkout cone), with a
+    sparse index: the rest of the tree is neither on disk nor in the index."""
     import socket
 
     approved_prd_request(chat)
     run_worker(redis)
     [slot] = settings.workdir.glob(f"*/{socket.gethostname()}/slot-0")
-    present = sorted(
+    present = {
         str(p.relative_to(slot)) for p in slot.rglob("*") if p.is_file() and ".git" not in p.parts
-    )
-    assert present == ["env/int/kustomization.yml", "env/prd/kustomization.yml"]
+    }
+    assert {"env/int/kustomization.yml", "env/prd/kustomization.yml"} <= present
+    assert not any(p.startswith("resources/") for p in present)
+    indexed = git("ls-files", "--sparse", cwd=slot).splitlines()
+    assert "resources/" in indexed  # one entry for the folder, not one per file
+    assert not any(p.startswith("resources/") and p != "resources/" for p in indexed)
     with_validation(policy_file, f'{sys.executable} -c "import sys; sys.exit(0)"')
     approved_prd_request(chat, "2.2.0")
     run_worker(redis)
