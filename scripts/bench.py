@@ -424,18 +424,21 @@ def main() -> None:
             (
                 "approval -> commit on the remote, median",
                 f"{median:.0f} ms = {median / floor_ms:.2f} x floor",
-                "<= 1.3 x floor",
+                "<= 1.3 x floor (aim: 1.0)",
             )
         )
 
         # 4. Many deploys at once through the lane.
-        for count, version in ((20, "1.3.0"), (50, "1.4.0")):
+        # The serial floor is `count` raw-git deploys one after the other; a burst lands as
+        # batches (one fetch, a commit each, one push), so it costs a fraction of that.
+        for count, version, share in ((20, "1.3.0", 0.5), (50, "1.4.0", 0.25)):
             wall, pushed, other = run_deploys(client, redis, count, version)
-            target = f"none fails; wall <= {0.5 * count * floor_ms / 1000:.1f} s"
+            serial = count * floor_ms / 1000
+            target = f"none fails; wall <= {share} x {serial:.1f} s = {share * serial:.1f} s"
             results.append(
                 (
                     f"{count} deploys of different apps to int, {args.workers} workers",
-                    f"{pushed} landed, {other} not, in {wall:.1f} s",
+                    f"{pushed} landed, {other} not, in {wall:.1f} s = {wall / serial:.2f} x",
                     target,
                 )
             )
@@ -469,8 +472,7 @@ STEPS = (
     ("push lane lease", "job", "lane"),
     ("fetch", "lane", "fetched"),
     ("apply pins, validate, commit", "fetched", "committed"),
-    ("push", "committed", "pushed"),
-    ("until the remote shows it", "pushed", "remote"),
+    ("push, until the remote shows it", "committed", "remote"),
 )
 
 

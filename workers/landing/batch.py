@@ -225,7 +225,6 @@ def apply_batch(
             return state.outcomes
         applied = time.monotonic()
         todo, again = _land(checkouts, todo, committed, heads, hooks, state)
-        _mark("pushed", todo)
         if again:
             log.info("attempt %d/%d: fetching and preparing again", attempt, max_attempts)
             # A little random wait from the second loss on: an outside writer that pushes on
