@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import uvicorn
 from redis import Redis
-from rq import Worker
 from rq.serializers import JSONSerializer
 
 from bot.conversation import Conversation
@@ -25,6 +24,7 @@ from bot.events import ChatEvent, Reply
 from config.policy import Policy, parse_policy
 from config.settings import Settings
 from workers.git.mirrors import Mirrors
+from workers.horse import StayingWorker
 from workers.state.queue import job_queue
 
 
@@ -170,8 +170,9 @@ def chat(conversation: Conversation) -> Chat:
 
 
 def run_worker(redis: Redis) -> None:
-    """Run every queued job in a real RQ worker (forked work horse), then return."""
-    Worker([job_queue(redis)], connection=redis, serializer=JSONSerializer).work(burst=True)
+    """Run every queued job in the worker `releasegate worker` runs (jobs in its own process,
+    heartbeats beside them), then return."""
+    StayingWorker([job_queue(redis)], connection=redis, serializer=JSONSerializer).work(burst=True)
 
 
 def outbox(redis: Redis) -> list[str]:

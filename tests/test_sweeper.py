@@ -91,7 +91,7 @@ def test_a_worker_killed_mid_job_leaves_nothing_pushed_and_the_request_runs_agai
         assert time.monotonic() < deadline, "the worker never started the job"
         time.sleep(0.1)
     time.sleep(1)  # inside the validation command now
-    kill_tree(worker.pid)  # the worker, its work horse (RQ gives it its own session), git
+    kill_tree(worker.pid)  # the worker, its scheduler, git
     worker.wait()
     assert origin.count() == 1
     assert store.state(request_id) is RequestState.RUNNING

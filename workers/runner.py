@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import threading
 from contextlib import ExitStack
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Queue, Worker
-from rq.job import Job
 from rq.serializers import JSONSerializer
 
-import workers.jobs  # noqa: F401 - imported once here, not in every forked work horse
+import workers.jobs  # noqa: F401 - imported at start, not at the first job
 from config.errors import ReleasegateError
 from config.policy import Policy, load_policy
 from config.settings import Settings
-from workers import spans
 from workers.git.checkout import Checkout
 from workers.git.mirrors import Mirrors
 from workers.git.signing import Signer, require_key
+from workers.horse import FRESH_AFTER, StayingWorker
 from workers.landing import mergerequests
 from workers.landing.batch import reader
 from workers.landing.sweeper import HEARTBEAT_INTERVAL, SWEEP_EVERY, sweep
@@ -41,19 +41,11 @@ from workers.supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 
-class MarkedWorker(Worker):
-    """RQ's worker, marking when it took a job off the queue (`workers/spans.py`)."""
-
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        spans.mark("dequeued", job.id)
-        super().execute_job(job, queue)
-
-
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 MAX_WAIT = 5.0
 
 
-def run(settings: Settings, burst: bool = False) -> int:
+def run(settings: Settings, burst: bool = False, fresh_after: int = FRESH_AFTER) -> int:
     policy = load_policy(settings.policy)  # fail at start, not at the first job
     signer = Signer.from_setting(settings.git_signing_key)
     for repository in policy.repositories.values():
@@ -69,8 +61,7 @@ def run(settings: Settings, burst: bool = False) -> int:
     _warm(policy, settings)
     if not burst:
         # Between jobs too: a lane whose holder died is taken over within seconds.
-        # On a client of its own: RQ forks a work horse per job, and a fork must not find this
-        # thread holding a connection of the pool the horse goes on to use.
+        # On a client of its own: a sweep never waits for a connection a job holds.
         own = connect(settings)
         sweeper_lanes = [Lane(own, lane.name) for lane in lanes]
         supervisor = Supervisor()
@@ -100,17 +91,21 @@ def run(settings: Settings, burst: bool = False) -> int:
         )
     try:
         while True:
-            worker: Worker | None = None
+            worker: StayingWorker | None = None
             try:
-                worker = MarkedWorker(
+                worker = StayingWorker(
                     [job_queue(redis)],
                     connection=redis,
                     serializer=JSONSerializer,
                     job_monitoring_interval=HEARTBEAT_INTERVAL,
                 )
-                worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+                worker.work(
+                    burst=burst, with_scheduler=True, logging_level="INFO", max_jobs=fresh_after
+                )
             except REDIS_ERRORS as exc:  # at its start, or in RQ's clean-up after an outage
                 log.warning("the worker met a Redis error: %s", exc)
+            if worker is not None and worker.jobs_run >= fresh_after:
+                start_afresh(worker.jobs_run)
             # RQ notes the time of a SIGTERM or SIGINT (a stop asked for, idle or busy); any
             # other way out of `work()` is an error RQ gave up on, in practice Redis gone.
             if burst or (worker is not None and worker._shutdown_requested_date is not None):
@@ -119,6 +114,15 @@ def run(settings: Settings, burst: bool = False) -> int:
             wait_for_redis(redis, stop)
     finally:
         stop.set()
+
+
+def start_afresh(done: int) -> None:
+    """Replace this process by a new run of the same command (same process id: the pod
+    sees nothing)."""
+    log.info("%d jobs done: the worker starts afresh", done)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - our own command line, again
 
 
 def wait_for_redis(redis: Redis, stop: threading.Event) -> None:
@@ -133,9 +137,9 @@ def wait_for_redis(redis: Redis, stop: threading.Event) -> None:
 
 
 def _warm(policy: Policy, settings: Settings) -> None:
-    """Clone now, so the first job does not wait for one, and read every pin once in this
-    parent process: each job is a fork of it, and starts with the parsers warm and the
-    unchanged files' pins already located."""
+    """Clone now, so the first job does not wait for one, and read every pin once: the jobs
+    run in this process, and start with the parsers warm and the unchanged files' pins
+    already located."""
     checkouts = {
         name: Checkout(
             repository,

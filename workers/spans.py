@@ -2,7 +2,7 @@
 
 Off unless `RELEASEGATE_SPANS` names a file. Then each step's end is one line appended to
 it: wall-clock time, process id, request id (`-` where not known yet) and the step's name.
-Every process of a run (the bot, each worker and its work horses) appends to the same file;
+Every process of a run (the bot and each worker) appends to the same file;
 a line under `PIPE_BUF` written with `O_APPEND` is never interleaved with another. Off, a
 mark costs one attribute check.
 """

@@ -117,7 +117,7 @@ class World:
         return worker
 
     def kill_worker(self, worker: subprocess.Popen[bytes]) -> None:
-        kill_tree(worker.pid)  # the worker, its work horse (its own session), git, hooks
+        kill_tree(worker.pid)  # the worker, its scheduler, git, hooks
         worker.wait()
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """Prometheus metrics.
 
 The bot counts what it sees in process (requests, refusals, approvals). What
-workers do happens in short-lived work horses, so they count in Redis and
+workers do happens in other processes (several workers, on other pods), so they count in Redis and
 the bot's `/metrics` reads those counts at scrape time: the deploy counters,
 the duration histogram, push retries and the queue depth are cluster-wide
 and the same on every bot replica (aggregate them with `max`, not `sum`).
