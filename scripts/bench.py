@@ -468,7 +468,7 @@ STEPS = (
     ("to the handler's thread", "listener", "handler"),
     ("approval script + enqueue", "handler", "enqueued"),
     ("worker wakes, dequeues", "enqueued", "dequeued"),
-    ("fork + job start", "dequeued", "job"),
+    ("job start", "dequeued", "job"),
     ("push lane lease", "job", "lane"),
     ("fetch", "lane", "fetched"),
     ("apply pins, validate, commit", "fetched", "committed"),
