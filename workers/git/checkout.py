@@ -15,7 +15,6 @@ path with a symbolic link or `.git` on it is refused.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import logging
@@ -25,11 +24,9 @@ import socket
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 import git
 
@@ -37,14 +34,13 @@ from config.errors import GitOpsError, PinError, PinNotFound, PushRejected, Remo
 from config.git_access import GitAccess
 from config.policy import Repository
 from workers.git.env import git_env, git_said, redact_url, repository_dir
+from workers.git.history import FetchedHistory
 from workers.git.signing import Signer
+from workers.git.slots import STALE_HOST_SECONDS, hold_slot, prune_gone_hosts
 
 log = logging.getLogger(__name__)
 
 GIT_TIMEOUT = 120  # seconds for any network operation
-MAX_SLOTS = 16
-TRAILER_SCAN_DEPTH = 2000  # commits searched for a request's trailer
-STALE_HOST_SECONDS = 7 * 24 * 3600
 SMALL_BLOB = "1m"  # files up to this size come with the fetch that changed them
 _FAILED_PUSH = (
     git.PushInfo.ERROR
@@ -75,40 +71,11 @@ def _git_error(exc: git.GitCommandError) -> str:
     return git_said(stderr) or str(exc.status)
 
 
-@contextmanager
-def _hold_slot(base: Path) -> Iterator[Path]:
-    """The first free slot folder under `base`, held (flock) until the block ends."""
-    base.mkdir(parents=True, exist_ok=True)
-    handles: list[IO[str]] = []
-    try:
-        for number in range(MAX_SLOTS):
-            handle: IO[str] = open(base / f"slot-{number}.lock", "w")  # noqa: SIM115 - held past this block
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                handle.close()
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                continue
-            handles.append(handle)
-            yield base / f"slot-{number}"
-            return
-        # Every slot busy: queue for the first one rather than make a seventeenth clone.
-        first = open(base / "slot-0.lock", "w")  # noqa: SIM115 - held past this block
-        handles.append(first)
-        fcntl.flock(first, fcntl.LOCK_EX)
-        yield base / "slot-0"
-    finally:
-        for handle in handles:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
-
-
 def _folder(file: str) -> str:
     return file.rpartition("/")[0]
 
 
-class Checkout:
+class Checkout(FetchedHistory):
     """A working clone of one repository branch, in a slot this process holds."""
 
     def __init__(
@@ -139,18 +106,7 @@ class Checkout:
     def prune_gone_hosts(self, older_than: float = STALE_HOST_SECONDS) -> list[Path]:
         """Remove the clones of hosts (pods) that have not used them for `older_than` seconds:
         a persistent cache outlives the pods that filled it."""
-        removed: list[Path] = []
-        now = time.time()
-        if not self.base.parent.is_dir():
-            return removed
-        for host in self.base.parent.iterdir():
-            locks = list(host.glob("slot-*.lock")) if host.is_dir() else []
-            if host == self.base or not locks:
-                continue
-            if all(now - lock.stat().st_mtime > older_than for lock in locks):
-                shutil.rmtree(host, ignore_errors=True)
-                removed.append(host)
-        return removed
+        return prune_gone_hosts(self.base, older_than)
 
     @contextmanager
     def in_slot(self) -> Iterator[Checkout]:
@@ -159,7 +115,7 @@ class Checkout:
         if self._held:
             yield self
             return
-        with _hold_slot(self.base) as path:
+        with hold_slot(self.base) as path:
             self.path, self._held = path, True
             try:
                 yield self
@@ -470,53 +426,3 @@ class Checkout:
         except git.GitCommandError:
             return False
         return True
-
-    # Reading commits already fetched (never a remote): what landed, and who wrote it.
-
-    def committer(self, commit: str) -> str:
-        """`Name <email>` of the commit's committer."""
-        return self._git("log", "-1", "--format=%cn <%ce>", commit, "--", cwd=self.path)
-
-    def first_parent(self, commit: str) -> str:
-        return self._git("rev-parse", "--verify", f"{commit}^1", cwd=self.path)
-
-    def changed_files(self, commit: str) -> list[str]:
-        """The files `commit` changes against its first parent (a merge: against the branch
-        it merged into)."""
-        out = self._git(
-            "diff", "--no-renames", "--name-only", f"{commit}^1", commit, "--", cwd=self.path
-        )
-        return [line for line in out.splitlines() if line]
-
-    def file_at(self, commit: str, file: str) -> str | None:
-        """The text of `file` at `commit`, or None where it does not exist there."""
-        try:
-            return self._git("cat-file", "blob", f"{commit}:{file}", cwd=self.path, strip=False)
-        except RemoteUnreachable:  # git's own words: no such path in that commit
-            return None
-
-    def is_on_branch(self, commit: str) -> bool:
-        """Whether `commit` is the fetched branch head or comes before it."""
-        try:
-            self._git("merge-base", "--is-ancestor", commit, self.remote_ref, cwd=self.path)
-        except RemoteUnreachable:
-            return False
-        return True
-
-    def request_commits(self, depth: int = TRAILER_SCAN_DEPTH) -> dict[str, str]:
-        """Request id -> commit, for the request trailers in the remote branch's last commits.
-
-        Bounded by count, not by date: a commit with an old committer date
-        does not hide the ones behind it.
-        """
-        out = self.repo.git.log(
-            self.remote_ref,
-            f"--max-count={depth}",
-            "--format=%H%x1f%(trailers:key=Releasegate-Request,valueonly,separator=%x2C)%x1e",
-        )
-        found: dict[str, str] = {}
-        for record in out.split("\x1e"):
-            sha, _, ids = record.strip("\n").partition("\x1f")
-            for request_id in filter(None, (i.strip() for i in ids.split(","))):
-                found.setdefault(request_id, sha)
-        return found
