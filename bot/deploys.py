@@ -226,6 +226,7 @@ def _file(
         created_at=now,
         expires_at=now + spec.approval_ttl if spec.approvals else None,
         base_commit=repo.head,
+        bases={name: snapshot.head for name, snapshot in repo.snapshots.items()},
         diff=diff,
         artifacts=built,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.world import World, check_invariants
+from workers.git.history import TRAILER_SCAN_DEPTH
 from workers.state.outbox import report_to
 from workers.state.request import RequestState, Result
 
@@ -73,3 +75,43 @@ def test_the_end_of_a_request_and_the_news_for_its_channel_are_one_write(world: 
     # Ending it again does nothing, and tells nobody a second time.
     assert not store.finish(request_id, [RequestState.PENDING], ended, report_to(request))
     assert world.redis.xlen(report_to(request)) == entries + 1
+
+
+def outside_commits(remote: Path, count: int) -> None:
+    """`count` commits by somebody else on the remote's main, written by `git fast-import`
+    (thousands in a second), each touching a file no pin reads."""
+    lines = []
+    for n in range(count):
+        body = f"outside {n}\n".encode()
+        lines += [
+            b"commit refs/heads/main\n",
+            b"committer Someone Else <else@example.invalid> 1700000000 +0000\n",
+            b"data 7\noutside\n",
+            *([b"from refs/heads/main^0\n"] if n == 0 else []),
+            b"M 100644 inline outside.txt\n",
+            b"data %d\n%s\n" % (len(body), body),
+        ]
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=remote, input=b"".join(lines), check=True)
+
+
+def test_a_push_further_back_than_the_last_two_thousand_commits_is_still_found(
+    world: World,
+) -> None:
+    """The worker died after its push, and the branch moved on by more commits than the
+    depth-bounded search reads before another took over: the search reads back to the head
+    the request was read at, however far, and the request lands once."""
+    request_id = world.request(0)
+    marker = hang_in_hook(world, "post-receive")
+    first = world.start_worker()
+    world.approve_all(request_id)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the worker never got there: " + world.tail()
+        time.sleep(0.1)
+    world.kill_worker(first)
+    (world.origin.path / "hooks" / "post-receive").unlink()
+    outside_commits(world.origin.path, TRAILER_SCAN_DEPTH + 100)
+    world.start_worker()
+    world.wait_ended([request_id])
+    check_invariants(world, [request_id], expect=RequestState.PUSHED)
+    assert world.origin.count() == 1 + 1 + TRAILER_SCAN_DEPTH + 100

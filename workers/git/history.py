@@ -3,6 +3,7 @@ landed where, what a commit changed, and who wrote it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -60,22 +61,44 @@ class FetchedHistory:
             return False
         return True
 
-    def request_commits(self: _Reads, depth: int = TRAILER_SCAN_DEPTH) -> dict[str, str]:
-        """Request id -> commit, for the request trailers in the remote branch's last commits.
+    def request_commits(self: _Reads, since: Sequence[str | None] = ()) -> dict[str, str]:
+        """Request id -> commit, for the request trailers on the remote branch.
 
-        Bounded by count, not by date: a commit with an old committer date
-        does not hide the ones behind it.
+        `since` are the heads the requests were read at: a request's commit comes after its
+        own, so the commits after the oldest of them are all there is to read, however many.
+        Where one is not known (an older request, a head this store never saw), the branch's
+        last `TRAILER_SCAN_DEPTH` commits are read instead. Bounded by commits, never by
+        date: a commit with an old committer date does not hide the ones behind it.
         """
-        out = self._git(
-            "log",
-            self.remote_ref,
-            f"--max-count={depth}",
-            "--format=%H%x1f%(trailers:key=Releasegate-Request,valueonly,separator=%x2C)%x1e",
-            cwd=self.path,
-        )
-        found: dict[str, str] = {}
-        for record in out.split("\x1e"):
-            sha, _, ids = record.strip("\n").partition("\x1f")
-            for request_id in filter(None, (i.strip() for i in ids.split(","))):
-                found.setdefault(request_id, sha)
-        return found
+        if since and all(since):
+            bases = sorted({s for s in since if s})
+            try:
+                # Their common ancestor: the oldest, on a branch that only moves forward.
+                oldest = bases[0]
+                if len(bases) > 1:
+                    oldest = self._git("merge-base", "--octopus", *bases, cwd=self.path)
+                return _trailers(_log(self, f"^{oldest}"))
+            except RemoteUnreachable:  # git's own words: a base this store does not have
+                pass
+        return _trailers(_log(self, f"--max-count={TRAILER_SCAN_DEPTH}"))
+
+
+def _log(checkout: _Reads, bound: str) -> str:
+    """Each commit of the fetched branch within `bound`, with its request trailers."""
+    return checkout._git(
+        "log",
+        checkout.remote_ref,
+        bound,
+        "--format=%H%x1f%(trailers:key=Releasegate-Request,valueonly,separator=%x2C)%x1e",
+        "--",
+        cwd=checkout.path,
+    )
+
+
+def _trailers(log: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for record in log.split("\x1e"):
+        sha, _, ids = record.strip("\n").partition("\x1f")
+        for request_id in filter(None, (i.strip() for i in ids.split(","))):
+            found.setdefault(request_id, sha)
+    return found

@@ -297,8 +297,14 @@ def _prepare(
 ) -> tuple[list[DeployRequest], dict[str, list[tuple[DeployRequest, str]]]]:
     """Commit every request's part in every repository where it has not landed yet, on top of
     the fetched heads. Returns the requests still going, and the commits by repository."""
-    search = (not state.searched or state.unsure) and any(hooks.maybe_pushed(r) for r in todo)
-    found = {name: checkouts[name].request_commits() if search else {} for name in heads}
+    # Only a request whose push may have been tried can be on the branch already; its
+    # commit comes after the head it was read at, so the search reads no further back.
+    search = not state.searched or state.unsure
+    maybe = [r for r in todo if search and hooks.maybe_pushed(r)]
+    found: dict[str, dict[str, str]] = {}
+    for name in heads:
+        since = [r.bases.get(name) for r in maybe if name in state.repositories(r)]
+        found[name] = checkouts[name].request_commits(since) if since else {}
     state.searched, state.unsure = True, False
     committed: dict[str, list[tuple[DeployRequest, str]]] = {name: [] for name in heads}
     tips = dict(heads)  # each working tree's head as the requests are committed on it

@@ -195,7 +195,7 @@ def land(
     try:
         with checkout.in_slot():
             checkout.sync()
-            found = checkout.request_commits().get(request.id)
+            found = checkout.request_commits([request.bases.get(name)]).get(request.id)
             if found and (why := not_ours(policy, checkout, request, found, name, by_forge=True)):
                 log.warning("%s carries the request's trailer, but %s", found[:7], why)
                 found = None

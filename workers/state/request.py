@@ -102,6 +102,9 @@ class DeployRequest(BaseModel):
     created_at: datetime
     expires_at: datetime | None = None
     base_commit: str
+    # Each repository's head when the request was read (its diff's base): the request's own
+    # commit can only come after it. Empty for requests filed before it was kept.
+    bases: dict[str, str] = {}
     diff: str
     artifacts: tuple[Built, ...] = ()  # each change's artifact, where the app names a store
 
