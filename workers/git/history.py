@@ -3,6 +3,7 @@ landed where, what a commit changed, and who wrote it."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -10,6 +11,7 @@ from typing import Protocol
 from config.errors import RemoteUnreachable
 
 TRAILER_SCAN_DEPTH = 2000  # commits searched for a request's trailer
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # an object name, never an option
 
 
 class _Reads(Protocol):
@@ -70,7 +72,7 @@ class FetchedHistory:
         last `TRAILER_SCAN_DEPTH` commits are read instead. Bounded by commits, never by
         date: a commit with an old committer date does not hide the ones behind it.
         """
-        if since and all(since):
+        if since and all(s and _COMMIT.fullmatch(s) for s in since):
             bases = sorted({s for s in since if s})
             try:
                 # Their common ancestor: the oldest, on a branch that only moves forward.
