@@ -254,7 +254,7 @@ def _request_id(card: dict[str, Any]) -> str:
     return match.group(1)
 
 
-class Thread:
+class RecordedThread:
     """A chat platform that keeps what the bot posted in a request's thread."""
 
     def __init__(self) -> None:
@@ -296,7 +296,7 @@ def test_a_push_only_the_lost_master_knew_of_is_found_again_and_told_once(
     hook = origin.path / "hooks" / "pre-receive"
     hook.write_text(f"#!/bin/sh\ntouch {inside}\nwhile [ ! -e {release} ]; do sleep 0.05; done\n")
     hook.chmod(0o755)
-    thread = Thread()
+    thread = RecordedThread()
     bot = OutboxConsumer(redis, "shell", thread)
     stop = threading.Event()
 
