@@ -119,3 +119,18 @@ def lands_across_a_failover(
     assert RequestStore(redis).state(str(request_id)) is RequestState.PUSHED
     assert b"newTag: 2.1.0" in origin.file("env/prd/kustomization.yml")
     assert chat.say("bob", "deploy-prd", "status prd").ok
+
+
+def test_with_sentinels_the_urls_user_database_and_options_are_kept_and_its_host_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RELEASEGATE_REDIS_SENTINELS", "127.0.0.1:1")
+    monkeypatch.setenv(
+        "RELEASEGATE_REDIS_URL",
+        "rediss://rg:s3cret@ignored.invalid:1/3?socket_timeout=2&ssl_ca_certs=/etc/ca.crt",
+    )
+    kept = connect(Settings()).connection_pool.connection_kwargs
+    assert (kept["username"], kept["password"], kept["db"]) == ("rg", "s3cret", 3)
+    assert (kept["socket_timeout"], kept["ssl_ca_certs"]) == (2.0, "/etc/ca.crt")
+    assert "host" not in kept
+    assert "port" not in kept

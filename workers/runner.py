@@ -40,7 +40,6 @@ from workers.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
-
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 MAX_WAIT = 5.0
 

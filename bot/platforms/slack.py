@@ -125,7 +125,7 @@ class SlackAdapter:
     def on_command(self, ack: Ack, body: dict[str, Any]) -> None:
         spans.mark("listener")
         if self.executor.submit(
-            self._guarded(self._command, body["user_id"], body["channel_id"]), body
+            self._guarded(self._command, body.get("user_id", ""), body.get("channel_id", "")), body
         ):
             ack()
         else:

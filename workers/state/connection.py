@@ -53,12 +53,9 @@ def _through_sentinel(settings: Settings, url: str) -> Redis:
         },
         socket_timeout=SOCKET_TIMEOUT,
     )
+    # The URL's own options (`?socket_timeout=2`) win over ours.
+    client = {"socket_timeout": SOCKET_TIMEOUT, "health_check_interval": 30, **options}
     master = sentinel.master_for(  # type: ignore[no-untyped-call]  # redis-py: untyped
-        settings.redis_sentinel_master,
-        redis_class=Redis,
-        ssl=tls,
-        socket_timeout=SOCKET_TIMEOUT,
-        health_check_interval=30,
-        **options,
+        settings.redis_sentinel_master, redis_class=Redis, ssl=tls, **client
     )
     return cast(Redis, master)
