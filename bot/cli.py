@@ -25,6 +25,7 @@ from workers.logs import setup_logging
 if TYPE_CHECKING:
     from redis import Redis
 
+    from bot.conversation import Conversation
     from bot.platforms.shell import ShellChat
     from workers.git.mirrors import Mirrors
 
@@ -34,22 +35,10 @@ log = logging.getLogger("releasegate")
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from bot.conversation import Conversation
     from bot.server import create_app
-    from workers.artifacts.resolve import Resolver
-    from workers.state.connection import connect
 
-    policy = load_policy(settings.policy)
-    redis = connect(settings)
-    mirror = _mirrors(policy, settings, redis)
-    conversation = Conversation(
-        policy,
-        redis,
-        mirror,
-        retention=settings.retention,
-        resolver=Resolver.from_settings(settings),
-    )
-    app = create_app(settings, policy, redis, conversation)
+    conversation = _conversation(settings)
+    app = create_app(settings, conversation.policy, conversation.store.redis, conversation)
     # Hand the GIL over every 2 ms instead of 5: an acknowledgement is a few lines of Python
     # and must not wait long behind a chat answer being computed on another thread.
     sys.setswitchinterval(0.002)
@@ -95,22 +84,27 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:
-    from bot.conversation import Conversation
     from bot.platforms.shell import ShellChat
+
+    conversation = _conversation(settings)
+    return ShellChat(conversation, conversation.store.redis, sys.stdout, user, channel)
+
+
+def _conversation(settings: Settings) -> Conversation:
+    """The conversation every chat front end of this process answers through."""
+    from bot.conversation import Conversation
     from workers.artifacts.resolve import Resolver
     from workers.state.connection import connect
 
     policy = load_policy(settings.policy)
     redis = connect(settings)
-    mirror = _mirrors(policy, settings, redis)
-    conversation = Conversation(
+    return Conversation(
         policy,
         redis,
-        mirror,
+        _mirrors(policy, settings, redis),
         retention=settings.retention,
         resolver=Resolver.from_settings(settings),
     )
-    return ShellChat(conversation, redis, sys.stdout, user, channel)
 
 
 def _chat_in_terminal(chat: ShellChat, directory: Path) -> int:

@@ -36,6 +36,14 @@ def hang_in_validation(world: World) -> Path:
     return marker
 
 
+def reached(world: World, marker: Path) -> None:
+    """Wait until a worker touched `marker` (it hangs there now)."""
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the worker never got there: " + world.tail()
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("point", ["before-commit", "before-push", "after-push"])
 def test_a_worker_killed_at_any_point_is_replaced_and_every_request_lands_once(
     world: World, point: str
@@ -48,10 +56,7 @@ def test_a_worker_killed_at_any_point_is_replaced_and_every_request_lands_once(
     first = world.start_worker()
     for request_id in ids:
         world.approve_all(request_id)
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert time.monotonic() < deadline, "the worker never got there: " + world.tail()
-        time.sleep(0.1)
+    reached(world, marker)
     world.kill_worker(first)
     assert world.origin.count() == (1 + 3 if point == "after-push" else 1)
     for hook in ("pre-receive", "post-receive"):
@@ -104,10 +109,7 @@ def test_a_push_further_back_than_the_last_two_thousand_commits_is_still_found(
     marker = hang_in_hook(world, "post-receive")
     first = world.start_worker()
     world.approve_all(request_id)
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert time.monotonic() < deadline, "the worker never got there: " + world.tail()
-        time.sleep(0.1)
+    reached(world, marker)
     world.kill_worker(first)
     (world.origin.path / "hooks" / "post-receive").unlink()
     outside_commits(world.origin.path, TRAILER_SCAN_DEPTH + 100)
