@@ -7,8 +7,9 @@ ARG PYTHON=3.12
 FROM python:${PYTHON}-slim AS build
 WORKDIR /src
 # Dependencies first, in their own layer: code changes do not reinstall them.
-COPY pyproject.toml scripts/install-deps ./
-RUN ./install-deps /opt/venv pyproject.toml
+COPY requirements/runtime.txt scripts/install-deps ./
+RUN ./install-deps /opt/venv runtime.txt
+COPY pyproject.toml ./
 COPY README.md ./
 COPY bot ./bot
 COPY workers ./workers

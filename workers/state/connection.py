@@ -11,6 +11,11 @@ from redis.sentinel import Sentinel
 
 from config.settings import Settings
 
+# redis-py before 8 has no types here and 8 has them: held as Any, so mypy is clean on both
+# (a `type: ignore` is an error on one or the other).
+_parse_url: Any = parse_url
+_Sentinel: Any = Sentinel
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 SOCKET_TIMEOUT = 5.0  # seconds: a master that died mid-answer is noticed, then rediscovered
 
@@ -38,13 +43,13 @@ def _through_sentinel(settings: Settings, url: str) -> Redis:
     TLS (`rediss://`, with its query's `ssl_ca_certs` and the like); its host and port are not
     used. With TLS the sentinels are asked over TLS too, trusting the same authority."""
     # redis-py's own reading of a URL, query options included
-    options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # redis-py: untyped
+    options: dict[str, Any] = _parse_url(url)
     for unused in ("host", "port", "path"):
         options.pop(unused, None)
     tls = options.pop("connection_class", None) is SSLConnection
     tls_options = {k: v for k, v in options.items() if k.startswith("ssl_")}
     secret = settings.redis_sentinel_password
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py: untyped
+    sentinel = _Sentinel(
         sentinel_addresses(settings.redis_sentinels or ""),
         sentinel_kwargs={
             "password": secret.get_secret_value() if secret else None,
@@ -55,7 +60,7 @@ def _through_sentinel(settings: Settings, url: str) -> Redis:
     )
     # The URL's own options (`?socket_timeout=2`) win over ours.
     client = {"socket_timeout": SOCKET_TIMEOUT, "health_check_interval": 30, **options}
-    master = sentinel.master_for(  # type: ignore[no-untyped-call]  # redis-py: untyped
+    master = sentinel.master_for(
         settings.redis_sentinel_master, redis_class=Redis, ssl=tls, **client
     )
     return cast(Redis, master)
