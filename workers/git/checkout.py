@@ -24,7 +24,8 @@ import socket
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +36,14 @@ from config.git_access import GitAccess
 from config.policy import Repository
 from workers.git.env import git_env, git_said, redact_url, repository_dir
 from workers.git.history import FetchedHistory
+from workers.git.integrity import (
+    TamperedCommit,
+    blob_id,
+    diff_problem,
+    parse_diff_tree,
+    slot_problem,
+    store_problem,
+)
 from workers.git.signing import Signer
 from workers.git.slots import STALE_HOST_SECONDS, hold_slot, prune_gone_hosts
 
@@ -98,6 +107,8 @@ class Checkout(FetchedHistory):
         self._known_hosts = str((access or GitAccess()).known_hosts_file)
         self._repo: git.Repo | None = None
         self._held = False  # this process holds a slot through this object
+        # The commits made here and not yet known pushed: commit -> (path -> planned blob).
+        self.planned: dict[str, dict[str, str]] = {}
 
     @property
     def remote_ref(self) -> str:
@@ -174,8 +185,17 @@ class Checkout(FetchedHistory):
     def _open(self) -> git.Repo:
         """This slot's working tree: a worktree of the host's store (cloned once per host,
         so a second worker on the host is ready in the time a checkout takes)."""
-        if (self.path / ".git").exists():
-            return git.Repo(self.path)
+        store = self.base / "store.git"
+        if (store / "HEAD").exists() and store_problem(store):
+            self._discard_store(store)
+        if os.path.lexists(self.path / ".git"):
+            problem = slot_problem(store, self.path)
+            if problem is None:
+                return git.Repo(self.path)
+            log.warning(
+                "the slot %s is not as releasegate left it (%s): made again", self.path, problem
+            )
+            shutil.rmtree(self.path, ignore_errors=True)
         url = self.repository.url
         with self._holding_store() as store:
             if not (store / "HEAD").exists():
@@ -212,6 +232,20 @@ class Checkout(FetchedHistory):
             f"refs/remotes/{self.remote_ref}",
         )
         return git.Repo(self.path)
+
+    def _discard_store(self, store: Path) -> None:
+        """Move the host's clone aside and remove it (it is cloned again), when it holds what
+        we did not write: checked again under its lock, another worker may have done it."""
+        with self._holding_store():
+            problem = store_problem(store) if (store / "HEAD").exists() else None
+            if problem is None:
+                return
+            log.warning(
+                "the clone %s is not as releasegate left it (%s): cloned again", store, problem
+            )
+            aside = store.with_name(f"store.discarded-{os.getpid()}-{time.time_ns()}")
+            store.rename(aside)
+        shutil.rmtree(aside, ignore_errors=True)
 
     # What the slot's working tree is known to hold, kept beside it: each job is a new
     # process, and a clean tree with the right files needs neither a clean nor a re-checkout.
@@ -343,12 +377,13 @@ class Checkout(FetchedHistory):
     def commit(
         self,
         message: str,
-        files: list[str],
+        planned: Mapping[str, str],
         env: dict[str, str] | None = None,
         parent: str | None = None,
     ) -> str:
-        """Commit `files` as they are in the working tree on top of HEAD (or of `parent`, the
-        commit the caller knows HEAD to be: one git process fewer); HEAD moves to it."""
+        """Commit the planned text of each file (path -> text) on top of HEAD (or of `parent`,
+        the commit the caller knows HEAD to be: one git process fewer); HEAD moves to it. The
+        blobs are made from `planned`, never read back from the working tree."""
         name, email = self.repository.author[:-1].split(" <", 1)
         identity = {
             "GIT_AUTHOR_NAME": name,
@@ -358,20 +393,18 @@ class Checkout(FetchedHistory):
             "GIT_LITERAL_PATHSPECS": "1",
             **(env or {}),
         }
-        repo = self.repo
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=repo.git_dir, delete=False
-        ) as f:
+        here = Path(self.path)
+        blobs = self._write_blobs(planned)
+        # Only our files are staged, each at the blob made from its planned bytes, with the
+        # mode it has; `git commit` writes the tree from the sparse index (`write-tree`
+        # would expand it to every file of the repository first).
+        entries = "".join(f"{self._mode(path)} {blobs[path]}\t{path}\0" for path in planned)
+        self._git("update-index", "-z", "--index-info", cwd=here, env=identity, given=entries)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self.base, delete=False) as f:
             f.write(message)
         try:
-            # Only our files are staged, and `git commit` writes the tree from the sparse
-            # index (`write-tree` would expand it to every file of the repository first).
-            here = Path(self.path)
-            self._git("update-index", "--", *files, cwd=here, env=identity)
             sign = [*self.signer.git_options(), "commit", "-S"] if self.signer else ["commit"]
             self._git(
-                "-c",
-                "core.hooksPath=/dev/null",
                 *sign,
                 "--quiet",
                 "--no-verify",
@@ -388,8 +421,69 @@ class Checkout(FetchedHistory):
             os.unlink(f.name)
         if parent is not None and built_on != parent:
             raise GitOpsError(f"the commit was built on {built_on[:12]}, not on {parent[:12]}")
+        self.planned[commit] = blobs
         self._dirty = False  # what we wrote is committed; the tree is clean again
         return str(commit)
+
+    def _write_blobs(self, planned: Mapping[str, str]) -> dict[str, str]:
+        """Store each planned text as a blob (no filters: `.gitattributes` chooses nothing);
+        returns path -> blob id, checked against the id the bytes must have."""
+        with tempfile.TemporaryDirectory(dir=self.base) as folder:
+            paths = []
+            for number, text in enumerate(planned.values()):
+                paths.append(Path(folder, str(number)))
+                paths[-1].write_bytes(text.encode("utf-8"))
+            listed = "".join(f"{path}\n" for path in paths)
+            ids = self._git(
+                "hash-object", "-w", "--no-filters", "--stdin-paths", cwd=self.path, given=listed
+            ).split()
+        blobs = dict(zip(planned, ids, strict=True))
+        for path, text in planned.items():
+            if blobs[path] != blob_id(text.encode("utf-8"), len(blobs[path])):
+                raise TamperedCommit(f"git stored {path} as other bytes than planned")
+        return blobs
+
+    def _mode(self, file: str) -> str:
+        executable = os.lstat(self._inside(file)).st_mode & stat.S_IXUSR
+        return "100755" if executable else "100644"
+
+    def verify_unpushed(self, base: str) -> None:
+        """Raise `TamperedCommit` unless the commits from `base` to HEAD are exactly ours, one
+        on the other, each changing exactly its planned files to the planned blobs."""
+        here = Path(self.path)
+        chain = [
+            line.split()
+            for line in self._git(
+                "rev-list", "--parents", "--reverse", f"{base}..HEAD", cwd=here
+            ).splitlines()
+        ]
+        if not chain:
+            return
+        listed = "".join(f"{commit}\n" for commit, *_ in chain)
+        raw = self._git(
+            "diff-tree",
+            "--stdin",
+            "-r",
+            "-z",
+            "--raw",
+            "--no-renames",
+            cwd=here,
+            given=listed,
+            strip=False,
+        )
+        diffs = parse_diff_tree(raw)
+        parent = base
+        for commit, *parents in chain:
+            planned = self.planned.get(commit)
+            if planned is None:
+                raise TamperedCommit(
+                    f"{commit[:7]} on top of {base[:7]} is not a commit releasegate made"
+                )
+            if parents != [parent]:
+                raise TamperedCommit(f"{commit[:7]} is not built on {parent[:7]} alone")
+            if problem := diff_problem(diffs.get(commit, []), planned):
+                raise TamperedCommit(f"{commit[:7]} is not the approved change: {problem}")
+            parent = commit
 
     def head(self) -> str:
         return self._git("rev-parse", "--verify", "HEAD", cwd=self.path)
@@ -417,6 +511,18 @@ class Checkout(FetchedHistory):
             if info.flags & _FAILED_PUSH:
                 said = _remote_said(progress.other_lines)
                 raise PushRejected(f"push to {branch} rejected: {info.summary.strip()}{said}")
+        self.planned.clear()
+
+    def discard(self) -> None:
+        """Throw this slot's working tree away (it is made again at the next sync): after
+        something we did not do was found in it."""
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+        self.planned.clear()
+        shutil.rmtree(self.path, ignore_errors=True)
+        for marker in (".clean", ".paths"):
+            self.path.with_suffix(marker).unlink(missing_ok=True)
 
     def landed(self, commit: str) -> bool:
         """After a push that errored: did `commit` reach the remote branch all the same?"""

@@ -50,12 +50,46 @@ def url_credentials(url: str) -> list[str]:
     return [part for part in found.group(1).split(":") if part] if found else []
 
 
+# Settings that would let a repository's folder run code of its choosing when git reads its
+# config, forced off for every git process of ours. Given in the environment
+# (GIT_CONFIG_COUNT), they outrank every config file, the clone's own included: whatever was
+# written into a slot's config, no hook, fsmonitor, pager or signing program of its choice
+# runs, and no submodule is followed. (A slot whose config holds anything we did not write is
+# thrown away besides: workers/git/slots.py.)
+FORCED_CONFIG = {
+    "core.hooksPath": "/dev/null",
+    "core.fsmonitor": "false",
+    "core.untrackedCache": "false",
+    "core.pager": "cat",
+    "core.editor": "true",
+    "core.askPass": "",
+    "gpg.program": "gpg",
+    "gpg.ssh.program": "ssh-keygen",
+    "gpg.x509.program": "gpgsm",
+    "protocol.ext.allow": "never",
+    "submodule.recurse": "false",
+    "fetch.recurseSubmodules": "false",
+    "diff.external": "",
+}
+
+
+def forced_config() -> dict[str, str]:
+    """`FORCED_CONFIG` as environment variables git reads (git 2.31 and newer)."""
+    env = {"GIT_CONFIG_COUNT": str(len(FORCED_CONFIG))}
+    for number, (key, value) in enumerate(FORCED_CONFIG.items()):
+        env[f"GIT_CONFIG_KEY_{number}"] = key
+        env[f"GIT_CONFIG_VALUE_{number}"] = value
+    return env
+
+
 def git_env(access: GitAccess | None = None) -> dict[str, str]:
     """The environment every Git call of ours runs with (on top of the process's own)."""
     env = {
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_LITERAL_PATHSPECS": "1",
+        "GIT_NO_REPLACE_OBJECTS": "1",  # refs/replace/* never changes what a commit holds
         "GIT_SSH_COMMAND": (access or GitAccess()).ssh_command(),
+        **forced_config(),
     }
     return {**os.environ, **env}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from config.errors import GitOpsError, ReleasegateError
 from config.policy import Repository
+from workers.git.env import git_env
 
 _KEY_ID = re.compile(r"[0-9A-Fa-f]{8,40}|[^\s@<>]+@[^\s@<>]+")
 
@@ -78,6 +79,7 @@ def verify_head(worktree: Path, commit: str, allowed_signers: Path) -> None:
     done = subprocess.run(
         ["git", "-c", f"gpg.ssh.allowedSignersFile={allowed_signers}", "verify-commit", commit],
         cwd=worktree,
+        env=git_env(),
         capture_output=True,
         text=True,
         timeout=30,

@@ -35,9 +35,10 @@ from config.errors import (
 from config.policy import Policy
 from workers import pins, spans
 from workers.git.checkout import Checkout
+from workers.git.integrity import TamperedCommit
 from workers.landing.commit import commit_message
 from workers.landing.provenance import not_ours
-from workers.landing.validation import Sandbox, validate
+from workers.landing.validation import Sandbox, validate, validation_copy
 from workers.logs import request_context
 from workers.rules.plan import (
     MIXED,
@@ -124,20 +125,24 @@ def apply_one(
     if not same_change(diff_part(request.diff, repository), plan.diff(repository)):
         raise StaleRequest("diff_changed")
     checkout = checkouts[repository]
-    for file in files:
-        checkout.write(file, plan.after[(repository, file)])
+    planned = {file: plan.after[(repository, file)] for file in files}
+    for file, text in planned.items():
+        checkout.write(file, text)  # what the next request of the batch reads and builds on
     env = policy.environments[request.env]
     if env.validate_command and policy.repositories[repository].validate_here:
-        validate(
-            env.validate_command,
-            Path(checkout.path),
-            allowed_env=env.validate_env,
-            secrets=hooks.secrets,
-            sandbox=hooks.sandbox.with_network(env.validate_network),
-        )
+        # The validator gets a copy of the changed tree (no .git); nothing it writes there
+        # comes back, and the commit is made from `planned`, not from any tree.
+        with validation_copy(Path(checkout.path)) as copy:
+            validate(
+                env.validate_command,
+                copy,
+                allowed_env=env.validate_env,
+                secrets=hooks.secrets,
+                sandbox=hooks.sandbox.with_network(env.validate_network),
+            )
     hooks.recheck(request)
     message = commit_message(request, hooks.approvers(request))
-    return checkout.commit(message, files, parent=parent)
+    return checkout.commit(message, planned, parent=parent)
 
 
 @dataclass
@@ -361,6 +366,12 @@ def _land(
         requests = [request for request, _sha in pushes]
         # A lost lease raises here: the lanes' next holder finishes the batch.
         hooks.before_push(requests)
+        try:
+            checkout.verify_unpushed(heads[name])
+        except TamperedCommit as exc:
+            log.error("nothing pushed to %s: %s", name, exc)
+            checkout.discard()  # whatever made it so, the slot is made again
+            return _drop(todo, requests, f"nothing was pushed: {exc}", state), True
         try:
             checkout.push()
         except PushRejected as exc:

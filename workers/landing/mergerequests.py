@@ -110,6 +110,7 @@ def _push_change(
             pushed = apply_one(policy, {name: checkout}, request, hooks, name)
             if pushed is None:
                 return None
+            checkout.verify_unpushed(head)
             checkout.push_branch(branch_of(request))
         finally:
             checkout.reset_to(head)

@@ -20,7 +20,9 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +103,24 @@ class Sandbox:
         if self.network:
             args.append("--share-net")
         return [*args, "--", *command]
+
+
+@contextmanager
+def validation_copy(tree: Path) -> Iterator[Path]:
+    """A copy of `tree` without its `.git`, beside it, removed after the block: the validator
+    works there, so nothing it writes (a planted `.git`, a rewritten pin) reaches the clone
+    the commit is made in."""
+    with tempfile.TemporaryDirectory(dir=tree.parent, prefix=f"{tree.name}.validate-") as folder:
+        copy = Path(folder) / "tree"
+        shutil.copytree(tree, copy, symlinks=True, ignore=_top_level_git(tree))
+        yield copy
+
+
+def _top_level_git(tree: Path) -> Callable[[str, list[str]], list[str]]:
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        return [".git"] if Path(folder) == tree and ".git" in names else []
+
+    return ignore
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
