@@ -13,6 +13,7 @@ the commit was built from the planned bytes:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -105,7 +106,8 @@ def test_a_validator_that_rewrites_the_pin_and_adds_a_file_changes_nothing_that_
     before = origin.head()
     _deploy(chat, redis_server, policy_file, tmp_path / "worker")
     [report] = outbox(redis)
-    assert "pushed" in report and "2.0.0 -> 2.1.0" in report, report
+    assert "pushed" in report, report
+    assert "2.0.0 -> 2.1.0" in report, report
     _only_the_bump_landed(origin, before)
     assert origin.count() == 3  # the seed, the writer's script, our one commit
 
@@ -133,7 +135,8 @@ def test_a_validator_that_replaces_dot_git_never_runs_code_in_the_worker(
     _only_the_bump_landed(origin, before)
     # The slot's .git is still the pointer file the worker wrote.
     [pointer] = (tmp_path / "worker").glob("*/*/slot-0/.git")
-    assert pointer.is_file() and pointer.read_text().startswith("gitdir: ")
+    assert pointer.is_file()
+    assert pointer.read_text().startswith("gitdir: ")
 
 
 def test_a_slot_found_with_settings_releasegate_never_writes_is_cloned_again(
@@ -196,8 +199,6 @@ def test_a_commit_that_is_not_exactly_the_planned_change_is_never_pushed(
 
 
 def _env(more: dict[str, str]) -> dict[str, str]:
-    import os
-
     return {**os.environ, **more}
 
 
