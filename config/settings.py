@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     # validator installed outside /usr (os.pathsep-separated).
     validate_sandbox: Literal["bwrap", "none"] = "bwrap"
     validate_readonly: str = ""
+    # What the validate command may use: processes, address space, its largest file, the
+    # size of its /tmp, and time. A command that runs into one fails, saying which.
+    validate_max_processes: int = Field(default=256, ge=8)
+    validate_max_memory_mb: int = Field(default=4096, ge=64)
+    validate_max_file_mb: int = Field(default=256, ge=1)
+    validate_tmp_mb: int = Field(default=512, ge=1)
+    validate_timeout: float = Field(default=300, gt=0)
     log_format: Literal["auto", "json", "text"] = "auto"  # auto: text on a terminal
 
     @property

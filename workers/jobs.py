@@ -34,7 +34,7 @@ from workers.landing import mergerequests
 from workers.landing.batch import BatchHooks, Checkouts, apply_batch, context
 from workers.landing.forges import MergeRefused
 from workers.landing.mixed import land_mixed
-from workers.landing.validation import Sandbox
+from workers.landing.sandbox import Limits, Sandbox
 from workers.logs import request_context
 from workers.rollout import follow
 from workers.rules.approvals import check_approvals, counted_approvers
@@ -227,7 +227,11 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
         maybe_pushed=lambda request: store.was_pushing(request.id),
         on_retry=lambda: metrics.record_push_retry(redis),
         secrets=_secrets(policy, settings),
-        sandbox=Sandbox(settings.validate_sandbox, settings.validate_readonly_paths),
+        sandbox=Sandbox(
+            settings.validate_sandbox,
+            settings.validate_readonly_paths,
+            limits=Limits.of(settings),
+        ),
         verify_head=lambda name, head: prepared[name][1](head),
     )
     with ExitStack() as slots:

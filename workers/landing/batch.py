@@ -38,7 +38,8 @@ from workers.git.checkout import Checkout
 from workers.git.integrity import TamperedCommit
 from workers.landing.commit import commit_message
 from workers.landing.provenance import not_ours
-from workers.landing.validation import Sandbox, validate, validation_copy
+from workers.landing.sandbox import Sandbox
+from workers.landing.validation import validate
 from workers.logs import request_context
 from workers.rules.plan import (
     MIXED,
@@ -130,16 +131,15 @@ def apply_one(
         checkout.write(file, text)  # what the next request of the batch reads and builds on
     env = policy.environments[request.env]
     if env.validate_command and policy.repositories[repository].validate_here:
-        # The validator gets a copy of the changed tree (no .git); nothing it writes there
-        # comes back, and the commit is made from `planned`, not from any tree.
-        with validation_copy(Path(checkout.path)) as copy:
-            validate(
-                env.validate_command,
-                copy,
-                allowed_env=env.validate_env,
-                secrets=hooks.secrets,
-                sandbox=hooks.sandbox.with_network(env.validate_network),
-            )
+        # The validator works on a copy of the changed tree (no .git), and the commit is
+        # made from `planned`, never from a tree.
+        validate(
+            env.validate_command,
+            Path(checkout.path),
+            allowed_env=env.validate_env,
+            secrets=hooks.secrets,
+            sandbox=hooks.sandbox.with_network(env.validate_network),
+        )
     hooks.recheck(request)
     message = commit_message(request, hooks.approvers(request))
     return checkout.commit(message, planned, parent=parent)
