@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # Registries reached over plain HTTP (host[:port], comma-separated); loopback always is.
     # Credentials come from the Docker config (DOCKER_CONFIG, else ~/.docker/config.json).
     insecure_registries: str = ""
+    # Token services (host[:port], comma-separated) a registry may send the Docker config's
+    # login to, besides its own host: a registry's 401 names the realm, and a login goes
+    # nowhere else on its word.
+    registry_auth_hosts: str = ""
 
     http_host: str = "0.0.0.0"  # noqa: S104 - the bot runs in a container behind a Service
     http_port: int = Field(default=8080, ge=1, le=65535)
@@ -100,6 +104,10 @@ class Settings(BaseSettings):
     @property
     def insecure_registry_hosts(self) -> tuple[str, ...]:
         return tuple(h.strip() for h in self.insecure_registries.split(",") if h.strip())
+
+    @property
+    def registry_auth_host_names(self) -> tuple[str, ...]:
+        return tuple(h.strip() for h in self.registry_auth_hosts.split(",") if h.strip())
 
     @property
     def validate_readonly_paths(self) -> tuple[Path, ...]:

@@ -362,3 +362,77 @@ def test_plain_http_is_used_only_for_loopback_and_the_registries_named_insecure(
     assert Client("localhost:5000").base == "http://localhost:5000"
     lan = Client("registry.lan:5000", insecure=("registry.lan:5000",))
     assert lan.base == "http://registry.lan:5000"
+
+
+def test_a_registry_naming_a_token_service_on_another_host_never_gets_the_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry's 401 names the realm: one on another host (127.0.0.2 here) is asked
+    without the Docker config's login, and gets it only once the operator lists it."""
+    from tests.token_service import TokenService
+
+    rogue = TokenService(tmp_path / "tokens", "ci", "s3cret", host="127.0.0.2")
+    guarded = start_registry(
+        tmp_path / "guarded",
+        auth_config=rogue.registry_config(),
+        push_token=lambda name: rogue.mint(name, ["pull", "push"]),
+    )
+    try:
+        guarded.push(IMAGE, "2.1.0")
+        artifact = Artifact(image=f"{guarded.host}/{IMAGE}")
+        monkeypatch.setenv(
+            "DOCKER_CONFIG", str(docker_config(tmp_path / "docker", guarded.host, "ci", "s3cret"))
+        )
+        with pytest.raises(ReleasegateError, match=r"token service refused \(401\)"):
+            Resolver().resolve("awesome", artifact, "2.1.0")
+        assert rogue.logins == [""], "the login went to a host the registry named"
+        listed = Resolver(auth_hosts=(f"127.0.0.2:{rogue.server.server_port}",))
+        assert listed.resolve("awesome", artifact, "2.1.0").digest.startswith("sha256:")
+        assert rogue.logins[-1].startswith("Basic ")
+    finally:
+        guarded.stop()
+        rogue.close()
+
+
+def test_a_token_service_over_plain_http_is_refused_for_a_registry_spoken_to_over_https() -> None:
+    from workers.artifacts.registry import Registry as Client
+    from workers.artifacts.registry import RegistryError
+
+    client = Client("registry.acme.example")
+    challenge = 'Bearer realm="http://registry.acme.example/token",service="r"'
+    with pytest.raises(RegistryError, match="over plain HTTP"):
+        client._authorize("team/app", challenge)
+    assert client._may_see_credentials("registry.acme.example:443")
+    assert not client._may_see_credentials("127.0.0.2:5000")
+    assert Client("registry-1.docker.io")._may_see_credentials("auth.docker.io")
+
+
+def test_a_manifest_whose_bytes_do_not_hash_to_the_digest_the_registry_names_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A registry (or something between us) that names one digest and sends another
+    manifest: what binds the approval is the hash of the bytes, so it is refused."""
+    import http.server
+    import threading
+
+    manifest = b'{"schemaVersion": 2, "config": {"digest": "sha256:' + b"0" * 64 + b'"}}'
+
+    class Lying(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Docker-Content-Digest", "sha256:" + "a" * 64)
+            self.send_header("Content-Length", str(len(manifest)))
+            self.end_headers()
+            self.wfile.write(manifest)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Lying)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        artifact = Artifact(image=f"127.0.0.1:{server.server_port}/{IMAGE}")
+        with pytest.raises(ReleasegateError, match="hashes to sha256:"):
+            Resolver().resolve("awesome", artifact, "2.1.0")
+    finally:
+        server.shutdown()

@@ -30,7 +30,7 @@ def _b64(data: bytes) -> str:
 
 
 class TokenService:
-    def __init__(self, folder: Path, user: str, password: str) -> None:
+    def __init__(self, folder: Path, user: str, password: str, host: str = "127.0.0.1") -> None:
         self.user, self.password = user, password
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ISSUER)])
@@ -49,12 +49,14 @@ class TokenService:
         self.bundle = folder / "tokens.pem"
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         self.asked: list[dict[str, str]] = []  # each request's service and scope
+        self.logins: list[str] = []  # each request's Authorization header ("" for none)
         service = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
                 service.asked.append(query)
+                service.logins.append(self.headers.get("Authorization", ""))
                 expected = base64.b64encode(f"{user}:{password}".encode()).decode()
                 if self.headers.get("Authorization") != f"Basic {expected}":
                     self._answer(401, {"details": "wrong credentials"})
@@ -74,12 +76,13 @@ class TokenService:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = host
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property
     def realm(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/token"
+        return f"http://{self.host}:{self.server.server_port}/token"
 
     def mint(self, repository: str, actions: list[str]) -> str:
         """A JWT the registry accepts for `actions` on `repository`."""

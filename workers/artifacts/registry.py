@@ -2,8 +2,13 @@
 
 Authentication as Docker clients do it: a `401` with `WWW-Authenticate: Basic` is answered
 with the Docker config's credentials for the registry; one with `Bearer realm=…,service=…,
-scope=…` is exchanged for a token at the realm (with those credentials, if any). Plain
-HTTP only for loopback and the registries RELEASEGATE_INSECURE_REGISTRIES lists.
+scope=…` is exchanged for a token at the realm. The realm is the registry's word, so the
+credentials go only to a realm on the registry's own host (Docker Hub's `auth.docker.io`
+for Docker Hub) or one the operator lists (RELEASEGATE_REGISTRY_AUTH_HOSTS); any other realm
+is asked without them. A realm over plain HTTP is refused unless the registry itself is
+spoken to over HTTP. Plain HTTP only for loopback and the registries
+RELEASEGATE_INSECURE_REGISTRIES lists. A manifest's digest is the hash of its bytes: a
+`Docker-Content-Digest` that says otherwise is refused.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 
@@ -35,6 +41,11 @@ MANIFESTS = ", ".join(
 )
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+# Registries whose token service lives on another host of theirs.
+KNOWN_REALMS = {"registry-1.docker.io": ("auth.docker.io",)}
+
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(Exception):
@@ -92,10 +103,14 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
 class Registry:
     """One registry host, with the token it was given (per repository scope)."""
 
-    def __init__(self, host: str, insecure: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, host: str, insecure: tuple[str, ...] = (), auth_hosts: tuple[str, ...] = ()
+    ) -> None:
         self.host = host
         plain = host.split(":")[0] in LOOPBACK or host in LOOPBACK or host in insecure
+        self.plain = plain
         self.base = f"{'http' if plain else 'https'}://{host}"
+        self.auth_hosts = (*auth_hosts, *KNOWN_REALMS.get(host, ()))
         self.session = requests.Session()
         self._auth: dict[str, str] = {}  # repository -> Authorization header
 
@@ -134,12 +149,23 @@ class Registry:
                 raise RegistryError(f"{self.host} asks for a login, and the Docker config has none")
             raw = f"{credentials[0]}:{credentials[1]}".encode()
             return "Basic " + base64.b64encode(raw).decode()
-        if scheme != "bearer" or not params.get("realm", "").startswith(("https://", "http://")):
+        realm = urlsplit(params.get("realm", ""))
+        if scheme != "bearer" or realm.scheme not in ("https", "http") or not realm.hostname:
             raise RegistryError(f"{self.host} asks for an authentication it does not name")
+        if realm.scheme == "http" and not self.plain:
+            raise RegistryError(
+                f"{self.host} sends us to a token service over plain HTTP ({realm.netloc}): "
+                "refused, a login must not cross the network unencrypted"
+            )
         query = {"service": params.get("service", ""), "scope": f"repository:{repository}:pull"}
-        auth = None
-        if credentials is not None:
-            auth = credentials
+        auth = credentials if self._may_see_credentials(realm.netloc) else None
+        if credentials is not None and auth is None:
+            log.warning(
+                "%s names a token service on another host (%s): asked without the Docker "
+                "config's credentials (list it in RELEASEGATE_REGISTRY_AUTH_HOSTS to send them)",
+                self.host,
+                realm.netloc,
+            )
         try:
             answer = fetch(
                 self.session,
@@ -147,6 +173,7 @@ class Registry:
                 f"{params['realm']}?{urlencode(query)}",
                 deadline=DEADLINE,
                 auth=auth,
+                allow_redirects=False,
             )
             body = answer.json()
         except (requests.RequestException, ValueError) as exc:
@@ -156,6 +183,14 @@ class Registry:
             raise RegistryError(f"{self.host}'s token service refused ({answer.status_code})")
         return f"Bearer {token}"
 
+    def _may_see_credentials(self, netloc: str) -> bool:
+        """Whether a token service at `netloc` (host[:port]) may be sent our login: on the
+        registry's own host, or one the operator lists."""
+        host = netloc.rpartition("@")[2]
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        own = self.host.rsplit(":", 1)[0] if self.host.count(":") == 1 else self.host
+        return name.lower() == own.lower() or host in self.auth_hosts or name in self.auth_hosts
+
     def image(self, repository: str, tag: str) -> Image | None:
         """The digest behind `repository:tag` and what its config says; None if no such tag."""
         answer = self._get(repository, f"manifests/{tag}", MANIFESTS)
@@ -163,9 +198,13 @@ class Registry:
             return None
         if answer.status_code != 200:
             raise RegistryError(f"{self.host} answered {answer.status_code} for {tag}")
-        digest = answer.headers.get("Docker-Content-Digest", "") or _sha256(answer.content)
-        if not DIGEST.fullmatch(digest):
-            raise RegistryError(f"{self.host} named a digest that is not one: {digest[:80]!r}")
+        digest = _sha256(answer.content)  # what the bytes are, whatever a header says
+        said = answer.headers.get("Docker-Content-Digest", "")
+        if said and said != digest:
+            raise RegistryError(
+                f"{self.host} says {tag} is {said[:80]!r}, but the manifest it sent hashes "
+                f"to {digest}: refused"
+            )
         try:
             return self._described(repository, digest, answer.json())
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -178,9 +217,13 @@ class Registry:
                 (m for m in entries if m.get("platform", {}).get("architecture") == "amd64"),
                 entries[0],
             )
+            if not DIGEST.fullmatch(str(chosen["digest"])):
+                return Image(digest)
             inner = self._get(repository, f"manifests/{chosen['digest']}", MANIFESTS)
             manifest = inner.json()
-        config_digest = manifest["config"]["digest"]
+        config_digest = str(manifest["config"]["digest"])
+        if not DIGEST.fullmatch(config_digest):
+            return Image(digest)
         blob = self._get(repository, f"blobs/{config_digest}", max_bytes=MAX_CONFIG)
         config = blob.json() if blob.status_code == 200 else {}
         labels = (config.get("config") or {}).get("Labels") or {}

@@ -67,6 +67,7 @@ class Resolver:
 
     insecure: tuple[str, ...] = ()
     access: GitAccess | None = None
+    auth_hosts: tuple[str, ...] = ()  # token services besides the registries' own hosts
     clock: Callable[[], float] = time.monotonic
     _cache: dict[tuple[str, str], tuple[float, Resolved | None, list[str]]] = field(
         default_factory=dict, init=False
@@ -77,7 +78,11 @@ class Resolver:
     @classmethod
     def from_settings(cls, settings: Settings) -> Resolver:
         """Plain HTTP only where the settings allow it; Git tags read as the repositories are."""
-        return cls(insecure=settings.insecure_registry_hosts, access=settings.git_access())
+        return cls(
+            insecure=settings.insecure_registry_hosts,
+            access=settings.git_access(),
+            auth_hosts=settings.registry_auth_host_names,
+        )
 
     def resolve(self, app: str, artifact: Artifact, version: str) -> Resolved:
         return self.resolve_tag(app, artifact, artifact.tag(version))
@@ -125,7 +130,9 @@ class Resolver:
         if (name := artifact.oci_name) is not None:
             host, repository = split_name(name)
             with self._lock:
-                registry = self._registries.setdefault(host, Registry(host, self.insecure))
+                registry = self._registries.setdefault(
+                    host, Registry(host, self.insecure, self.auth_hosts)
+                )
             image = registry.image(repository, tag)
             if image is None:
                 return None, registry.tags(repository)
