@@ -38,6 +38,7 @@ class FakeRocketChat:
     tokens: tuple[str, str] = (BOT_ID, "rc-token")
     # user id -> current username; ids never change, usernames do (`rename`)
     users: dict[str, str] = field(default_factory=lambda: {BOT_ID: BOT_NAME})
+    bots: set[str] = field(default_factory=set)  # user ids of bot accounts (type bot, role bot)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _clock: datetime = field(default_factory=lambda: datetime(2026, 11, 27, 9, 0, tzinfo=UTC))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -124,7 +125,8 @@ class FakeRocketChat:
                 "user": {
                     "_id": user_id,
                     "username": self.users[user_id],
-                    "type": "user",
+                    "type": "bot" if user_id in self.bots else "user",
+                    "roles": ["bot"] if user_id in self.bots else ["user"],
                     "active": True,
                     "name": self.users[user_id].title(),
                 },

@@ -404,3 +404,23 @@ def test_serve_polls_for_messages_when_no_webhook_is_set(
         rocket.fake.say("bob", "deploy-int", "status int")
         [answer] = rocket.fake.wait_for_posts(1, timeout=20)
     assert answer["msg"].startswith("awesome: int 2.0.0\n")
+
+
+def test_a_bot_accounts_reaction_or_approve_never_counts(
+    rocket: RocketWorld, redis: Redis, origin: Remote
+) -> None:
+    """An approver's account that Rocket.Chat says is a bot (`users.info`: type bot, role
+    bot) approves nothing, by ✅ or by word, the same rule as Slack's; nothing is committed."""
+    rocket.fake.bots.add(rocket.fake.id_of("carol"))
+    before = origin.count()
+    rocket.webhook("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    request_id, card = rocket.card()
+    rocket.fake.react("carol", card, "white_check_mark")
+    rocket.adapter.poll_once(messages_too=False)
+    rocket.webhook("carol", "deploy-prd", f"approve {request_id}")
+    assert rocket.store.state(request_id) is RequestState.PENDING
+    said = [m["msg"] for m in rocket.fake.posted() if "bots never approve" in m["msg"]]
+    assert said, rocket.fake.posted()
+    run_worker(redis)
+    assert origin.count() == before
+    assert rocket.store.approvals(request_id) == []

@@ -19,8 +19,9 @@ from redis import Redis
 from bot.conversation import Conversation
 from bot.delivery import deliver
 from bot.events import ChatEvent
-from bot.grammar import is_decision, starts_with_verb
+from bot.grammar import is_decision, starts_with_verb, verb_of
 from bot.platforms.rocketchat_api import RateLimited, RocketChatPoster
+from config.errors import PostFailed
 from workers.rules.identity import rocketchat_names, save_rocketchat_ids
 from workers.state import keys
 from workers.state.store import MESSAGE_TTL, RequestStore
@@ -58,6 +59,14 @@ class RocketChatAdapter:
         found = {c for env in policy.environments.values() for c in env.channels}
         return sorted(c for c in found if c.startswith("rocketchat:"))
 
+    def _bot(self, user_id: str) -> bool:
+        """Whether a bot or app account decides: taken as one when the server cannot say."""
+        try:
+            return self.poster.is_bot(user_id)
+        except PostFailed as exc:
+            log.warning("cannot tell whether %s is a bot; taken as one: %s", user_id, exc)
+            return True
+
     # Messages, from the webhook or from polling: the same path.
 
     def on_message(
@@ -93,6 +102,8 @@ class RocketChatAdapter:
             channel=channel,
             text=text,
             thread=thread,
+            # Asked of the server only where it matters: a decision, never every command.
+            bot=self._bot(user_id) if verb_of(text) in ("approve", "reject") else False,
         )
         replies = self.conversation.handle(event)
         deliver(self.store, self.poster, event, replies, private_thread=thread or message_id)
@@ -241,6 +252,7 @@ class RocketChatAdapter:
             channel=channel.split(":", 1)[1],
             text="",
             thread=card,
+            bot=self._bot(user_id),
         )
         replies = self.conversation.react(event, emoji, request_id)
         for_now = next((r.reason for r in replies if not r.ok and r.reason in FOR_NOW), None)

@@ -57,6 +57,7 @@ class RocketChatPoster:
         self.backoff = backoff
         self._rooms: dict[str, str] = {}
         self._usernames: dict[str, tuple[float, str | None]] = {}
+        self._bots: dict[str, tuple[float, bool]] = {}  # user id -> (when, is a bot or app)
 
     def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call the API; wait out rate limits and dropped connections a bounded number of times."""
@@ -107,7 +108,8 @@ class RocketChatPoster:
     # Users: ids are who someone is; usernames change.
 
     def _user(self, **lookup: str) -> str | None:
-        """The id of the user `users.info` finds by `lookup`; None when there is none (400)."""
+        """The id of the user `users.info` finds by `lookup`; None when there is none (400).
+        Whether they are a bot is remembered from the same answer."""
         try:
             found = self.call(self.api.users_info, **lookup)
         except PostFailed as exc:
@@ -115,7 +117,23 @@ class RocketChatPoster:
                 return None  # "User not found"; a wrong token (401) or no answer still raises
             raise
         user = found.get("user") if isinstance(found, dict) else None
-        return str(user["_id"]) if isinstance(user, dict) and user.get("_id") else None
+        if not isinstance(user, dict) or not user.get("_id"):
+            return None
+        roles = user.get("roles")
+        roles = [str(r) for r in roles] if isinstance(roles, list) else []
+        bot = str(user.get("type", "user")) != "user" or "bot" in roles or "app" in roles
+        self._bots[str(user["_id"])] = (time.monotonic(), bot)
+        return str(user["_id"])
+
+    def is_bot(self, user_id: str) -> bool:
+        """Whether the user is a bot or an app account (`users.info`'s type and roles): never
+        an approver. Remembered for a minute; raises `PostFailed` when the server cannot say."""
+        cached = self._bots.get(user_id)
+        if cached and time.monotonic() - cached[0] < USERNAME_CACHE_SECONDS:
+            return cached[1]
+        if self._user(user_id=user_id) is None:
+            return True  # nobody the server knows: certainly not a person who may approve
+        return self._bots[user_id][1]
 
     def user_id(self, name_or_id: str) -> str | None:
         """The id of the user `name_or_id` names: tried as an id first, then as a username."""
