@@ -34,10 +34,21 @@ _found: OrderedDict[tuple[bytes, Pin], Span] = OrderedDict()
 _found_lock = threading.Lock()
 
 
+# A pinned file is read on the request path and parsed whole: a larger one is refused, not
+# parsed (a 4 MiB YAML file would hold a chat answer for seconds).
+MAX_PINNED_FILE = 1024 * 1024
+
+
 def locate(text: str, pin: Pin) -> Span:
     """Where the pin's version is written in `text`; remembered by the text's digest, since
     chat answers read the same unchanged files again and again."""
-    key = (hashlib.blake2b(text.encode(), digest_size=16).digest(), pin)
+    data = text.encode()
+    if len(data) > MAX_PINNED_FILE:
+        raise PinError(
+            f"{pin.file} is {len(data) // 1024} KiB; releasegate edits pinned files of at most "
+            f"{MAX_PINNED_FILE // 1024} KiB (move the version into a smaller file)"
+        )
+    key = (hashlib.blake2b(data, digest_size=16).digest(), pin)
     with _found_lock:
         if (span := _found.get(key)) is not None:
             _found.move_to_end(key)

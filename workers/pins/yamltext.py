@@ -40,10 +40,19 @@ class Span:
 
 
 def documents(text: str, file: str) -> list[Node]:
+    """The YAML documents of `text` as nodes with their character offsets: composed by
+    libyaml (ruamel.yaml.clib) where it is installed, ten times faster than pure Python on a
+    large file, and read the same."""
     try:
-        return [doc for doc in YAML().compose_all(text) if doc is not None]
+        return [doc for doc in YAML(typ="safe", pure=False).compose_all(text) if doc is not None]
     except YAMLError as exc:
-        raise PinError(f"{file} is not valid YAML: {exc}") from exc
+        raise PinError(f"{file} is not valid YAML: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (libyaml's text spans several)."""
+    words = " ".join(str(exc).split())
+    return words[:300]
 
 
 def mapping_get(node: Node, key: str) -> Node | None:
@@ -78,9 +87,10 @@ def scalar_span(text: str, node: ScalarNode, file: str, prefix: str = "") -> Spa
     start, end = node.start_mark.index, node.end_mark.index
     raw = text[start:end]
     inner_start, inner_end = start, end
-    if node.style in ("'", '"'):
+    style = node.style or None  # libyaml says '' for a plain scalar, pure Python None
+    if style in ("'", '"'):
         inner_start, inner_end = start + 1, end - 1
-    elif node.style is not None:
+    elif style is not None:
         raise PinError(f"{file}: block scalar {raw[:40]!r} cannot hold a version")
     if text[inner_start:inner_end] != node.value:
         raise PinError(f"{file}: {raw[:60]!r} uses escapes or line folding; write it plainly")
@@ -92,7 +102,7 @@ def scalar_span(text: str, node: ScalarNode, file: str, prefix: str = "") -> Spa
         value=node.value[len(prefix) :],
         scalar_start=start,
         scalar_end=end,
-        style=node.style,
+        style=style,
         whole=not prefix,
     )
 
