@@ -86,7 +86,9 @@ def _slack(
     from bot.platforms.slack_api import SlackPoster, refresh_slack_groups
 
     slack = slack_app(settings, conversation, executor)
-    poster = SlackPoster(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+    poster = SlackPoster(
+        settings.slack_bot_token.get_secret_value(), settings.slack_api_url, settings.slack_app_id
+    )
     consumer = OutboxConsumer(
         conversation.ctx.redis,
         "slack",

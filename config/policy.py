@@ -368,6 +368,16 @@ def _problems(policy: Policy) -> list[str]:
             elif principal.kind == "person" and principal.id not in policy.people:
                 problems.append(f"groups.{group}[{i}]: unknown person {principal.id!r}")
 
+    # Two names for one branch would take two push lanes for it: a request spanning both
+    # would wait for a lane it already holds.
+    branches: dict[tuple[str, str], str] = {}
+    for name, repository in policy.repositories.items():
+        where = (repository.url.rstrip("/").removesuffix(".git"), repository.branch)
+        if (other := branches.setdefault(where, name)) != name:
+            problems.append(
+                f"repositories.{name}: the same URL and branch as {other!r}; name a branch once"
+            )
+
     seen_names: dict[str, str] = {}
     for name, env in envs.items():
         base = f"environments.{name}"
@@ -441,12 +451,20 @@ def _plain(err: Any, single: bool = False) -> str:
     return f"{where}: {str(err['msg']).removeprefix('Value error, ')}"
 
 
+def _yaml_problem(exc: YAMLError) -> str:
+    """A YAML error on one line: what is wrong, and the line and column where it was found."""
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())[:200]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Parse and validate policy YAML; raise one `PolicyError` listing every problem."""
     try:
-        data = YAML(typ="safe").load(text)
+        data = YAML(typ="safe", pure=True).load(text)
     except YAMLError as exc:
-        raise PolicyError(source, [f"not valid YAML: {exc}"]) from exc
+        raise PolicyError(source, [f"not valid YAML: {_yaml_problem(exc)}"]) from exc
     if not isinstance(data, dict):
         raise PolicyError(source, ["(top level): expected a mapping"])
     try:

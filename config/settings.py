@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # Our Slack app's id (A…): a delivery for another app is refused. Read from bots.info
+    # when unset.
+    slack_app_id: str = ""
 
     rocketchat_url: str | None = None
     rocketchat_user_id: str | None = None

@@ -51,6 +51,7 @@ class SlackSender:
             "user_name": user.lower(),
             "channel_id": channel,
             "team_id": "T1",
+            "api_app_id": "A1",
             "trigger_id": trigger or f"trig{n}",
             "response_url": f"{self.url}/unused",
         }

@@ -127,6 +127,7 @@ class SocketModeStandIn:
             "user_name": user.lower(),
             "channel_id": channel,
             "team_id": "T1",
+            "api_app_id": "A1",
             "trigger_id": f"trigger-{envelope_id}",
             "response_url": "http://127.0.0.1:9/unused",
         }

@@ -328,3 +328,12 @@ def test_a_pinned_file_over_a_mib_is_refused_naming_its_size() -> None:
         PinError, match=r"k.yml is 1\d{3} KiB; releasegate edits pinned files of at most 1024 KiB"
     ):
         read_version(text, pin)
+
+
+def test_a_pinned_file_only_yaml_1_2_reads_is_still_read() -> None:
+    """libyaml (YAML 1.1) refuses a colon inside a flow sequence's plain scalar; the file is
+    read as ruamel's own parser reads it, as before."""
+    text = "owners: [slack:U1, slack:U2]\nimage:\n  tag: 2.0.0\n"
+    pin = Pin(file="values.yaml", yaml_path="image.tag")
+    assert read_version(text, pin) == "2.0.0"
+    assert write_version(text, pin, "2.1.0") == text.replace("2.0.0", "2.1.0")

@@ -157,3 +157,31 @@ def test_a_regex_version_pattern_still_refuses_option_like_text() -> None:
 def test_the_example_policies_for_the_seeds_layouts_are_valid(name: str) -> None:
     policy = parse_policy((resources.files("config") / "examples" / name).read_text(), name)
     assert policy.apps
+
+
+def test_two_repositories_with_the_same_url_and_branch_are_refused() -> None:
+    text = """
+repositories:
+  apps: {url: "file:///srv/gitops.git", branch: main}
+  again: {url: "file:///srv/gitops.git/", branch: main}
+environments:
+  int: {channels: ["shell:deploy-int"], deployers: ["shell:alice"]}
+apps:
+  awesome:
+    pins:
+      int: [{repository: apps, file: a.yml, yaml_path: tag}, {repository: again, file: b.yml, yaml_path: tag}]
+"""
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(text)
+    assert refused.value.problems == [
+        "repositories.again: the same URL and branch as 'apps'; name a branch once"
+    ]
+
+
+def test_a_yaml_mistake_is_said_on_one_line_with_where() -> None:
+    with pytest.raises(PolicyError) as refused:
+        parse_policy("repository:\n  url: x\n bad: indentation\n")
+    [problem] = refused.value.problems
+    assert "\n" not in problem
+    assert problem.startswith("not valid YAML: "), problem
+    assert "(line 3, column 2)" in problem, problem

@@ -548,6 +548,19 @@ def test_a_delivery_signed_for_another_workspace_is_refused(
     assert origin.count() == 1
 
 
+def test_a_delivery_for_another_app_of_the_organisation_is_refused(
+    slack: SlackWorld, origin: Remote
+) -> None:
+    """Same signing secret and workspace, another app (`api_app_id`): nothing is taken."""
+    slack.fake.app = "A2"
+    slack.command("UALICE", "CPRD", "deploy awesome 2.1.0 to prd")
+    slack.message("UALICE", "CPRD", "deploy awesome 2.1.0 to prd")
+    slack.settle()
+    assert slack.redis.keys("releasegate:request:*") == []
+    assert chat_calls(slack) == []
+    assert origin.count() == 1
+
+
 def test_a_bot_users_reaction_or_button_never_counts_as_an_approval(
     slack: SlackWorld, origin: Remote
 ) -> None:

@@ -70,14 +70,19 @@ class SlackAdapter:
         return frozenset(groups)
 
     def _ours(self, body: dict[str, Any]) -> bool:
-        """Whether a delivery comes from our own workspace (and enterprise): a request signed
-        with our secret but sent for another workspace is refused."""
+        """Whether a delivery comes from our own workspace (and enterprise) and is for our own
+        app: a request signed with our secret but sent for another workspace, or another app
+        of the same organisation, is refused."""
         team = body.get("team_id") or (body.get("team") or {}).get("id") or ""
         enterprise = body.get("enterprise_id") or (body.get("enterprise") or {}).get("id") or ""
+        app = str(body.get("api_app_id") or "")
         try:
-            our_team, our_enterprise = self.poster.workspace()
+            our_team, our_enterprise, our_app = self.poster.workspace()
         except PostFailed as exc:
             log.warning("cannot tell our own workspace, so nothing is taken: %s", exc)
+            return False
+        if app != our_app:
+            log.warning("refused a delivery for app %r: ours is %r", app, our_app)
             return False
         if team != our_team or ((enterprise or our_enterprise) and enterprise != our_enterprise):
             log.warning(
@@ -257,7 +262,9 @@ def slack_app(settings: Settings, conversation: Conversation, executor: BoundedE
         raise ValueError(
             "Slack needs RELEASEGATE_SLACK_BOT_TOKEN and RELEASEGATE_SLACK_SIGNING_SECRET"
         )
-    adapter = SlackAdapter(conversation, SlackPoster(token, settings.slack_api_url), executor)
+    adapter = SlackAdapter(
+        conversation, SlackPoster(token, settings.slack_api_url, settings.slack_app_id), executor
+    )
     app = App(
         signing_secret=secret.get_secret_value(),
         client=WebClient(token=token, base_url=adapter.poster.client.base_url),

@@ -65,7 +65,7 @@ def card_blocks(card: Card) -> list[dict[str, Any]]:
 
 
 class SlackPoster:
-    def __init__(self, token: str, base_url: str) -> None:
+    def __init__(self, token: str, base_url: str, app_id: str = "") -> None:
         self.client = WebClient(
             token=token,
             base_url=base_url if base_url.endswith("/") else base_url + "/",
@@ -77,7 +77,8 @@ class SlackPoster:
         )
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._bots: dict[str, tuple[float, bool]] = {}
-        self._workspace: tuple[str, str] | None = None
+        self._workspace: tuple[str, str, str] | None = None
+        self.app_id = app_id
 
     def _call(self, method: Callable[..., Any], **params: Any) -> Any:
         try:
@@ -89,13 +90,21 @@ class SlackPoster:
         """Raise `PostFailed` unless Slack's API answers and takes our token."""
         self._call(self.client.auth_test)
 
-    def workspace(self) -> tuple[str, str]:
-        """(team id, enterprise id or "") of the workspace our token belongs to."""
+    def workspace(self) -> tuple[str, str, str]:
+        """(team id, enterprise id or "", app id) of the workspace and app our token belongs
+        to: auth.test, and bots.info for the app (`app_id` when the settings name it)."""
         if self._workspace is None:
             answer = self._call(self.client.auth_test)
+            app = self.app_id
+            if not app and (bot := answer.get("bot_id")):
+                app = str(
+                    (self._call(self.client.bots_info, bot=bot).get("bot") or {}).get("app_id")
+                    or ""
+                )
             self._workspace = (
                 str(answer.get("team_id") or ""),
                 str(answer.get("enterprise_id") or ""),
+                app,
             )
         return self._workspace
 

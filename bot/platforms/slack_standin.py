@@ -39,6 +39,7 @@ class FakeSlack:
     refuse_text: dict[str, int] = field(default_factory=dict)
     bots: set[str] = field(default_factory=set)  # user ids that users.info calls bots
     team: str = "T1"  # the workspace auth.test names
+    app: str = "A1"  # the app bots.info names for our bot
     socket_url: str = ""  # what apps.connections.open hands out (a Socket Mode stand-in)
     _counter: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -82,6 +83,9 @@ class FakeSlack:
                 },
                 {},
             )
+        if method == "bots.info":
+            bot = {"id": params.get("bot"), "app_id": self.app, "name": "releasegate"}
+            return 200, {"ok": True, "bot": bot}, {}
         if method == "chat.postMessage":
             return (
                 200,

@@ -54,7 +54,7 @@ def chart_versions(repo_url: str, chart: str) -> dict[str, dict[str, str]]:
     if answer.status_code != 200:
         raise RegistryError(f"{url} answered {answer.status_code}")
     try:
-        index = YAML(typ="safe").load(answer.content)
+        index = YAML(typ="safe", pure=True).load(answer.content)
     except YAMLError as exc:
         raise RegistryError(f"{url} is not a chart index: {exc}") from exc
     entries = index.get("entries", {}).get(chart) if isinstance(index, dict) else None

@@ -42,9 +42,15 @@ class Span:
 def documents(text: str, file: str) -> list[Node]:
     """The YAML documents of `text` as nodes with their character offsets: composed by
     libyaml (ruamel.yaml.clib) where it is installed, ten times faster than pure Python on a
-    large file, and read the same."""
+    large file. libyaml reads YAML 1.1, which refuses a few things 1.2 allows (`[a:b]` in a
+    flow sequence); such a file is composed again by ruamel's own parser."""
     try:
-        return [doc for doc in YAML(typ="safe", pure=False).compose_all(text) if doc is not None]
+        fast = YAML(typ="safe", pure=False)
+        return [doc for doc in fast.compose_all(text) if doc is not None]
+    except YAMLError:
+        pass
+    try:
+        return [doc for doc in YAML().compose_all(text) if doc is not None]
     except YAMLError as exc:
         raise PinError(f"{file} is not valid YAML: {_first_line(exc)}") from exc
 
@@ -126,7 +132,7 @@ def reads_as_string(value: str) -> bool:
     if value.lower() in _YAML11_SPECIAL:
         return False
     for version in ((1, 1), (1, 2)):
-        loader = YAML(typ="safe")
+        loader = YAML(typ="safe", pure=True)
         loader.version = version
         try:
             with warnings.catch_warnings():  # ruamel warns about YAML 1.1 floats like 1e3
