@@ -274,6 +274,25 @@ def _settings() -> Settings | None:
     return settings
 
 
+def _unguarded_redis(settings: Settings) -> str | None:
+    """Why the bot and the workers will not use a Redis without a password, unless the
+    settings say it is deliberate: whoever can write to it can approve any deploy."""
+    from urllib.parse import parse_qs, urlsplit
+
+    if settings.redis_without_password:
+        return None
+    url = settings.redis_url.get_secret_value() if settings.redis_url else ""
+    parts = urlsplit(url)
+    if parts.password or parse_qs(parts.query).get("password"):
+        return None
+    return (
+        "RELEASEGATE_REDIS_URL names no password, and whoever can write to this Redis can "
+        "approve any deploy. Give one (redis://:PASSWORD@HOST:6379/0, or an ACL user: "
+        "redis://releasegate:PASSWORD@HOST:6379/0), or set "
+        "RELEASEGATE_REDIS_WITHOUT_PASSWORD=true where nothing else can reach it"
+    )
+
+
 def _redis_url_problem(url: str) -> str | None:
     """Why a Redis URL cannot work, found before anything connects (never echoing it: it may
     hold a password)."""
@@ -298,6 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = _settings()
     if settings is None:
+        return 2
+    if args.command in ("serve", "worker") and (problem := _unguarded_redis(settings)):
+        print(f"releasegate: {problem}", file=sys.stderr)
         return 2
     if args.command in ("serve", "worker", "shell", "check-config"):
         try:

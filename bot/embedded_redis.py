@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -72,15 +73,20 @@ class EmbeddedRedis:
     """`durable=True` keeps an append-only file synced on every write, as a production Redis
     should be configured: a restart on the same directory finds everything acknowledged."""
 
-    def __init__(self, directory: Path, durable: bool = False) -> None:
+    def __init__(self, directory: Path, durable: bool = False, password: bool = True) -> None:
         self.directory = directory
         self.durable = durable
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        # Even on loopback, a Redis that approves deploys wants a password: anyone on the
+        # machine could otherwise write an approval. Kept in a file only we can read, not on
+        # the command line (which every user sees in `ps`).
+        self.password = secrets.token_urlsafe(24) if password else ""
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        login = f":{self.password}@" if self.password else ""
+        return f"redis://{login}127.0.0.1:{self.port}/0"
 
     def start(self) -> EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -89,9 +95,13 @@ class EmbeddedRedis:
             if self.durable
             else ["--appendonly", "no"]
         )
+        config = self.directory / "redis.conf"
+        config.touch(mode=0o600)
+        config.write_text(f"requirepass {self.password}\n" if self.password else "")
         self.process = subprocess.Popen(
             [
                 redis_server_binary(),
+                str(config),
                 "--port",
                 str(self.port),
                 "--bind",

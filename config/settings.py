@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     redis_sentinels: str | None = None
     redis_sentinel_master: str = "mymaster"
     redis_sentinel_password: SecretStr | None = None
+    # `serve` and `worker` refuse a Redis URL without a password (whoever can write to Redis
+    # can approve anything) unless this says it is deliberate.
+    redis_without_password: bool = False
 
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None

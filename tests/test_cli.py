@@ -506,3 +506,21 @@ def test_every_problem_of_a_policy_is_said_at_once(tmp_path: Path) -> None:
     assert "apps.awesome.pins.qa: unknown environment 'qa'" in said
     assert "apps.awesome.branch: `branch` is not a key here; it belongs to a repository" in said
     assert "apps.awesome.repository: unknown repository 'x' (the policy has default)" in said
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_redis_without_a_password_is_refused_unless_said_deliberate(
+    command: str, tmp_path: Path, policy_file: Path
+) -> None:
+    """Whoever can write to Redis can approve anything: the bot and the workers start only
+    on a Redis with a password, or where the operator says none is deliberate."""
+    with EmbeddedRedis(tmp_path / "open", password=False) as open_redis:
+        env = settings_env(policy_file, open_redis.url, tmp_path / "work")
+        done = releasegate(command, *(["--burst"] if command == "worker" else []), env=env)
+        assert done.returncode == 2
+        assert done.stderr.startswith("releasegate: RELEASEGATE_REDIS_URL names no password"), (
+            done.stderr
+        )
+        if command == "worker":
+            deliberate = {**env, "RELEASEGATE_REDIS_WITHOUT_PASSWORD": "true"}
+            assert releasegate("worker", "--burst", env=deliberate).returncode == 0

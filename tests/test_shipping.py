@@ -345,7 +345,8 @@ def test_the_readme_is_a_front_door_and_its_links_lead_somewhere() -> None:
 
 
 def test_the_high_availability_values_render_sentinels_replicas_budgets_and_spread() -> None:
-    objects = render({**DEFAULTS, "redis": {**DEFAULTS["redis"], "sentinel": {"enabled": True}}})
+    ha = {"sentinel": {"enabled": True}, "tls": {"existingSecret": "redis-tls"}}
+    objects = render({**DEFAULTS, "redis": {**DEFAULTS["redis"], **ha}})
     redis = objects["StatefulSet/rg-releasegate-redis"]["spec"]
     assert redis["replicas"] == 3
     pod = redis["template"]["spec"]
@@ -374,3 +375,51 @@ def test_the_high_availability_values_render_sentinels_replicas_budgets_and_spre
     assert single["Deployment/rg-releasegate-bot"]["spec"]["replicas"] == 1
     assert "PodDisruptionBudget/rg-releasegate-bot" not in single
     assert single["StatefulSet/rg-releasegate-redis"]["spec"]["replicas"] == 1
+
+
+def test_sentinel_mode_speaks_only_tls_and_refuses_to_render_without_it() -> None:
+    """A sentinel names the master: without TLS, whoever answers as one gets the passwords.
+    With Sentinel the chart wants a TLS secret, and then Redis, its replication, the
+    sentinels and our clients speak only TLS, trusting the secret's CA."""
+    sentinel = {**DEFAULTS["redis"], "sentinel": {"enabled": True}}
+    with pytest.raises(Exception, match=r"redis.tls.existingSecret is required"):
+        render({**DEFAULTS, "redis": sentinel})
+    objects = render({**DEFAULTS, "redis": {**sentinel, "tls": {"existingSecret": "redis-tls"}}})
+    pod = objects["StatefulSet/rg-releasegate-redis"]["spec"]["template"]["spec"]
+    redis, sentinels = pod["containers"]
+    for each in (redis, sentinels):
+        script = each["args"][0]
+        checked = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
+        assert checked.returncode == 0, checked.stderr
+        assert "--tls --cacert /tls/ca.crt" in script  # asking the sentinels for the master
+        assert "--tls --cacert" in each["readinessProbe"]["exec"]["command"][2]
+        assert {"name": "tls", "mountPath": "/tls", "readOnly": True} in each["volumeMounts"]
+    assert "--port 0 --tls-port 6379 --tls-replication yes" in redis["args"][0]
+    assert 'echo "port 0"' in sentinels["args"][0]
+    assert 'echo "tls-port 26379"' in sentinels["args"][0]
+    assert {"name": "tls", "secret": {"secretName": "redis-tls"}} in pod["volumes"]
+    env = {e["name"]: e.get("value") for e in container(objects, "rg-releasegate-worker")["env"]}
+    assert env["RELEASEGATE_REDIS_URL"].startswith("rediss://:$(REDIS_PASSWORD)@")
+    assert env["RELEASEGATE_REDIS_URL"].endswith("?ssl_ca_certs=/etc/releasegate/redis-tls/ca.crt")
+
+
+def test_the_network_policy_is_on_by_default_and_lets_only_our_pods_reach_redis() -> None:
+    objects = render(DEFAULTS)
+    redis = objects["NetworkPolicy/rg-releasegate-redis"]["spec"]
+    [rule] = redis["ingress"]
+    [source] = rule["from"]
+    assert source["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "rg"
+    assert [p["port"] for p in rule["ports"]] == [6379]
+    assert objects["NetworkPolicy/rg-releasegate-worker"]["spec"]["ingress"] == []
+    ha = render(
+        {
+            **DEFAULTS,
+            "redis": {
+                **DEFAULTS["redis"],
+                "sentinel": {"enabled": True},
+                "tls": {"existingSecret": "redis-tls"},
+            },
+        }
+    )
+    [rule] = ha["NetworkPolicy/rg-releasegate-redis"]["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [6379, 26379]

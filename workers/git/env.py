@@ -16,7 +16,7 @@ def redact_url(text: str) -> str:
     """`text` with the secrets of any URL in it masked, fit for logs and chat: a password
     (`user:***@`), and a token written as an HTTP(S) URL's user (`https://***@`). An SSH
     user (`ssh://git@host`) is a name, not a secret, and stays."""
-    text = re.sub(r"(//[^/@:\s]+):[^/@\s]+@", r"\1:***@", text)
+    text = re.sub(r"(//[^/@:\s]*):[^/@\s]+@", r"\1:***@", text)
     return re.sub(r"(https?://)[^/@:\s]+@", r"\1***@", text)
 
 

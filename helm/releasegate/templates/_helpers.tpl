@@ -75,7 +75,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 - name: RELEASEGATE_REDIS_URL
-{{- if .Values.redis.enabled }}
+{{- if and .Values.redis.enabled .Values.redis.tls.existingSecret }}
+  value: "rediss://:$(REDIS_PASSWORD)@{{ include "releasegate.fullname" . }}-redis:6379/0?ssl_ca_certs=/etc/releasegate/redis-tls/ca.crt"
+{{- else if .Values.redis.enabled }}
   value: "redis://:$(REDIS_PASSWORD)@{{ include "releasegate.fullname" . }}-redis:6379/0"
 {{- else if .Values.redis.existingSecret }}
   value: {{ .Values.redis.externalUrl | replace "redis://" "redis://:$(REDIS_PASSWORD)@" | quote }}
@@ -167,6 +169,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   mountPath: /etc/releasegate/docker
   readOnly: true
 {{- end }}
+{{- if and .Values.redis.enabled .Values.redis.tls.existingSecret }}
+- name: redis-tls
+  mountPath: /etc/releasegate/redis-tls
+  readOnly: true
+{{- end }}
 {{- if .Values.git.knownHosts }}
 - name: known-hosts
   mountPath: /etc/releasegate/known_hosts
@@ -197,6 +204,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     secretName: {{ .Values.artifacts.existingSecret }}
     items: [{key: .dockerconfigjson, path: config.json}]
     defaultMode: 256  # 0o400, owner read only
+{{- end }}
+{{- if and .Values.redis.enabled .Values.redis.tls.existingSecret }}
+- name: redis-tls
+  secret:
+    secretName: {{ .Values.redis.tls.existingSecret }}
+    items: [{key: ca.crt, path: ca.crt}]
 {{- end }}
 {{- range .Values.git.repositoryKeys }}
 - name: git-key-{{ .name }}
@@ -282,10 +295,15 @@ checksum/config: {{ include (print $.Template.BasePath "/configmap-policy.yaml")
 self="$(hostname).{{ $name }}"
 master=""
 for i in $(seq 0 {{ sub (int .Values.redis.sentinel.replicas) 1 }}); do
-  master=$(redis-cli -h "{{ $name }}-$i.{{ $name }}" -p 26379 -a "$REDIS_PASSWORD" \
+  master=$(redis-cli {{ include "releasegate.redisCliTls" . }}-h "{{ $name }}-$i.{{ $name }}" -p 26379 -a "$REDIS_PASSWORD" \
     --no-auth-warning sentinel get-master-addr-by-name {{ .Values.redis.sentinel.masterName }} \
     2>/dev/null | head -n 1)
   [ -n "$master" ] && break
 done
 [ -n "$master" ] || master="{{ $name }}-0.{{ $name }}"
+{{- end }}
+
+{{- /* redis-cli's TLS options (with a trailing space), where the bundled Redis speaks TLS. */ -}}
+{{- define "releasegate.redisCliTls" -}}
+{{- if .Values.redis.tls.existingSecret }}--tls --cacert /tls/ca.crt {{ end -}}
 {{- end }}
