@@ -22,7 +22,7 @@ from workers.landing.mergerequests import repository_of
 from workers.logs import request_context
 from workers.rules.gates import check_open, check_prerelease, final_version, ran_upstream
 from workers.rules.history import rollback_target, versions_run
-from workers.rules.plan import current_version, digests_held, plan_changes
+from workers.rules.plan import current_version, digests_held, pinned_by_tag, plan_changes
 from workers.state import keys
 from workers.state.queue import enqueue_deploy, enqueue_forge
 from workers.state.request import Built, Change, DeployRequest, RequestState, new_request_id
@@ -181,7 +181,8 @@ def _artifacts(ctx: Context, changes: list[Change], repo: View) -> tuple[Built, 
             log.warning("filed without asking %s: %s", artifact.describe(), found)
             continue
         upstream = _upstream_digest(ctx, changes, app, found.digest, repo)
-        built.append(Built(**{**asdict(found), "app": app, "upstream": upstream}))
+        by_tag = pinned_by_tag(ctx.policy, app, changes[0].env)
+        built.append(Built(**{**asdict(found), "app": app, "upstream": upstream, "by_tag": by_tag}))
     return tuple(built)
 
 

@@ -139,6 +139,10 @@ def artifact_lines(request: DeployRequest) -> list[str]:
         if built.source or built.revision:
             line += f", from {source_text(built.source, built.revision)}"
         lines.append(line)
+        if built.by_tag:
+            lines.append(
+                f"⚠️ {built.app} is pinned by tag: the registry can move it (artifact.pin_digest)"
+            )
         if built.upstream:
             env, _, digest = built.upstream.partition(" ")
             lines.append(

@@ -36,8 +36,11 @@ class Artifact(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     image: str | None = Field(default=None, max_length=255)
-    # Bind and write digests: pins that can hold one get it (kustomize_image; `{digest}`).
-    pin_digest: bool = False
+    # Write the approved digest where a pin can hold one (beside a kustomize_image's tag; a
+    # `{digest}` format): the default for an OCI store, since a tag can be moved by anyone
+    # who can push to the registry. `false` pins by tag alone, and the card and the commit
+    # say so.
+    pin_digest: bool | None = None
     git_tags: str | None = Field(default=None, max_length=500)
     chart: str | None = Field(default=None, max_length=300)  # NAME in chart_repo, or oci://…
     chart_repo: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=500)
@@ -60,13 +63,19 @@ class Artifact(BaseModel):
                 raise ValueError(f"{self.chart!r} is not oci://REGISTRY/PATH")
         if self.chart_repo is not None and self.chart is None:
             raise ValueError("chart_repo needs the chart's name in `chart`")
-        if self.pin_digest and self.oci_name is None:
+        if self.pin_digest is True and self.oci_name is None:
             raise ValueError("pin_digest needs an OCI store: image, or chart: oci://")
         if self.tag_format.count("{version}") != 1 or "{" in self.tag_format.replace(
             "{version}", ""
         ):
             raise ValueError("tag_format must contain {version} once and no other braces")
         return self
+
+    @property
+    def digests_pinned(self) -> bool:
+        """Whether pins that can hold the approved digest get it: `pin_digest`, which is on by
+        default for an OCI store (an image, an oci:// chart)."""
+        return self.pin_digest if self.pin_digest is not None else self.oci_name is not None
 
     @property
     def oci_name(self) -> str | None:

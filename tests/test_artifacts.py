@@ -81,6 +81,35 @@ def test_an_existing_tag_shows_its_digest_and_source_and_lands_bound_to_it(
     run_worker(redis)
     assert RequestStore(redis).state(str(reply.request_id)) is RequestState.PUSHED
     assert f"Artifact-Digest: {digest}\n" in origin.message()
+    # pin_digest is the default for an image: the digest is written beside the tag.
+    written = origin.file("env/prd/kustomization.yml").decode()
+    assert f"digest: {digest}" in written
+    assert "pinned by tag" not in reply.text
+    assert "Pinned-By" not in origin.message()
+
+
+def test_an_image_pinned_by_tag_alone_is_said_on_the_card_and_in_the_commit(
+    imaged: Registry, policy_file: Path, redis: Redis, origin: Remote, chat: Chat
+) -> None:
+    """With `pin_digest: false` the registry can move the tag under a running deploy: the
+    approver is told so, and the commit says it for whoever reads the history."""
+    text = policy_file.read_text().replace("pin_digest", "unused")
+    policy_file.write_text(
+        text.replace(
+            f"image: {imaged.host}/{IMAGE}}}", f"image: {imaged.host}/{IMAGE}, pin_digest: false}}"
+        )
+    )
+    from bot.conversation import Conversation
+    from config.policy import parse_policy
+
+    policy = parse_policy(policy_file.read_text())
+    chat = Chat(Conversation(policy, redis, chat.conversation.ctx.mirror))
+    reply = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    assert "⚠️ awesome is pinned by tag: the registry can move it" in reply.text, reply.text
+    chat.say("carol", "deploy-prd", "approve")
+    run_worker(redis)
+    assert "Pinned-By: tag\n" in origin.message()
+    assert "digest:" not in origin.file("env/prd/kustomization.yml").decode()
 
 
 def test_a_tag_pushed_again_after_approval_is_refused_and_nothing_is_committed(

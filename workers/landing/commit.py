@@ -28,5 +28,11 @@ def commit_message(request: DeployRequest, approvers: Sequence[str]) -> str:
             f"Artifact-Digest: {b.digest}" + (f" ({b.app})" if train else "")
             for b in request.artifacts
         ),
+        # The pins name the artifact by tag alone: what runs is whatever the tag names then.
+        *(
+            "Pinned-By: tag" + (f" ({b.app})" if train else "")
+            for b in request.artifacts
+            if b.by_tag
+        ),
     ]
     return f"{request.subject}\n\n{body}\n\n" + "\n".join(trailers) + "\n"

@@ -159,6 +159,22 @@ def same_change(shown: str, now: str) -> bool:
     return edits(shown) == edits(now)
 
 
+def holds_digest(pin: Pin) -> bool:
+    """Whether this pin can hold an artifact's digest (so a moved tag cannot change what it
+    runs): beside a kustomize image's tag, or in a `{digest}` format."""
+    return "{digest}" in pin.format or (pin.kind == "kustomize_image" and pin.part_name == "tag")
+
+
+def pinned_by_tag(policy: Policy, app: str, env: str) -> bool:
+    """Whether what `app` runs in `env` is named by a registry's tag alone: its OCI artifact's
+    digest is not written (`pin_digest: false`), or none of its pins can hold one (a Helm
+    value `image.tag`; a version label beside a pinned image does not count)."""
+    spec = policy.apps[app].artifact
+    if spec is None or spec.oci_name is None:
+        return False
+    return not spec.digests_pinned or not any(holds_digest(p) for p in pins_of(policy, app, env))
+
+
 def plan_changes(
     policy: Policy,
     read: Reader,
@@ -173,7 +189,7 @@ def plan_changes(
     plan = Plan(list(policy.repositories))
     for change in changes:
         spec = policy.apps[change.app].artifact
-        digest = (digests or {}).get(change.app, "") if spec and spec.pin_digest else ""
+        digest = (digests or {}).get(change.app, "") if spec and spec.digests_pinned else ""
         for pin in pins_of(policy, change.app, change.env):
             if only is not None and pin.repository != only:
                 continue

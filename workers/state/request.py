@@ -83,6 +83,8 @@ class Built(BaseModel):
     revision: str = ""  # the source commit (org.opencontainers.image.revision)
     # A promotion whose upstream runs another digest under this tag: "int sha256:…".
     upstream: str = ""
+    # The pins name it by its tag alone (no digest beside it): the registry can move it.
+    by_tag: bool = False
 
 
 class DeployRequest(BaseModel):
