@@ -134,3 +134,68 @@ def test_with_sentinels_the_urls_user_database_and_options_are_kept_and_its_host
     assert (kept["socket_timeout"], kept["ssl_ca_certs"]) == (2.0, "/etc/ca.crt")
     assert "host" not in kept
     assert "port" not in kept
+
+
+class RogueSentinel:
+    """A listener on loopback where the operator's sentinels should be: it records every byte
+    a client sends it, as someone who took a sentinel's address would."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.heard = bytearray()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            client.settimeout(2)
+            try:
+                while chunk := client.recv(4096):
+                    self.heard += chunk
+                    client.sendall(b"-ERR rogue\r\n")
+            except OSError:
+                pass
+            finally:
+                client.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_rogue_sentinel_hears_no_password_when_the_sentinels_are_spoken_to_over_tls(
+    tls: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever answers at a sentinel's address is sent the sentinel password (and then names
+    a master of its own, to be sent the data password). Over TLS, trusting only the
+    operator's CA (the chart's Sentinel mode), it hears nothing it can read; over plain TCP
+    it hears the password, which is why the chart refuses Sentinel without TLS."""
+    rogue = RogueSentinel()
+    (tmp_path / "tls").mkdir()
+    files = loopback_certificates(tmp_path / "tls")
+    scheme = (
+        f"rediss://:data-s3cret@_/0?ssl_ca_certs={files.ca}" if tls else "redis://:data-s3cret@_/0"
+    )
+    monkeypatch.setenv("RELEASEGATE_REDIS_URL", scheme)
+    monkeypatch.setenv("RELEASEGATE_REDIS_SENTINELS", f"127.0.0.1:{rogue.port}")
+    monkeypatch.setenv("RELEASEGATE_REDIS_SENTINEL_PASSWORD", "sentinel-s3cret")
+    try:
+        with pytest.raises(RedisError):
+            connect(Settings()).ping()
+        heard = bytes(rogue.heard)
+    finally:
+        rogue.close()
+    if tls:
+        assert b"s3cret" not in heard
+        assert (
+            heard[:1] == b"\x16"
+        )  # a TLS handshake, which a listener without the CA's key cannot finish
+    else:
+        assert b"sentinel-s3cret" in heard, "over plain TCP the rogue hears it: the test can tell"
