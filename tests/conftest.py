@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -132,11 +131,17 @@ def settings(
 
 
 def sandbox_tools(tmp_path: Path) -> str:
-    """Read-only paths a sandboxed validator needs in tests: this Python and `tmp_path/tools`,
-    where tests put validator scripts (keys and the work directory stay out of sight)."""
+    """Read-only paths a sandboxed validator needs in tests: `tmp_path/tools`, where tests put
+    validator scripts (keys and the work directory stay out of sight). Validators run the
+    system's `python3`. Where the tests run as root the validator runs as `nobody`, so the
+    folders down to `tools` are made passable (not readable) for others."""
     tools = tmp_path / "tools"
     tools.mkdir(exist_ok=True)
-    return os.pathsep.join([sys.prefix, sys.base_prefix, str(tools)])
+    for folder in [tools, *tools.parents]:
+        if folder == Path(tempfile.gettempdir()) or folder == folder.parent:
+            break
+        folder.chmod(folder.stat().st_mode | 0o011)
+    return str(tools)
 
 
 @pytest.fixture

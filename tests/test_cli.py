@@ -14,6 +14,7 @@ from redis import Redis
 
 from bot.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import Remote, git
+from workers.git.env import redact_url
 
 CONVERSATION = """\
 /as alice
@@ -231,7 +232,10 @@ def test_audit_prints_the_trail_of_a_demo_conversation(
     trail = releasegate("audit", "-n", "2", env=env)
     assert trail.returncode == 0, trail.stderr
     header, requested, rejected = trail.stdout.splitlines()
-    assert header == f"audit trail in {redis_server.url} (RELEASEGATE_REDIS_URL), oldest first:"
+    assert (
+        header
+        == f"audit trail in {redact_url(redis_server.url)} (RELEASEGATE_REDIS_URL), oldest first:"
+    )
     assert ' requested  by=shell:alice changes="awesome: 2.0.0 -> 2.1.0 (prd)" env=prd' in requested
     assert ' rejected   by=shell:carol reason="not today" request=R' in rejected
 
@@ -331,7 +335,9 @@ def test_version_and_an_empty_audit_say_something(redis_server: EmbeddedRedis) -
         audit = releasegate("audit", env={"RELEASEGATE_REDIS_URL": empty.url})
     assert audit.returncode == 0
     header, said = audit.stdout.splitlines()
-    assert header == f"audit trail in {empty.url} (RELEASEGATE_REDIS_URL), oldest first:"
+    assert (
+        header == f"audit trail in {redact_url(empty.url)} (RELEASEGATE_REDIS_URL), oldest first:"
+    )
     assert said.startswith("no audit entries yet")
 
 

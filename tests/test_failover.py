@@ -138,6 +138,8 @@ def test_a_master_killed_during_approvals_and_pushes_through_two_bot_replicas_lo
     env = {
         **inherited,
         "RELEASEGATE_REDIS_URL": "redis://ignored.invalid:1/0",
+        # The test's sentinels and nodes run without a data password, on loopback.
+        "RELEASEGATE_REDIS_WITHOUT_PASSWORD": "true",
         "RELEASEGATE_REDIS_SENTINELS": sentinels.sentinels,
         "RELEASEGATE_POLICY": str(policy_file),
         "RELEASEGATE_VALIDATE_SANDBOX": "none",
@@ -281,6 +283,8 @@ def test_a_push_only_the_lost_master_knew_of_is_found_again_and_told_once(
     never posted the news only the lost master held."""
     env = {
         "RELEASEGATE_REDIS_URL": "redis://ignored.invalid:1/0",
+        # The test's sentinels and nodes run without a data password, on loopback.
+        "RELEASEGATE_REDIS_WITHOUT_PASSWORD": "true",
         "RELEASEGATE_REDIS_SENTINELS": sentinels.sentinels,
         "RELEASEGATE_POLICY": str(policy_file),
         "RELEASEGATE_WORKDIR": str(tmp_path / "work"),

@@ -8,7 +8,6 @@ and shows that nothing was committed.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,7 +240,7 @@ def test_the_validation_command_does_not_see_the_workers_secrets(
     script.write_text(
         "import os, sys\nfor k, v in sorted(os.environ.items()): print(k, v)\nsys.exit(1)\n"
     )
-    with_validation(policy_file, f"{sys.executable} {script}")
+    with_validation(policy_file, f"python3 {script}")
     chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
     chat.say("carol", "deploy-prd", "approve")
     run_worker(redis)
@@ -270,7 +269,7 @@ def test_a_secret_the_validation_command_prints_is_blanked_out(
         "import os, sys\nprint('token is', os.environ['RELEASEGATE_SLACK_BOT_TOKEN'])\n"
         "sys.exit(2)\n"
     )
-    with_validation(policy_file, f"{sys.executable} {script}", ["RELEASEGATE_SLACK_BOT_TOKEN"])
+    with_validation(policy_file, f"python3 {script}", ["RELEASEGATE_SLACK_BOT_TOKEN"])
     chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
     chat.say("carol", "deploy-prd", "approve")
     run_worker(redis)

@@ -6,7 +6,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -262,7 +261,7 @@ def test_a_failing_validation_command_stops_the_push_and_shows_its_output(
         "print(text.count('2.1.0'), 'pins changed')\n"
         "sys.exit(3)\n"
     )
-    with_validation(policy_file, f"{sys.executable} {script}")
+    with_validation(policy_file, f"python3 {script}")
     request_id = approved_prd_request(chat)
     run_worker(redis)
     assert RequestStore(redis).state(request_id) is RequestState.FAILED
@@ -274,7 +273,7 @@ def test_a_failing_validation_command_stops_the_push_and_shows_its_output(
 def test_a_passing_validation_command_lets_the_push_through(
     chat: Chat, redis: Redis, origin: Remote, settings: Settings, policy_file: Path
 ) -> None:
-    with_validation(policy_file, f'{sys.executable} -c "import sys; sys.exit(0)"')
+    with_validation(policy_file, 'python3 -c "import sys; sys.exit(0)"')
     request_id = approved_prd_request(chat)
     run_worker(redis)
     assert RequestStore(redis).state(request_id) is RequestState.PUSHED
@@ -310,7 +309,7 @@ def test_the_worker_checks_out_only_the_pinned_folders_unless_a_validation_needs
     indexed = git("ls-files", "--sparse", cwd=slot).splitlines()
     assert "resources/" in indexed  # one entry for the folder, not one per file
     assert not any(p.startswith("resources/") and p != "resources/" for p in indexed)
-    with_validation(policy_file, f'{sys.executable} -c "import sys; sys.exit(0)"')
+    with_validation(policy_file, 'python3 -c "import sys; sys.exit(0)"')
     approved_prd_request(chat, "2.2.0")
     run_worker(redis)
     assert (slot / "resources").is_dir()  # a validation command may read any file

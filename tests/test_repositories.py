@@ -162,7 +162,8 @@ def test_the_single_repository_key_is_a_repository_named_default(remote: Path) -
 def test_a_pin_without_a_repository_or_naming_an_unknown_one_is_said_at_once(
     remote: Path,
 ) -> None:
-    text = POLICY.format(apps=remote.as_uri(), environments=remote.as_uri())
+    environments = (remote.parent / "environments.git").as_uri()
+    text = POLICY.format(apps=remote.as_uri(), environments=environments)
     text = text.replace("  spa:\n    repository: environments\n", "  spa:\n")
     text = text.replace(
         "{repository: environments, file: prod_api.tf", "{repository: infra, file: prod_api.tf"

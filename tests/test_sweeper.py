@@ -65,7 +65,7 @@ def test_a_worker_killed_mid_job_leaves_nothing_pushed_and_the_request_runs_agai
     request_id = queued_int_request(chat)
     original = policy_file.read_text()
     # The validation step hangs, so the worker is surely mid-job when it is killed.
-    command = sys.executable + ' -c "import time; time.sleep(60)"'
+    command = 'python3 -c "import time; time.sleep(60)"'
     hang = f"    validate: {json.dumps(command)}\n"
     policy_file.write_text(
         original.replace(
