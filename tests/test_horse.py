@@ -94,3 +94,19 @@ def test_after_its_share_of_jobs_the_worker_starts_afresh_in_the_same_process(
     assert [store.state(i) for i in ids] == [RequestState.PUSHED] * 3
     said = log.read_text()
     assert said.count("2 jobs done: the worker starts afresh") == 1, said[-3000:]
+
+
+def test_a_burst_worker_leaves_at_once_not_after_its_command_channels_wait(redis: Redis) -> None:
+    """redis-py 8's `stop()` waits for the command channel's reader, which slept a minute once
+    unsubscribed: every `--burst` worker, and every shutdown, could hang that long."""
+    import time
+
+    from workers.horse import PUBSUB_WAKE, StayingWorker
+    from workers.state.queue import job_queue
+
+    for _round in range(3):
+        started = time.monotonic()
+        StayingWorker([job_queue(redis)], connection=redis, serializer=JSONSerializer).work(
+            burst=True
+        )
+        assert time.monotonic() - started < PUBSUB_WAKE + 10

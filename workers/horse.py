@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from typing import Any
 
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
@@ -36,10 +37,24 @@ from workers import spans
 log = logging.getLogger(__name__)
 
 FRESH_AFTER = 1000  # jobs
+PUBSUB_WAKE = 1.0  # seconds: how soon the command channel's reader notices it should stop
 
 
 class StayingWorker(SimpleWorker):
     jobs_run = 0  # by this worker
+
+    def subscribe(self) -> None:
+        """RQ's command channel, read by a thread that wakes every second rather than every
+        minute. Once unsubscribed, redis-py's reader sleeps its whole wait before it sees it
+        should stop, and redis-py 8 makes `stop()` wait for it: a worker leaving (`--burst`,
+        a shutdown) hung for up to a minute."""
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        reader: Any = self.pubsub.run_in_thread(
+            sleep_time=PUBSUB_WAKE, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+        self.pubsub_thread = reader  # RQ declares it None-typed
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         spans.mark("dequeued", job.id)
