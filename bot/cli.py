@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.server import create_app
 
     conversation = _conversation(settings)
+    _check_redis(conversation.store.redis)
     app = create_app(settings, conversation.policy, conversation.store.redis, conversation)
     # Hand the GIL over every 2 ms instead of 5: an acknowledgement is a few lines of Python
     # and must not wait long behind a chat answer being computed on another thread.
@@ -77,10 +78,29 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def _check_redis(redis: Redis) -> None:
+    """Before serving: a Redis that refuses us (a database it does not have, a wrong password)
+    is a setting to fix, said once (`main` prints it); one not reachable yet is waited for,
+    as every loop of the bot does, and said in one line."""
+    try:
+        redis.ping()
+    except RedisConnectionError as exc:
+        log.warning("cannot reach Redis yet (RELEASEGATE_REDIS_URL): %s; waiting for it", exc)
+
+
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers import runner
 
     return runner.run(settings, burst=args.burst)
+
+
+def _this_command() -> str:
+    """How the person runs this releasegate again: the script they ran (`.venv/bin/releasegate`
+    is not on everyone's PATH), else this Python with the module."""
+    script = sys.argv[0] if sys.argv else ""
+    if Path(script).name == "releasegate":
+        return script
+    return f"{sys.executable} -m bot.cli"
 
 
 def _shell_chat(settings: Settings, user: str, channel: str) -> ShellChat:
@@ -139,6 +159,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         "RELEASEGATE_POLICY": str(policy),
         "RELEASEGATE_WORKDIR": str(directory / "work"),
         "RELEASEGATE_LOG_FORMAT": "text",
+        # The demo is local and its embedded Redis has a password of its own; one given in
+        # RELEASEGATE_REDIS_URL is the person's to choose.
+        "RELEASEGATE_REDIS_WITHOUT_PASSWORD": "true",
     }
     with ExitStack() as stack:
         if not settings.redis_url:
@@ -150,10 +173,14 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         chat = _shell_chat(Settings(), args.as_user, args.channel)
         remote = directory / "remote.git"
         print(f"demo GitOps remote: {remote} (its history: git -C {remote} log)")
+        environments = demo.environments_of(remote)
+        print(f"demo environments remote: {environments} (git -C {environments} log)")
+        source = demo.source_of(remote)
+        print(f"demo source of awesome: {source} (its tags are the versions: git -C {source} tag)")
         shown = redact_url(env["RELEASEGATE_REDIS_URL"])
         print(
             f"demo Redis: {shown} (its audit trail: /audit here, or "
-            f"RELEASEGATE_REDIS_URL={shown} releasegate audit)"
+            f"RELEASEGATE_REDIS_URL='<the URL>' {_this_command()} audit)"
         )
         print(f"worker log: {directory / 'worker.log'}")
         return _chat_in_terminal(chat, directory)

@@ -1,7 +1,8 @@
 """`releasegate demo`: a local GitOps remote, a policy, Redis and a worker, then the shell.
 
 Everything lives in one folder (default `./releasegate-demo`): `remote.git` and
-`environments.git` are the bare repositories the worker pushes to (`git -C
+`environments.git` are the bare repositories the worker pushes to, `awesome.git` the app's
+source, whose tags are the versions that exist (`git -C
 releasegate-demo/remote.git log` shows the deploys; a production release
 shows in both), `policy.yaml` the policy, `work/` the clones, `worker.log` the
 worker's log.
@@ -63,11 +64,37 @@ def environments_of(remote: Path) -> Path:
     return remote.parent / "environments.git"
 
 
+def source_of(remote: Path) -> Path:
+    """Where the demo keeps awesome's source repository: its tags are the versions that
+    exist, the demo's artifact store."""
+    return remote.parent / "awesome.git"
+
+
+# The versions of awesome that were built (tagged); anything else does not exist.
+RELEASES = ("2.0.0", "2.1.0-rc1", "2.1.0", "2.2.0-rc1", "2.2.0", "2.3.0")
+
+
+def create_source(path: Path, scratch: Path) -> None:
+    """A bare repository with a commit and a tag for each of `RELEASES`."""
+    scratch.mkdir(parents=True)
+    _git("init", "--quiet", "--initial-branch=main", cwd=scratch)
+    for version in RELEASES:
+        (scratch / "VERSION").write_text(version + "\n")
+        _git("add", "VERSION", cwd=scratch)
+        _git("commit", "--quiet", "-m", f"Release {version}", cwd=scratch)
+        _git("tag", version, cwd=scratch)
+    _git("init", "--quiet", "--bare", "--initial-branch=main", str(path), cwd=scratch)
+    _git("push", "--quiet", "--tags", str(path), "main", cwd=scratch)
+    shutil.rmtree(scratch)
+
+
 def demo_policy(remote: Path) -> str:
-    """The demo's policy for the apps' `remote` (and the environments' beside it)."""
+    """The demo's policy for the apps' `remote` (and the environments' and the source beside
+    it)."""
     text = example("demo.yaml").read_text(encoding="utf-8")
     environments = environments_of(remote).resolve().as_uri()
     text = text.replace("url: ENVIRONMENTS_URL", f"url: {environments}")
+    text = text.replace("git_tags: SOURCE_URL", f"git_tags: {source_of(remote).resolve().as_uri()}")
     return text.replace("url: REPOSITORY_URL", f"url: {remote.resolve().as_uri()}")
 
 
@@ -76,6 +103,7 @@ def create_remotes(remote: Path, scratch: Path) -> None:
     Terraform environments beside it."""
     create_remote(example("argocd-demo"), remote, scratch)
     create_remote(example("environments"), environments_of(remote), scratch)
+    create_source(source_of(remote), scratch)
 
 
 def prepare(directory: Path) -> Path:

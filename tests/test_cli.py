@@ -459,12 +459,13 @@ def test_a_piped_shell_without_any_worker_says_so_instead_of_waiting_silently(
     assert "no worker is running: start `releasegate worker`" in lines[-1], lines
 
 
+@pytest.mark.parametrize("command", ["audit", "serve"])
 def test_a_database_redis_does_not_have_is_one_line(
-    tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
+    command: str, tmp_path: Path, policy_file: Path, redis_server: EmbeddedRedis
 ) -> None:
-    done = releasegate(
-        "audit", env=settings_env(policy_file, redis_server.url.rsplit("/", 1)[0] + "/99", tmp_path)
-    )
+    """`serve` too: it logged a traceback every round and said "redis unreachable"."""
+    env = settings_env(policy_file, redis_server.url.rsplit("/", 1)[0] + "/99", tmp_path)
+    done = releasegate(command, env={**env, "RELEASEGATE_HTTP_PORT": str(free_port())})
     assert done.returncode == 1
     assert done.stderr.strip() == (
         "releasegate: Redis refused (RELEASEGATE_REDIS_URL): DB index is out of range"

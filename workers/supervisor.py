@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
+
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
@@ -28,6 +30,11 @@ Round = Callable[[], float]  # one round of a loop; returns the seconds until th
 class LoopState:
     failures: int = 0
     last_error: str | None = None
+
+
+# Failures whose cause is their message (a service that cannot be reached, Redis refusing):
+# their traceback tells an operator nothing more.
+QUIET: tuple[type[BaseException], ...] = (RedisError, ConnectionError, TimeoutError)
 
 
 def backoff(failures: int) -> float:
@@ -57,7 +64,10 @@ class Supervisor:
                     state.failures += 1
                     error = f"{type(exc).__name__}: {exc}"
                     wait = backoff(state.failures)
-                    if error != state.last_error:
+                    if error != state.last_error and isinstance(exc, QUIET):
+                        # Redis or a service away: said in one line, not a chained traceback.
+                        log.error("%s failed; trying again with backoff (%s)", name, error)
+                    elif error != state.last_error:
                         log.exception("%s failed; trying again with backoff (%s)", name, error)
                     else:
                         log.debug("%s failed again (%d in a row)", name, state.failures)
