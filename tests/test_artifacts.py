@@ -465,3 +465,10 @@ def test_a_manifest_whose_bytes_do_not_hash_to_the_digest_the_registry_names_is_
             Resolver().resolve("awesome", artifact, "2.1.0")
     finally:
         server.shutdown()
+
+
+def test_the_newest_versions_put_a_release_after_its_candidates() -> None:
+    from workers.artifacts.resolve import newest
+
+    tags = ["2.0.0", "2.1.0-rc1", "2.2.0", "2.2.0-rc1", "2.10.0", "2.2.0-rc2", "2.3.0+build.7"]
+    assert newest(tags) == ["2.10.0", "2.3.0+build.7", "2.2.0", "2.2.0-rc2", "2.2.0-rc1"]

@@ -53,8 +53,17 @@ class Resolved:
 
 
 def _version_key(tag: str) -> list[tuple[int, int | str]]:
-    """Sort `2.10.0` after `2.9.0`, and a release after its candidates."""
-    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.+-]", tag)]
+    """Sort `2.10.0` after `2.9.0`, and a release after its candidates (`2.2.0` after
+    `2.2.0-rc1`); build metadata (`+…`) does not order."""
+    core = tag.partition("+")[0]
+    main, dash, candidate = core.partition("-")
+
+    def parts(text: str) -> list[tuple[int, int | str]]:
+        return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.]", text)]
+
+    if not dash:
+        return [*parts(main), (3, "")]
+    return [*parts(main), (2, ""), *parts(candidate)]
 
 
 def newest(tags: Sequence[str], count: int = NEWEST) -> list[str]:
