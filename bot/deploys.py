@@ -8,6 +8,7 @@ request, queued at once where the environment needs no approval.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from bot import messages
@@ -20,6 +21,7 @@ from workers.artifacts.resolve import ArtifactMissing
 from workers.git.mirrors import View
 from workers.landing.mergerequests import repository_of
 from workers.logs import request_context
+from workers.rules.alerts import check_alerts
 from workers.rules.gates import check_open, check_prerelease, final_version, ran_upstream
 from workers.rules.history import rollback_target, versions_run
 from workers.rules.plan import current_version, digests_held, pinned_by_tag, plan_changes
@@ -209,7 +211,11 @@ def _file(
         except ReleasegateError as exc:
             raise Refused(str(exc), "spans_forge") from exc
     _check_limits(ctx, event, env)
-    built = _artifacts(ctx, changes, repo)
+    # The evidence, asked at once: the alerts gate beside the artifacts' stores, each bounded.
+    with ThreadPoolExecutor(1, "gates") as pool:
+        alerts = pool.submit(check_alerts, ctx.policy, env, [c.app for c in changes], verb)
+        built = _artifacts(ctx, changes, repo)
+        evidence = tuple(line for line in [alerts.result()] if line)
     spec = ctx.policy.environments[env]
     digests = {b.app: b.digest for b in built}
     diff = plan_changes(ctx.policy, repo.read, changes, digests).diff()
@@ -230,6 +236,7 @@ def _file(
         bases={name: snapshot.head for name, snapshot in repo.snapshots.items()},
         diff=diff,
         artifacts=built,
+        evidence=evidence,
     )
     state = RequestState.PENDING if spec.approvals else RequestState.APPROVED
     while not ctx.store.create(request, state):  # an id collision: draw another

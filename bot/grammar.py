@@ -3,7 +3,7 @@
 
 deploy APP VERSION to ENV | deploy ENV | promote APP to ENV | rollback APP in ENV
 approve [ID] | reject [ID] [reason] | cancel [ID]
-status [ENV|APP|ID] | history ENV [N] | lock ENV [reason] | unlock ENV | help
+status [ENV|APP|ID] | history ENV [N] | lock ENV|all [reason] | unlock ENV|all | help
 """
 
 from __future__ import annotations
@@ -152,8 +152,8 @@ USAGE = {
     "cancel": "cancel [ID]",
     "status": "status [ENV|APP|ID]",
     "history": "history ENV [N]",
-    "lock": "lock ENV [reason]",
-    "unlock": "unlock ENV [reason]",
+    "lock": "lock ENV|all [reason]",
+    "unlock": "unlock ENV|all [reason]",
     "help": "help",
 }
 

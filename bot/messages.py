@@ -120,6 +120,13 @@ def locked(description: str) -> str:
     return f"🔒 {description}; requests and approvals for it are refused until `unlock`"
 
 
+def locked_all(taken: Sequence[str], held: Sequence[str], who: str, reason: str) -> str:
+    why = f": {inert(reason)}" if reason else ""
+    lines = [f"🔒 {', '.join(taken)} locked by {who}{why}" if taken else "🔒 nothing newly locked"]
+    lines += [f"(already: {h})" for h in held]
+    return "\n".join(lines) + "\nrequests and approvals there are refused until `unlock all`"
+
+
 def approval_withdrawn(request_id: str, who: str) -> str:
     return f"{who} withdrew their approval of {request_id}"
 
@@ -167,7 +174,7 @@ def request_created(request: DeployRequest, approvers: Sequence[str]) -> str:
     need = request.approvals_needed
     plural = "approval" if need == 1 else "approvals"
     kind = {"rollback": "rollback ", "train": "release train ", "promote": "promotion "}
-    built = "".join(f"{line}\n" for line in artifact_lines(request))
+    built = "".join(f"{line}\n" for line in [*artifact_lines(request), *request.evidence])
     return (
         f"{kind.get(request.verb, '')}request {request.id} by {request.requester_name}: "
         f"{changes_text(request.changes)}\n{built}"

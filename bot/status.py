@@ -47,9 +47,13 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
         lines.extend(ctx.live(envs[0]))
     if stale := repo.staleness():
         lines.append(f"⚠️ {stale}")
+    now = ctx.clock()
     for env in envs:
         if held := ctx.locks.get(env):
             lines.append(f"🔒 {held.describe()}")
+        for freeze in gates.upcoming_freezes(policy, env, now):
+            state = "frozen" if freeze.covers(now) else "freeze ahead"
+            lines.append(f"❄️ {env} {state}: {inert(freeze.describe(), 200)}")
     pending = []
     for request_id in ctx.store.pending_all():
         request = ctx.store.get(request_id)
@@ -101,26 +105,71 @@ def history(ctx: Context, event: ChatEvent, command: History) -> list[Reply]:
     return [Reply("\n".join(lines))]
 
 
+def _all(ctx: Context, name: str) -> bool:
+    """`lock all` / `unlock all` (unless an environment is called `all`)."""
+    return name.lower() == "all" and ctx.policy.environment_named(name) is None
+
+
+def _lockable(ctx: Context, event: ChatEvent) -> list[str]:
+    """Every environment the person may lock; refused when there is none."""
+    envs = [e for e, spec in ctx.policy.environments.items() if ctx.is_listed(event, spec.may_lock)]
+    if not envs:
+        raise Refused(f"{event.display} may not lock any environment", "not_locker")
+    return envs
+
+
 def lock(ctx: Context, event: ChatEvent, command: Lock) -> list[Reply]:
+    if _all(ctx, command.env):
+        return lock_all(ctx, event, command.reason)
     env = ctx.env(command.env)
     ctx.check_locker(event, env)
-    wanted = gates.Lock(
-        env=env,
-        owner=event.principal,
-        owner_name=event.display,
-        reason=command.reason,
-        since=ctx.clock().isoformat(),
-    )
+    wanted = _lock(ctx, event, env, command.reason)
     if held := ctx.locks.lock(wanted):
         raise Refused(held.describe(), "already_locked")
     ctx.audit("locked", env=env, by=event.principal, reason=command.reason or None)
     return [Reply(messages.locked(wanted.describe()))]
 
 
+def _lock(ctx: Context, event: ChatEvent, env: str, reason: str) -> gates.Lock:
+    return gates.Lock(
+        env=env,
+        owner=event.principal,
+        owner_name=event.display,
+        reason=reason,
+        since=ctx.clock().isoformat(),
+    )
+
+
+def lock_all(ctx: Context, event: ChatEvent, reason: str) -> list[Reply]:
+    """Lock every environment the person may lock ("stop the line"); those locked already
+    stay as they are, and are named."""
+    taken, held = [], []
+    for env in _lockable(ctx, event):
+        if other := ctx.locks.lock(_lock(ctx, event, env, reason)):
+            held.append(other.describe())
+            continue
+        ctx.audit("locked", env=env, by=event.principal, reason=reason or None)
+        taken.append(env)
+    return [Reply(messages.locked_all(taken, held, event.display, reason))]
+
+
 def unlock(ctx: Context, event: ChatEvent, command: Unlock) -> list[Reply]:
+    if _all(ctx, command.env):
+        return unlock_all(ctx, event, command.reason)
     env = ctx.env(command.env)
     ctx.check_locker(event, env)
     if ctx.locks.unlock(env) is None:
         raise Refused(f"{env} is not locked", "not_locked")
     ctx.audit("unlocked", env=env, by=event.principal, reason=command.reason or None)
     return [Reply(messages.unlocked(env, event.display, command.reason))]
+
+
+def unlock_all(ctx: Context, event: ChatEvent, reason: str) -> list[Reply]:
+    freed = []
+    for env in _lockable(ctx, event):
+        if ctx.locks.unlock(env) is not None:
+            ctx.audit("unlocked", env=env, by=event.principal, reason=reason or None)
+            freed.append(env)
+    if not freed:
+        raise Refused("no environment you may unlock is locked", "not_locked")
+    return [Reply(messages.unlocked(", ".join(freed), event.display, reason))]

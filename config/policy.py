@@ -30,6 +30,7 @@ from ruamel.yaml.error import YAMLError
 from config.artifact import Artifact
 from config.durations import Duration
 from config.errors import PolicyError, VersionError
+from config.gates import AlertsGate, Freeze, Gates
 from config.pin import Pin
 from config.principals import ChannelRef, Principal
 from config.repository import MergeRequestSpec, Repository
@@ -90,6 +91,10 @@ class Environment(_Model):
     validate_network: bool = False
     # Follow the reconciler after a push and say in the thread when the commit runs healthy.
     rollout: Rollout | None = None
+    # Evidence asked for before a deploy (firing alerts), when a request is filed and again
+    # right before its commit; and one-off ranges when nothing deploys here.
+    gates: Gates = Gates()
+    freezes: list[Freeze] = []
 
     @field_validator("validate_command")
     @classmethod
@@ -417,6 +422,9 @@ _MODELS: dict[str, type[BaseModel]] = {
     "rollout.argocd": ArgoCDRollout,
     "rollout.flux": FluxRollout,
     "artifact": Artifact,
+    "gates": Gates,
+    "gates.alerts": AlertsGate,
+    "a freeze": Freeze,
     "a repository's merge_request": MergeRequestSpec,
 }
 

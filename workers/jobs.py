@@ -37,6 +37,7 @@ from workers.landing.mixed import land_mixed
 from workers.landing.sandbox import Limits, Sandbox
 from workers.logs import request_context
 from workers.rollout import follow
+from workers.rules.alerts import check_alerts
 from workers.rules.approvals import check_approvals, counted_approvers
 from workers.rules.gates import Locks, check_not_expired, check_open
 from workers.rules.identity import Identities, load_rocketchat_ids, slack_groups_now
@@ -210,6 +211,8 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
         groups = slack_groups_now(redis, now.timestamp())
         check_approvals(policy, identities, request, store.approval_records(request.id), groups)
         check_artifacts(policy, resolver, request)
+        # An alert that began firing after the approval stops the commit (not a rollback's).
+        check_alerts(policy, request.env, [c.app for c in request.changes], request.verb)
 
     def approvers(request: DeployRequest) -> list[str]:
         groups = slack_groups_now(redis, time.time())

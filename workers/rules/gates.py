@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from redis import Redis
 
 from config.errors import Refused
+from config.gates import Freeze
 from config.policy import SEMVER, Policy
 from config.text import inert
 from config.windows import next_opening, open_now
@@ -88,6 +89,29 @@ def check_window(policy: Policy, env: str, now: datetime) -> None:
     raise Refused(f"{env} is outside its deploy windows ({allowed}){when}", reason="window")
 
 
+def active_freeze(policy: Policy, env: str, now: datetime) -> Freeze | None:
+    """The freeze of `env` that covers `now`, if any (the one ending last)."""
+    covering = [f for f in policy.environments[env].freezes if f.covers(now)]
+    return max(covering, key=lambda f: f.end, default=None)
+
+
+def upcoming_freezes(policy: Policy, env: str, now: datetime) -> list[Freeze]:
+    """The freezes of `env` that have not ended, soonest first."""
+    return sorted(
+        (f for f in policy.environments[env].freezes if f.end > now), key=lambda f: f.start
+    )
+
+
+def check_freeze(policy: Policy, env: str, now: datetime) -> None:
+    if (freeze := active_freeze(policy, env, now)) is not None:
+        why = f" for {inert(freeze.reason, 120)}" if freeze.reason else ""
+        raise Refused(
+            f"{env} is frozen{why} until {freeze.ends} {freeze.tz}; nothing deploys there "
+            "until then (break-glass aside)",
+            reason="freeze",
+        )
+
+
 def check_not_expired(request: DeployRequest, now: datetime) -> None:
     if request.expires_at is not None and now >= request.expires_at:
         raise Refused(
@@ -100,9 +124,10 @@ def check_not_expired(request: DeployRequest, now: datetime) -> None:
 def check_open(
     policy: Policy, locks: Locks, env: str, now: datetime, holder: str | None = None
 ) -> None:
-    """Locks and windows: what closes an environment to every request (but a lock's own
-    holder's: `holder` is whose request it is)."""
+    """Locks, freezes and windows: what closes an environment to every request (but a lock's
+    own holder's: `holder` is whose request it is)."""
     check_unlocked(locks, env, holder)
+    check_freeze(policy, env, now)
     check_window(policy, env, now)
 
 

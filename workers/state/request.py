@@ -109,6 +109,8 @@ class DeployRequest(BaseModel):
     bases: dict[str, str] = {}
     diff: str
     artifacts: tuple[Built, ...] = ()  # each change's artifact, where the app names a store
+    # What the gates found when it was filed ("✓ no firing alert matches …"), for the card.
+    evidence: tuple[str, ...] = ()
 
     @property
     def subject(self) -> str:
