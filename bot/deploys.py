@@ -18,6 +18,7 @@ from bot.grammar import Deploy, DeployEnv, Promote, Rollback
 from config.errors import Refused, ReleasegateError
 from config.principals import Principal
 from workers.artifacts.resolve import ArtifactMissing
+from workers.artifacts.signatures import Unsigned
 from workers.git.mirrors import View
 from workers.landing.mergerequests import repository_of
 from workers.logs import request_context
@@ -171,6 +172,14 @@ def _artifacts(ctx: Context, changes: list[Change], repo: View) -> tuple[Built, 
         for c in changes
         if (artifact := ctx.policy.apps[c.app].artifact) is not None
     ]
+    env = changes[0].env
+    gate = ctx.policy.environments[env].gates.signature
+    named = {app for app, _artifact, _version in wanted}
+    if gate is not None and (bare := [c.app for c in changes if c.app not in named]):
+        raise Refused(
+            f"{env} takes only signed images; {', '.join(bare)} names none (artifact: image)",
+            "unsigned",
+        )
     built = []
     for (app, artifact, version), found in zip(
         wanted, ctx.resolver.resolve_all(wanted), strict=True
@@ -183,8 +192,15 @@ def _artifacts(ctx: Context, changes: list[Change], repo: View) -> tuple[Built, 
             log.warning("filed without asking %s: %s", artifact.describe(), found)
             continue
         upstream = _upstream_digest(ctx, changes, app, found.digest, repo)
-        by_tag = pinned_by_tag(ctx.policy, app, changes[0].env)
-        built.append(Built(**{**asdict(found), "app": app, "upstream": upstream, "by_tag": by_tag}))
+        by_tag = pinned_by_tag(ctx.policy, app, env)
+        signed = ""
+        if gate is not None:
+            try:
+                signed = ctx.resolver.signed_by(artifact, found.digest, gate)
+            except Unsigned as exc:
+                raise Refused(f"{app} {version}: {exc}", "unsigned") from exc
+        fields = {"app": app, "upstream": upstream, "by_tag": by_tag, "signed_by": signed}
+        built.append(Built(**{**asdict(found), **fields}))
     return tuple(built)
 
 

@@ -146,6 +146,8 @@ def artifact_lines(request: DeployRequest) -> list[str]:
         if built.source or built.revision:
             line += f", from {source_text(built.source, built.revision)}"
         lines.append(line)
+        if built.signed_by:
+            lines.append(f"✓ {built.app} {inert(built.tag, 60)} signed by key {built.signed_by}")
         if built.by_tag:
             lines.append(
                 f"⚠️ {built.app} is pinned by tag: the registry can move it (artifact.pin_digest)"

@@ -9,6 +9,7 @@ environments:
         alertmanager: http://alertmanager.monitoring:9093
         matchers: ['severity="critical"', 'env="{env}"']   # {env} and {app} are filled in
         required: true      # an Alertmanager that cannot be asked blocks (false: it does not)
+      signature: {cosign_key: /etc/releasegate/cosign.pub}   # images must be signed with it
     freezes:
       - {from: "2026-12-23 18:00", to: "2026-12-27 08:00", tz: Europe/Zurich, reason: holidays}
 ```
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -52,8 +54,17 @@ class AlertsGate(_Model):
         return any("{app}" in m for m in self.matchers)
 
 
+class SignatureGate(_Model):
+    """A cosign signature (made with `cosign sign --key`) of the approved digest, verified
+    with this public key (PEM: ECDSA P-256, RSA or Ed25519). Keyless (Fulcio, Rekor) is not
+    supported."""
+
+    cosign_key: Path
+
+
 class Gates(_Model):
     alerts: AlertsGate | None = None
+    signature: SignatureGate | None = None
 
 
 FREEZE_TIME = "%Y-%m-%d %H:%M"

@@ -30,7 +30,7 @@ from ruamel.yaml.error import YAMLError
 from config.artifact import Artifact
 from config.durations import Duration
 from config.errors import PolicyError, VersionError
-from config.gates import AlertsGate, Freeze, Gates
+from config.gates import AlertsGate, Freeze, Gates, SignatureGate
 from config.pin import Pin
 from config.principals import ChannelRef, Principal
 from config.repository import MergeRequestSpec, Repository
@@ -424,6 +424,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "artifact": Artifact,
     "gates": Gates,
     "gates.alerts": AlertsGate,
+    "gates.signature": SignatureGate,
     "a freeze": Freeze,
     "a repository's merge_request": MergeRequestSpec,
 }

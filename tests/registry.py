@@ -101,6 +101,44 @@ class Registry:
         done.raise_for_status()
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
+    def push_signature(self, name: str, digest: str, payloads: list[tuple[bytes, bytes]]) -> None:
+        """Push what `cosign sign --key` writes for `digest` (cosign's specs/SIGNATURE_SPEC.md):
+        an image manifest at the tag `sha256-HEX.sig` whose layers are simple signing
+        payloads, each with its base64 signature in the layer's annotation."""
+        config = self._blob(
+            name,
+            b'{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}',
+        )
+        layers = []
+        for payload, signature in payloads:
+            blob = self._blob(name, payload)
+            layers.append(
+                {
+                    "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    **blob,
+                    "annotations": {
+                        "dev.cosignproject.cosign/signature": base64.b64encode(signature).decode()
+                    },
+                }
+            )
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+            "layers": layers,
+        }
+        tag = digest.replace(":", "-") + ".sig"
+        done = requests.put(
+            self._url(f"{name}/manifests/{tag}"),
+            data=json.dumps(manifest).encode(),
+            headers=self._headers(
+                name, **{"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+            ),
+            auth=self.auth,
+            timeout=10,
+        )
+        done.raise_for_status()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()

@@ -40,6 +40,12 @@ MANIFESTS = ", ".join(
     ]
 )
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# cosign's layout (its specs/SIGNATURE_SPEC.md): simple signing payloads as layers of the
+# `sha256-HEX.sig` tag, each signature in an annotation of its layer.
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+MAX_SIGNATURES = 16
+MAX_PAYLOAD = 64 * 1024
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 # Registries whose token service lives on another host of theirs.
 KNOWN_REALMS = {"registry-1.docker.io": ("auth.docker.io",)}
@@ -233,6 +239,33 @@ class Registry:
             source=str(labels.get("org.opencontainers.image.source", ""))[:300],
             revision=str(labels.get("org.opencontainers.image.revision", ""))[:80],
         )
+
+    def signatures(self, repository: str, digest: str) -> list[tuple[bytes, str]]:
+        """The cosign signatures of `digest` (its `sha256-HEX.sig` tag): each simple signing
+        payload with its base64 signature. A payload's bytes must hash to its layer's digest;
+        each is read bounded."""
+        tag = digest.replace(":", "-") + ".sig"
+        answer = self._get(repository, f"manifests/{tag}", MANIFESTS)
+        if answer.status_code == 404:
+            return []
+        if answer.status_code != 200:
+            raise RegistryError(f"{self.host} answered {answer.status_code} for {tag}")
+        try:
+            layers = answer.json().get("layers") or []
+        except (ValueError, AttributeError) as exc:
+            raise RegistryError(f"{self.host}'s {tag} is not an image manifest") from exc
+        found = []
+        for layer in layers[:MAX_SIGNATURES]:
+            if not isinstance(layer, dict) or layer.get("mediaType") != SIMPLE_SIGNING:
+                continue
+            signature = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION)
+            blob_digest = str(layer.get("digest", ""))
+            if not isinstance(signature, str) or not DIGEST.fullmatch(blob_digest):
+                continue
+            blob = self._get(repository, f"blobs/{blob_digest}", max_bytes=MAX_PAYLOAD)
+            if blob.status_code == 200 and _sha256(blob.content) == blob_digest:
+                found.append((blob.content, signature))
+        return found
 
     def tags(self, repository: str) -> list[str]:
         answer = self._get(repository, "tags/list?n=1000")

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 from config.artifact import Artifact
 from config.errors import ReleasegateError, StaleRequest
+from config.gates import SignatureGate
 from config.git_access import GitAccess
 from config.policy import Policy
 from config.settings import Settings
 from workers.artifacts.registry import Registry, RegistryError, split_name
+from workers.artifacts.signatures import Unsigned, verify
 from workers.artifacts.stores import chart_versions, git_tags
 from workers.state.request import DeployRequest
 
@@ -119,6 +121,18 @@ class Resolver:
         with ThreadPoolExecutor(min(AT_ONCE, len(wanted)), "artifact") as pool:
             return list(pool.map(one, wanted))
 
+    def signed_by(self, artifact: Artifact, digest: str, gate: SignatureGate) -> str:
+        """The key id whose cosign signature of `digest` verifies (asked now, never
+        remembered); raises `Unsigned`."""
+        name = artifact.oci_name
+        if name is None:
+            raise Unsigned(f"{artifact.describe()} is not an image: no signature to verify")
+        return verify(self._registry(split_name(name)[0]), artifact, digest, gate)
+
+    def _registry(self, host: str) -> Registry:
+        with self._lock:
+            return self._registries.setdefault(host, Registry(host, self.insecure, self.auth_hosts))
+
     def _look(
         self, artifact: Artifact, tag: str, fresh: bool = False
     ) -> tuple[Resolved | None, list[str]]:
@@ -138,10 +152,7 @@ class Resolver:
     def _ask(self, artifact: Artifact, tag: str) -> tuple[Resolved | None, list[str]]:
         if (name := artifact.oci_name) is not None:
             host, repository = split_name(name)
-            with self._lock:
-                registry = self._registries.setdefault(
-                    host, Registry(host, self.insecure, self.auth_hosts)
-                )
+            registry = self._registry(host)
             image = registry.image(repository, tag)
             if image is None:
                 return None, registry.tags(repository)
@@ -177,3 +188,19 @@ def check_artifacts(policy: Policy, resolver: Resolver, request: DeployRequest) 
                 now=now.digest,
                 approved=built.digest,
             )
+    check_signed(policy, resolver, request)
+
+
+def check_signed(policy: Policy, resolver: Resolver, request: DeployRequest) -> None:
+    """Right before a commit: where the environment asks for signatures, every change's
+    approved digest is signed with its key (asked now); an app without an image fails."""
+    gate = policy.environments[request.env].gates.signature
+    if gate is None:
+        return
+    built = {b.app: b for b in request.artifacts}
+    for change in request.changes:
+        spec = policy.apps.get(change.app)
+        artifact = spec.artifact if spec else None
+        if artifact is None or change.app not in built:
+            raise Unsigned(f"{request.env} takes only signed images; {change.app} names none")
+        resolver.signed_by(artifact, built[change.app].digest, gate)

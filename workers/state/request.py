@@ -85,6 +85,8 @@ class Built(BaseModel):
     upstream: str = ""
     # The pins name it by its tag alone (no digest beside it): the registry can move it.
     by_tag: bool = False
+    # The key (its id) whose cosign signature of the digest verified, where one is asked for.
+    signed_by: str = ""
 
 
 class DeployRequest(BaseModel):
