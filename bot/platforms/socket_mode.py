@@ -20,8 +20,13 @@ from slack_sdk.socket_mode.websocket_client import SocketModeClient
 
 log = logging.getLogger(__name__)
 
-PING_INTERVAL = 5.0  # seconds between our pings on an idle link
-PING_TIMEOUT = 4.0  # a pong later than this ends the link (it is replaced at once)
+PING_INTERVAL = 6.0  # seconds between our pings on an idle link
+# A pong later than this ends the link (it is replaced at once). websocket-client checks it
+# only when its read wakes up (every PING_TIMEOUT seconds), and only until the next ping
+# resets the clock: with a timeout of 4 s and pings every 5 s, most wake-ups missed that
+# one-second window and a dead link lived ~25 s. At half the interval, the first wake-up
+# after the deadline sees it: a half-open link ends within about 12 s.
+PING_TIMEOUT = 3.0
 NEXT_LINK_WAIT = 0.01  # seconds before the reader turns to a newly opened link
 
 
