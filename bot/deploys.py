@@ -23,6 +23,7 @@ from workers.git.mirrors import View
 from workers.landing.mergerequests import repository_of
 from workers.logs import request_context
 from workers.rules.alerts import check_alerts
+from workers.rules.checks import check_ci
 from workers.rules.gates import check_open, check_prerelease, final_version, ran_upstream
 from workers.rules.history import rollback_target, versions_run
 from workers.rules.plan import current_version, digests_held, pinned_by_tag, plan_changes
@@ -231,7 +232,9 @@ def _file(
     with ThreadPoolExecutor(1, "gates") as pool:
         alerts = pool.submit(check_alerts, ctx.policy, env, [c.app for c in changes], verb)
         built = _artifacts(ctx, changes, repo)
-        evidence = tuple(line for line in [alerts.result()] if line)
+        evidence = [alerts.result()]
+    if verb != "rollback":  # what ran before passed its gates then
+        evidence.append(check_ci(ctx.policy, env, built, [c.app for c in changes]))
     spec = ctx.policy.environments[env]
     digests = {b.app: b.digest for b in built}
     diff = plan_changes(ctx.policy, repo.read, changes, digests).diff()
@@ -252,7 +255,7 @@ def _file(
         bases={name: snapshot.head for name, snapshot in repo.snapshots.items()},
         diff=diff,
         artifacts=built,
-        evidence=evidence,
+        evidence=tuple(line for line in evidence if line),
     )
     state = RequestState.PENDING if spec.approvals else RequestState.APPROVED
     while not ctx.store.create(request, state):  # an id collision: draw another

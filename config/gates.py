@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -65,6 +66,24 @@ class SignatureGate(_Model):
 class Gates(_Model):
     alerts: AlertsGate | None = None
     signature: SignatureGate | None = None
+    # CI on the artifact's source commit: `all` (every check run and status succeeded, at
+    # least one exists) or the names that must have succeeded.
+    checks: Literal["all"] | list[str] | None = None
+
+
+class Forge(_Model):
+    """A forge the source repositories live on (github.com and gitlab.com are known)."""
+
+    host: str = Field(pattern=r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
+    kind: Literal["github", "gitlab"]
+    api_url: str = Field(pattern=r"^https?://[^\s]+$")
+    token_env: str = Field(default="RELEASEGATE_FORGE_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")
+
+
+KNOWN_FORGES = (
+    Forge(host="github.com", kind="github", api_url="https://api.github.com"),
+    Forge(host="gitlab.com", kind="gitlab", api_url="https://gitlab.com/api/v4"),
+)
 
 
 FREEZE_TIME = "%Y-%m-%d %H:%M"

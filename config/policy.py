@@ -30,7 +30,7 @@ from ruamel.yaml.error import YAMLError
 from config.artifact import Artifact
 from config.durations import Duration
 from config.errors import PolicyError, VersionError
-from config.gates import AlertsGate, Freeze, Gates, SignatureGate
+from config.gates import KNOWN_FORGES, AlertsGate, Forge, Freeze, Gates, SignatureGate
 from config.pin import Pin
 from config.principals import ChannelRef, Principal
 from config.repository import MergeRequestSpec, Repository
@@ -183,6 +183,13 @@ class Policy(_Model):
     groups: dict[str, list[str]] = {}
     environments: dict[str, Environment] = Field(min_length=1)
     apps: dict[str, App] = Field(min_length=1)
+    # Where the apps' source repositories live, for the checks gate (github.com and
+    # gitlab.com are known without it).
+    forges: list[Forge] = []
+
+    def forge_of(self, host: str) -> Forge | None:
+        """The forge serving `host` (host[:port]): the policy's, else a known one."""
+        return next((f for f in [*self.forges, *KNOWN_FORGES] if f.host == host), None)
 
     @model_validator(mode="before")
     @classmethod
@@ -425,6 +432,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "gates": Gates,
     "gates.alerts": AlertsGate,
     "gates.signature": SignatureGate,
+    "a forge": Forge,
     "a freeze": Freeze,
     "a repository's merge_request": MergeRequestSpec,
 }

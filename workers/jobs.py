@@ -39,6 +39,7 @@ from workers.logs import request_context
 from workers.rollout import follow
 from workers.rules.alerts import check_alerts
 from workers.rules.approvals import check_approvals, counted_approvers
+from workers.rules.checks import check_ci
 from workers.rules.gates import Locks, check_not_expired, check_open
 from workers.rules.identity import Identities, load_rocketchat_ids, slack_groups_now
 from workers.rules.plan import checkout_paths
@@ -212,7 +213,10 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
         check_approvals(policy, identities, request, store.approval_records(request.id), groups)
         check_artifacts(policy, resolver, request)
         # An alert that began firing after the approval stops the commit (not a rollback's).
-        check_alerts(policy, request.env, [c.app for c in request.changes], request.verb)
+        apps = [c.app for c in request.changes]
+        check_alerts(policy, request.env, apps, request.verb)
+        if request.verb != "rollback":
+            check_ci(policy, request.env, request.artifacts, apps)
 
     def approvers(request: DeployRequest) -> list[str]:
         groups = slack_groups_now(redis, time.time())

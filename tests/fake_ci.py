@@ -1,0 +1,109 @@
+"""A stand-in for the CI results GitHub and GitLab keep on a commit, answering as their REST
+APIs do: GitHub's `GET /repos/{owner}/{repo}/commits/{ref}/check-runs` (`total_count`,
+`check_runs[]` with `name`, `status`, `conclusion`, `html_url`) and `…/commits/{ref}/status`
+(the combined status: `state`, `statuses[]` with `context`, `state`, `target_url`); GitLab's
+`GET /projects/:id/repository/commits/:sha/statuses` (`name`, `status`, `target_url`) and
+`GET /projects/:id/pipelines?sha=` (`id`, `status`, `web_url`)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+@dataclass
+class FakeCI:
+    # sha -> GitHub check runs: (name, status, conclusion)
+    runs: dict[str, list[tuple[str, str, str | None]]] = field(default_factory=dict)
+    # sha -> commit statuses: (context or name, state)
+    statuses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # sha -> GitLab pipelines: status
+    pipelines: dict[str, list[str]] = field(default_factory=dict)
+    asked: list[tuple[str, str]] = field(default_factory=list)  # (path, auth header)
+
+    def __post_init__(self) -> None:
+        ci = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                auth = self.headers.get("Authorization") or self.headers.get("PRIVATE-TOKEN") or ""
+                ci.asked.append((parts.path, auth))
+                status, body = ci.answer(unquote(parts.path), parse_qs(parts.query))
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.server.server_port}"
+
+    def answer(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        words = path.strip("/").split("/")
+        if path.startswith("/api/v3/repos/") and words[-1] == "check-runs":
+            sha = words[-2]
+            runs = [
+                {
+                    "id": n,
+                    "name": name,
+                    "status": status,
+                    "conclusion": conclusion,
+                    "html_url": f"https://{self.host}/acme/awesome/runs/{n}",
+                }
+                for n, (name, status, conclusion) in enumerate(self.runs.get(sha, []), 1)
+            ]
+            return 200, {"total_count": len(runs), "check_runs": runs}
+        if path.startswith("/api/v3/repos/") and words[-1] == "status":
+            sha = words[-2]
+            statuses = [
+                {"context": c, "state": s, "target_url": f"https://ci.example/{c}/{sha[:7]}"}
+                for c, s in self.statuses.get(sha, [])
+            ]
+            states = {s["state"] for s in statuses}
+            combined = (
+                "failure"
+                if states & {"failure", "error"}
+                else "pending"
+                if "pending" in states or not states
+                else "success"
+            )
+            return 200, {
+                "state": combined,
+                "sha": sha,
+                "total_count": len(statuses),
+                "statuses": statuses,
+            }
+        if path.startswith("/api/v4/projects/") and words[-1] == "statuses":
+            sha = words[-2]
+            return 200, [
+                {"name": n, "status": s, "sha": sha, "target_url": f"https://ci.example/{n}"}
+                for n, s in self.statuses.get(sha, [])
+            ]
+        if path.startswith("/api/v4/projects/") and words[-1] == "pipelines":
+            sha = (query.get("sha") or [""])[0]
+            return 200, [
+                {
+                    "id": 100 + n,
+                    "sha": sha,
+                    "status": s,
+                    "web_url": f"https://{self.host}/p/{100 + n}",
+                }
+                for n, s in enumerate(self.pipelines.get(sha, []))
+            ]
+        return 404, {"message": "Not Found"}
+
+    def close(self) -> None:
+        self.server.shutdown()
