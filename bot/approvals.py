@@ -11,6 +11,7 @@ from bot.grammar import Reject
 from config.errors import Refused
 from workers.logs import request_context
 from workers.rules.gates import check_open
+from workers.state import keys
 from workers.state.metrics import APPROVALS
 from workers.state.queue import enqueue_deploy
 from workers.state.request import Approval, DeployRequest, RequestState, Result
@@ -122,3 +123,37 @@ def cancel(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply
     ctx.audit("cancelled", request=request.id, by=event.principal)
     ctx.close_merge_request(request)
     return [Reply(result.message, about=request.id)]
+
+
+def unreviewed(ctx: Context, request_id: str) -> bool:
+    """Whether `request_id` is a break-glass deploy nobody has reviewed yet."""
+    return ctx.redis.zscore(keys.BREAK_GLASS_UNREVIEWED, request_id) is not None
+
+
+def review(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply]:
+    """An approver of the environment (never the requester, never a bot) looks at a
+    break-glass deploy after the fact: `review ID`, or ✅ on its message."""
+    if request_id is None and event.thread:
+        request_id = ctx.store.request_for_message(event.channel_ref, event.thread)
+    if request_id is None:
+        waiting = [
+            str(m.decode() if isinstance(m, bytes) else m)
+            for m in ctx.redis.zrange(keys.BREAK_GLASS_UNREVIEWED, 0, -1)
+        ]
+        here = [r for r in waiting if ctx.store.get(r).channel == event.channel_ref]
+        if len(here) != 1:
+            raise Refused("say which: review ID (`status` lists the unreviewed)", "ambiguous")
+        request_id = here[0]
+    request = ctx.store.get(request_id)
+    if not request.break_glass or not unreviewed(ctx, request.id):
+        raise Refused(f"{request.id} is not a break-glass deploy waiting for review", "not_pending")
+    if ctx.is_requester(event, request):
+        raise Refused(f"{request.id} is yours: someone else reviews it", "own_request")
+    if event.bot:
+        raise Refused(messages.bot_approver(event.display, request.id), "bot")
+    ctx.check_approver(event, request.env)
+    if not ctx.redis.zrem(keys.BREAK_GLASS_UNREVIEWED, request.id):
+        raise Refused(f"{request.id} was reviewed already", "not_pending")
+    ctx.redis.hset(keys.request(request.id), "reviewed_by", event.principal)
+    ctx.audit("reviewed", request=request.id, by=event.principal)
+    return [Reply(messages.reviewed(request.id, event.display), about=request.id)]

@@ -20,7 +20,7 @@ from workers.artifacts.resolve import Resolver
 from workers.git.mirrors import Mirrors
 from workers.rules.gates import Locks
 from workers.rules.identity import Identities, load_rocketchat_ids
-from workers.state import audit, outbox
+from workers.state import audit, keys, outbox
 from workers.state.durability import Durability
 from workers.state.queue import enqueue_forge
 from workers.state.request import DeployRequest, RequestState, Result
@@ -153,6 +153,25 @@ class Context:
             self.close_merge_request(request)
             return True
         return False
+
+    def remind_unreviewed(self) -> list[str]:
+        """Remind each break-glass deploy's channel, once, when its review is overdue (its
+        environment's `break_glass_review` after it was filed)."""
+        due = self.redis.zrangebyscore(
+            keys.BREAK_GLASS_UNREVIEWED, "-inf", self.clock().timestamp()
+        )
+        reminded = []
+        for raw in due:
+            request_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if not self.redis.hsetnx(keys.request(request_id), "reminded", 1):
+                continue
+            with contextlib.suppress(UnknownRequest):
+                request = self.store.get(request_id)
+                outbox.note(
+                    self.redis, request, "break_glass_unreviewed", reason=request.break_glass
+                )
+                reminded.append(request_id)
+        return reminded
 
     def expire_due(self) -> list[str]:
         """End every pending request whose time ran out, whether or not anyone talks to us."""

@@ -25,6 +25,7 @@ from bot.grammar import (
     APPROVE_REACTIONS,
     REJECT_REACTIONS,
     Approve,
+    BreakGlass,
     Cancel,
     Command,
     Deploy,
@@ -34,6 +35,7 @@ from bot.grammar import (
     Lock,
     Promote,
     Reject,
+    Review,
     Rollback,
     Status,
     Unlock,
@@ -54,7 +56,19 @@ from workers.state.store import RETENTION, RequestStore
 log = logging.getLogger(__name__)
 
 # What a person is told happened only once a replica has it.
-WRITES = (Deploy, DeployEnv, Promote, Rollback, Approve, Reject, Cancel, Lock, Unlock)
+WRITES = (
+    Deploy,
+    DeployEnv,
+    Promote,
+    Rollback,
+    Approve,
+    Reject,
+    Cancel,
+    Lock,
+    Unlock,
+    BreakGlass,
+    Review,
+)
 
 
 class Conversation:
@@ -102,7 +116,9 @@ class Conversation:
                         approvals.withdraw_approval(self.ctx, event, request_id), writes=True
                     ),
                 )
-            command: Command = Approve(request_id)
+            # ✅ on a break-glass deploy's message reviews it; on a request, approves it.
+            unreviewed = approvals.unreviewed(self.ctx, request_id)
+            command: Command = Review(request_id) if unreviewed else Approve(request_id)
             REQUESTS.labels(event.platform, "reaction").inc()
         elif emoji in REJECT_REACTIONS and added:
             command = Reject(request_id, "")
@@ -200,5 +216,9 @@ class Conversation:
                 return status.lock(ctx, event, command)
             case Unlock():
                 return status.unlock(ctx, event, command)
+            case BreakGlass():
+                return deploys.break_glass(ctx, event, command)
+            case Review():
+                return approvals.review(ctx, event, command.request_id)
             case Help():
                 return [Reply(messages.help_text(), private=True)]

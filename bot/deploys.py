@@ -14,7 +14,7 @@ from dataclasses import asdict
 from bot import messages
 from bot.context import Context
 from bot.events import ChatEvent, Reply
-from bot.grammar import Deploy, DeployEnv, Promote, Rollback
+from bot.grammar import BreakGlass, Deploy, DeployEnv, Promote, Rollback
 from config.errors import Refused, ReleasegateError
 from config.principals import Principal
 from workers.artifacts.resolve import ArtifactMissing
@@ -131,6 +131,29 @@ def rollback(ctx: Context, event: ChatEvent, command: Rollback) -> list[Reply]:
     return _file(ctx, event, "rollback", env, [change], repo)
 
 
+def break_glass(ctx: Context, event: ChatEvent, command: BreakGlass) -> list[Reply]:
+    """`deploy! APP VERSION to ENV reason TEXT`: queued at once, past approvals, windows,
+    freezes, locks, the promotion order, alerts and checks. Who asks, the version's pattern,
+    the artifact (its existence, digest and signature) and the pins' safety still hold. The
+    environment's approvers are asked to review it."""
+    env = ctx.env(command.env)
+    app = ctx.pinned_app(command.app, env)
+    ctx.check_channel(event, env)
+    allowed = ctx.policy.environments[env].break_glass
+    if event.bot or not ctx.is_listed(event, allowed):
+        raise Refused(messages.not_break_glass(event.display, env, allowed), "not_break_glass")
+    if not command.reason.strip():
+        raise Refused("say why: deploy! APP VERSION to ENV reason TEXT", "grammar")
+    version = _check_version(ctx, app, command.version)
+    check_prerelease(ctx.policy, env, version)
+    repo = ctx.mirror.snapshot()
+    old = current_version(ctx.policy, repo.read, app, env)
+    if old == version:
+        return [Reply(messages.already_running(app, version, env))]
+    change = Change(app=app, env=env, old=old, new=version)
+    return _file(ctx, event, "break-glass", env, [change], repo, reason=command.reason)
+
+
 def _check_not_asked(ctx: Context, env: str, changes: list[Change]) -> None:
     """Refuse a request for exactly the change a waiting or queued request already makes."""
     wanted = {(c.app, c.env, c.old, c.new) for c in changes}
@@ -218,7 +241,13 @@ def _upstream_digest(ctx: Context, changes: list[Change], app: str, digest: str,
 
 
 def _file(
-    ctx: Context, event: ChatEvent, verb: str, env: str, changes: list[Change], repo: View
+    ctx: Context,
+    event: ChatEvent,
+    verb: str,
+    env: str,
+    changes: list[Change],
+    repo: View,
+    reason: str = "",
 ) -> list[Reply]:
     """Store the request (with the diff it will make) and queue it if nobody must approve."""
     _check_not_asked(ctx, env, changes)
@@ -229,12 +258,14 @@ def _file(
             raise Refused(str(exc), "spans_forge") from exc
     _check_limits(ctx, event, env)
     # The evidence, asked at once: the alerts gate beside the artifacts' stores, each bounded.
+    gated = verb not in ("rollback", "break-glass")  # what ran before passed them then
+    names = [c.app for c in changes]
     with ThreadPoolExecutor(1, "gates") as pool:
-        alerts = pool.submit(check_alerts, ctx.policy, env, [c.app for c in changes], verb)
+        alerts = pool.submit(check_alerts, ctx.policy, env, names, verb) if gated else None
         built = _artifacts(ctx, changes, repo)
-        evidence = [alerts.result()]
-    if verb != "rollback":  # what ran before passed its gates then
-        evidence.append(check_ci(ctx.policy, env, built, [c.app for c in changes]))
+        evidence = [alerts.result() if alerts else ""]
+    if gated:
+        evidence.append(check_ci(ctx.policy, env, built, names))
     spec = ctx.policy.environments[env]
     digests = {b.app: b.digest for b in built}
     diff = plan_changes(ctx.policy, repo.read, changes, digests).diff()
@@ -248,16 +279,17 @@ def _file(
         requester_name=event.display,
         channel=event.channel_ref,
         thread=event.thread,
-        approvals_needed=spec.approvals,
+        approvals_needed=0 if reason else spec.approvals,
         created_at=now,
-        expires_at=now + spec.approval_ttl if spec.approvals else None,
+        expires_at=now + spec.approval_ttl if spec.approvals and not reason else None,
         base_commit=repo.head,
         bases={name: snapshot.head for name, snapshot in repo.snapshots.items()},
         diff=diff,
         artifacts=built,
         evidence=tuple(line for line in evidence if line),
+        break_glass=reason,
     )
-    state = RequestState.PENDING if spec.approvals else RequestState.APPROVED
+    state = RequestState.PENDING if request.approvals_needed else RequestState.APPROVED
     while not ctx.store.create(request, state):  # an id collision: draw another
         request = request.model_copy(update={"id": new_request_id()})
     apps = ",".join(c.app for c in changes)
@@ -271,6 +303,12 @@ def _file(
             by=event.principal,
             changes=messages.changes_text(request.changes),
         )
+        if reason:
+            due = (now + spec.break_glass_review).timestamp()
+            ctx.redis.zadd(keys.BREAK_GLASS_UNREVIEWED, {request.id: due})
+            enqueue_deploy(ctx.redis, request.id)
+            text = messages.break_glass_filed(request, spec.approvers)
+            return [Reply(text, request_id=request.id, queued=(request.id,), about=request.id)]
         if state is RequestState.APPROVED:
             enqueue_deploy(ctx.redis, request.id)
             text = messages.queued(request)

@@ -17,6 +17,7 @@ from config.text import inert
 
 VERBS = (
     "deploy",
+    "deploy!",
     "promote",
     "rollback",
     "approve",
@@ -26,6 +27,7 @@ VERBS = (
     "history",
     "lock",
     "unlock",
+    "review",
     "help",
 )
 
@@ -124,6 +126,21 @@ class Unlock:
 
 
 @dataclass(frozen=True)
+class BreakGlass:
+    """`deploy! APP VERSION to ENV reason TEXT`: past the gates, during an incident."""
+
+    app: str
+    version: str
+    env: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Review:
+    request_id: str | None
+
+
+@dataclass(frozen=True)
 class Help:
     pass
 
@@ -140,6 +157,8 @@ Command = (
     | History
     | Lock
     | Unlock
+    | BreakGlass
+    | Review
     | Help
 )
 
@@ -154,6 +173,8 @@ USAGE = {
     "history": "history ENV [N]",
     "lock": "lock ENV|all [reason]",
     "unlock": "unlock ENV|all [reason]",
+    "deploy!": "deploy! APP VERSION to ENV reason TEXT",
+    "review": "review [ID]",
     "help": "help",
 }
 
@@ -205,6 +226,16 @@ def parse(text: str) -> Command:
         if close:
             raise GrammarError(f"unknown command '{shown}'; did you mean `{close[0]}`?")
         raise GrammarError(f"unknown command '{shown}'; say one of: {', '.join(VERBS)}")
+    if verb == "deploy!":
+        # The reason is required: it lands in the commit and on the reviewers' card.
+        if len(args) < 6 or args[2].lower() != "to" or args[4].lower() != "reason":
+            raise _usage(verb)
+        return BreakGlass(args[0], args[1], args[3], " ".join(args[5:]))
+    if verb == "review":
+        request_id, rest = _optional_id(args)
+        if rest:
+            raise _usage(verb)
+        return Review(request_id)
     if verb == "deploy":
         if len(args) == 1:
             return DeployEnv(args[0])

@@ -186,6 +186,29 @@ def request_created(request: DeployRequest, approvers: Sequence[str]) -> str:
     )
 
 
+def not_break_glass(who: str, env: str, allowed: Sequence[str]) -> str:
+    named = ", ".join(allowed) if allowed else "nobody"
+    return f"{who} may not break glass in {env} (break_glass: {named})"
+
+
+def break_glass_filed(request: DeployRequest, reviewers: Sequence[str]) -> str:
+    built = "".join(f"{line}\n" for line in artifact_lines(request))
+    return (
+        f"🚨 break-glass {request.id} by {request.requester_name}: "
+        f"{changes_text(request.changes)}, reason: {inert(request.break_glass, 200)}\n{built}"
+        "queued without approvals, windows, freezes, locks, alerts or checks. "
+        f"{names(reviewers)}: review it with `review {request.id}` or react with ✅"
+    )
+
+
+def reviewed(request_id: str, who: str) -> str:
+    return f"✅ break-glass {request_id} reviewed by {who}"
+
+
+def break_glass_unreviewed(request_id: str, what: str, reason: str) -> str:
+    return f"🚨 unreviewed break-glass {request_id}: {what}, reason: {inert(reason, 120)}"
+
+
 def queued(request: DeployRequest) -> str:
     kind = "rollback " if request.verb == "rollback" else ""
     return f"{request.id} {kind}queued: {changes_text(request.changes)}"
@@ -450,6 +473,12 @@ def note(request_id: str, fields: dict[str, str]) -> str:
             )
         case "checks":
             return f"{request_id}: checks {inert(fields.get('state', ''), 20)}: {url}"
+        case "break_glass_unreviewed":
+            return (
+                f"⏰ break-glass {request_id} is still unreviewed "
+                f"(reason: {inert(fields.get('reason', ''), 200)}): an approver, please look "
+                f"and say `review {request_id}`"
+            )
     return inert(fields.get("text", ""), 2000)  # a note queued by an earlier release's worker
 
 

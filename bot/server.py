@@ -357,6 +357,8 @@ SLACK_GROUPS_EVERY = 20.0  # seconds between readings of the policy's Slack user
 def _expire_round(conversation: Conversation) -> float:
     for request_id in conversation.ctx.expire_due():
         log.info("request %s expired", request_id)
+    for request_id in conversation.ctx.remind_unreviewed():
+        log.info("break-glass %s is still unreviewed: its channel is reminded", request_id)
     return EXPIRY_ROUND
 
 

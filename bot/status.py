@@ -13,6 +13,7 @@ from config.text import inert
 from workers.rules import gates
 from workers.rules.history import deployments
 from workers.rules.plan import current_version
+from workers.state import keys
 
 
 def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
@@ -54,6 +55,11 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
         for freeze in gates.upcoming_freezes(policy, env, now):
             state = "frozen" if freeze.covers(now) else "freeze ahead"
             lines.append(f"❄️ {env} {state}: {inert(freeze.describe(), 200)}")
+    for raw in ctx.redis.zrange(keys.BREAK_GLASS_UNREVIEWED, 0, -1):
+        glass = ctx.store.get(raw.decode() if isinstance(raw, bytes) else str(raw))
+        if glass.env in envs:
+            what = messages.changes_text(glass.changes) + f" by {glass.requester_name}"
+            lines.append(messages.break_glass_unreviewed(glass.id, what, glass.break_glass))
     pending = []
     for request_id in ctx.store.pending_all():
         request = ctx.store.get(request_id)

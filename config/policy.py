@@ -95,6 +95,10 @@ class Environment(_Model):
     # right before its commit; and one-off ranges when nothing deploys here.
     gates: Gates = Gates()
     freezes: list[Freeze] = []
+    # Who may deploy past approvals, windows, freezes, locks, alerts and checks during an
+    # incident (`deploy! … reason …`); its approvers are asked to review it within this.
+    break_glass: list[str] = []
+    break_glass_review: Duration = timedelta(hours=24)
 
     @field_validator("validate_command")
     @classmethod
@@ -129,7 +133,7 @@ class Environment(_Model):
     def may_lock(self) -> list[str]:
         return self.lockers or self.approvers or self.deployers
 
-    @field_validator("deployers", "approvers", "lockers")
+    @field_validator("deployers", "approvers", "lockers", "break_glass")
     @classmethod
     def _principals(cls, values: list[str]) -> list[str]:
         for value in values:

@@ -193,3 +193,21 @@ def test_lock_all_locks_every_environment_the_person_may_lock_and_unlock_all_fre
     freed = chat.say("carol", "deploy-prd", "unlock all over")
     assert freed.text == "🔓 int, prd unlocked by carol: over"
     assert chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to int").ok
+
+
+def test_break_glass_lands_while_an_alert_fires(
+    policy_file: Path,
+    redis: Redis,
+    settings: Settings,
+    alertmanager: Alertmanager,
+    origin: Remote,
+) -> None:
+    oncall = "    break_glass: ['shell:alice']\n"
+    chat = chat_with(policy_file, redis, settings, alerts_gate(alertmanager.url) + oncall)
+    alertmanager.fire("Checkout down", alertname="CheckoutDown", severity="critical", env="prd")
+    assert chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").reason == "alert"
+    reply = chat.say("alice", "deploy-prd", "deploy! awesome 2.1.0 to prd reason the fix for it")
+    assert reply.request_id, reply.text
+    run_worker(redis)
+    assert RequestStore(redis).state(reply.request_id) is RequestState.PUSHED
+    assert "Break-Glass: the fix for it\n" in origin.message()

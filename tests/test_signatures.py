@@ -75,7 +75,12 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
 
 
 def gated_chat(
-    policy_file: Path, redis: Redis, settings: Settings, registry: Registry, key_file: Path
+    policy_file: Path,
+    redis: Redis,
+    settings: Settings,
+    registry: Registry,
+    key_file: Path,
+    more: str = "",
 ) -> Chat:
     text = policy_file.read_text()
     text = text.replace(
@@ -83,7 +88,7 @@ def gated_chat(
     )
     text = text.replace(
         "    approval_ttl: 2h\n",
-        f"    approval_ttl: 2h\n    gates: {{signature: {{cosign_key: {key_file}}}}}\n",
+        f"    approval_ttl: 2h\n    gates: {{signature: {{cosign_key: {key_file}}}}}\n{more}",
         1,
     )
     policy_file.write_text(text)
@@ -175,4 +180,25 @@ def test_a_version_whose_signature_is_gone_by_the_commit_is_not_committed(
     assert RequestStore(redis).state(str(reply.request_id)) is RequestState.FAILED
     [told] = outbox(redis)
     assert "has no signature that verifies with key" in told, told
+    assert origin.count() == 1
+
+
+def test_break_glass_of_an_unsigned_image_is_refused(
+    tmp_path: Path,
+    policy_file: Path,
+    redis: Redis,
+    settings: Settings,
+    registry: Registry,
+    origin: Remote,
+) -> None:
+    """Break-glass skips approvals and the other gates, never the signature."""
+    key = KEYS["ecdsa-p256"]()
+    oncall = "    break_glass: ['shell:alice']\n"
+    chat = gated_chat(
+        policy_file, redis, settings, registry, public_pem(key, tmp_path / "k.pub"), oncall
+    )
+    registry.push(IMAGE, "2.1.0")
+    said = chat.say("alice", "deploy-prd", "deploy! awesome 2.1.0 to prd reason INC-42")
+    assert said.reason == "unsigned", said.text
+    assert redis.keys("releasegate:request:*") == []
     assert origin.count() == 1

@@ -9,6 +9,12 @@ from workers.state.request import DeployRequest
 REQUEST_TRAILER = "Releasegate-Request"
 
 
+def one_line(text: str, limit: int = 200) -> str:
+    """`text` fit for a trailer's value: control characters and line breaks made spaces."""
+    flat = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(flat.split())[:limit]
+
+
 def commit_message(request: DeployRequest, approvers: Sequence[str]) -> str:
     promoted = [c for c in request.changes if c.promoted_from]
     train = len(request.changes) > 1
@@ -20,6 +26,8 @@ def commit_message(request: DeployRequest, approvers: Sequence[str]) -> str:
         f"{REQUEST_TRAILER}: {request.id}",
         *([f"Releasegate-Kind: {request.verb}"] if request.verb != "deploy" else []),
         f"Requested-by: {request.requester}",
+        # Past the gates during an incident: the reason, on one line (it was typed in chat).
+        *([f"Break-Glass: {one_line(request.break_glass)}"] if request.break_glass else []),
         *(f"Approved-by: {a}" for a in sorted(approvers)),
         # What the upstream ran, per app (a train names the app): the rc a final came from.
         *(f"Promoted-from: {c.promoted_from}" + (f" ({c.app})" if train else "") for c in promoted),

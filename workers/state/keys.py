@@ -48,6 +48,10 @@ def opening(request_id: str) -> str:
     return f"{PREFIX}:opening:{request_id}"
 
 
+# Break-glass deploys not reviewed yet: request id -> when the review is due (Unix seconds).
+BREAK_GLASS_UNREVIEWED = f"{PREFIX}:break-glass:unreviewed"
+
+
 # Environments.
 def lock(env: str) -> str:
     return f"{PREFIX}:lock:{env}"

@@ -102,3 +102,8 @@ class RedisCollector(Collector):
         depth = GaugeMetricFamily("releasegate_queue_depth", "Deploy jobs waiting for a worker")
         depth.add_metric([], float(self.queue_length()))
         yield depth
+        unreviewed = GaugeMetricFamily(
+            "releasegate_break_glass_unreviewed", "Break-glass deploys nobody has reviewed yet"
+        )
+        unreviewed.add_metric([], float(self.redis.zcard(keys.BREAK_GLASS_UNREVIEWED)))
+        yield unreviewed

@@ -113,6 +113,8 @@ class DeployRequest(BaseModel):
     artifacts: tuple[Built, ...] = ()  # each change's artifact, where the app names a store
     # What the gates found when it was filed ("✓ no firing alert matches …"), for the card.
     evidence: tuple[str, ...] = ()
+    # A break-glass deploy's reason (`deploy! … reason TEXT`): it skipped the gates.
+    break_glass: str = ""
 
     @property
     def subject(self) -> str:
