@@ -17,7 +17,6 @@ from config.text import inert
 
 VERBS = (
     "deploy",
-    "deploy!",
     "promote",
     "rollback",
     "approve",
@@ -28,6 +27,7 @@ VERBS = (
     "lock",
     "unlock",
     "review",
+    "deploy!",
     "help",
 )
 
