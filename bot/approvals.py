@@ -59,7 +59,7 @@ def approve(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Repl
             ctx.check_approver(event, request.env)
             check_open(ctx.policy, ctx.locks, request.env, ctx.clock(), holder=request.requester)
         except Refused as exc:
-            ctx.audit("refused", request=request.id, by=event.principal, reason=exc.reason)
+            exc.request = request.id  # the conversation audits it, naming the request
             raise
         who = ctx.identities.identity(event.who)
         approval = Approval(who, event.principal, tuple(sorted(event.groups)), event.user_name)

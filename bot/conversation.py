@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot import approvals, deploys, messages, status
@@ -174,6 +175,16 @@ class Conversation:
             except Refused as exc:
                 log.info("refused (%s): %s", exc.reason, exc)
                 REFUSALS.labels(exc.reason).inc()
+                # Every refusal is in the audit trail, also one that belongs to no request
+                # ("alice may not lock prd", a deploy to a locked environment).
+                with contextlib.suppress(RedisError):
+                    self.ctx.audit(
+                        "refused",
+                        request=exc.request or None,
+                        by=event.principal,
+                        reason=exc.reason,
+                        why=str(exc)[:300],
+                    )
                 return [Reply(str(exc), ok=False, private=True, reason=exc.reason)]
             except ReleasegateError as exc:
                 log.warning("failed: %s", exc)
@@ -221,4 +232,4 @@ class Conversation:
             case Review():
                 return approvals.review(ctx, event, command.request_id)
             case Help():
-                return [Reply(messages.help_text(), private=True)]
+                return [Reply(messages.help_text(command.verb), private=True)]

@@ -142,7 +142,7 @@ class Review:
 
 @dataclass(frozen=True)
 class Help:
-    pass
+    verb: str = ""  # `help deploy`: that command's usage
 
 
 Command = (
@@ -175,7 +175,7 @@ USAGE = {
     "unlock": "unlock ENV|all [reason]",
     "deploy!": "deploy! APP VERSION to ENV reason TEXT",
     "review": "review [ID]",
-    "help": "help",
+    "help": "help [COMMAND]",
 }
 
 
@@ -274,6 +274,8 @@ def parse(text: str) -> Command:
         if not args:
             raise _usage(verb)
         return Unlock(args[0], " ".join(args[1:]))
+    if len(args) == 1 and args[0].lower() in USAGE:
+        return Help(args[0].lower())
     if args:
         raise _usage(verb)
     return Help()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 
@@ -33,17 +34,25 @@ def names(values: Sequence[str]) -> str:
     return ", ".join(values) if values else "none"
 
 
-def help_text() -> str:
+def help_text(verb: str = "") -> str:
+    if verb:
+        return f"usage: {USAGE[verb]}"
     lines = "\n".join(f"  {usage}" for usage in USAGE.values())
     return f"releasegate understands:\n{lines}\nApprove with a ✅ reaction, or `approve ID`."
 
 
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=1, cutoff=0.7)
+    return f"did you mean `{close[0]}`? " if close else ""
+
+
 def unknown_app(app: str, known: Sequence[str]) -> str:
-    return f"unknown app '{inert(app)}'; known apps: {names(known)}"
+    return f"unknown app '{inert(app)}'; {_did_you_mean(app, known)}known apps: {names(known)}"
 
 
 def unknown_env(env: str, known: Sequence[str]) -> str:
-    return f"unknown environment '{inert(env)}'; known environments: {names(known)}"
+    hint = _did_you_mean(env, known)
+    return f"unknown environment '{inert(env)}'; {hint}known environments: {names(known)}"
 
 
 def not_pinned(app: str, env: str, envs: Sequence[str]) -> str:

@@ -103,8 +103,10 @@ def history(ctx: Context, event: ChatEvent, command: History) -> list[Reply]:
         when, subject = d.when.strftime("%Y-%m-%d %H:%M"), inert(d.subject, 120)
         where = f"{d.repository} {d.commit[:7]}" if several else d.commit[:7]
         if d.request:
-            approved = inert(d.approved_by, 200) or "nobody (no approval needed)"
-            who = f"asked by {inert(d.requested_by, 80)}, approved by {approved}"
+            approved = inert(d.approved_by, 200)
+            who = f"asked by {inert(d.requested_by, 80)}, " + (
+                f"approved by {approved}" if approved else "no approval needed"
+            )
             lines.append(f"{where} {when} {subject} ({inert(d.request, 20)}; {who})")
         else:
             lines.append(f"{where} {when} {subject} (by hand: {inert(d.author, 80)})")

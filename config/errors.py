@@ -99,6 +99,7 @@ class Refused(ReleasegateError):
 
     def __init__(self, message: str, reason: str) -> None:
         self.reason = reason
+        self.request = ""  # the request it concerns, where there is one (for the audit)
         super().__init__(message)
 
 

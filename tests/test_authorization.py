@@ -82,7 +82,7 @@ def test_a_reject_reaction_by_an_approver_ends_the_request(chat: Chat, redis: Re
             "alice",
             "deploy-prd",
             "deploy awsome 2.1.0 to prd",
-            "unknown app 'awsome'; known apps: awesome",
+            "unknown app 'awsome'; did you mean `awesome`? known apps: awesome",
         ),
         (
             "alice",

@@ -22,6 +22,7 @@ from bot.grammar import (
     parse,
     slash_text,
 )
+from tests.conftest import Chat
 
 
 @pytest.mark.parametrize(
@@ -113,3 +114,18 @@ def test_slash_command_text_reads_as_deploy_unless_it_starts_with_a_verb(
     text: str, read_as: str
 ) -> None:
     assert slash_text(text) == read_as
+
+
+def test_help_with_a_command_gives_its_usage() -> None:
+    from bot.grammar import Help
+    from bot.messages import help_text
+
+    assert parse("help deploy") == Help("deploy")
+    assert help_text("deploy") == "usage: deploy APP VERSION to ENV | deploy ENV"
+
+
+def test_a_misspelt_app_or_environment_gets_a_did_you_mean(chat: Chat) -> None:
+    said = chat.say("alice", "deploy-int", "deploy awsome 2.1.0 to int").text
+    assert said.startswith("unknown app 'awsome'; did you mean `awesome`? known apps: "), said
+    said = chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to intt").text
+    assert "did you mean `int`?" in said, said

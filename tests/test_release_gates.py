@@ -462,3 +462,20 @@ def test_the_lock_holder_may_deploy_and_roll_back_while_everyone_else_is_refused
     run_worker(redis)
     assert RequestStore(redis).state(str(rollback.request_id)) is RequestState.PUSHED
     assert b"newTag: 2.0.0" in origin.file("env/prd/kustomization.yml")
+
+
+def test_a_refusal_that_belongs_to_no_request_is_in_the_audit_too(
+    gated: tuple[Chat, Clock], redis: Redis
+) -> None:
+    """docs/policy.md promises every refusal: "alice may not lock prd" and a deploy refused
+    because prd is locked are no request's, and are recorded all the same."""
+    chat, _ = gated
+    chat.say("alice", "deploy-prd", "lock prd")
+    chat.say("carol", "deploy-prd", "lock prd")
+    chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+    refused = [e.fields for e in audit.read(redis) if e.event == "refused"]
+    assert [(f["by"], f["reason"]) for f in refused] == [
+        ("shell:alice", "not_locker"),
+        ("shell:alice", "locked"),
+    ]
+    assert "prd is locked by carol" in refused[1]["why"]
