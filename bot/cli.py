@@ -253,13 +253,24 @@ def _version() -> str:
         return "(not installed)"
 
 
+SETTINGS_HINT = (
+    "Settings are RELEASEGATE_* environment variables: RELEASEGATE_POLICY names the policy "
+    "file (default releasegate.yaml), RELEASEGATE_REDIS_URL the Redis. Every setting is in "
+    "docs/running.md; the policy file in docs/policy.md."
+)
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="releasegate", description=__doc__)
+    root = argparse.ArgumentParser(prog="releasegate", description=__doc__, epilog=SETTINGS_HINT)
     root.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = root.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve Slack, Rocket.Chat, health and metrics")
+    serve = commands.add_parser(
+        "serve", help="serve Slack, Rocket.Chat, health and metrics", epilog=SETTINGS_HINT
+    )
     serve.set_defaults(run=_serve)
-    worker = commands.add_parser("worker", help="run an RQ worker for the deploy queue")
+    worker = commands.add_parser(
+        "worker", help="run an RQ worker for the deploy queue", epilog=SETTINGS_HINT
+    )
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.set_defaults(run=_worker)
     shell = commands.add_parser("shell", help="chat with releasegate in this terminal")
@@ -271,7 +282,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--as", dest="as_user", default="alice")
     demo.add_argument("--channel", default="deploy-int")
     demo.set_defaults(run=_demo)
-    check = commands.add_parser("check-config", help="validate the policy against the repository")
+    check = commands.add_parser(
+        "check-config", help="validate the policy against the repository", epilog=SETTINGS_HINT
+    )
     check.set_defaults(run=_check_config)
     health = commands.add_parser("healthcheck", help="exit 0 when this process can work")
     health.add_argument("--worker", action="store_true", help="also require a live local worker")

@@ -467,6 +467,8 @@ def _plain(err: Any, single: bool = False) -> str:
     where, kind = _location(loc), err["type"]
     if kind == "extra_forbidden":
         return f"{where}: {_unknown_key(str(err['loc'][-1]))}"
+    if kind == "missing" and loc == ("repositories",):
+        return "repository: required, but missing (one `repository:`, or `repositories:` by name)"
     if kind == "missing":
         return f"{where}: required, but missing"
     return f"{where}: {str(err['msg']).removeprefix('Value error, ')}"

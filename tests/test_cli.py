@@ -531,3 +531,10 @@ def test_a_redis_without_a_password_is_refused_unless_said_deliberate(
         if command == "worker":
             deliberate = {**env, "RELEASEGATE_REDIS_WITHOUT_PASSWORD": "true"}
             assert releasegate("worker", "--burst", env=deliberate).returncode == 0
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "check-config"])
+def test_help_names_the_policy_setting_and_where_the_settings_are(command: str) -> None:
+    said = " ".join(releasegate(command, "--help").stdout.split())
+    assert "RELEASEGATE_POLICY names the policy file" in said
+    assert "docs/running.md" in said

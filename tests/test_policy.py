@@ -185,3 +185,11 @@ def test_a_yaml_mistake_is_said_on_one_line_with_where() -> None:
     assert "\n" not in problem
     assert problem.startswith("not valid YAML: "), problem
     assert "(line 3, column 2)" in problem, problem
+
+
+def test_a_policy_without_any_repository_names_the_single_key_first() -> None:
+    with pytest.raises(PolicyError) as refused:
+        parse_policy("environments: {}\n")
+    assert refused.value.problems[0] == (
+        "repository: required, but missing (one `repository:`, or `repositories:` by name)"
+    )
