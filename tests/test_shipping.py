@@ -19,6 +19,7 @@ PRODUCTION = ROOT / "config" / "examples" / "kubernetes" / "production-values.ya
 APPLICATION = ROOT / "config" / "examples" / "kubernetes" / "argocd-application.yaml"
 POLICY = "repository: {url: 'git@github.com:acme/environments.git'}\n"
 DEFAULTS: dict[str, Any] = {
+    "image": {"repository": "registry.acme.example/platform/releasegate"},
     "policy": {"content": POLICY},
     "redis": {"existingSecret": "releasegate-redis"},
 }
@@ -174,7 +175,7 @@ def test_a_missing_policy_is_a_clear_render_error() -> None:
     with pytest.raises(
         helm.HelmError, match=re.escape("policy.content or policy.existingConfigMap is required")
     ):
-        render({"redis": DEFAULTS["redis"]})
+        render({"image": DEFAULTS["image"], "redis": DEFAULTS["redis"]})
 
 
 def test_following_rollouts_gives_bot_and_workers_the_token_and_flux_only_what_it_reads() -> None:
@@ -300,7 +301,7 @@ def test_the_chart_renders_the_same_twice_so_argo_cd_sees_no_drift() -> None:
 
 
 def test_a_generated_redis_password_is_asked_for_not_silently_regenerated() -> None:
-    bare = {"policy": {"content": POLICY}}
+    bare = {"image": DEFAULTS["image"], "policy": {"content": POLICY}}
     with pytest.raises(helm.HelmError, match=re.escape("redis.existingSecret is required")):
         render(bare)
     generated = render({**bare, "redis": {"generatePassword": True}})
@@ -423,3 +424,9 @@ def test_the_network_policy_is_on_by_default_and_lets_only_our_pods_reach_redis(
     )
     [rule] = ha["NetworkPolicy/rg-releasegate-redis"]["spec"]["ingress"]
     assert [p["port"] for p in rule["ports"]] == [6379, 26379]
+
+
+def test_the_chart_asks_for_the_image_it_cannot_know() -> None:
+    """No image is published: the chart says so rather than pointing at one that is not."""
+    with pytest.raises(Exception, match=r"image.repository is required: no releasegate image"):
+        render({k: v for k, v in DEFAULTS.items() if k != "image"})
