@@ -9,10 +9,11 @@ from bot.context import Context
 from bot.events import ChatEvent, Reply
 from bot.grammar import History, Lock, Status, Unlock, is_request_id
 from config.errors import PinError, Refused
+from config.policy import Policy
 from config.text import inert
 from workers.rules import gates
 from workers.rules.history import deployments
-from workers.rules.plan import current_version
+from workers.rules.plan import MIXED, Reader, current_version, current_versions
 from workers.state import keys
 
 
@@ -36,7 +37,7 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
                 try:
                     # What a pin holds at a commit never changes: remembered per head.
                     pins = tuple(policy.apps[app].pins[env])
-                    read = partial(current_version, policy, repo.read, app, env)
+                    read = partial(shown_version, policy, repo.read, app, env)
                     version = repo.memo(("version", pins), read)
                 except PinError as exc:
                     version = f"unreadable ({exc})"
@@ -67,6 +68,22 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
             pending.append(f"{request.id} {messages.changes_text(request.changes)}")
     lines.append("pending: " + ("; ".join(pending) if pending else "none"))
     return [Reply("\n".join(lines))]
+
+
+def shown_version(policy: Policy, read: Reader, app: str, env: str) -> str:
+    """What `status` says `app` runs in `env`: one version, or where pins disagree every
+    version they hold, each named by its repository when the repositories disagree (`2.3.0
+    (apps) | 2.2.0 (environments)`), as mixed pins in one repository are said."""
+    held = current_versions(policy, read, app, env)
+    by_repository: dict[str, list[str]] = {}
+    for found in held:
+        by_repository.setdefault(found.pin.repository, []).append(found.version)
+    if len({v for vs in by_repository.values() for v in vs}) <= 1 or len(by_repository) == 1:
+        return current_version(policy, read, app, env)
+    return MIXED.join(
+        f"{' | '.join(dict.fromkeys(versions))} ({repository})"
+        for repository, versions in by_repository.items()
+    )
 
 
 def request_status(ctx: Context, request_id: str) -> str:

@@ -689,3 +689,18 @@ def test_the_readmes_two_repository_policy_is_valid() -> None:
     token = parse_policy(text).repositories["environments"].merge_request
     assert token is not None
     assert token.token_env == "RELEASEGATE_FORGE_TOKEN_ENVIRONMENTS"
+
+
+def test_status_names_each_repository_when_the_repositories_disagree(
+    chat: Chat, origin: Remote, tmp_path: Path
+) -> None:
+    """apps moved to 2.3.0 by hand, environments still at 2.0.0: status says both, and where
+    (it said one version before)."""
+    work = tmp_path / "by-hand"
+    git("clone", "--quiet", str(origin.path), str(work))
+    kustomization = work / "env" / "prd" / "kustomization.yml"
+    kustomization.write_text(kustomization.read_text().replace("newTag: 2.0.0", "newTag: 2.3.0"))
+    git("-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qam", "by hand", cwd=work)
+    git("push", "--quiet", "origin", "main", cwd=work)
+    said = chat.say("bob", "deploy-prd", "status prd").text
+    assert "awesome: prd 2.3.0 (apps) | 2.0.0 (environments)" in said, said
