@@ -21,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot import approvals, deploys, messages, status
 from bot.context import Clock, Context, utcnow
-from bot.events import ChatEvent, Reply
+from bot.events import NOT_CONFIRMED, ChatEvent, Reply
 from bot.grammar import (
     APPROVE_REACTIONS,
     REJECT_REACTIONS,
@@ -166,7 +166,7 @@ class Conversation:
         if self.ctx.durability.confirmed():
             return replies
         about = next((r.about or r.request_id for r in replies if r.about or r.request_id), None)
-        return [Reply(messages.not_confirmed(about), ok=False, about=about)]
+        return [Reply(messages.not_confirmed(about), ok=False, reason=NOT_CONFIRMED, about=about)]
 
     def _answer(self, event: ChatEvent, run: Callable[[], list[Reply]]) -> list[Reply]:
         with request_context(actor=event.principal):

@@ -12,7 +12,7 @@ import logging
 from typing import Protocol
 
 from bot.cards import Card, card_for
-from bot.events import ChatEvent, Reply
+from bot.events import NOT_CONFIRMED, ChatEvent, Reply
 from config.errors import PostFailed
 from workers.state.store import RequestStore
 
@@ -57,8 +57,15 @@ def _deliver(
         return
     if reply.private or not reply.ok:
         poster.ephemeral(channel, event.user, reply.text, thread=private_thread, name=event.display)
-        # A refusal can follow a change the card must show (the request just expired).
-        if event.thread and (shown := store.request_for_message(channel, event.thread)):
+        # A refusal can follow a change the card must show (the request just expired); a
+        # write that may not have been recorded changes no card: it says no more than the
+        # warning does.
+        unsure = reply.reason == NOT_CONFIRMED
+        if (
+            event.thread
+            and not unsure
+            and (shown := store.request_for_message(channel, event.thread))
+        ):
             poster.update_card(channel, event.thread, card_for(store, shown))
         return
     card_ref = store.message_of(reply.about) if reply.about else None

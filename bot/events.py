@@ -43,6 +43,11 @@ class ChatEvent:
         return self.user_name or self.user
 
 
+# A write Redis did not confirm on a replica in time: the person is warned, and nothing (no
+# card) may say more than that warning does.
+NOT_CONFIRMED = "not_confirmed"
+
+
 @dataclass(frozen=True)
 class Reply:
     """An answer to one event.

@@ -68,3 +68,46 @@ def test_with_the_replica_silent_the_person_is_warned_and_never_told_it_happened
     finally:
         os.kill(replica.pid, signal.SIGCONT)
     assert Durability(Redis(port=replicated.data_ports[0])).confirmed()
+
+
+class RecordingPoster:
+    """What a platform was asked to do: posts, private answers, card refreshes."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def post(self, channel: str, thread: str | None, text: str) -> str:
+        self.calls.append(f"post {text}")
+        return "m1"
+
+    def ephemeral(
+        self, channel: str, user: str, text: str, thread: str | None = None, name: str = ""
+    ) -> None:
+        self.calls.append(f"ephemeral {text}")
+
+    def post_card(self, channel: str, card: object, thread: str | None = None) -> str:
+        self.calls.append("post_card")
+        return "card-1"
+
+    def update_card(self, channel: str, ref: str, card: object) -> None:
+        self.calls.append("update_card")
+
+
+def test_an_unconfirmed_approval_leaves_the_card_as_it_was(redis: Redis) -> None:
+    """The person is told it may not have been recorded; the card must not say more (it said
+    `approvals 1/1 … deploying` from the master's unconfirmed write)."""
+    from bot.delivery import deliver
+    from bot.events import NOT_CONFIRMED, ChatEvent, Reply
+    from workers.state.store import RequestStore
+
+    store = RequestStore(redis)
+    store.bind_message("RABCDEF", "slack:CPRD", "t1")  # the reaction was on this card
+    poster = RecordingPoster()
+    event = ChatEvent(
+        platform="slack", user="UCAROL", user_name="carol", channel="CPRD", text="", thread="t1"
+    )
+    warning = Reply(
+        "⚠️ this may not have been recorded", ok=False, reason=NOT_CONFIRMED, about="RABCDEF"
+    )
+    deliver(store, poster, event, [warning])  # type: ignore[arg-type]
+    assert poster.calls == ["ephemeral ⚠️ this may not have been recorded"]
