@@ -538,3 +538,28 @@ def test_help_names_the_policy_setting_and_where_the_settings_are(command: str) 
     said = " ".join(releasegate(command, "--help").stdout.split())
     assert "RELEASEGATE_POLICY names the policy file" in said
     assert "docs/running.md" in said
+
+
+def test_quit_in_a_piped_conversation_ends_it_there(tmp_path: Path) -> None:
+    """`/quit` was "unknown shell command" when the conversation came from a pipe."""
+    done = releasegate(
+        "demo",
+        "--dir",
+        str(tmp_path / "demo"),
+        stdin="status\n/quit\ndeploy awesome 2.1.0 to int\n",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "unknown shell command" not in done.stdout
+    assert "queued" not in done.stdout  # nothing after /quit was read
+
+
+def test_a_version_never_built_is_refused_in_the_demo(tmp_path: Path) -> None:
+    """The demo's versions are the tags of its awesome.git: one that does not exist is
+    refused before anyone is asked, and nothing lands."""
+    done = releasegate(
+        "demo", "--dir", str(tmp_path / "demo"), stdin="deploy awesome 9.9.9 to int\n"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "releasegate (refused): awesome 9.9.9: the tags of " in done.stdout
+    assert "has no 9.9.9; the newest it has: 2.3.0, 2.2.0, 2.2.0-rc1" in done.stdout
+    assert git("rev-list", "--count", "main", cwd=tmp_path / "demo" / "remote.git").strip() == "1"

@@ -222,6 +222,8 @@ class ShellChat:
         for line in lines:
             if line.strip():
                 self.say(f"{self.prompt}{line.rstrip()}")
+            if line.strip() in ("/quit", "/exit"):  # as at the prompt: the rest is not read
+                break
             before = len(self.queued)
             self.handle_line(line)
             if len(self.queued) > before:
