@@ -23,9 +23,8 @@ import shutil
 import socket
 import stat
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,16 +33,10 @@ import git
 from config.errors import GitOpsError, PinError, PinNotFound, PushRejected, RemoteUnreachable
 from config.git_access import GitAccess
 from config.policy import Repository
+from workers.git.commits import PlannedCommits
 from workers.git.env import git_env, git_said, redact_url, repository_dir
 from workers.git.history import FetchedHistory
-from workers.git.integrity import (
-    TamperedCommit,
-    blob_id,
-    diff_problem,
-    parse_diff_tree,
-    slot_problem,
-    store_problem,
-)
+from workers.git.integrity import slot_problem, store_problem
 from workers.git.signing import Signer
 from workers.git.slots import STALE_HOST_SECONDS, hold_slot, prune_gone_hosts
 
@@ -84,7 +77,7 @@ def _folder(file: str) -> str:
     return file.rpartition("/")[0]
 
 
-class Checkout(FetchedHistory):
+class Checkout(FetchedHistory, PlannedCommits):
     """A working clone of one repository branch, in a slot this process holds."""
 
     def __init__(
@@ -373,117 +366,6 @@ class Checkout(FetchedHistory):
                 where = "/".join(parts[: depth + 1])
                 raise PinError(f"{where} is a symbolic link; releasegate does not follow links")
         return path
-
-    def commit(
-        self,
-        message: str,
-        planned: Mapping[str, str],
-        env: dict[str, str] | None = None,
-        parent: str | None = None,
-    ) -> str:
-        """Commit the planned text of each file (path -> text) on top of HEAD (or of `parent`,
-        the commit the caller knows HEAD to be: one git process fewer); HEAD moves to it. The
-        blobs are made from `planned`, never read back from the working tree."""
-        name, email = self.repository.author[:-1].split(" <", 1)
-        identity = {
-            "GIT_AUTHOR_NAME": name,
-            "GIT_AUTHOR_EMAIL": email,
-            "GIT_COMMITTER_NAME": name,
-            "GIT_COMMITTER_EMAIL": email,
-            "GIT_LITERAL_PATHSPECS": "1",
-            **(env or {}),
-        }
-        here = Path(self.path)
-        blobs = self._write_blobs(planned)
-        # Only our files are staged, each at the blob made from its planned bytes, with the
-        # mode it has; `git commit` writes the tree from the sparse index (`write-tree`
-        # would expand it to every file of the repository first).
-        entries = "".join(f"{self._mode(path)} {blobs[path]}\t{path}\0" for path in planned)
-        self._git("update-index", "-z", "--index-info", cwd=here, env=identity, given=entries)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self.base, delete=False) as f:
-            f.write(message)
-        try:
-            sign = [*self.signer.git_options(), "commit", "-S"] if self.signer else ["commit"]
-            self._git(
-                *sign,
-                "--quiet",
-                "--no-verify",
-                "--allow-empty",
-                "--cleanup=verbatim",
-                "-F",
-                f.name,
-                *([] if self.signer else ["--no-gpg-sign"]),
-                cwd=here,
-                env=identity,
-            )
-            commit, built_on = self._git("rev-parse", "HEAD", "HEAD^", cwd=here).split()
-        finally:
-            os.unlink(f.name)
-        if parent is not None and built_on != parent:
-            raise GitOpsError(f"the commit was built on {built_on[:12]}, not on {parent[:12]}")
-        self.planned[commit] = blobs
-        self._dirty = False  # what we wrote is committed; the tree is clean again
-        return str(commit)
-
-    def _write_blobs(self, planned: Mapping[str, str]) -> dict[str, str]:
-        """Store each planned text as a blob (no filters: `.gitattributes` chooses nothing);
-        returns path -> blob id, checked against the id the bytes must have."""
-        with tempfile.TemporaryDirectory(dir=self.base) as folder:
-            paths = []
-            for number, text in enumerate(planned.values()):
-                paths.append(Path(folder, str(number)))
-                paths[-1].write_bytes(text.encode("utf-8"))
-            listed = "".join(f"{path}\n" for path in paths)
-            ids = self._git(
-                "hash-object", "-w", "--no-filters", "--stdin-paths", cwd=self.path, given=listed
-            ).split()
-        blobs = dict(zip(planned, ids, strict=True))
-        for path, text in planned.items():
-            if blobs[path] != blob_id(text.encode("utf-8"), len(blobs[path])):
-                raise TamperedCommit(f"git stored {path} as other bytes than planned")
-        return blobs
-
-    def _mode(self, file: str) -> str:
-        executable = os.lstat(self._inside(file)).st_mode & stat.S_IXUSR
-        return "100755" if executable else "100644"
-
-    def verify_unpushed(self, base: str) -> None:
-        """Raise `TamperedCommit` unless the commits from `base` to HEAD are exactly ours, one
-        on the other, each changing exactly its planned files to the planned blobs."""
-        here = Path(self.path)
-        chain = [
-            line.split()
-            for line in self._git(
-                "rev-list", "--parents", "--reverse", f"{base}..HEAD", cwd=here
-            ).splitlines()
-        ]
-        if not chain:
-            return
-        listed = "".join(f"{commit}\n" for commit, *_ in chain)
-        raw = self._git(
-            "diff-tree",
-            "--stdin",
-            "-r",
-            "-z",
-            "--raw",
-            "--no-renames",
-            cwd=here,
-            given=listed,
-            strip=False,
-        )
-        diffs = parse_diff_tree(raw)
-        parent = base
-        for commit, *parents in chain:
-            planned = self.planned.get(commit)
-            if planned is None:
-                raise TamperedCommit(
-                    f"{commit[:7]} on top of {base[:7]} is not a commit releasegate made"
-                )
-            if parents != [parent]:
-                raise TamperedCommit(f"{commit[:7]} is not built on {parent[:7]} alone")
-            if problem := diff_problem(diffs.get(commit, []), planned):
-                raise TamperedCommit(f"{commit[:7]} is not the approved change: {problem}")
-            parent = commit
 
     def head(self) -> str:
         return self._git("rev-parse", "--verify", "HEAD", cwd=self.path)
