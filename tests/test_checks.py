@@ -90,6 +90,7 @@ def test_green_ci_on_the_source_commit_lands_and_the_card_says_so(
     run_worker(redis)
     assert RequestStore(redis).state(reply.request_id) is RequestState.PUSHED
     assert origin.count() == 2
+    assert f"Source-Revision: {SHA}\n" in origin.message()  # where lead time starts
     assert all(auth.endswith("ci-reader-token") for _path, auth in ci.asked)
 
 

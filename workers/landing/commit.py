@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from workers.state.request import DeployRequest
@@ -35,6 +36,13 @@ def commit_message(request: DeployRequest, approvers: Sequence[str]) -> str:
         *(
             f"Artifact-Digest: {b.digest}" + (f" ({b.app})" if train else "")
             for b in request.artifacts
+        ),
+        # The commit each artifact was built from, where it names one: the durable record
+        # lead time is measured from (a train names the app).
+        *(
+            f"Source-Revision: {b.revision}" + (f" ({b.app})" if train else "")
+            for b in request.artifacts
+            if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", b.revision)
         ),
         # The pins name the artifact by tag alone: what runs is whatever the tag names then.
         *(
