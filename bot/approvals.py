@@ -140,7 +140,11 @@ def review(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply
             str(m.decode() if isinstance(m, bytes) else m)
             for m in ctx.redis.zrange(keys.BREAK_GLASS_UNREVIEWED, 0, -1)
         ]
-        here = [r for r in waiting if ctx.store.get(r).channel == event.channel_ref]
+        here = [
+            r
+            for r in waiting
+            if ctx.store.exists(r) and ctx.store.get(r).channel == event.channel_ref
+        ]
         if len(here) != 1:
             raise Refused("say which: review ID (`status` lists the unreviewed)", "ambiguous")
         request_id = here[0]

@@ -8,7 +8,7 @@ from bot import messages
 from bot.context import Context
 from bot.events import ChatEvent, Reply
 from bot.grammar import History, Lock, Status, Unlock, is_request_id
-from config.errors import PinError, Refused
+from config.errors import PinError, Refused, UnknownRequest
 from config.policy import Policy
 from config.text import inert
 from workers.rules import gates
@@ -57,7 +57,10 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
             state = "frozen" if freeze.covers(now) else "freeze ahead"
             lines.append(f"❄️ {env} {state}: {inert(freeze.describe(), 200)}")
     for raw in ctx.redis.zrange(keys.BREAK_GLASS_UNREVIEWED, 0, -1):
-        glass = ctx.store.get(raw.decode() if isinstance(raw, bytes) else str(raw))
+        try:
+            glass = ctx.store.get(raw.decode() if isinstance(raw, bytes) else str(raw))
+        except UnknownRequest:
+            continue  # past the retention: Git keeps its record, its Break-Glass trailer
         if glass.env in envs:
             what = messages.changes_text(glass.changes) + f" by {glass.requester_name}"
             lines.append(messages.break_glass_unreviewed(glass.id, what, glass.break_glass))

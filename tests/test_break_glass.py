@@ -93,3 +93,16 @@ def test_an_overdue_review_is_reminded_once_in_the_channel(
     assert note.startswith(
         f"⏰ break-glass {reply.request_id} is still unreviewed (reason: INC-42)"
     )
+
+
+def test_status_skips_an_unreviewed_break_glass_whose_request_aged_out(
+    policy_file: Path, redis: Redis, settings: Settings
+) -> None:
+    """Redis keeps an ended request for the retention period; Git keeps the record. `status`
+    must not fail on an unreviewed entry whose request is gone."""
+    chat = glass_chat(policy_file, redis, settings)
+    reply = chat.say("alice", "deploy-prd", "deploy! awesome 2.1.0 to prd reason INC-42")
+    redis.delete(keys.request(str(reply.request_id)))
+    said = chat.say("bob", "deploy-prd", "status prd")
+    assert said.ok, said.text
+    assert "unreviewed" not in said.text

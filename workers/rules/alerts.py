@@ -43,9 +43,7 @@ class AlertmanagerUnreachable(Exception):
     """Alertmanager could not be asked, or answered what it does not answer."""
 
 
-def firing(
-    gate: AlertsGate, matchers: list[str], session: requests.Session | None = None
-) -> list[Alert]:
+def firing(gate: AlertsGate, matchers: list[str]) -> list[Alert]:
     """The active, unsilenced, uninhibited alerts matching every one of `matchers`."""
     params: list[tuple[str, str]] = [
         ("active", "true"),
@@ -55,7 +53,8 @@ def firing(
     ]
     url = gate.alertmanager.rstrip("/") + "/api/v2/alerts"
     try:
-        answer = fetch(session or requests.Session(), "GET", url, deadline=DEADLINE, params=params)
+        with requests.Session() as session:
+            answer = fetch(session, "GET", url, deadline=DEADLINE, params=params)
     except AnswerRefused as exc:
         raise AlertmanagerUnreachable(f"Alertmanager {exc}") from exc
     except requests.RequestException as exc:

@@ -157,8 +157,19 @@ def check_ci(policy: Policy, env: str, built: tuple[Built, ...], apps: list[str]
     if wanted is None:
         return ""
     by_app = {b.app: b for b in built}
+    with requests.Session() as session:
+        return "; ".join(_each(policy, env, by_app, apps, wanted, session))
+
+
+def _each(
+    policy: Policy,
+    env: str,
+    by_app: dict[str, Built],
+    apps: list[str],
+    wanted: str | list[str],
+    session: requests.Session,
+) -> list[str]:
     lines = []
-    session = requests.Session()
     for app in apps:
         found = by_app.get(app)
         repository, sha = source_of(policy, found) if found else ("", "")
@@ -181,7 +192,7 @@ def check_ci(policy: Policy, env: str, built: tuple[Built, ...], apps: list[str]
         except ChecksUnknown as exc:
             raise Refused(f"{app}: CI on {sha[:7]} cannot be read: {exc}", reason="checks") from exc
         lines.append(_judge(app, sha, checks, wanted))
-    return "; ".join(lines)
+    return lines
 
 
 def _judge(app: str, sha: str, checks: list[Check], wanted: str | list[str]) -> str:
