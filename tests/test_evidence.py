@@ -211,3 +211,36 @@ def test_break_glass_lands_while_an_alert_fires(
     run_worker(redis)
     assert RequestStore(redis).state(reply.request_id) is RequestState.PUSHED
     assert "Break-Glass: the fix for it\n" in origin.message()
+
+
+def test_an_alertmanager_that_answers_too_slowly_is_cut_at_its_bound(
+    policy_file: Path, redis: Redis, settings: Settings
+) -> None:
+    """An Alertmanager that takes 8 s is not waited for: the refusal comes at the gate's
+    bound (5 s), saying why, well before the answer would have."""
+    import http.server
+    import threading
+    import time
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(8)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        chat = chat_with(policy_file, redis, settings, alerts_gate(url))
+        started = time.monotonic()
+        reply = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
+        took = time.monotonic() - started
+    finally:
+        server.shutdown()
+    assert reply.reason == "alerts_unknown", reply.text
+    assert took < 8, f"{took:.1f}s: the gate waited for the slow answer"
