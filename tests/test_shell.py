@@ -14,6 +14,7 @@ from pathlib import Path
 
 from redis import Redis
 
+from bot.conversation import Conversation
 from bot.embedded_redis import EmbeddedRedis
 from tests.conftest import Remote
 from tests.test_cli import releasegate, settings_env
@@ -241,3 +242,23 @@ def test_the_shell_completes_with_tab_suggests_what_was_meant_and_shows_usage(
     finally:
         term.close()
     assert "Traceback" not in term.text
+
+
+def test_tab_offers_commands_first_then_apps_and_environments_never_a_shell_command(
+    conversation: Conversation, redis: Redis
+) -> None:
+    """Tab after `deploy awesome ` offered `/as`: past the first word it offers what the
+    grammar takes there."""
+    import io
+
+    from bot.platforms.shell import ShellChat
+
+    shell = ShellChat(conversation, redis, io.StringIO(), user="alice", channel="deploy-int")
+    first = shell.completions("")
+    assert "deploy" in first
+    assert "/as" in first
+    later = shell.completions("deploy awesome ")
+    assert not [w for w in later if w.startswith("/")]
+    assert {"awesome", "int", "prd", "to"} <= set(later)
+    assert "alice" in shell.completions("/as ")
+    assert "deploy-prd" in shell.completions("/in ")

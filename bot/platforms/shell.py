@@ -12,7 +12,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -25,6 +25,7 @@ from bot import messages
 from bot.conversation import Conversation
 from bot.events import ChatEvent, Reply
 from bot.grammar import VERBS, is_decision
+from config.policy import Policy
 from workers.rollout.follow import load as load_rollout
 from workers.state import audit
 from workers.state.outbox import stream
@@ -239,7 +240,7 @@ class ShellChat:
         cut off half-done, and the signal always reaches the main thread's readline; one
         handed to a background thread would not wake it, and the shell would not leave.
         """
-        _line_editing(history, self.completions())
+        _line_editing(history, self.completions)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         stop = threading.Event()
 
@@ -271,12 +272,18 @@ class ShellChat:
             _save_history(history)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
-    def completions(self) -> list[str]:
-        """What Tab completes: the commands, the shell's own, the apps and environments."""
+    def completions(self, before: str = "") -> list[str]:
+        """What Tab completes after `before` (the line up to the word being typed): a command
+        or the shell's own first, then apps, environments and the grammar's little words,
+        never a shell command in the middle of a line."""
         policy = self.conversation.policy
+        if not before.strip():
+            slash = ["/as", "/in", "/react", "/wait", "/audit", "/help", "/quit"]
+            return sorted({*VERBS, *slash})
+        if before.split()[0].startswith("/"):
+            return sorted(_channels_and_people(policy))
         envs = [name for name, env in policy.environments.items() for name in [name, *env.aliases]]
-        slash = ["/as", "/in", "/react", "/wait", "/audit", "/help", "/quit"]
-        return sorted({*VERBS, *slash, *policy.apps, *envs})
+        return sorted({*policy.apps, *envs, "to", "in", "all", "reason"})
 
     def leave(self) -> None:
         try:
@@ -304,7 +311,19 @@ def _interruptible() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
-def _line_editing(history: Path | None, words: list[str]) -> None:
+def _channels_and_people(policy: Policy) -> set[str]:
+    """What `/in` and `/as` take: the shell's channels and people in the policy."""
+    channels = {c.removeprefix("shell:") for e in policy.environments.values() for c in e.channels}
+    people = {
+        p.removeprefix("shell:")
+        for members in policy.groups.values()
+        for p in members
+        if p.startswith("shell:")
+    }
+    return {c for c in channels if ":" not in c} | people
+
+
+def _line_editing(history: Path | None, words: Callable[[str], list[str]]) -> None:
     """Arrow keys, editing, history and Tab completion (of `words`) at the prompt, where the
     platform has readline."""
     try:
@@ -314,7 +333,8 @@ def _line_editing(history: Path | None, words: list[str]) -> None:
     readline.set_history_length(HISTORY_LINES)
 
     def complete(text: str, state: int) -> str | None:
-        found = [w for w in words if w.startswith(text)]
+        before = readline.get_line_buffer()[: readline.get_begidx()]
+        found = [w for w in words(before) if w.startswith(text)]
         return found[state] + " " if state < len(found) else None
 
     readline.set_completer_delims(" \t")
