@@ -57,10 +57,6 @@ log = logging.getLogger(__name__)
 # several times a second), on a busy host where one attempt takes as long as its cadence.
 # The random waits between attempts grow, so some attempt falls into a gap of its beat.
 MAX_RACE_ATTEMPTS = 50
-# On a loaded host one attempt takes longer than a busy writer's beat, and 50 attempts came
-# and went in under a minute: a batch keeps trying for at least this long as well (well
-# inside the job's timeout), so it is the time, not the count, that gives up.
-MIN_RACE_SECONDS = 120.0
 RACE_JITTER = 0.05  # seconds, times the attempt number (at most MAX_JITTER)
 MAX_JITTER = 1.0
 
@@ -217,16 +213,12 @@ def apply_batch(
     hooks: BatchHooks,
     max_attempts: int = MAX_RACE_ATTEMPTS,
     only: frozenset[str] | None = None,
-    min_seconds: float = MIN_RACE_SECONDS,
 ) -> dict[str, Result]:
     """Land what can land of `requests` (in the repositories `only` names, where given);
     returns how each one ended, by request id."""
     state = _Landing(policy, landed={r.id: {} for r in requests}, only=only)
     todo = list(requests)
-    began = time.monotonic()
-    attempt = 0
-    while attempt < max_attempts or time.monotonic() - began < min_seconds:
-        attempt += 1
+    for attempt in range(1, max_attempts + 1):
         started = time.monotonic()
         heads, todo = _sync(policy, checkouts, todo, hooks, state)
         _mark("fetched", todo)
@@ -239,7 +231,7 @@ def apply_batch(
         applied = time.monotonic()
         todo, again = _land(checkouts, todo, committed, heads, hooks, state)
         if again:
-            log.info("attempt %d: fetching and preparing again", attempt)
+            log.info("attempt %d/%d: fetching and preparing again", attempt, max_attempts)
             # A little random wait from the second loss on: an outside writer that pushes on
             # a steady beat would otherwise win every race that starts at the same point.
             if attempt > 1:
@@ -257,7 +249,7 @@ def apply_batch(
             state.done(request)
         return state.outcomes
     for request in todo:
-        facts = {"attempts": str(attempt)}
+        facts = {"attempts": str(max_attempts)}
         state.end(request, Result(state=RequestState.FAILED, reason="kept_moving", facts=facts))
     return state.outcomes
 
