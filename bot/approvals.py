@@ -11,7 +11,6 @@ from bot.grammar import Reject
 from config.errors import Refused
 from workers.logs import request_context
 from workers.rules.gates import check_open
-from workers.state import keys
 from workers.state.metrics import APPROVALS
 from workers.state.queue import enqueue_deploy
 from workers.state.request import Approval, DeployRequest, RequestState, Result
@@ -127,7 +126,7 @@ def cancel(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply
 
 def unreviewed(ctx: Context, request_id: str) -> bool:
     """Whether `request_id` is a break-glass deploy nobody has reviewed yet."""
-    return ctx.redis.zscore(keys.BREAK_GLASS_UNREVIEWED, request_id) is not None
+    return ctx.store.is_unreviewed(request_id)
 
 
 def review(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply]:
@@ -136,13 +135,9 @@ def review(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply
     if request_id is None and event.thread:
         request_id = ctx.store.request_for_message(event.channel_ref, event.thread)
     if request_id is None:
-        waiting = [
-            str(m.decode() if isinstance(m, bytes) else m)
-            for m in ctx.redis.zrange(keys.BREAK_GLASS_UNREVIEWED, 0, -1)
-        ]
         here = [
             r
-            for r in waiting
+            for r in ctx.store.unreviewed()
             if ctx.store.exists(r) and ctx.store.get(r).channel == event.channel_ref
         ]
         if len(here) != 1:
@@ -156,8 +151,7 @@ def review(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply
     if event.bot:
         raise Refused(messages.bot_approver(event.display, request.id), "bot")
     ctx.check_approver(event, request.env)
-    if not ctx.redis.zrem(keys.BREAK_GLASS_UNREVIEWED, request.id):
+    if not ctx.store.mark_reviewed(request.id, event.principal):
         raise Refused(f"{request.id} was reviewed already", "not_pending")
-    ctx.redis.hset(keys.request(request.id), "reviewed_by", event.principal)
     ctx.audit("reviewed", request=request.id, by=event.principal)
     return [Reply(messages.reviewed(request.id, event.display), about=request.id)]

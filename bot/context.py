@@ -20,7 +20,7 @@ from workers.artifacts.resolve import Resolver
 from workers.git.mirrors import Mirrors
 from workers.rules.gates import Locks
 from workers.rules.identity import Identities, load_rocketchat_ids
-from workers.state import audit, keys, outbox
+from workers.state import audit, outbox
 from workers.state.durability import Durability
 from workers.state.queue import enqueue_forge
 from workers.state.request import DeployRequest, RequestState, Result
@@ -157,13 +157,9 @@ class Context:
     def remind_unreviewed(self) -> list[str]:
         """Remind each break-glass deploy's channel, once, when its review is overdue (its
         environment's `break_glass_review` after it was filed)."""
-        due = self.redis.zrangebyscore(
-            keys.BREAK_GLASS_UNREVIEWED, "-inf", self.clock().timestamp()
-        )
         reminded = []
-        for raw in due:
-            request_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-            if not self.redis.hsetnx(keys.request(request_id), "reminded", 1):
+        for request_id in self.store.unreviewed(due_by=self.clock().timestamp()):
+            if not self.store.first_reminder(request_id):
                 continue
             with contextlib.suppress(UnknownRequest):
                 request = self.store.get(request_id)

@@ -305,7 +305,7 @@ def _file(
         )
         if reason:
             due = (now + spec.break_glass_review).timestamp()
-            ctx.redis.zadd(keys.BREAK_GLASS_UNREVIEWED, {request.id: due})
+            ctx.store.await_review(request.id, due)
             enqueue_deploy(ctx.redis, request.id)
             text = messages.break_glass_filed(request, spec.approvers)
             return [Reply(text, request_id=request.id, queued=(request.id,), about=request.id)]

@@ -14,7 +14,6 @@ from config.text import inert
 from workers.rules import gates
 from workers.rules.history import deployments
 from workers.rules.plan import MIXED, Reader, current_version, current_versions
-from workers.state import keys
 
 
 def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
@@ -56,9 +55,9 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
         for freeze in gates.upcoming_freezes(policy, env, now):
             state = "frozen" if freeze.covers(now) else "freeze ahead"
             lines.append(f"❄️ {env} {state}: {inert(freeze.describe(), 200)}")
-    for raw in ctx.redis.zrange(keys.BREAK_GLASS_UNREVIEWED, 0, -1):
+    for request_id in ctx.store.unreviewed():
         try:
-            glass = ctx.store.get(raw.decode() if isinstance(raw, bytes) else str(raw))
+            glass = ctx.store.get(request_id)
         except UnknownRequest:
             continue  # past the retention: Git keeps its record, its Break-Glass trailer
         if glass.env in envs:

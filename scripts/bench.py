@@ -158,6 +158,7 @@ class Client:
                 "text": text,
                 "user_id": user,
                 "team_id": "T1",
+                "api_app_id": "A1",  # the stand-in's bots.info names our app A1
                 "channel_id": channel,
                 "trigger_id": trigger,
                 "response_url": "http://127.0.0.1:1/unused",

@@ -310,6 +310,30 @@ class RequestStore:
         members = cast(list[Any], self.redis.zrange(keys.pending_in(channel), 0, -1))
         return [str(_text(m)) for m in members]
 
+    # Break-glass deploys waiting for an approver's review, by when the review is due.
+    def await_review(self, request_id: str, due: float) -> None:
+        self.redis.zadd(keys.BREAK_GLASS_UNREVIEWED, {request_id: due})
+
+    def unreviewed(self, due_by: float | None = None) -> list[str]:
+        """The break-glass deploys nobody has reviewed (only those due by `due_by`)."""
+        top = "+inf" if due_by is None else due_by
+        found = self.redis.zrangebyscore(keys.BREAK_GLASS_UNREVIEWED, "-inf", top)
+        return [str(_text(m)) for m in cast(list[Any], found)]
+
+    def is_unreviewed(self, request_id: str) -> bool:
+        return self.redis.zscore(keys.BREAK_GLASS_UNREVIEWED, request_id) is not None
+
+    def mark_reviewed(self, request_id: str, by: str) -> bool:
+        """Record the review; False when someone reviewed it first."""
+        if not self.redis.zrem(keys.BREAK_GLASS_UNREVIEWED, request_id):
+            return False
+        self.redis.hset(keys.request(request_id), "reviewed_by", by)
+        return True
+
+    def first_reminder(self, request_id: str) -> bool:
+        """True once per request: its overdue review is reminded a single time."""
+        return bool(self.redis.hsetnx(keys.request(request_id), "reminded", 1))
+
     # The message that shows a request on its platform (its card), both ways.
     def bind_message(self, request_id: str, channel: str, ts: str) -> None:
         pipe = self.redis.pipeline()
