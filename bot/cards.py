@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot import messages
+from bot.verification import card_line
 from config.principals import Principal
 from config.text import inert_block
 from workers.rollout.follow import load as load_rollout
+from workers.rollout.verify import load as load_verification
 from workers.state.request import DeployRequest, RequestState
 from workers.state.store import RequestStore
 
@@ -25,6 +27,7 @@ class Card:
     outcome: str | None
     rollout: str | None = None  # how the reconciler took the pushed commit, once known
     merge_request: str | None = None  # the pull (merge) request's address, in that mode
+    verification: str | None = None  # how the measurements after the rollout stand
 
     @property
     def pending(self) -> bool:
@@ -48,6 +51,7 @@ class Card:
             messages.STATE_LINES[self.state] + (f": {self.outcome}" if self.outcome else ""),
             *([f"🔀 {self.merge_request}"] if self.merge_request else []),
             *([self.rollout] if self.rollout else []),
+            *([self.verification] if self.verification else []),
         ]
         if request.diff and self.state in (RequestState.PENDING, RequestState.APPROVED):
             lines.append(f"```\n{inert_block(request.diff)}\n```")
@@ -73,6 +77,9 @@ def card_for(store: RequestStore, request_id: str) -> Card:
         merge_request=_merge_request_line(store, request_id),
         rollout=messages.rollout_state(record)
         if (record := load_rollout(store.redis, request_id))
+        else None,
+        verification=card_line(checked)
+        if (checked := load_verification(store.redis, request_id))
         else None,
     )
 

@@ -28,6 +28,7 @@ from bot.grammar import (
     Approve,
     BreakGlass,
     Cancel,
+    Clear,
     Command,
     Deploy,
     DeployEnv,
@@ -53,6 +54,7 @@ from workers.logs import request_context
 from workers.state.metrics import REFUSALS, REQUESTS
 from workers.state.request import DeployRequest
 from workers.state.store import RETENTION, RequestStore
+from workers.state.verdicts import Verdicts
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ WRITES = (
     Unlock,
     BreakGlass,
     Review,
+    Clear,
 )
 
 
@@ -157,6 +160,38 @@ class Conversation:
         )
         return reply
 
+    def offer_promotion(self, env: str, app: str, version: str) -> Reply:
+        """Once `app` `version` has soaked upstream of `env` (`auto_promote`), ask for it in
+        the name of whoever deployed it upstream, in `env`'s first channel, by the words a
+        person would type (`promote APP to ENV`): the grammar, rights, gates, soak and
+        approvals of every request. Approvals are still asked."""
+        spec = self.policy.environments.get(env)
+        if spec is None or spec.promote_from is None or not spec.auto_promote:
+            return Reply(f"{env} no longer promotes on its own", ok=False)
+        running = Verdicts(self.ctx.redis).running(spec.promote_from, app)
+        if running is None or running.version != version or not running.request:
+            return Reply(f"{spec.promote_from} no longer runs {app} {version}", ok=False)
+        try:
+            upstream = self.store.get(running.request)
+            who = Principal.of(upstream.requester)
+        except (ReleasegateError, ValueError):
+            return Reply(f"nobody on record deployed {app} {version} upstream", ok=False)
+        where = ChannelRef.parse(spec.channels[0])
+        if where.platform != who.kind:
+            return Reply(f"{upstream.requester_name} is not on {where.platform}", ok=False)
+        event = ChatEvent(
+            platform=who.kind,
+            user=who.id,
+            user_name=upstream.requester_name,
+            channel=where.id,
+            text=f"promote {app} to {env}",
+        )
+        [reply, *_] = self.handle(event) or [Reply("no answer", ok=False)]
+        log.info(
+            "auto-promotion of %s %s to %s: %s", app, version, env, reply.request_id or reply.text
+        )
+        return reply
+
     def _confirmed(self, replies: list[Reply], writes: bool) -> list[Reply]:
         """Replies that say something happened, once Redis confirmed it on a replica; else a
         warning that it may not have been recorded (never that it was). Answers that wrote
@@ -231,5 +266,7 @@ class Conversation:
                 return deploys.break_glass(ctx, event, command)
             case Review():
                 return approvals.review(ctx, event, command.request_id)
+            case Clear():
+                return status.clear(ctx, event, command)
             case Help():
                 return [Reply(messages.help_text(command.verb), private=True)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from datetime import datetime
 
 from bot import messages
 from bot.context import Context
@@ -27,9 +28,11 @@ from workers.rules.checks import check_ci
 from workers.rules.gates import check_open, check_prerelease, final_version, ran_upstream
 from workers.rules.history import rollback_target, versions_run
 from workers.rules.plan import current_version, digests_held, pinned_by_tag, plan_changes
+from workers.rules.verdicts import check_soaked, check_version_not_failed, span_text
 from workers.state import keys
 from workers.state.queue import enqueue_deploy, enqueue_forge
 from workers.state.request import Built, Change, DeployRequest, RequestState, new_request_id
+from workers.state.verdicts import Verdicts
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,33 @@ def _check_promotion(ctx: Context, repo: View, app: str, env: str, version: str)
         raise Refused(messages.not_run_upstream(app, version, upstream, history), "promotion")
 
 
+def _check_evidence(
+    ctx: Context, repo: View, app: str, env: str, version: str, upstream_runs: str | None
+) -> None:
+    """What verification decided: `version` did not fail here or upstream, and where `env`
+    has a soak, the upstream has run `upstream_runs` (what it runs now, `version` or an rc
+    of it) with the evidence its soak counts, long enough."""
+    verdicts = Verdicts(ctx.redis)
+    check_version_not_failed(ctx.policy, verdicts, env, app, version)
+    spec = ctx.policy.environments[env]
+    upstream = spec.promote_from
+    if spec.soak is None or upstream is None:
+        return
+    runs = upstream_runs or current_version(ctx.policy, repo.read, app, upstream)
+    if version not in (runs, final_version(runs)):
+        raise Refused(
+            f"{upstream} runs {app} {runs}, not {version}; {env} takes what has soaked in "
+            f"{upstream} for {span_text(spec.soak)}",
+            "soak",
+        )
+
+    def git_since() -> datetime | None:
+        ran = versions_run(ctx.policy, repo, app, upstream)
+        return ran[0].since if ran and ran[0].version == runs else None
+
+    check_soaked(ctx.policy, verdicts, env, app, runs, git_since, ctx.clock())
+
+
 def _promotion_target(
     ctx: Context, repo: View, app: str, env: str, upstream: str
 ) -> tuple[str, str]:
@@ -80,6 +110,7 @@ def deploy(ctx: Context, event: ChatEvent, command: Deploy) -> list[Reply]:
     if old == version:
         return [Reply(messages.already_running(app, version, env))]
     _check_promotion(ctx, repo, app, env, version)
+    _check_evidence(ctx, repo, app, env, version, None)
     change = Change(app=app, env=env, old=old, new=version)
     return _file(ctx, event, "deploy", env, [change], repo)
 
@@ -107,6 +138,7 @@ def promote(ctx: Context, event: ChatEvent, command: Promote | DeployEnv) -> lis
         new, ran = _promotion_target(ctx, repo, app, env, upstream)
         old = current_version(ctx.policy, repo.read, app, env)
         if new != old:
+            _check_evidence(ctx, repo, app, env, new, ran)
             changes.append(
                 Change(app=app, env=env, old=old, new=new, promoted_from=f"{upstream} {ran}")
             )
@@ -150,6 +182,8 @@ def break_glass(ctx: Context, event: ChatEvent, command: BreakGlass) -> list[Rep
     old = current_version(ctx.policy, repo.read, app, env)
     if old == version:
         return [Reply(messages.already_running(app, version, env))]
+    # Break-glass skips the soak, not what verification found broken.
+    check_version_not_failed(ctx.policy, Verdicts(ctx.redis), env, app, version)
     change = Change(app=app, env=env, old=old, new=version)
     return _file(ctx, event, "break-glass", env, [change], repo, reason=command.reason)
 

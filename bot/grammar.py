@@ -27,6 +27,7 @@ VERBS = (
     "lock",
     "unlock",
     "review",
+    "clear",
     "deploy!",
     "help",
 )
@@ -141,6 +142,15 @@ class Review:
 
 
 @dataclass(frozen=True)
+class Clear:
+    """`clear APP VERSION in ENV`: a version that failed verification may deploy again."""
+
+    app: str
+    version: str
+    env: str
+
+
+@dataclass(frozen=True)
 class Help:
     verb: str = ""  # `help deploy`: that command's usage
 
@@ -159,6 +169,7 @@ Command = (
     | Unlock
     | BreakGlass
     | Review
+    | Clear
     | Help
 )
 
@@ -175,6 +186,7 @@ USAGE = {
     "unlock": "unlock ENV|all [reason]",
     "deploy!": "deploy! APP VERSION to ENV reason TEXT",
     "review": "review [ID]",
+    "clear": "clear APP VERSION in ENV",
     "help": "help [COMMAND]",
 }
 
@@ -236,6 +248,10 @@ def parse(text: str) -> Command:
         if rest:
             raise _usage(verb)
         return Review(request_id)
+    if verb == "clear":
+        if len(args) != 4 or args[2].lower() != "in":
+            raise _usage(verb)
+        return Clear(args[0], args[1], args[3])
     if verb == "deploy":
         if len(args) == 1:
             return DeployEnv(args[0])

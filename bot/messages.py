@@ -11,6 +11,7 @@ from config.policy import SINGLE
 from config.text import inert, inert_block
 from workers.rollout.follow import RolloutRecord, Target
 from workers.state.request import Change, DeployRequest, RequestState, Result
+from workers.state.verdicts import Failure
 
 SAFE_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~/%+-]*)?")
 
@@ -77,6 +78,13 @@ def not_locker(who: str, env: str, lockers: Sequence[str]) -> str:
 
 def unlocked(env: str, who: str, reason: str) -> str:
     return f"🔓 {env} unlocked by {who}" + (f": {inert(reason)}" if reason else "")
+
+
+def cleared(failure: Failure, who: str) -> str:
+    return (
+        f"🧹 {failure.app} {failure.version} cleared in {failure.env} by {who}: it may deploy "
+        f"there and downstream again (it failed verification in {failure.request})"
+    )
 
 
 def already_asked(other: DeployRequest, state: RequestState) -> str:

@@ -30,11 +30,12 @@ from typing import Any, Protocol, cast
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from bot import messages
+from bot import messages, verification
 from bot.cards import Card, card_for
 from bot.events import Reply
 from config.errors import UnknownRequest
 from workers.rollout.follow import load as load_rollout
+from workers.rollout.verify import load as load_verification
 from workers.state import keys
 from workers.state.durability import Durability
 from workers.state.outbox import stream
@@ -75,6 +76,9 @@ def post_outcome(
     landed = result.commits or ({"": result.commit} if result.commit else {})
     urls = [url for name, sha in landed.items() if (url := (links or Links()).commit(name, sha))]
     text = messages.outcome(request, result, urls)
+    checked = load_verification(store.redis, request_id)
+    if checked is not None and load_rollout(store.redis, request_id) is None:
+        text += "\n" + verification.started_text(request, checked)  # it began at the push
     poster.post(request.channel, card_ref or request.thread, text)
     if card_ref:
         poster.update_card(request.channel, card_ref, card_for(store, request_id))
@@ -83,6 +87,9 @@ def post_outcome(
 # Files a rollback request for an app whose rollout degraded, through the same path as a
 # person typing it; returns the conversation's answer (a new request, or why not).
 RollbackOffer = Callable[[DeployRequest, str], Reply]
+# Files `promote APP to ENV` once a soak ended, through the same path as a person typing
+# it; returns the conversation's answer (a new request, or why not).
+PromotionOffer = Callable[[str, str, str], Reply]
 
 
 def post_rollout(
@@ -141,6 +148,82 @@ def post_rollout(
         poster.update_card(request.channel, ts, card)
 
 
+def post_verification(store: RequestStore, poster: Poster, request_id: str, phase: str) -> None:
+    """Say a verification's start or end in the request's thread (once each), and refresh
+    its card; where it rolled back, put the rollback's card in the thread."""
+    record = load_verification(store.redis, request_id)
+    if record is None:
+        return
+    redis = store.redis
+    request = store.get(request_id)
+    card_ref = store.message_of(request_id)
+    thread = card_ref or request.thread
+
+    def once(step: str, post: Callable[[], object]) -> None:
+        marker = keys.verification_step(request_id, f"told:{step}")
+        if not redis.exists(marker):
+            post()
+            redis.set(marker, 1, ex=TOLD_KEPT)
+
+    if phase == "started":
+        once(
+            "started",
+            lambda: poster.post(
+                request.channel, thread, verification.started_text(request, record)
+            ),
+        )
+    elif phase == "ended":
+        text = verification.ended_text(request, record, store.approval_records(request_id))
+        once("ended", lambda: poster.post(request.channel, thread, text))
+        if record.rollback:
+            once("rollback", lambda: _post_card(store, poster, record.rollback, request, thread))
+    if card_ref:
+        poster.update_card(request.channel, card_ref, card_for(store, request_id))
+
+
+def _post_card(
+    store: RequestStore, poster: Poster, request_id: str, about: DeployRequest, thread: str | None
+) -> None:
+    card = card_for(store, request_id)
+    ts = poster.post(about.channel, thread, card.text())
+    store.bind_message(request_id, about.channel, ts)
+
+
+def post_promotion(
+    store: RequestStore, poster: Poster, fields: dict[str, str], offer: PromotionOffer | None
+) -> None:
+    """File the promotion a soak made due (once, whichever bot gets the entry) and put its
+    card in the environment's channel, or say there why it was not filed."""
+    env, app, version = fields.get("env", ""), fields.get("app", ""), fields.get("version", "")
+    channel = fields.get("channel", "")
+    if offer is None or not (env and app and version and channel):
+        return
+    redis = store.redis
+    step = keys.auto_promotion(env, app, version)
+    if redis.hget(step, "posted"):
+        return
+    filed = cast(bytes | None, redis.hget(step, "filed"))
+    if filed is None:
+        reply = offer(env, app, version)
+        if reply.request_id is None:
+            text = f"auto-promotion of {app} {version} to {env} not filed: {reply.text}"
+            poster.post(channel, None, text)
+            redis.hset(step, "posted", 1)
+            redis.expire(step, TOLD_KEPT)
+            return
+        redis.hset(step, "filed", reply.request_id)
+        redis.expire(step, TOLD_KEPT)
+        request_id = reply.request_id
+    else:
+        request_id = filed.decode()
+    card = card_for(store, request_id)
+    ts = poster.post(channel, None, card.text())
+    store.bind_message(request_id, channel, ts)
+    poster.update_card(channel, ts, card)
+    redis.hset(step, "posted", 1)
+    log.info("auto-promotion of %s %s to %s filed: %s", app, version, env, request_id)
+
+
 def _decoded(fields: dict[Any, Any]) -> dict[str, str]:
     return {
         (k.decode() if isinstance(k, bytes) else str(k)): (
@@ -161,9 +244,11 @@ class OutboxConsumer:
         retry_idle: timedelta = RETRY_IDLE,
         offer_rollback: RollbackOffer | None = None,
         links: Links | None = None,
+        offer_promotion: PromotionOffer | None = None,
     ) -> None:
         self.redis = redis
         self.offer_rollback = offer_rollback
+        self.offer_promotion = offer_promotion
         self.links = links or Links()
         self.store = RequestStore(redis)
         self.poster = poster
@@ -218,7 +303,9 @@ class OutboxConsumer:
         fields = _decoded(raw)
         request_id, kind = fields.get("request", ""), fields.get("kind", "outcome")
         try:
-            if request_id:
+            if kind == "promote":
+                post_promotion(self.store, self.poster, fields, self.offer_promotion)
+            elif request_id:
                 self._post(kind, request_id, fields)
         except UnknownRequest:
             pass  # the request is gone (past its retention): nothing left to tell
@@ -231,6 +318,8 @@ class OutboxConsumer:
     def _post(self, kind: str, request_id: str, fields: dict[str, str]) -> None:
         if kind == "rollout":
             post_rollout(self.store, self.poster, request_id, self.offer_rollback, self.links)
+        elif kind == "verification":
+            post_verification(self.store, self.poster, request_id, fields.get("phase", ""))
         elif kind == "note":
             # A line for the request's thread (a pull request opened, a merge refused for
             # now); the card is refreshed with it.

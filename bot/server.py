@@ -94,6 +94,7 @@ def _slack(
         "slack",
         poster,
         offer_rollback=conversation.offer_rollback,
+        offer_promotion=conversation.offer_promotion,
         links=links(settings, conversation),
     )
     dispatcher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="http")
@@ -161,6 +162,7 @@ def _rocketchat(
         "rocketchat",
         poster,
         offer_rollback=conversation.offer_rollback,
+        offer_promotion=conversation.offer_promotion,
         links=links(settings, conversation),
     )
     parts.loops.append(("outbox-rocketchat", consumer.one_round))

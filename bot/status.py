@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from functools import partial
 
-from bot import messages
+from bot import messages, verification
 from bot.context import Context
 from bot.events import ChatEvent, Reply
-from bot.grammar import History, Lock, Status, Unlock, is_request_id
+from bot.grammar import Clear, History, Lock, Status, Unlock, is_request_id
 from config.errors import PinError, Refused, UnknownRequest
 from config.policy import Policy
 from config.text import inert
+from workers.rollout.verify import latest as latest_verification
 from workers.rules import gates
 from workers.rules.history import deployments
 from workers.rules.plan import MIXED, Reader, current_version, current_versions
+from workers.rules.verdicts import failure_text
+from workers.state.verdicts import Verdicts
 
 
 def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
@@ -40,7 +43,8 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
                     version = repo.memo(("version", pins), read)
                 except PinError as exc:
                     version = f"unreadable ({exc})"
-                cells.append(f"{env} {version or '(unset)'}")
+                checked = verification.cell(latest_verification(ctx.redis, env, app), app, version)
+                cells.append(f"{env} {version or '(unset)'}{checked}")
         if cells:
             lines.append(f"{app}: " + ", ".join(cells))
     lines.append(f"(read from Git at {repo.heads()})")
@@ -52,6 +56,9 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
     for env in envs:
         if held := ctx.locks.get(env):
             lines.append(f"🔒 {held.describe()}")
+        for failure in Verdicts(ctx.redis).failures(env):
+            if failure.app in apps:
+                lines.append(f"⛔ {inert(failure_text(failure), 400)}")
         for freeze in gates.upcoming_freezes(policy, env, now):
             state = "frozen" if freeze.covers(now) else "freeze ahead"
             lines.append(f"❄️ {env} {state}: {inert(freeze.describe(), 200)}")
@@ -189,6 +196,27 @@ def unlock(ctx: Context, event: ChatEvent, command: Unlock) -> list[Reply]:
         raise Refused(f"{env} is not locked", "not_locked")
     ctx.audit("unlocked", env=env, by=event.principal, reason=command.reason or None)
     return [Reply(messages.unlocked(env, event.display, command.reason))]
+
+
+def clear(ctx: Context, event: ChatEvent, command: Clear) -> list[Reply]:
+    """`clear APP VERSION in ENV`: a locker of the environment lets a version that failed
+    verification there deploy again (there and downstream)."""
+    env = ctx.env(command.env)
+    app = ctx.pinned_app(command.app, env)
+    ctx.check_locker(event, env)
+    forgotten = Verdicts(ctx.redis).clear(env, app, command.version)
+    if forgotten is None:
+        shown = inert(command.version, 40)
+        raise Refused(f"{app} {shown} has not failed verification in {env}", "not_failed")
+    ctx.audit(
+        "cleared",
+        env=env,
+        app=app,
+        version=command.version,
+        by=event.principal,
+        request=forgotten.request,
+    )
+    return [Reply(messages.cleared(forgotten, event.display))]
 
 
 def unlock_all(ctx: Context, event: ChatEvent, reason: str) -> list[Reply]:

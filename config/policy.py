@@ -36,6 +36,7 @@ from config.principals import ChannelRef, Principal
 from config.repository import MergeRequestSpec, Repository
 from config.rollout import ArgoCDRollout, FluxRollout, Rollout
 from config.text import inert
+from config.verify import Metric, Prometheus, Verify, WebCheck
 from config.windows import Window
 
 SEMVER = re.compile(
@@ -99,6 +100,12 @@ class Environment(_Model):
     # incident (`deploy! … reason …`); its approvers are asked to review it within this.
     break_glass: list[str] = []
     break_glass_review: Duration = timedelta(hours=24)
+    # After the rollout (or the push): measurements that decide whether the deploy stays.
+    verify: Verify | None = None
+    # How long the upstream must have run a version, verified, before it comes here; and
+    # whether releasegate then files the promotion itself (approvals are still asked).
+    soak: Duration | None = None
+    auto_promote: bool = False
 
     @field_validator("validate_command")
     @classmethod
@@ -401,6 +408,10 @@ def _problems(policy: Policy) -> list[str]:
             problems.append(
                 f"{base}.approvers: approvals is {env.approvals} but nobody may approve"
             )
+        if (env.soak is not None or env.auto_promote) and env.promote_from is None:
+            problems.append(f"{base}.soak: soak and auto_promote need promote_from")
+        if env.auto_promote and env.soak is None:
+            problems.append(f"{base}.auto_promote: name the soak it waits for")
         for alias in [name, *env.aliases]:
             other = seen_names.setdefault(alias.lower(), name)
             if other != name:
@@ -438,6 +449,10 @@ _MODELS: dict[str, type[BaseModel]] = {
     "gates.signature": SignatureGate,
     "a forge": Forge,
     "a freeze": Freeze,
+    "verify": Verify,
+    "verify.prometheus": Prometheus,
+    "a verify metric": Metric,
+    "a metric's web": WebCheck,
     "a repository's merge_request": MergeRequestSpec,
 }
 

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     forge_token: SecretStr | None = None
     argocd_url: str | None = None
     argocd_token: SecretStr | None = None
+    # A bearer token for the Prometheus that `verify:` queries, where it asks for one.
+    prometheus_token: SecretStr | None = None
 
     # Registries reached over plain HTTP (host[:port], comma-separated); loopback always is.
     # Credentials come from the Docker config (DOCKER_CONFIG, else ~/.docker/config.json).

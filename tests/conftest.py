@@ -6,7 +6,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import uvicorn
 from redis import Redis
+from redis.exceptions import RedisError
 from rq.serializers import JSONSerializer
 
 from bot.conversation import Conversation
@@ -180,10 +181,26 @@ def run_worker(redis: Redis) -> None:
     StayingWorker([job_queue(redis)], connection=redis, serializer=JSONSerializer).work(burst=True)
 
 
+def eventually(check: Callable[[], object], seconds: float, every: float = 0.2) -> bool:
+    """Whether `check()` comes true within `seconds` (Redis errors meanwhile are retried):
+    the one way tests wait for something another process or thread does."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if check():
+                return True
+        except RedisError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+
+
 def outbox(redis: Redis) -> list[str]:
     """What the workers queued for the shell's channels, as the thread is told it."""
-    from bot import messages
+    from bot import messages, verification
     from workers.rollout.follow import load
+    from workers.rollout.verify import load as load_verification
     from workers.state.outbox import stream
     from workers.state.store import RequestStore
 
@@ -191,6 +208,22 @@ def outbox(redis: Redis) -> list[str]:
     told = []
     for _id, fields in redis.xrange(stream("shell")):
         request_id = fields[b"request"].decode()
+        kind = fields.get(b"kind", b"").decode()
+        if kind == "promote":
+            facts = {k.decode(): v.decode() for k, v in fields.items()}
+            told.append(f"promote {facts['app']} {facts['version']} to {facts['env']}")
+            continue
+        if kind == "verification":
+            checked = load_verification(redis, request_id)
+            assert checked is not None, request_id
+            request = store.get(request_id)
+            phase = fields[b"phase"].decode()
+            if phase == "started":
+                told.append(verification.started_text(request, checked))
+            elif phase == "ended":
+                approvals = store.approval_records(request_id)
+                told.append(verification.ended_text(request, checked, approvals))
+            continue
         if fields.get(b"kind") == b"note":
             told.append(
                 messages.note(request_id, {k.decode(): v.decode() for k, v in fields.items()})

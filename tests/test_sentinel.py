@@ -4,8 +4,7 @@ replica and three sentinels."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,26 +15,12 @@ from bot.conversation import Conversation
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.certificates import loopback_certificates
-from tests.conftest import Chat, Remote, run_worker
+from tests.conftest import Chat, Remote, eventually, run_worker
 from tests.sentinel import SentinelWorld
 from workers.git.mirrors import Mirrors
 from workers.state.connection import connect
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
-
-
-def eventually(check: Callable[[], bool], seconds: float) -> bool:
-    """Whether `check()` holds within `seconds` (Redis errors meanwhile are retried)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if check():
-                return True
-        except RedisError:
-            pass
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
 
 
 @pytest.fixture

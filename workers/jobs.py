@@ -37,18 +37,21 @@ from workers.landing.mixed import land_mixed
 from workers.landing.sandbox import Limits, Sandbox
 from workers.logs import request_context
 from workers.rollout import follow
+from workers.rollout import verify as verification
 from workers.rules.alerts import check_alerts
 from workers.rules.approvals import check_approvals, counted_approvers
 from workers.rules.checks import check_ci
 from workers.rules.gates import Locks, check_not_expired, check_open
 from workers.rules.identity import Identities, load_rocketchat_ids, slack_groups_now
 from workers.rules.plan import checkout_paths
+from workers.rules.verdicts import check_not_failed
 from workers.state import audit, metrics, outbox
 from workers.state.connection import connect
 from workers.state.lane import Lane, Lease, LeaseLost, held_together, lane_name
 from workers.state.queue import JOB_TIMEOUT, enqueue_forge
 from workers.state.request import DeployRequest, RequestState, Result
 from workers.state.store import RequestStore
+from workers.state.verdicts import Verdicts
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +209,8 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
     resolver = Resolver.from_settings(settings)
 
     def recheck(request: DeployRequest) -> None:
+        if request.rollback_of:  # releasegate's own rollback: what ran before passed them
+            return
         if request.break_glass:  # past the gates; the artifact, its digest and signature hold
             check_artifacts(policy, resolver, request)
             return
@@ -215,6 +220,7 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
         groups = slack_groups_now(redis, now.timestamp())
         check_approvals(policy, identities, request, store.approval_records(request.id), groups)
         check_artifacts(policy, resolver, request)
+        check_not_failed(policy, Verdicts(redis), request)
         # An alert that began firing after the approval stops the commit (not a rollback's).
         apps = [c.app for c in request.changes]
         check_alerts(policy, request.env, apps, request.verb)
@@ -266,7 +272,20 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
                     # it running, its re-run finds its commit and ends it, and the
                     # rollout record (written once) is already there.
                     if outcome.state.landed and outcome.commits:
-                        follow.start(redis, policy, request, outcome.commits)
+                        landed_at = time.time()
+                        verdicts = Verdicts(redis)
+                        for change in request.changes:
+                            verdicts.ran(
+                                policy,
+                                request.env,
+                                change.app,
+                                change.new,
+                                "pushed",
+                                landed_at,
+                                request.id,
+                            )
+                        if follow.start(redis, policy, request, outcome.commits) is None:
+                            verification.start(redis, policy, request, landed_at, announce=False)
                     end(store, request, outcome)
                     spans.mark("ended", request.id)
 

@@ -32,6 +32,7 @@ from workers.landing import mergerequests
 from workers.landing.batch import reader
 from workers.landing.sweeper import HEARTBEAT_INTERVAL, SWEEP_EVERY, sweep
 from workers.rollout import follow
+from workers.rollout import verify as verification
 from workers.rules.plan import checkout_paths, current_versions
 from workers.state.connection import connect
 from workers.state.lane import Lane, lane_name
@@ -67,7 +68,13 @@ def run(settings: Settings, burst: bool = False, fresh_after: int = FRESH_AFTER)
         supervisor.start("sweeper", lambda: _sweep_round(own, sweeper_lanes), stop)
         # Following rollouts: a look every few seconds, on a connection of its own too.
         follower = connect(settings)
-        mirrors = Mirrors.of(policy, settings.workdir, access=settings.git_access())
+        # Told what our workers pushed last: a rollback is planned on the newest head.
+        mirrors = Mirrors.of(
+            policy,
+            settings.workdir,
+            access=settings.git_access(),
+            pushed=lambda repo: Lane(follower, lane_name(repo)).pushed,
+        )
         token = settings.argocd_token.get_secret_value() if settings.argocd_token else None
         supervisor.start(
             "rollouts",
@@ -77,6 +84,18 @@ def run(settings: Settings, burst: bool = False, fresh_after: int = FRESH_AFTER)
                 settings.argocd_url,
                 token,
                 mirrors.is_ancestor_anywhere,
+            ),
+            stop,
+        )
+        # Verifying what rolled out, and the promotions whose soak ended: a round a second.
+        prometheus = settings.prometheus_token
+        supervisor.start(
+            "verifications",
+            lambda: verification.verify_round(
+                follower,
+                lambda: load_policy(settings.policy),
+                prometheus.get_secret_value() if prometheus else None,
+                mirrors.snapshot,
             ),
             stop,
         )

@@ -22,9 +22,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 
 from bot import messages
+from bot.cards import Card
 from bot.conversation import Conversation
 from bot.events import ChatEvent, Reply
 from bot.grammar import VERBS, is_decision
+from bot.reports import post_promotion, post_verification
 from config.policy import Policy
 from workers.rollout.follow import load as load_rollout
 from workers.state import audit
@@ -183,6 +185,15 @@ class ShellChat:
                 request_id = fields[b"request"].decode()
                 if fields.get(b"kind") == b"rollout":
                     self._show_rollout(request_id, reprompt)
+                    continue
+                if fields.get(b"kind") in (b"verification", b"promote"):
+                    facts = {k.decode(): v.decode() for k, v in fields.items()}
+                    poster = _ShellPoster(self, reprompt)
+                    if facts["kind"] == "promote":
+                        offer = self.conversation.offer_promotion
+                        post_promotion(self.store, poster, facts, offer)
+                    else:
+                        post_verification(self.store, poster, request_id, facts.get("phase", ""))
                     continue
                 if fields.get(b"kind") == b"note":
                     facts = {k.decode(): v.decode() for k, v in fields.items()}
@@ -354,3 +365,22 @@ def _save_history(history: Path | None) -> None:
         return
     with contextlib.suppress(OSError):
         readline.write_history_file(history)
+
+
+class _ShellPoster:
+    """Posts the outbox's news to the terminal, as the worker's lines are printed (the shell
+    has no cards to edit)."""
+
+    def __init__(self, chat: ShellChat, reprompt: bool) -> None:
+        self.chat, self.reprompt = chat, reprompt
+
+    def post(self, channel: str, thread: str | None, text: str) -> str:
+        line = f"[{channel.removeprefix('shell:')}] releasegate (worker): {text}"
+        if self.reprompt:
+            self.chat.say(f"\r{line}\n{self.chat.prompt}", end="")
+        else:
+            self.chat.say(line)
+        return f"shell-{time.time_ns()}"
+
+    def update_card(self, channel: str, ref: str, card: Card) -> None:
+        return None

@@ -30,6 +30,9 @@ def commit_message(request: DeployRequest, approvers: Sequence[str]) -> str:
         # Past the gates during an incident: the reason, on one line (it was typed in chat).
         *([f"Break-Glass: {one_line(request.break_glass)}"] if request.break_glass else []),
         *(f"Approved-by: {a}" for a in sorted(approvers)),
+        # Undone by releasegate after its verification failed: which request, and why.
+        *([f"Rollback-Of: {request.rollback_of}"] if request.rollback_of else []),
+        *([f"Reason: {one_line(request.reason)}"] if request.rollback_of else []),
         # What the upstream ran, per app (a train names the app): the rc a final came from.
         *(f"Promoted-from: {c.promoted_from}" + (f" ({c.app})" if train else "") for c in promoted),
         # The artifact each approval bound, by digest (a train names the app).

@@ -28,11 +28,13 @@ from redis import Redis
 from config.errors import ReconcilerError, ReconcilerRefused, UnknownRequest
 from config.policy import Policy
 from config.rollout import Rollout
+from workers.rollout import verify as verification
 from workers.rollout.reconcilers import Reconciler, TargetStatus, reconciler_for
 from workers.state import keys, metrics
 from workers.state.outbox import report_to
 from workers.state.request import DeployRequest
 from workers.state.store import RequestStore
+from workers.state.verdicts import Verdicts
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +202,11 @@ def follow(
     reconciler: Callable[[], Reconciler],
     is_ancestor: Callable[[str, str], bool],
     now: float | None = None,
+    on_healthy: Callable[[DeployRequest, float], None] | None = None,
 ) -> RolloutRecord | None:
-    """One look at a claimed rollout; when it ends, its news is queued once."""
+    """One look at a claimed rollout; when it ends, its news is queued once. `on_healthy`
+    runs before that when every target is healthy (it starts the verification; it must be
+    idempotent: a worker that dies before the news runs it again)."""
     now = time.time() if now is None else now
     record = load(redis, request.id)
     if record is None or record.ended:
@@ -221,6 +226,8 @@ def follow(
         pipe.zadd(DUE, {request.id: now + POLL})
         pipe.execute()
         return record
+    if on_healthy is not None and all(t.state == "healthy" for t in record.targets):
+        on_healthy(request, now)
     told = redis.eval(
         _END,
         2,
@@ -253,8 +260,16 @@ def follow_round(
     now: float | None = None,
 ) -> float:
     """One round of a worker's `rollouts` loop: look at every due rollout once, all at once
-    (each answer is bounded in time, and a slow one holds up no other)."""
+    (each answer is bounded in time, and a slow one holds up no other). A rollout that ends
+    healthy moves the soak clock and starts the verification, where the policy asks."""
     store = RequestStore(redis)
+    current = policy()
+
+    def healthy(request: DeployRequest, at: float) -> None:
+        verdicts = Verdicts(redis)
+        for change in request.changes:
+            verdicts.ran(current, request.env, change.app, change.new, "healthy", at, request.id)
+        verification.start(redis, current, request, at)
 
     def one(request_id: str) -> None:
         try:
@@ -262,10 +277,10 @@ def follow_round(
         except UnknownRequest:
             redis.zrem(DUE, request_id)
             return
-        env = policy().environments.get(request.env)
+        env = current.environments.get(request.env)
         spec = env.rollout if env is not None else None
         client = partial(_client, spec, request.env, argocd_url, argocd_token)
-        follow(redis, request, client, is_ancestor, now)
+        follow(redis, request, client, is_ancestor, now, on_healthy=healthy)
 
     due = claim(redis, now=now)
     with ThreadPoolExecutor(max(1, min(AT_ONCE, len(due))), "rollout-round") as pool:

@@ -98,6 +98,40 @@ def rollout_step(request_id: str, step: str) -> str:
     return f"{PREFIX}:rollout:{request_id}:{step}"
 
 
+# Verification after the rollout.
+VERIFICATIONS_DUE = f"{PREFIX}:verifications"  # request id -> when to measure next
+PROMOTIONS_DUE = f"{PREFIX}:promotions"  # {env, app, version, since} -> when its soak ends
+
+
+def verification(request_id: str) -> str:
+    return f"{PREFIX}:verification:{request_id}"
+
+
+def verification_step(request_id: str, step: str) -> str:
+    """A consequence of a verification's end that is done (a rollback filed, the lock)."""
+    return f"{PREFIX}:verification:{request_id}:{step}"
+
+
+def last_verification(env: str) -> str:
+    """app -> the id of the request whose verification in `env` started last."""
+    return f"{PREFIX}:verification-last:{env}"
+
+
+def failed(env: str) -> str:
+    """ "app version" -> how it failed verification in `env`, until cleared."""
+    return f"{PREFIX}:failed:{env}"
+
+
+def running(env: str) -> str:
+    """app -> the version `env` runs, since when and with what evidence (the soak clock)."""
+    return f"{PREFIX}:running:{env}"
+
+
+def auto_promotion(env: str, app: str, version: str) -> str:
+    """Set once the automatic promotion of `app` `version` to `env` was filed (or refused)."""
+    return f"{PREFIX}:auto-promotion:{env}:{app}:{version}"
+
+
 # Identities and chat platforms.
 ROCKETCHAT_IDS = f"{PREFIX}:identity:rocketchat"  # name or id in the policy -> user id
 # Slack user group id -> {"members": [...], "at": unix seconds}, as the bot last read it.
@@ -114,3 +148,5 @@ METRICS_DURATION = f"{PREFIX}:metrics:duration"
 METRICS_PUSH_RETRIES = f"{PREFIX}:metrics:push_retries"
 METRICS_ROLLOUTS = f"{PREFIX}:metrics:rollouts"
 METRICS_ROLLOUT_DURATION = f"{PREFIX}:metrics:rollout_duration"
+METRICS_VERIFICATIONS = f"{PREFIX}:metrics:verifications"
+METRICS_VERIFICATION_DURATION = f"{PREFIX}:metrics:verification_duration"

@@ -29,6 +29,8 @@ _DURATION = keys.METRICS_DURATION
 _RETRIES = keys.METRICS_PUSH_RETRIES
 _ROLLOUTS = keys.METRICS_ROLLOUTS
 _ROLLOUT_DURATION = keys.METRICS_ROLLOUT_DURATION
+_VERIFICATIONS = keys.METRICS_VERIFICATIONS
+_VERIFICATION_DURATION = keys.METRICS_VERIFICATION_DURATION
 
 
 def _record(
@@ -56,6 +58,12 @@ def record_rollout(redis: Redis, env: str, outcome: str, seconds: float | None) 
     _record(redis, _ROLLOUTS, _ROLLOUT_DURATION, env, outcome, seconds)
 
 
+def record_verification(redis: Redis, env: str, result: str, seconds: float) -> None:
+    """Count a verification's end (verified, failed, inconclusive); `seconds` from its start
+    to the decision."""
+    _record(redis, _VERIFICATIONS, _VERIFICATION_DURATION, env, result, seconds)
+
+
 def record_push_retry(redis: Redis) -> None:
     redis.incr(_RETRIES)
 
@@ -71,8 +79,10 @@ class RedisCollector(Collector):
         self.redis = redis
         self.queue_length = queue_length
 
-    def _by_env(self, key: str, name: str, documentation: str) -> CounterMetricFamily:
-        family = CounterMetricFamily(name, documentation, labels=["env", "outcome"])
+    def _by_env(
+        self, key: str, name: str, documentation: str, label: str = "outcome"
+    ) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, documentation, labels=["env", label])
         for field, value in _decoded(self.redis.hgetall(key)).items():
             env, outcome = field.split("|", 1)
             family.add_metric([env, outcome], float(value))
@@ -95,6 +105,14 @@ class RedisCollector(Collector):
         rollout_seconds = "Seconds from the push to the reconciler's Synced and Healthy"
         yield self._histogram(
             _ROLLOUT_DURATION, "releasegate_rollout_duration_seconds", rollout_seconds
+        )
+        yield self._by_env(
+            _VERIFICATIONS, "releasegate_verifications", "Verifications ended", label="result"
+        )
+        yield self._histogram(
+            _VERIFICATION_DURATION,
+            "releasegate_verification_duration_seconds",
+            "Seconds from a verification's start to its decision",
         )
         retries = CounterMetricFamily("releasegate_push_retries", "Pushes retried after a race")
         retries.add_metric([], float(cast(bytes | None, self.redis.get(_RETRIES)) or 0))

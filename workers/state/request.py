@@ -115,9 +115,16 @@ class DeployRequest(BaseModel):
     evidence: tuple[str, ...] = ()
     # A break-glass deploy's reason (`deploy! … reason TEXT`): it skipped the gates.
     break_glass: str = ""
+    # A rollback releasegate filed itself (a failed verification): the request it undoes,
+    # and why. It lands without approvals, windows or locks.
+    rollback_of: str = ""
+    reason: str = ""
 
     @property
     def subject(self) -> str:
+        if self.rollback_of:
+            apps = ", ".join(f"{c.app} {c.new}" for c in self.changes)
+            return f"Roll back {self.env} to {apps}"[:72]
         if self.verb == "rollback":
             change = self.changes[0]
             return f"Roll back {change.app} to {change.new} in {change.env}"

@@ -1,0 +1,299 @@
+"""Verification after the rollout: a real Prometheus measures the version the remote pins;
+a bad one is rolled back by releasegate itself, once, byte-exact, and refused until cleared;
+what cannot be measured locks the environment instead."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from bot.cards import Card
+from bot.conversation import Conversation
+from bot.reports import OutboxConsumer
+from config.policy import Policy, parse_policy
+from config.settings import Settings
+from tests.conftest import Chat, Remote, eventually, git, plain_policy, run_worker
+from tests.prometheus import (
+    QUERY,
+    Exporter,
+    Prometheus,
+    pinned_versions,
+    start_prometheus,
+    wait_for_data,
+)
+from workers.git.mirrors import Mirrors
+from workers.rollout import verify
+from workers.rules.gates import Locks
+from workers.state.outbox import stream
+from workers.state.request import RequestState
+from workers.state.store import RequestStore
+
+ANCHOR = "    approval_ttl: 2h\n"
+
+
+class Recorder:
+    """A chat that keeps what the bot posts, and the cards it edits."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.cards: list[str] = []
+
+    def post(self, channel: str, thread: str | None, text: str) -> str:
+        self.texts.append(text)
+        return f"m{len(self.texts)}"
+
+    def update_card(self, channel: str, ref: str, card: Card) -> None:
+        self.cards.append(card.text())
+
+
+def verify_block(
+    url: str, *, count: int = 3, failure_limit: int = 0, on_failure: str = "rollback"
+) -> str:
+    return (
+        "    verify:\n"
+        f"      prometheus: {{url: '{url}'}}\n"
+        "      metrics:\n"
+        "        - name: error-rate\n"
+        f"          query: '{QUERY}'\n"
+        '          success: "< 0.05"\n'
+        "          interval: 1s\n"
+        f"          count: {count}\n"
+        f"          failure_limit: {failure_limit}\n"
+        "      inconclusive_limit: 2\n"
+        f"      on_failure: {on_failure}\n"
+    )
+
+
+@dataclass
+class World:
+    chat: Chat
+    policy: Policy
+    policy_file: Path
+    redis: Redis
+    origin: Remote
+    exporter: Exporter
+    prometheus: Prometheus
+    mirror: Mirrors
+    recorder: Recorder = field(default_factory=lambda: Recorder())
+    consumer: OutboxConsumer = field(init=False)
+
+    def __post_init__(self) -> None:
+        offer = self.chat.conversation.offer_rollback
+        self.consumer = OutboxConsumer(self.redis, "shell", self.recorder, offer_rollback=offer)
+
+    def deploy(self, version: str) -> str:
+        """Deploy `version` to prd, approved by carol, landed by a worker."""
+        request_id = self.chat.say(
+            "alice", "deploy-prd", f"deploy awesome {version} to prd"
+        ).request_id
+        assert request_id is not None
+        self.chat.say("carol", "deploy-prd", "approve")
+        run_worker(self.redis)
+        assert RequestStore(self.redis).state(request_id) is RequestState.PUSHED
+        return request_id
+
+    def verify_round(self) -> None:
+        """One round of the workers' verifications loop."""
+        verify.verify_round(self.redis, lambda: self.policy, None, self.mirror.snapshot)
+
+    def verify_until_ended(self, request_id: str, seconds: float = 40) -> verify.VerificationRecord:
+        """Run the workers' verifications loop, a round every few tenths of a second."""
+
+        def ended() -> bool:
+            self.verify_round()
+            record = verify.load(self.redis, request_id)
+            return record is not None and record.ended
+
+        assert eventually(ended, seconds, every=0.3), verify.load(self.redis, request_id)
+        record = verify.load(self.redis, request_id)
+        assert record is not None
+        return record
+
+    def posted(self) -> list[str]:
+        """Everything the bot has posted from the outbox so far (through its consumer)."""
+        while self.consumer.run_once():
+            pass
+        return self.recorder.texts
+
+    def told(self, phase: str) -> list[str]:
+        return [
+            f[b"request"].decode()
+            for _id, f in self.redis.xrange(stream("shell"))
+            if f.get(b"kind") == b"verification" and f.get(b"phase") == phase.encode()
+        ]
+
+
+@contextmanager
+def verifying(
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    policy_file: Path,
+    block: Callable[[str], str] = verify_block,
+) -> Iterator[World]:
+    """prd verifies with `block(prometheus_url)`, against a real Prometheus scraping an
+    exporter whose error ratio follows the version the remote pins."""
+    exporter = Exporter(lambda: pinned_versions(remote))
+    server = exporter.serve()
+    prometheus = start_prometheus(tmp_path / "prometheus", f"127.0.0.1:{server.server_port}")
+    try:
+        text = plain_policy(remote)
+        policy_file.write_text(text.replace(ANCHOR, ANCHOR + block(prometheus.url)))
+        policy = parse_policy(policy_file.read_text())
+        chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
+        mirror = Mirrors.of(policy, tmp_path / "follower", freshness=0)
+        wait_for_data(prometheus, QUERY.replace("{app}", "awesome").replace("{env}", "prd"))
+        yield World(chat, policy, policy_file, redis, Remote(remote), exporter, prometheus, mirror)
+    finally:
+        prometheus.stop()
+        server.shutdown()
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path
+) -> Iterator[World]:
+    with verifying(tmp_path, remote, redis, policy_file) as found:
+        yield found
+
+
+def test_a_good_version_ends_verified_with_no_rollback(world: World) -> None:
+    request_id = world.deploy("2.1.0")
+    count = world.origin.count()
+    record = world.verify_until_ended(request_id)
+    assert record.state == "verified"
+    assert record.progress == (3, 3)
+    assert not record.rollback
+    assert not record.locked
+    run_worker(world.redis)
+    assert world.origin.count() == count
+    # The outcome says the verification began at the push; its end is told once.
+    told = world.posted()
+    assert any(
+        "🔬 verifying awesome 2.1.0 in prd: error-rate (< 0.05, 3 times every 1s)" in t
+        for t in told
+    )
+    assert world.told("ended") == [request_id]
+    [end] = [t for t in told if "verified in prd" in t]
+    assert end.startswith(
+        f"{request_id}: ✅ verified in prd: awesome error-rate: 0.01 (0 of 3 failed)"
+    )
+    assert world.redis.hget("releasegate:metrics:verifications", "prd|verified") == b"1"
+    # status says it per app.
+    assert "prd 2.1.0 (verified " in world.chat.say("bob", "deploy-prd", "status awesome").text
+
+
+def test_a_bad_version_is_rolled_back_once_byte_exact_and_told_once_with_the_value(
+    world: World,
+) -> None:
+    world.exporter.bad.add("awesome 2.3.0")
+    request_id = world.deploy("2.3.0")
+    base = RequestStore(world.redis).get(request_id).base_commit
+    record = world.verify_until_ended(request_id)
+    assert record.state == "failed"
+    assert record.rollback
+    rollback = RequestStore(world.redis).get(record.rollback)
+    assert rollback.rollback_of == request_id
+    assert rollback.approvals_needed == 0
+    run_worker(world.redis)
+    assert RequestStore(world.redis).state(record.rollback) is RequestState.PUSHED
+    # Byte-exact: the whole tree is what it was before the deploy.
+    assert git("diff", "--stat", base, "main", cwd=world.origin.path) == ""
+    message = world.origin.message()
+    assert f"Rollback-Of: {request_id}" in message
+    assert "Reason: verification failed: awesome error-rate: 0.3 ≥ 0.05 (1 of 1 failed)" in message
+    assert "Requested-by: releasegate:verification" in message
+    assert "Approved-by" not in message
+    # One rollback: more rounds change nothing, and the end is told once, with the value and
+    # the people who asked and approved.
+    count = world.origin.count()
+    for _ in range(3):
+        world.verify_round()
+    run_worker(world.redis)
+    assert world.origin.count() == count
+    assert world.told("ended") == [request_id]
+    [end] = [t for t in world.posted() if "verification failed" in t]
+    assert "0.3 ≥ 0.05" in end
+    assert f"rolling back at once: {record.rollback}" in end
+    assert end.endswith("@alice @carol")
+    assert world.redis.hget("releasegate:metrics:verifications", "prd|failed") == b"1"
+
+
+def test_the_failed_version_is_refused_until_a_locker_clears_it(world: World) -> None:
+    world.exporter.bad.add("awesome 2.3.0")
+    request_id = world.deploy("2.3.0")
+    world.verify_until_ended(request_id)
+    run_worker(world.redis)  # the rollback
+    again = world.chat.say("alice", "deploy-prd", "deploy awesome 2.3.0 to prd")
+    assert not again.ok
+    assert "awesome 2.3.0 failed verification in prd at " in again.text
+    assert f"({request_id}): awesome error-rate: 0.3 ≥ 0.05" in again.text
+    assert "`clear awesome 2.3.0 in prd`" in again.text
+    assert (
+        "⛔ awesome 2.3.0 failed verification"
+        in world.chat.say("bob", "deploy-prd", "status prd").text
+    )
+    # Only a locker (prd's approvers) may clear it; then it may be asked for again.
+    refused = world.chat.say("alice", "deploy-prd", "clear awesome 2.3.0 in prd")
+    assert not refused.ok
+    cleared = world.chat.say("carol", "deploy-prd", "clear awesome 2.3.0 in prd")
+    assert cleared.ok
+    assert "cleared in prd by carol" in cleared.text
+    asked = world.chat.say("alice", "deploy-prd", "deploy awesome 2.3.0 to prd")
+    assert asked.ok
+    assert asked.request_id
+
+
+def test_prometheus_stopped_mid_verification_is_inconclusive_locks_and_rolls_nothing_back(
+    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path
+) -> None:
+    block = partial(verify_block, count=20)
+    with verifying(tmp_path, remote, redis, policy_file, block) as world:
+        request_id = world.deploy("2.1.0")
+
+        def measured() -> bool:
+            world.verify_round()
+            record = verify.load(redis, request_id)
+            return record is not None and record.progress[0] >= 1
+
+        assert eventually(measured, 20, every=0.3)
+        world.prometheus.stop()
+        count = world.origin.count()
+        record = world.verify_until_ended(request_id)
+        assert record.state == "inconclusive"
+        assert "Prometheus unreachable" in record.why()
+        assert not record.rollback
+        assert record.locked
+        held = Locks(redis).get("prd")
+        assert held is not None
+        assert "inconclusive" in held.reason
+        run_worker(redis)
+        assert world.origin.count() == count
+        refused = world.chat.say("alice", "deploy-prd", "deploy awesome 2.1.1 to prd")
+        assert not refused.ok
+        assert "prd is locked by releasegate" in refused.text
+
+
+def test_hold_locks_the_environment_and_rolls_nothing_back(
+    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path
+) -> None:
+    block = partial(verify_block, on_failure="hold")
+    with verifying(tmp_path, remote, redis, policy_file, block) as world:
+        world.exporter.bad.add("awesome 2.3.0")
+        request_id = world.deploy("2.3.0")
+        count = world.origin.count()
+        record = world.verify_until_ended(request_id)
+        assert record.state == "failed"
+        assert not record.rollback
+        assert record.locked
+        run_worker(redis)
+        assert world.origin.count() == count
+        assert pinned_versions(remote)["awesome"] == "2.3.0"  # held, for a person to look at
+        [end] = [t for t in world.posted() if "verification failed" in t]
+        assert "prd is locked until someone looks" in end
