@@ -4,10 +4,17 @@ what cannot be measured locks the environment instead."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,10 +22,21 @@ from redis import Redis
 
 from bot.cards import Card
 from bot.conversation import Conversation
+from bot.embedded_redis import EmbeddedRedis
 from bot.reports import OutboxConsumer
 from config.policy import Policy, parse_policy
 from config.settings import Settings
-from tests.conftest import Chat, Remote, eventually, git, plain_policy, run_worker
+from config.verify import Metric
+from tests.conftest import (
+    Chat,
+    Remote,
+    eventually,
+    git,
+    plain_policy,
+    run_worker,
+    single_policy,
+)
+from tests.fake_argocd import TOKEN, FakeApp, FakeArgoCD, serve
 from tests.prometheus import (
     QUERY,
     Exporter,
@@ -27,12 +45,16 @@ from tests.prometheus import (
     start_prometheus,
     wait_for_data,
 )
+from tests.test_sweeper import kill_tree
 from workers.git.mirrors import Mirrors
+from workers.rollout import follow as following
 from workers.rollout import verify
+from workers.rollout.measure import measure
 from workers.rules.gates import Locks
 from workers.state.outbox import stream
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
+from workers.state.verdicts import Verdicts
 
 ANCHOR = "    approval_ttl: 2h\n"
 
@@ -136,14 +158,16 @@ def verifying(
     redis: Redis,
     policy_file: Path,
     block: Callable[[str], str] = verify_block,
+    train: bool = False,
 ) -> Iterator[World]:
     """prd verifies with `block(prometheus_url)`, against a real Prometheus scraping an
-    exporter whose error ratio follows the version the remote pins."""
+    exporter whose error ratio follows the version the remote pins. With `train`, prd is
+    promoted from int and a second app, `sidecar`, is pinned beside awesome."""
     exporter = Exporter(lambda: pinned_versions(remote))
     server = exporter.serve()
     prometheus = start_prometheus(tmp_path / "prometheus", f"127.0.0.1:{server.server_port}")
     try:
-        text = plain_policy(remote)
+        text = single_policy(remote) + SIDECAR if train else plain_policy(remote)
         policy_file.write_text(text.replace(ANCHOR, ANCHOR + block(prometheus.url)))
         policy = parse_policy(policy_file.read_text())
         chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
@@ -297,3 +321,208 @@ def test_hold_locks_the_environment_and_rolls_nothing_back(
         assert pinned_versions(remote)["awesome"] == "2.3.0"  # held, for a person to look at
         [end] = [t for t in world.posted() if "verification failed" in t]
         assert "prd is locked until someone looks" in end
+
+
+def test_verification_starts_when_argo_cd_says_healthy_and_moves_the_soak_clock(
+    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path
+) -> None:
+    rollout = '    rollout:\n      argocd: {application: "{app}-prd"}\n      timeout: 60s\n'
+
+    def block(url: str) -> str:
+        return rollout + verify_block(url)
+
+    with verifying(tmp_path, remote, redis, policy_file, block) as world:
+        argocd = FakeArgoCD()
+        argocd.apps["awesome-prd"] = FakeApp("awesome-prd", remote, remote.as_uri())
+        server = serve(argocd)
+        try:
+            request_id = world.deploy("2.1.0")
+            assert verify.load(redis, request_id) is None  # not before the rollout is healthy
+            url = f"http://127.0.0.1:{server.server_port}"
+
+            def healthy() -> bool:
+                following.follow_round(
+                    redis, lambda: world.policy, url, TOKEN, world.mirror.is_ancestor_anywhere
+                )
+                return verify.load(redis, request_id) is not None
+
+            assert eventually(healthy, 30, every=0.5)
+        finally:
+            server.shutdown()
+        assert world.told("started") == [request_id]
+        running = Verdicts(redis).running("prd", "awesome")
+        assert running is not None
+        assert (running.version, running.evidence) == ("2.1.0", "healthy")
+        assert world.verify_until_ended(request_id).state == "verified"
+        running = Verdicts(redis).running("prd", "awesome")
+        assert running is not None
+        assert running.evidence == "verified"
+        posted = world.posted()
+        assert any(t.startswith(f"{request_id}: 🔬 verifying awesome 2.1.0 in prd") for t in posted)
+
+
+def test_a_worker_killed_mid_verification_leaves_one_rollback_told_once(
+    tmp_path: Path,
+    remote: Path,
+    redis: Redis,
+    settings: Settings,
+    policy_file: Path,
+    redis_server: EmbeddedRedis,
+) -> None:
+    block = partial(verify_block, count=8, failure_limit=3)
+    with verifying(tmp_path, remote, redis, policy_file, block) as world:
+        world.exporter.bad.add("awesome 2.3.0")
+        request_id = world.deploy("2.3.0")
+        count = world.origin.count()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RELEASEGATE_")},
+            "RELEASEGATE_POLICY": str(policy_file),
+            "RELEASEGATE_REDIS_URL": redis_server.url,
+        }
+
+        def worker(name: str) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "bot.cli", "worker"],
+                env={**env, "RELEASEGATE_WORKDIR": str(tmp_path / name)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+        def measured() -> bool:
+            record = verify.load(redis, request_id)
+            return record is not None and record.progress[0] >= 2
+
+        first = worker("w1")
+        assert eventually(measured, 60), "the worker never measured"
+        kill_tree(first.pid)
+        first.wait()
+        second = worker("w2")
+        try:
+
+            def rolled_back() -> bool:
+                record = verify.load(redis, request_id)
+                return (
+                    record is not None
+                    and record.ended
+                    and bool(record.rollback)
+                    and RequestStore(redis).state(record.rollback) is RequestState.PUSHED
+                )
+
+            assert eventually(rolled_back, 90), verify.load(redis, request_id)
+        finally:
+            second.terminate()
+            second.wait(timeout=30)
+        assert world.origin.count() == count + 1
+        assert f"Rollback-Of: {request_id}" in world.origin.message()
+        assert world.told("ended") == [request_id]
+
+
+def test_one_failing_app_of_a_train_rolls_the_whole_request_back(
+    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path
+) -> None:
+    add_sidecar(tmp_path, remote)
+    with verifying(tmp_path, remote, redis, policy_file, verify_block, train=True) as world:
+        world.exporter.bad.add("sidecar 1.1.0")
+        world.chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to int")
+        world.chat.say("alice", "deploy-int", "deploy sidecar 1.1.0 to int")
+        run_worker(redis)
+        request_id = world.chat.say("alice", "deploy-prd", "deploy production").request_id
+        assert request_id is not None
+        assert len(RequestStore(redis).get(request_id).changes) == 2
+        world.chat.say("carol", "deploy-prd", "approve")
+        run_worker(redis)
+        base = RequestStore(redis).get(request_id).base_commit
+        assert pinned_versions(remote) == {"awesome": "2.1.0", "sidecar": "1.1.0"}
+        record = world.verify_until_ended(request_id)
+        assert record.state == "failed"
+        assert "sidecar error-rate: 0.3 ≥ 0.05" in record.why()
+        run_worker(redis)
+        assert git("diff", "--stat", base, "main", cwd=remote) == ""
+        assert pinned_versions(remote) == {"awesome": "2.0.0", "sidecar": "1.0.0"}
+        rollback = RequestStore(redis).get(record.rollback)
+        assert sorted(c.line() for c in rollback.changes) == [
+            "awesome: 2.1.0 -> 2.0.0 (prd)",
+            "sidecar: 1.1.0 -> 1.0.0 (prd)",
+        ]
+
+
+def add_sidecar(tmp_path: Path, remote: Path) -> None:
+    """A second image in int and prd (at 1.0.0), for a release train of two apps."""
+    work = tmp_path / "sidecar-edit"
+    git("clone", "--quiet", str(remote), str(work))
+    for env in ("int", "prd"):
+        path = work / "env" / env / "kustomization.yml"
+        text = path.read_text()
+        anchor = "    newTag: 2.0.0\n"
+        path.write_text(
+            text.replace(anchor, anchor + "  - name: bespinian/sidecar\n    newTag: 1.0.0\n")
+        )
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "sidecar", cwd=work)
+    git("push", "--quiet", "origin", "main", cwd=work)
+
+
+SIDECAR = """\
+  sidecar:
+    versions: semver
+    pins:
+      int:
+        - {file: env/int/kustomization.yml, kustomize_image: bespinian/sidecar}
+      prd:
+        - {file: env/prd/kustomization.yml, kustomize_image: bespinian/sidecar}
+"""
+
+
+class Hostile(BaseHTTPRequestHandler):
+    """A "Prometheus" that answers 50 MB, or a byte every half second."""
+
+    mode = "huge"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        try:
+            if self.mode == "huge":
+                self.wfile.write(b'{"status":"success","data":{"result":[')
+                chunk = b'{"metric":{},"value":[1,"0.01"]},' * 1000
+                for _ in range(50 * 1024 * 1024 // len(chunk)):
+                    self.wfile.write(chunk)
+            else:
+                for byte in b'{"status":"success","data":{"resultType":"scalar","result":[1,"0"]}}':
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.5)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # releasegate stopped reading: what it should do
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["huge", "trickle"])
+def test_a_50_mb_or_trickling_prometheus_answer_is_inconclusive_in_bounded_memory(
+    mode: str,
+) -> None:
+    handler = type("Handler", (Hostile,), {"mode": mode})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    metric = Metric(name="error-rate", query="up", success="< 1", count=1)
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        tracemalloc.start()
+        started = time.monotonic()
+        found = measure(metric, "awesome", "prd", "2.1.0", url, None)
+        took = time.monotonic() - started
+        _now, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    finally:
+        server.shutdown()
+    assert found.outcome == "inconclusive"
+    assert found.said.startswith("Prometheus ")
+    assert (
+        "more than 1048576 bytes" in found.said
+        if mode == "huge"
+        else "longer than 5s" in found.said
+    )
+    assert peak < 8 * 1024 * 1024, peak  # read up to the 1 MiB cap, never the 50 MB
+    assert took < 8
