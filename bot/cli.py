@@ -153,7 +153,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from workers.git.env import redact_url
 
     directory = Path(args.dir).resolve()
-    policy = demo.prepare(directory)
+    metrics = demo.serve_metrics(directory / "remote.git")
+    metrics_url = f"http://127.0.0.1:{metrics.server_port}"
+    policy = demo.prepare(directory, metrics_url)
     env = {
         **os.environ,
         "RELEASEGATE_POLICY": str(policy),
@@ -167,6 +169,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         if not settings.redis_url:
             redis = stack.enter_context(EmbeddedRedis(directory / "redis"))
             env["RELEASEGATE_REDIS_URL"] = redis.url
+        stack.callback(metrics.shutdown)
         worker = demo.start_worker(env, directory / "worker.log")
         stack.callback(demo.stop, worker)
         os.environ.update(env)
@@ -181,6 +184,10 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"demo Redis: {shown} (its audit trail: /audit here, or "
             f"RELEASEGATE_REDIS_URL='<the URL>' {_this_command()} audit)"
+        )
+        print(
+            f"demo metrics for prd's verification: {metrics_url}/api/v1/query (Prometheus' "
+            f"query API; awesome {', '.join(sorted(demo.BROKEN))} serves errors)"
         )
         print(f"worker log: {directory / 'worker.log'}")
         return _chat_in_terminal(chat, directory)

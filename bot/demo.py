@@ -10,12 +10,18 @@ worker's log.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 from bot.embedded_redis import tied_if_main_thread
 from config.errors import ReleasegateError
@@ -72,6 +78,9 @@ def source_of(remote: Path) -> Path:
 
 # The versions of awesome that were built (tagged); anything else does not exist.
 RELEASES = ("2.0.0", "2.1.0-rc1", "2.1.0", "2.2.0-rc1", "2.2.0", "2.3.0")
+# The built versions that serve errors once deployed: verification finds them out.
+BROKEN = frozenset({"2.3.0"})
+DEMO_PROMETHEUS = "http://127.0.0.1:9090"  # in demo.yaml, replaced by the demo's own port
 
 
 def create_source(path: Path, scratch: Path) -> None:
@@ -88,10 +97,11 @@ def create_source(path: Path, scratch: Path) -> None:
     shutil.rmtree(scratch)
 
 
-def demo_policy(remote: Path) -> str:
+def demo_policy(remote: Path, metrics_url: str = DEMO_PROMETHEUS) -> str:
     """The demo's policy for the apps' `remote` (and the environments' and the source beside
-    it)."""
+    it), verifying prd against `metrics_url`."""
     text = example("demo.yaml").read_text(encoding="utf-8")
+    text = text.replace(f'url: "{DEMO_PROMETHEUS}"', f'url: "{metrics_url}"')
     environments = environments_of(remote).resolve().as_uri()
     text = text.replace("url: ENVIRONMENTS_URL", f"url: {environments}")
     text = text.replace("git_tags: SOURCE_URL", f"git_tags: {source_of(remote).resolve().as_uri()}")
@@ -106,7 +116,7 @@ def create_remotes(remote: Path, scratch: Path) -> None:
     create_source(source_of(remote), scratch)
 
 
-def prepare(directory: Path) -> Path:
+def prepare(directory: Path, metrics_url: str = DEMO_PROMETHEUS) -> Path:
     """Lay out a fresh demo in `directory` (the shell's history survives); return the policy's
     path."""
     history = directory / HISTORY
@@ -124,7 +134,7 @@ def prepare(directory: Path) -> Path:
     remote = directory / "remote.git"
     create_remotes(remote, directory / "seed")
     policy = directory / "policy.yaml"
-    policy.write_text(demo_policy(remote), encoding="utf-8")
+    policy.write_text(demo_policy(remote, metrics_url), encoding="utf-8")
     return policy
 
 
@@ -147,3 +157,49 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def serve_metrics(remote: Path) -> ThreadingHTTPServer:
+    """Prometheus' instant query API (`/api/v1/query`) for the demo's prd, on a free loopback
+    port: the error ratio of the app the query names is 0.3 while prd pins a `BROKEN`
+    version of it, else 0.01. The worker asks it as it would ask Prometheus."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            query = dict(parse_qsl(url.query)).get("query", "")
+            app = re.search(r'app="([^"]+)"', query)
+            if url.path != "/api/v1/query" or app is None:
+                self._answer(400, {"status": "error", "error": "the demo answers app queries"})
+                return
+            version = _prd_version(remote)
+            ratio = "0.3" if version in BROKEN else "0.01"
+            sample = {"metric": {"app": app.group(1)}, "value": [time.time(), ratio]}
+            self._answer(
+                200, {"status": "success", "data": {"resultType": "vector", "result": [sample]}}
+            )
+
+        def _answer(self, status: int, body: dict[str, object]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, name="demo-metrics", daemon=True).start()
+    return server
+
+
+def _prd_version(remote: Path) -> str:
+    shown = subprocess.run(
+        ["git", "--git-dir", str(remote), "show", "main:env/prd/kustomization.yml"],
+        capture_output=True,
+        text=True,
+    )
+    found = re.search(r"newTag: (\S+)", shown.stdout)
+    return found.group(1) if found else ""

@@ -39,7 +39,7 @@ from workers.rollout.verify import load as load_verification
 from workers.state import keys
 from workers.state.durability import Durability
 from workers.state.outbox import stream
-from workers.state.request import DeployRequest
+from workers.state.request import DeployRequest, Result
 from workers.state.store import RequestStore
 
 log = logging.getLogger(__name__)
@@ -75,13 +75,22 @@ def post_outcome(
     card_ref = store.message_of(request_id)
     landed = result.commits or ({"": result.commit} if result.commit else {})
     urls = [url for name, sha in landed.items() if (url := (links or Links()).commit(name, sha))]
-    text = messages.outcome(request, result, urls)
-    checked = load_verification(store.redis, request_id)
-    if checked is not None and load_rollout(store.redis, request_id) is None:
-        text += "\n" + verification.started_text(request, checked)  # it began at the push
+    text = outcome_text(store, request, result, urls)
     poster.post(request.channel, card_ref or request.thread, text)
     if card_ref:
         poster.update_card(request.channel, card_ref, card_for(store, request_id))
+
+
+def outcome_text(
+    store: RequestStore, request: DeployRequest, result: Result, urls: list[str] | None = None
+) -> str:
+    """How the request ended, and where its verification began at the push (no rollout to
+    follow first), what it measures."""
+    text = messages.outcome(request, result, urls or [])
+    checked = load_verification(store.redis, request.id)
+    if checked is not None and load_rollout(store.redis, request.id) is None:
+        text += "\n" + verification.started_text(request, checked)
+    return text
 
 
 # Files a rollback request for an app whose rollout degraded, through the same path as a

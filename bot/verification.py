@@ -78,7 +78,7 @@ def ended_text(
     notify = " ".join(dict.fromkeys(people))
     if record.rollback:
         left = f" ({', '.join(record.left)} moved on since: left as it runs)" if record.left else ""
-        then = f"rolling back at once: {record.rollback}{left}"
+        then = f"Rolling back at once: {record.rollback}{left}"
     else:
         then = (
             f"{env} is locked until someone looks; nothing else lands there "

@@ -70,8 +70,10 @@ def test_the_demo_runs_the_whole_flow_from_stdin(tmp_path: Path) -> None:
     assert "the requester cannot approve their own request" in out
     assert "bob may not approve deploys to prd" in out
     assert "approved by carol (1/1); queued" in out
-    assert out.count("releasegate (worker): R") == 2
-    assert "awesome: prd 2.1.0" in out
+    # int's outcome, prd's, and prd's verification against the demo's metrics.
+    assert out.count("releasegate (worker): R") == 3
+    assert "✅ verified in prd: awesome error-rate: 0.01 (0 of 3 failed)" in out
+    assert "awesome: prd 2.1.0 (verified " in out
     remote = Remote(demo_dir / "remote.git")
     assert remote.count() == 3
     assert "Approved-by: shell:carol" in remote.message()
@@ -563,3 +565,34 @@ def test_a_version_never_built_is_refused_in_the_demo(tmp_path: Path) -> None:
     assert "releasegate (refused): awesome 9.9.9: the tags of " in done.stdout
     assert "has no 9.9.9; the newest it has: 2.3.0, 2.2.0, 2.2.0-rc1" in done.stdout
     assert git("rev-list", "--count", "main", cwd=tmp_path / "demo" / "remote.git").strip() == "1"
+
+
+BROKEN_RELEASE = """\
+deploy awesome 2.3.0 to int
+/in deploy-prd
+deploy awesome 2.3.0 to prd
+/as carol
+approve
+status prd
+deploy awesome 2.3.0 to prd
+"""
+
+
+def test_the_demos_broken_release_is_rolled_back_by_itself_after_its_verification_fails(
+    tmp_path: Path,
+) -> None:
+    """The demo's prd verifies against the metrics the demo serves; its 2.3.0 serves errors,
+    so releasegate rolls it back without asking anyone, and refuses it until cleared."""
+    done = releasegate("demo", "--dir", str(tmp_path / "demo"), stdin=BROKEN_RELEASE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "🔬 verifying awesome 2.3.0 in prd: error-rate (< 0.05, 3 times every 1s)" in out
+    assert "❌ verification failed in prd: awesome error-rate: 0.3 ≥ 0.05" in out
+    assert "Rolling back at once: R" in out
+    assert "awesome: prd 2.0.0" in out
+    assert "⛔ awesome 2.3.0 failed verification in prd" in out
+    assert "releasegate (refused): awesome 2.3.0 failed verification in prd" in out
+    apps = Remote(tmp_path / "demo" / "remote.git")
+    assert trailer(apps.message(), "Rollback-Of")
+    assert b"newTag: 2.0.0" in apps.file("env/prd/kustomization.yml")
+    assert apps.count() == 4  # int, prd, and the rollback

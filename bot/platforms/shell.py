@@ -26,9 +26,10 @@ from bot.cards import Card
 from bot.conversation import Conversation
 from bot.events import ChatEvent, Reply
 from bot.grammar import VERBS, is_decision
-from bot.reports import post_promotion, post_verification
+from bot.reports import outcome_text, post_promotion, post_verification
 from config.policy import Policy
 from workers.rollout.follow import load as load_rollout
+from workers.rollout.verify import load as load_verification
 from workers.state import audit
 from workers.state.outbox import stream
 from workers.state.queue import job_queue
@@ -158,7 +159,7 @@ class ShellChat:
         deadline = time.monotonic() + timeout
         started, told = time.monotonic(), False
         while time.monotonic() < deadline:
-            if all(self.store.state(r).final for r in self.queued):
+            if all(self._settled(r) for r in self.queued):
                 break
             # A worker that is starting (the demo's) registers within seconds: say nothing yet.
             late = time.monotonic() - started > NO_WORKER_GRACE
@@ -174,6 +175,15 @@ class ShellChat:
             return False
         self.drain_outbox()
         return True
+
+    def _settled(self, request_id: str) -> bool:
+        """The request ended, and so did its verification (and the rollback it filed)."""
+        if not self.store.state(request_id).final:
+            return False
+        checked = load_verification(self.redis, request_id)
+        if checked is None:
+            return True
+        return checked.ended and (not checked.rollback or self.store.state(checked.rollback).final)
 
     def drain_outbox(self, block_ms: int | None = None, reprompt: bool = False) -> None:
         entries = cast(
@@ -209,7 +219,8 @@ class ShellChat:
                 request = self.store.get(request_id)
                 self.store.mark_reported(request_id)
                 channel = request.channel.removeprefix("shell:")
-                text = f"[{channel}] releasegate (worker): {messages.outcome(request, result)}"
+                told = outcome_text(self.store, request, result)
+                text = f"[{channel}] releasegate (worker): {told}"
                 # At an interactive prompt, print over it and draw it again below.
                 if reprompt:
                     self.say(f"\r{text}\n{self.prompt}", end="")
