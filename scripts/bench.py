@@ -13,6 +13,7 @@ pin, commit, push) is measured in the same run, on the same remote.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import platform
@@ -26,9 +27,10 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 from redis import Redis
@@ -39,6 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 from bot.embedded_redis import EmbeddedRedis, free_port  # noqa: E402 - after the checkout is on sys.path
 from bot.platforms.slack_standin import FakeSlack, serve  # noqa: E402 - after the checkout is on sys.path
+from tests.fake_argocd import TOKEN as ARGOCD_TOKEN  # noqa: E402 - after the checkout is on sys.path
+from tests.fake_argocd import FakeApp, FakeArgoCD  # noqa: E402 - after the checkout is on sys.path
+from tests.fake_argocd import serve as serve_argocd  # noqa: E402 - after the checkout is on sys.path
 from workers import spans  # noqa: E402 - after the checkout is on sys.path
 from workers.state.request import FINAL_STATES, RequestState  # noqa: E402 - after the checkout is on sys.path
 from workers.state.store import RequestStore  # noqa: E402 - after the checkout is on sys.path
@@ -104,11 +109,19 @@ def generate(
     git("gc", "--quiet", cwd=remote)
 
 
-def policy_text(url: str) -> str:
+VERIFIED = 5  # apps that also deploy to `ver`, whose rollout is followed, then verified
+VERIFY_INTERVAL = 5.0
+
+
+def policy_text(url: str, metrics_url: str = "http://127.0.0.1:9") -> str:
+    def ver(n: int) -> str:
+        file = f"apps/app{n:03d}/values-ver.yaml"
+        return f"      ver: [{{file: {file}, yaml_path: image.tag}}]\n" if n < VERIFIED else ""
+
     pins = "".join(
         f"  app{n:03d}:\n    pins:\n"
         f"      int: [{{file: apps/app{n:03d}/values-int.yaml, yaml_path: image.tag}}]\n"
-        f"      prd: [{{file: apps/app{n:03d}/values-prd.yaml, yaml_path: image.tag}}]\n"
+        f"      prd: [{{file: apps/app{n:03d}/values-prd.yaml, yaml_path: image.tag}}]\n" + ver(n)
         for n in range(APPS)
     )
     return (
@@ -120,8 +133,62 @@ def policy_text(url: str) -> str:
         '  prd: {channels: ["slack:CPRD"], deployers: ["slack:UALICE"],\n'
         '        approvers: ["slack:UCAROL"], approvals: 1,\n'
         "        max_open_requests: 1000, requests_per_minute: 1000}\n"
+        '  ver:\n    channels: ["slack:CVER"]\n    deployers: ["slack:UALICE"]\n'
+        '    rollout: {argocd: {application: "{app}-ver"}, timeout: 60s}\n'
+        "    verify:\n"
+        f'      prometheus: {{url: "{metrics_url}"}}\n'
+        "      metrics:\n"
+        "        - name: error-rate\n"
+        """          query: 'ratio{app="{app}"}'\n"""
+        '          success: "< 0.05"\n'
+        f"          interval: {VERIFY_INTERVAL:.0f}s\n"
+        "          count: 2\n"
         f"apps:\n{pins}"
     )
+
+
+class TimedApp(FakeApp):
+    """Argo CD's stand-in for one application, noting when it first answered Synced and
+    Healthy at a new revision."""
+
+    healthy_at: float | None = None
+
+    def reconcile(self) -> None:
+        before = self.revision
+        super().reconcile()
+        if self.revision != before:
+            self.healthy_at = None
+
+    def document(self) -> dict[str, Any]:
+        answer = super().document()
+        status = answer["status"]
+        healthy = status["health"]["status"] == "Healthy" and status["sync"]["status"] == "Synced"
+        if healthy and self.healthy_at is None:
+            self.healthy_at = time.time()
+        return answer
+
+
+class Metrics(BaseHTTPRequestHandler):
+    """Prometheus' instant query API, noting when each app was first asked about."""
+
+    first_asked: ClassVar[dict[str, float]] = {}
+
+    def do_GET(self) -> None:
+        query = dict(parse_qsl(urlsplit(self.path).query)).get("query", "")
+        app = re.search(r'app="([^"]+)"', query)
+        name = app.group(1) if app else ""
+        self.first_asked.setdefault(name, time.time())
+        sample = {"metric": {"app": name}, "value": [time.time(), "0.01"]}
+        result = {"resultType": "vector", "result": [sample]}
+        data = json.dumps({"status": "success", "data": result}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
 class TimedSlack(FakeSlack):
@@ -232,6 +299,13 @@ class RawGit:
         self.rounds = 0
         git("clone", "--quiet", remote.as_uri(), str(clone))
 
+    def add(self, files: dict[str, str]) -> None:
+        for name, text in files.items():
+            (self.clone / name).write_text(text)
+        git("add", "--all", cwd=self.clone)
+        git("-c", "user.name=floor", "-c", "user.email=f@x", "commit", "-qm", "add", cwd=self.clone)
+        git("push", "--quiet", "origin", "HEAD:main", cwd=self.clone)
+
     def deploy(self) -> float:
         self.rounds += 1
         started = time.monotonic()
@@ -294,7 +368,15 @@ def main() -> None:
             f"generated {args.files} files, {args.commits} commits in "
             f"{time.monotonic() - t0:.1f}s ({_packed_size(remote)} packed)"
         )
-        (base / "policy.yaml").write_text(policy_text(remote.as_uri()))
+        metrics = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+        threading.Thread(target=metrics.serve_forever, daemon=True).start()
+        metrics_url = f"http://127.0.0.1:{metrics.server_port}"
+        (base / "policy.yaml").write_text(policy_text(remote.as_uri(), metrics_url))
+        argocd = FakeArgoCD()
+        for n in range(VERIFIED):
+            name = f"app{n:03d}-ver"
+            argocd.apps[name] = TimedApp(name, remote, remote.as_uri())
+        argocd_server = serve_argocd(argocd)
         redis_server = EmbeddedRedis(base / "redis").__enter__()
         fake = TimedSlack()
         slack_server = serve(fake)
@@ -310,10 +392,15 @@ def main() -> None:
             "RELEASEGATE_HTTP_HOST": "127.0.0.1",
             "RELEASEGATE_HTTP_PORT": str(port),
             "RELEASEGATE_SPANS": str(base / "spans.log"),  # where a deploy's time goes
+            "RELEASEGATE_ARGOCD_URL": f"http://127.0.0.1:{argocd_server.server_port}",
+            "RELEASEGATE_ARGOCD_TOKEN": ARGOCD_TOKEN,
         }
         redis = Redis.from_url(redis_server.url)
 
         raw = RawGit(remote, base / "floor")
+        raw.add(
+            {f"apps/app{n:03d}/values-ver.yaml": "image:\n  tag: 1.0.0\n" for n in range(VERIFIED)}
+        )
         raw.deploy()  # warm
 
         bot_log = open(base / "serve.log", "wb")  # noqa: SIM115 - closed with the folder
@@ -450,6 +537,23 @@ def main() -> None:
                 )
             )
 
+        # 5. Healthy to the first measurement of the verification after it.
+        after = []
+        for n in range(VERIFIED):
+            app = f"app{n:03d}"
+            client.command("UALICE", "CVER", f"{app} 1.5.{n} to ver")
+            timed = argocd.apps[f"{app}-ver"]
+            wait_for(lambda a=app: a in Metrics.first_asked, 120, "the first measurement")  # type: ignore[misc]  # a default argument binds the loop value
+            if not isinstance(timed, TimedApp) or timed.healthy_at is None:
+                raise SystemExit(f"Argo CD's stand-in never answered Healthy for {app}")
+            after.append(Metrics.first_asked[app] - timed.healthy_at)
+        results.append(
+            (
+                f"Argo CD Healthy -> first measurement, {VERIFIED} deploys: median / max",
+                f"{statistics.median(after):.2f} / {max(after):.2f} s",
+                f"<= interval + 1 s = {VERIFY_INTERVAL + 1:.0f} s",
+            )
+        )
         results.append(
             ("a pinned file of 1 MiB: read and write, median of 5", _pinned_mib(), "< 1 s")
         )

@@ -231,7 +231,8 @@ def test_a_bad_version_is_rolled_back_once_byte_exact_and_told_once_with_the_val
     assert git("diff", "--stat", base, "main", cwd=world.origin.path) == ""
     message = world.origin.message()
     assert f"Rollback-Of: {request_id}" in message
-    assert "Reason: verification failed: awesome error-rate: 0.3 ≥ 0.05 (1 of 1 failed)" in message
+    # The first measurement may still see 2.0.0's samples (Prometheus scrapes every second).
+    assert "Reason: verification failed: awesome error-rate: 0.3 ≥ 0.05 (1 of " in message
     assert "Requested-by: releasegate:verification" in message
     assert "Approved-by" not in message
     # One rollback: more rounds change nothing, and the end is told once, with the value and
@@ -244,7 +245,7 @@ def test_a_bad_version_is_rolled_back_once_byte_exact_and_told_once_with_the_val
     assert world.told("ended") == [request_id]
     [end] = [t for t in world.posted() if "verification failed" in t]
     assert "0.3 ≥ 0.05" in end
-    assert f"rolling back at once: {record.rollback}" in end
+    assert f"Rolling back at once: {record.rollback}" in end
     assert end.endswith("@alice @carol")
     assert world.redis.hget("releasegate:metrics:verifications", "prd|failed") == b"1"
 

@@ -2,7 +2,8 @@
 
 A request whose environment has `verify:` gets a record in Redis once its rollout is Synced
 and Healthy (right after the push where no rollout is followed), and an entry in a sorted
-set scored by when to measure next. Every worker process runs a `verifications` loop that
+set scored by when to measure next: at once, then every `interval` (as Argo Rollouts'
+analysis runs). Every worker process runs a `verifications` loop that
 claims due entries (moving their score a lease ahead, atomically: two loops never measure
 one request at once), takes every measurement that is due, and decides:
 
@@ -183,7 +184,7 @@ def start(
     now = time.time() if now is None else now
     apps = dict.fromkeys((c.app, c.new) for c in request.changes)
     series = [
-        Series(app=app, version=version, metric=m, next_at=now + m.interval.total_seconds())
+        Series(app=app, version=version, metric=m, next_at=now)
         for app, version in apps
         for m in spec.metrics
     ]

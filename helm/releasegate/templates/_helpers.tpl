@@ -93,6 +93,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
       name: {{ .Values.rollout.argocd.existingSecret }}
       key: token
 {{- end }}
+{{- if .Values.verify.prometheus.existingSecret }}
+- name: RELEASEGATE_PROMETHEUS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.verify.prometheus.existingSecret }}
+      key: token
+{{- end }}
 {{- if .Values.artifacts.existingSecret }}
 - name: DOCKER_CONFIG
   value: /etc/releasegate/docker
