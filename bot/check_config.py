@@ -1,6 +1,7 @@
 """`releasegate check-config`: the policy checked against everything it names.
 
 Rocket.Chat users resolved to ids, Argo CD applications reading the right repository,
+every verification query asked of its Prometheus once,
 signing keys where required, every repository cloned and every pin read, and every
 version the pins hold asked of its app's artifact store. Each problem is one line.
 """
@@ -25,6 +26,7 @@ def check_config(settings: Settings) -> int:
     counts = f"{len(policy.apps)} apps, {len(policy.environments)} environments"
     print(f"policy {settings.policy}: {counts}")
     problems = _rocketchat_users(policy, settings)
+    problems += _verifications(policy, settings)
     from bot.live import check_applications
 
     lines, rollout_problems = check_applications(policy, settings)
@@ -106,6 +108,31 @@ def _artifacts(
             print(f"  {app:20} {env:10} {version}: MISSING OR UNASKED")
         else:
             print(f"  {app:20} {env:10} {version} is {answer.digest}")
+    return problems
+
+
+def _verifications(policy: Policy, settings: Settings) -> list[str]:
+    """Ask every verification query once, per app pinned in its environment, and print what
+    Prometheus says; a query it refuses, or a Prometheus it cannot reach, is a problem."""
+    from workers.rollout.measure import measure
+
+    token = settings.prometheus_token.get_secret_value() if settings.prometheus_token else None
+    problems: list[str] = []
+    for env_name, env in policy.environments.items():
+        if env.verify is None or env.verify.prometheus is None:
+            continue
+        print(f"verification in {env_name} (Prometheus {env.verify.prometheus.url}):")
+        for metric in env.verify.metrics:
+            if metric.query is None:
+                continue
+            for app_name, app in policy.apps.items():
+                if env_name not in app.pins:
+                    continue
+                url = env.verify.prometheus.url
+                found = measure(metric, app_name, env_name, "", url, token)
+                print(f"  {metric.name:20} {app_name:20} {found.outcome}: {found.said}")
+                if found.said.startswith(("Prometheus refused", "Prometheus unreachable")):
+                    problems.append(f"{env_name} {metric.name} for {app_name}: {found.said}")
     return problems
 
 

@@ -45,6 +45,7 @@ from tests.prometheus import (
     start_prometheus,
     wait_for_data,
 )
+from tests.test_cli import releasegate
 from tests.test_sweeper import kill_tree
 from workers.git.mirrors import Mirrors
 from workers.rollout import follow as following
@@ -527,3 +528,21 @@ def test_a_50_mb_or_trickling_prometheus_answer_is_inconclusive_in_bounded_memor
     )
     assert peak < 8 * 1024 * 1024, peak  # read up to the 1 MiB cap, never the 50 MB
     assert took < 8
+
+
+def test_check_config_asks_every_verification_query_once_and_names_a_refused_one(
+    world: World, tmp_path: Path
+) -> None:
+    env = {
+        "RELEASEGATE_POLICY": str(world.policy_file),
+        "RELEASEGATE_WORKDIR": str(tmp_path / "cc"),
+    }
+    done = releasegate("check-config", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"verification in prd (Prometheus {world.prometheus.url}):" in done.stdout
+    assert "error-rate           awesome              success: 0.01" in done.stdout
+    broken = world.policy_file.read_text().replace('env="{env}"})', 'env="{env}"}')
+    world.policy_file.write_text(broken)
+    done = releasegate("check-config", env=env)
+    assert done.returncode == 1
+    assert "prd error-rate for awesome: Prometheus refused the query: " in done.stderr
