@@ -5,6 +5,7 @@ what cannot be measured locks the environment instead."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from bot.cards import Card
+from bot.cards import Card, card_for
 from bot.conversation import Conversation
 from bot.embedded_redis import EmbeddedRedis
 from bot.reports import OutboxConsumer
@@ -55,7 +56,7 @@ from workers.rules.gates import Locks
 from workers.state.outbox import stream
 from workers.state.request import RequestState
 from workers.state.store import RequestStore
-from workers.state.verdicts import Verdicts
+from workers.state.verdicts import Failure, Verdicts
 
 ANCHOR = "    approval_ttl: 2h\n"
 
@@ -210,6 +211,7 @@ def test_a_good_version_ends_verified_with_no_rollback(world: World) -> None:
         f"{request_id}: ✅ verified in prd: awesome error-rate: 0.01 (0 of 3 failed)"
     )
     assert world.redis.hget("releasegate:metrics:verifications", "prd|verified") == b"1"
+    assert "✅ verified at " in card_for(RequestStore(world.redis), request_id).text()
     # status says it per app.
     assert "prd 2.1.0 (verified " in world.chat.say("bob", "deploy-prd", "status awesome").text
 
@@ -289,6 +291,8 @@ def test_prometheus_stopped_mid_verification_is_inconclusive_locks_and_rolls_not
             return record is not None and record.progress[0] >= 1
 
         assert eventually(measured, 20, every=0.3)
+        card = card_for(RequestStore(redis), request_id).text()
+        assert re.search(r"🔬 verifying \d+/20: error-rate", card), card
         world.prometheus.stop()
         count = world.origin.count()
         record = world.verify_until_ended(request_id)
@@ -546,3 +550,19 @@ def test_check_config_asks_every_verification_query_once_and_names_a_refused_one
     done = releasegate("check-config", env=env)
     assert done.returncode == 1
     assert "prd error-rate for awesome: Prometheus refused the query: " in done.stderr
+
+
+def test_a_version_that_failed_upstream_is_refused_downstream_too(
+    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path
+) -> None:
+    policy_file.write_text(single_policy(remote))
+    policy = parse_policy(policy_file.read_text())
+    chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
+    chat.say("alice", "deploy-int", "deploy awesome 2.1.0 to int")
+    run_worker(redis)
+    why = "awesome error-rate: 0.3 ≥ 0.05 (1 of 1 failed)"
+    Verdicts(redis).mark_failed(Failure("int", "awesome", "2.1.0", "RFAILED", time.time(), why))
+    refused = chat.say("alice", "deploy-prd", "deploy production")
+    assert not refused.ok
+    assert "awesome 2.1.0 failed verification in int at " in refused.text
+    assert "`clear awesome 2.1.0 in int`" in refused.text

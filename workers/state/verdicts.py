@@ -123,6 +123,8 @@ class Verdicts:
         version restarts the clock; stronger evidence for the same version moves it to `at`.
         Where the evidence is what `env`'s soak counts, downstream `auto_promote`
         environments get their promotion scheduled."""
+        if env not in policy.environments:
+            return  # the policy no longer names it: nothing downstream to schedule
         now = self.running(env, app)
         if evidence == "pushed":
             if now is not None and now.version == version:
