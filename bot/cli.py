@@ -245,6 +245,36 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace, settings: Settings) -> int:
+    """The delivery figures, computed from the GitOps repositories' history alone."""
+    from datetime import UTC, datetime
+
+    from config.policy import load_policy
+    from workers.git.mirrors import Mirrors
+    from workers.records import figures
+    from workers.records.report import report
+
+    policy = load_policy(settings.policy)
+    now = datetime.now(UTC)
+    try:
+        since = figures.window(args.since, now)
+    except ValueError as exc:
+        print(f"releasegate report: --since: {exc}", file=sys.stderr)
+        return 2
+    for name, known in (("env", policy.environments), ("app", policy.apps)):
+        wanted = getattr(args, name)
+        if wanted is not None and wanted not in known:
+            print(f"releasegate report: --{name}: the policy has no {wanted!r}", file=sys.stderr)
+            return 2
+    mirrors = Mirrors.of(policy, settings.workdir, access=settings.git_access(), freshness=0)
+    try:
+        text = report(policy, mirrors, since, now, env=args.env, app=args.app, form=args.format)
+    finally:
+        mirrors.close()
+    print(text)
+    return 0
+
+
 def _positive(text: str) -> int:
     if not text.isascii() or not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
@@ -300,6 +330,16 @@ def parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="print the audit trail, oldest first")
     audit.add_argument("-n", "--count", type=_positive, default=100, help="how many entries")
     audit.set_defaults(run=_audit)
+    report = commands.add_parser(
+        "report",
+        help="deploys, lead time, change failure rate and time to restore, from Git",
+        epilog=SETTINGS_HINT,
+    )
+    report.add_argument("--since", default="30d", help="how far back: 30d, 12h, 2w (30d)")
+    report.add_argument("--env", help="one environment")
+    report.add_argument("--app", help="one app")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report.set_defaults(run=_report)
     return root
 
 

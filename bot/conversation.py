@@ -37,6 +37,7 @@ from bot.grammar import (
     Lock,
     Promote,
     Reject,
+    Report,
     Review,
     Rollback,
     Status,
@@ -268,5 +269,7 @@ class Conversation:
                 return approvals.review(ctx, event, command.request_id)
             case Clear():
                 return status.clear(ctx, event, command)
+            case Report():
+                return status.report(ctx, event, command)
             case Help():
                 return [Reply(messages.help_text(command.verb), private=True)]

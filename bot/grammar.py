@@ -28,6 +28,7 @@ VERBS = (
     "unlock",
     "review",
     "clear",
+    "report",
     "deploy!",
     "help",
 )
@@ -151,6 +152,14 @@ class Clear:
 
 
 @dataclass(frozen=True)
+class Report:
+    """`report ENV [SPAN]`: the delivery figures of ENV over the last SPAN (30d)."""
+
+    env: str
+    span: str = "30d"
+
+
+@dataclass(frozen=True)
 class Help:
     verb: str = ""  # `help deploy`: that command's usage
 
@@ -170,6 +179,7 @@ Command = (
     | BreakGlass
     | Review
     | Clear
+    | Report
     | Help
 )
 
@@ -187,6 +197,7 @@ USAGE = {
     "deploy!": "deploy! APP VERSION to ENV reason TEXT",
     "review": "review [ID]",
     "clear": "clear APP VERSION in ENV",
+    "report": "report ENV [30d|12h|2w]",
     "help": "help [COMMAND]",
 }
 
@@ -248,6 +259,12 @@ def parse(text: str) -> Command:
         if rest:
             raise _usage(verb)
         return Review(request_id)
+    if verb == "report":
+        if not 1 <= len(args) <= 2 or (
+            len(args) == 2 and not re.fullmatch(r"[1-9][0-9]{0,4}[hdw]", args[1].lower())
+        ):
+            raise _usage(verb)
+        return Report(args[0], args[1].lower() if len(args) == 2 else "30d")
     if verb == "clear":
         if len(args) != 4 or args[2].lower() != "in":
             raise _usage(verb)

@@ -7,10 +7,12 @@ from functools import partial
 from bot import messages, verification
 from bot.context import Context
 from bot.events import ChatEvent, Reply
-from bot.grammar import Clear, History, Lock, Status, Unlock, is_request_id
+from bot.grammar import Clear, History, Lock, Report, Status, Unlock, is_request_id
 from config.errors import PinError, Refused, UnknownRequest
 from config.policy import Policy
-from config.text import inert
+from config.text import inert, inert_block
+from workers.records import figures
+from workers.records.report import report as delivery_report
 from workers.rollout.verify import latest as latest_verification
 from workers.rules import gates
 from workers.rules.history import deployments
@@ -196,6 +198,16 @@ def unlock(ctx: Context, event: ChatEvent, command: Unlock) -> list[Reply]:
         raise Refused(f"{env} is not locked", "not_locked")
     ctx.audit("unlocked", env=env, by=event.principal, reason=command.reason or None)
     return [Reply(messages.unlocked(env, event.display, command.reason))]
+
+
+def report(ctx: Context, event: ChatEvent, command: Report) -> list[Reply]:
+    """`report ENV [SPAN]`: the delivery figures of ENV, read from Git (the same table as
+    `releasegate report`)."""
+    env = ctx.env(command.env)
+    now = ctx.clock()
+    since = figures.window(command.span, now)
+    text = delivery_report(ctx.policy, ctx.mirror, since, now, env=env)
+    return [Reply(f"```\n{inert_block(text)}\n```")]
 
 
 def clear(ctx: Context, event: ChatEvent, command: Clear) -> list[Reply]:

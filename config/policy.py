@@ -154,6 +154,10 @@ class App(_Model):
     versions: str = "semver"
     # Where its versions live (an image, Git tags, a Helm chart): checked before a request.
     artifact: Artifact | None = None
+    # The app's source repository (https://github.com/acme/awesome), where its artifact does
+    # not name it (org.opencontainers.image.source, git_tags): its deployments and lead
+    # times are recorded there.
+    source: str | None = Field(default=None, pattern=r"^\S+$", max_length=500)
     pins: dict[str, list[Pin]] = Field(min_length=1)
 
     @field_validator("versions")

@@ -3,7 +3,9 @@ APIs do: GitHub's `GET /repos/{owner}/{repo}/commits/{ref}/check-runs` (`total_c
 `check_runs[]` with `name`, `status`, `conclusion`, `html_url`) and `…/commits/{ref}/status`
 (the combined status: `state`, `statuses[]` with `context`, `state`, `target_url`); GitLab's
 `GET /projects/:id/repository/commits/:sha/statuses` (`name`, `status`, `target_url`) and
-`GET /projects/:id/pipelines?sha=` (`id`, `status`, `web_url`)."""
+`GET /projects/:id/pipelines?sha=` (`id`, `status`, `web_url`); and a commit's time
+(GitHub's `GET /repos/{owner}/{repo}/commits/{ref}`, `commit.committer.date`; GitLab's
+`GET /projects/:id/repository/commits/:sha`, `committed_date`)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ class FakeCI:
     # sha -> GitLab pipelines: status
     pipelines: dict[str, list[str]] = field(default_factory=dict)
     asked: list[tuple[str, str]] = field(default_factory=list)  # (path, auth header)
+    # sha -> when it was committed (ISO 8601, as the forge writes it)
+    commits: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ci = self
@@ -66,6 +70,17 @@ class FakeCI:
                 for n, (name, status, conclusion) in enumerate(self.runs.get(sha, []), 1)
             ]
             return 200, {"total_count": len(runs), "check_runs": runs}
+        if path.startswith("/api/v3/repos/") and words[-2] == "commits":
+            sha = words[-1]
+            if sha not in self.commits:
+                return 422, {"message": f"No commit found for SHA: {sha}"}
+            who = {"name": "dev", "email": "dev@acme.example", "date": self.commits[sha]}
+            return 200, {"sha": sha, "commit": {"author": who, "committer": who}}
+        if path.startswith("/api/v4/projects/") and words[-2] == "commits":
+            sha = words[-1]
+            if sha not in self.commits:
+                return 404, {"message": "404 Commit Not Found"}
+            return 200, {"id": sha, "committed_date": self.commits[sha]}
         if path.startswith("/api/v3/repos/") and words[-1] == "status":
             sha = words[-2]
             statuses = [

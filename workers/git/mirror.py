@@ -309,6 +309,10 @@ class Mirror:
             raise GitOpsError(git_said(stderr, self._known_hosts) or f"exit {done.returncode}")
         return done.stdout.decode("utf-8", "replace")
 
+    def log(self, *args: str, timeout: float = 120) -> str:
+        """`git log ARGS` of the branch as last fetched: records read in bulk."""
+        return self._git("log", *args, self.ref, "--", timeout=timeout)
+
     def is_ancestor(self, commit: str, later: str) -> bool:
         """Whether `later` is `commit` or comes after it on the branch (fetching once when
         `later` is not known here yet). Both come from outside (a reconciler's answer):

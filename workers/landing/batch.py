@@ -142,7 +142,10 @@ def apply_one(
         )
     hooks.recheck(request)
     message = commit_message(request, hooks.approvers(request))
-    return checkout.commit(message, planned, parent=parent)
+    # The author date is when the request was filed, the commit date when it landed: the
+    # record `releasegate report` reads a lead time from where no source commit is named.
+    filed = {"GIT_AUTHOR_DATE": f"@{int(request.created_at.timestamp())} +0000"}
+    return checkout.commit(message, planned, env=filed, parent=parent)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -52,8 +53,8 @@ class ChecksUnknown(Exception):
 
 def _github(forge: Forge, project: str, sha: str, session: requests.Session) -> list[Check]:
     repo = "/repos/" + "/".join(quote(p, safe="") for p in project.split("/", 1))
-    runs = _get(forge, f"{repo}/commits/{sha}/check-runs", session, {"per_page": "100"})
-    combined = _get(forge, f"{repo}/commits/{sha}/status", session, {"per_page": "100"})
+    runs = forge_get(forge, f"{repo}/commits/{sha}/check-runs", session, {"per_page": "100"})
+    combined = forge_get(forge, f"{repo}/commits/{sha}/status", session, {"per_page": "100"})
     found = []
     for run in (runs.get("check_runs") if isinstance(runs, dict) else None) or []:
         if not isinstance(run, dict):
@@ -78,10 +79,10 @@ def _github(forge: Forge, project: str, sha: str, session: requests.Session) -> 
 
 def _gitlab(forge: Forge, project: str, sha: str, session: requests.Session) -> list[Check]:
     base = f"/projects/{quote(project, safe='')}"
-    statuses = _get(
+    statuses = forge_get(
         forge, f"{base}/repository/commits/{sha}/statuses", session, {"per_page": "100"}
     )
-    pipelines = _get(forge, f"{base}/pipelines", session, {"sha": sha, "per_page": "100"})
+    pipelines = forge_get(forge, f"{base}/pipelines", session, {"sha": sha, "per_page": "100"})
     good, pending = (
         {"success", "skipped"},
         {
@@ -119,7 +120,8 @@ def _gitlab(forge: Forge, project: str, sha: str, session: requests.Session) -> 
     return found
 
 
-def _get(forge: Forge, path: str, session: requests.Session, params: dict[str, str]) -> Any:
+def forge_get(forge: Forge, path: str, session: requests.Session, params: dict[str, str]) -> Any:
+    """GET `path` of the forge's API with its token, bounded; raises `ChecksUnknown`."""
     token = os.environ.get(forge.token_env, "")
     if forge.kind == "github":
         headers = {"Accept": "application/vnd.github+json"}
@@ -140,6 +142,31 @@ def _get(forge: Forge, path: str, session: requests.Session, params: dict[str, s
         return answer.json()
     except ValueError as exc:
         raise ChecksUnknown(f"{forge.host}'s answer is not JSON") from exc
+
+
+def commit_time(
+    policy: Policy, repository: str, sha: str, session: requests.Session
+) -> datetime | None:
+    """When `sha` of the source `repository` (a URL) was committed, as its forge says; None
+    where the forge is unknown or cannot say."""
+    match = SOURCE.fullmatch(repository)
+    forge = policy.forge_of(match.group(1)) if match and SHA.fullmatch(sha) else None
+    if match is None or forge is None:
+        return None
+    project = match.group(2)
+    try:
+        if forge.kind == "github":
+            repo = "/repos/" + "/".join(quote(p, safe="") for p in project.split("/", 1))
+            said = forge_get(forge, f"{repo}/commits/{sha}", session, {})
+            when = said["commit"]["committer"]["date"]
+        else:
+            base = f"/projects/{quote(project, safe='')}"
+            when = forge_get(forge, f"{base}/repository/commits/{sha}", session, {})[
+                "committed_date"
+            ]
+        return datetime.fromisoformat(str(when).replace("Z", "+00:00"))
+    except (ChecksUnknown, KeyError, TypeError, ValueError):
+        return None
 
 
 def source_of(policy: Policy, built: Built) -> tuple[str, str]:
