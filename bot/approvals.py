@@ -11,7 +11,7 @@ from bot.grammar import Reject
 from config.errors import Refused
 from workers.logs import request_context
 from workers.rules.gates import check_open
-from workers.state.metrics import APPROVALS
+from workers.state.metrics import APPROVALS, record_approval_wait
 from workers.state.queue import enqueue_deploy
 from workers.state.request import Approval, DeployRequest, RequestState, Result
 
@@ -77,6 +77,8 @@ def approve(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Repl
         )
         if outcome.status == "quorum":
             enqueue_deploy(ctx.redis, request.id)
+            waited = (ctx.clock() - request.created_at).total_seconds()
+            record_approval_wait(ctx.redis, request.env, max(0.0, waited))
             text = messages.approved(request, event.display, outcome.count)
             return [Reply(text, queued=(request.id,), about=request.id)]
         text = messages.approval_counted(request, event.display, outcome.count)

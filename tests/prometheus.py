@@ -96,8 +96,10 @@ class Prometheus:
                 self.process.wait()
 
 
-def start_prometheus(folder: Path, target: str, path: str = "/metrics") -> Prometheus:
-    """Prometheus scraping `target` (host:port) every second."""
+def start_prometheus(
+    folder: Path, target: str, path: str = "/metrics", also: list[str] | None = None
+) -> Prometheus:
+    """Prometheus scraping `target` (and `also`: host:port each) every second."""
     assert BINARY.exists(), "prometheus is installed by scripts/system-deps"
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "prometheus.yml"
@@ -105,7 +107,7 @@ def start_prometheus(folder: Path, target: str, path: str = "/metrics") -> Prome
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         f"  - job_name: app\n    metrics_path: {path}\n"
-        f"    static_configs: [{{targets: ['{target}']}}]\n"
+        f"    static_configs: [{{targets: {[target, *(also or [])]!r}}}]\n"
     )
     port = free_port()
     log = open(folder / "prometheus.log", "wb")  # noqa: SIM115 - the process writes it

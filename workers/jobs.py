@@ -274,6 +274,7 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
                     if outcome.state.landed and outcome.commits:
                         landed_at = time.time()
                         verdicts = Verdicts(redis)
+                        _count_delivery(store, verdicts, request, landed_at)
                         for change in request.changes:
                             verdicts.ran(
                                 policy,
@@ -288,6 +289,28 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
                             verification.start(redis, policy, request, landed_at, announce=False)
                     end(store, request, outcome)
                     spans.mark("ended", request.id)
+
+
+def _count_delivery(
+    store: RequestStore, verdicts: Verdicts, request: DeployRequest, landed_at: float
+) -> None:
+    """The delivery figures' counts for a landed request: a deploy and its lead time, or a
+    rollback: a change failure where a person asked for it, and the time to restore."""
+    redis, env = store.redis, request.env
+    apps = [c.app for c in request.changes]
+    rollback = request.verb == "rollback"
+    lead = landed_at - request.created_at.timestamp()
+    metrics.record_delivery(redis, env, apps, lead, rollback and not request.rollback_of)
+    if not rollback:
+        return
+    if request.rollback_of:
+        failed = store.result(request.rollback_of)
+        since = failed.finished_at.timestamp() if failed is not None else None
+    else:
+        before = [r for c in request.changes if (r := verdicts.running(env, c.app))]
+        since = min((r.landed for r in before if r.landed), default=None)
+    if since is not None:
+        metrics.record_restore(redis, env, apps, max(0.0, landed_at - since))
 
 
 def _take_batch(policy: Policy, store: RequestStore, held: set[str]) -> list[DeployRequest]:

@@ -296,6 +296,8 @@ def verify(
         record.ended = True
         seconds = (record.decided_at or now) - record.started
         metrics.record_verification(redis, request.env, record.state, seconds)
+        if record.state == "failed":
+            metrics.record_failure(redis, request.env, [c.app for c in request.changes])
         log.info("verification of %s in %s: %s", request.id, request.env, record.state)
     return record
 

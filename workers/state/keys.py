@@ -149,4 +149,10 @@ METRICS_PUSH_RETRIES = f"{PREFIX}:metrics:push_retries"
 METRICS_ROLLOUTS = f"{PREFIX}:metrics:rollouts"
 METRICS_ROLLOUT_DURATION = f"{PREFIX}:metrics:rollout_duration"
 METRICS_VERIFICATIONS = f"{PREFIX}:metrics:verifications"
+# The delivery figures, by environment and app (fields "env|app" and "env|app|bucket").
+METRICS_DELIVERY_DEPLOYS = f"{PREFIX}:metrics:delivery:deploys"
+METRICS_DELIVERY_FAILURES = f"{PREFIX}:metrics:delivery:failures"
+METRICS_DELIVERY_LEAD_TIME = f"{PREFIX}:metrics:delivery:lead_time"
+METRICS_DELIVERY_RESTORE = f"{PREFIX}:metrics:delivery:restore"
+METRICS_APPROVAL_WAIT = f"{PREFIX}:metrics:approval_wait"  # by env
 METRICS_VERIFICATION_DURATION = f"{PREFIX}:metrics:verification_duration"

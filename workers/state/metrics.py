@@ -9,6 +9,7 @@ and the same on every bot replica (aggregate them with `max`, not `sum`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -64,6 +65,57 @@ def record_verification(redis: Redis, env: str, result: str, seconds: float) -> 
     _record(redis, _VERIFICATIONS, _VERIFICATION_DURATION, env, result, seconds)
 
 
+LEAD_BUCKETS = (300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0)
+
+
+def _labelled(pipe: Any, key: str, labels: str, seconds: float) -> None:
+    """One observation of a histogram kept per label set (`env|app`) in one hash."""
+    for bound in LEAD_BUCKETS:
+        if seconds <= bound:
+            pipe.hincrby(key, f"{labels}|{bound}", 1)
+    pipe.hincrby(key, f"{labels}|+Inf", 1)
+    pipe.hincrbyfloat(key, f"{labels}|sum", seconds)
+
+
+def record_delivery(
+    redis: Redis, env: str, apps: list[str], lead_seconds: float | None, rollback: bool
+) -> None:
+    """A landed request, for the delivery figures: a deploy of each app with its lead time
+    (from filing to landing), or, for a rollback a person asked for, a change failure each."""
+    pipe = redis.pipeline()
+    for app in apps:
+        if rollback:
+            pipe.hincrby(keys.METRICS_DELIVERY_FAILURES, f"{env}|{app}", 1)
+            continue
+        pipe.hincrby(keys.METRICS_DELIVERY_DEPLOYS, f"{env}|{app}", 1)
+        if lead_seconds is not None:
+            _labelled(pipe, keys.METRICS_DELIVERY_LEAD_TIME, f"{env}|{app}", lead_seconds)
+    pipe.execute()
+
+
+def record_failure(redis: Redis, env: str, apps: list[str]) -> None:
+    """A deploy whose verification failed: a change failure of each app."""
+    pipe = redis.pipeline()
+    for app in apps:
+        pipe.hincrby(keys.METRICS_DELIVERY_FAILURES, f"{env}|{app}", 1)
+    pipe.execute()
+
+
+def record_restore(redis: Redis, env: str, apps: list[str], seconds: float) -> None:
+    """Service restored after a failed deploy (its rollback landed) `seconds` after it."""
+    pipe = redis.pipeline()
+    for app in apps:
+        _labelled(pipe, keys.METRICS_DELIVERY_RESTORE, f"{env}|{app}", seconds)
+    pipe.execute()
+
+
+def record_approval_wait(redis: Redis, env: str, seconds: float) -> None:
+    """A request reached its approvals `seconds` after it was filed."""
+    pipe = redis.pipeline()
+    _labelled(pipe, keys.METRICS_APPROVAL_WAIT, env, seconds)
+    pipe.execute()
+
+
 def record_push_retry(redis: Redis) -> None:
     redis.incr(_RETRIES)
 
@@ -96,7 +148,77 @@ class RedisCollector(Collector):
             name, documentation, buckets=buckets, sum_value=float(raw.get("sum", 0))
         )
 
+    def _by_env_app(self, key: str, name: str, documentation: str) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, documentation, labels=["env", "app"])
+        for field, value in _decoded(self.redis.hgetall(key)).items():
+            env, _, app = field.partition("|")
+            family.add_metric([env, app], float(value))
+        return family
+
+    def _labelled_histogram(
+        self, key: str, name: str, documentation: str, labels: list[str]
+    ) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=labels)
+        series: dict[tuple[str, ...], dict[str, float]] = {}
+        for field, value in _decoded(self.redis.hgetall(key)).items():
+            named, _, part = field.rpartition("|")
+            if named.count("|") == len(labels) - 1:
+                series.setdefault(tuple(named.split("|")), {})[part] = float(value)
+        for label_values, raw in sorted(series.items()):
+            buckets = [(str(b), raw.get(str(b), 0.0)) for b in LEAD_BUCKETS]
+            buckets.append(("+Inf", raw.get("+Inf", 0.0)))
+            family.add_metric(list(label_values), buckets, raw.get("sum", 0.0))
+        return family
+
+    def _pending(self) -> GaugeMetricFamily:
+        gauge = GaugeMetricFamily(
+            "releasegate_pending_requests", "Requests waiting for approval", labels=["env"]
+        )
+        pipe = self.redis.pipeline()
+        for request_id in cast(list[bytes], self.redis.zrange(keys.PENDING, 0, -1)):
+            pipe.hget(keys.request(request_id.decode()), "spec")
+        counts: dict[str, int] = {}
+        for spec in pipe.execute():
+            if spec:
+                env = str(json.loads(spec).get("env", ""))
+                counts[env] = counts.get(env, 0) + 1
+        for env, count in sorted(counts.items()):
+            gauge.add_metric([env], float(count))
+        return gauge
+
+    def _delivery(self) -> Iterator[Any]:
+        yield self._by_env_app(
+            keys.METRICS_DELIVERY_DEPLOYS,
+            "releasegate_delivery_deploys",
+            "Deploys landed (rollbacks not counted)",
+        )
+        yield self._by_env_app(
+            keys.METRICS_DELIVERY_FAILURES,
+            "releasegate_delivery_change_failures",
+            "Deploys that failed verification or were rolled back by a person",
+        )
+        yield self._labelled_histogram(
+            keys.METRICS_DELIVERY_LEAD_TIME,
+            "releasegate_delivery_lead_time_seconds",
+            "Seconds from filing a request to its landing",
+            ["env", "app"],
+        )
+        yield self._labelled_histogram(
+            keys.METRICS_DELIVERY_RESTORE,
+            "releasegate_delivery_time_to_restore_seconds",
+            "Seconds from a failed deploy landing to its rollback landing",
+            ["env", "app"],
+        )
+        yield self._labelled_histogram(
+            keys.METRICS_APPROVAL_WAIT,
+            "releasegate_approval_wait_seconds",
+            "Seconds from filing a request to its last needed approval",
+            ["env"],
+        )
+        yield self._pending()
+
     def collect(self) -> Iterator[Any]:
+        yield from self._delivery()
         yield self._by_env(_DEPLOYS, "releasegate_deploys", "Deploys finished by workers")
         yield self._histogram(
             _DURATION, "releasegate_deploy_duration_seconds", "Seconds from request to push"

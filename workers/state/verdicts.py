@@ -55,6 +55,7 @@ class Running:
     since: float  # Unix seconds: when `evidence` was reached for this version
     evidence: Evidence
     request: str = ""
+    landed: float = 0.0  # Unix seconds: when this version was pushed there
 
 
 def needed(policy: Policy, env: str) -> Evidence:
@@ -131,7 +132,8 @@ class Verdicts:
                 return  # landed again (a re-run): the version ran all along
         elif now is None or now.version != version or STRENGTH[evidence] <= STRENGTH[now.evidence]:
             return  # evidence for a version that no longer runs there, or nothing new
-        record = Running(version, at, evidence, request)
+        landed = at if evidence == "pushed" or now is None else now.landed
+        record = Running(version, at, evidence, request, landed)
         self.redis.hset(keys.running(env), app, json.dumps(asdict(record)))
         if STRENGTH[evidence] < STRENGTH[needed(policy, env)]:
             return
