@@ -102,6 +102,9 @@ class Environment(_Model):
     break_glass_review: Duration = timedelta(hours=24)
     # After the rollout (or the push): measurements that decide whether the deploy stays.
     verify: Verify | None = None
+    # Where the environment is seen (`https://{app}.prd.acme.example`): the deployment
+    # records on the source repository link it.
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=500)
     # How long the upstream must have run a version, verified, before it comes here; and
     # whether releasegate then files the promotion itself (approvals are still asked).
     soak: Duration | None = None

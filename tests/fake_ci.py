@@ -28,6 +28,10 @@ class FakeCI:
     asked: list[tuple[str, str]] = field(default_factory=list)  # (path, auth header)
     # sha -> when it was committed (ISO 8601, as the forge writes it)
     commits: dict[str, str] = field(default_factory=dict)
+    # Deployments, as each forge keeps them: id -> the deployment, and its statuses in order.
+    deployments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    statuses_of: dict[int, list[str]] = field(default_factory=dict)
+    refuse: int = 0  # answer the next N deployment calls 502, as a forge having a bad minute
 
     def __post_init__(self) -> None:
         ci = self
@@ -44,6 +48,22 @@ class FakeCI:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _write(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                auth = self.headers.get("Authorization") or self.headers.get("PRIVATE-TOKEN") or ""
+                ci.asked.append((f"{self.command} {parts.path}", auth))
+                status, answer = ci.write(self.command, unquote(parts.path), body)
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = do_PUT = _write
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -118,6 +138,74 @@ class FakeCI:
                 }
                 for n, s in enumerate(self.pipelines.get(sha, []))
             ]
+        return 404, {"message": "Not Found"}
+
+    def write(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """GitHub's `POST /repos/{owner}/{repo}/deployments` (201; 422 without `ref`) and
+        `POST …/deployments/{id}/statuses` (201; 404 for an unknown deployment, 422 for an
+        unknown state); GitLab's `POST /projects/:id/deployments` (201; `status` one of
+        running, success, failed, canceled) and `PUT /projects/:id/deployments/:id` (200)."""
+        if self.refuse:
+            self.refuse -= 1
+            return 502, {"message": "Server Error"}
+        words = path.strip("/").split("/")
+        github_states = {
+            "error",
+            "failure",
+            "inactive",
+            "in_progress",
+            "queued",
+            "pending",
+            "success",
+        }
+        gitlab_states = {"running", "success", "failed", "canceled"}
+        if method == "POST" and path.startswith("/api/v3/repos/") and words[-1] == "deployments":
+            if not body.get("ref"):
+                return 422, {"message": "Validation Failed", "errors": [{"field": "ref"}]}
+            number = len(self.deployments) + 1
+            self.deployments[number] = {
+                "id": number,
+                "sha": body["ref"],
+                "ref": body["ref"],
+                "task": "deploy",
+                "payload": body.get("payload", {}),
+                "environment": body.get("environment", "production"),
+                "description": body.get("description"),
+            }
+            self.statuses_of[number] = []
+            return 201, self.deployments[number]
+        if method == "POST" and path.startswith("/api/v3/repos/") and words[-1] == "statuses":
+            number = int(words[-2])
+            if number not in self.deployments:
+                return 404, {"message": "Not Found"}
+            if body.get("state") not in github_states:
+                return 422, {"message": "Validation Failed", "errors": [{"field": "state"}]}
+            self.statuses_of[number].append(body["state"])
+            self.deployments[number].setdefault("status_bodies", []).append(body)
+            return 201, {"id": len(self.statuses_of[number]), "state": body["state"]}
+        if path.startswith("/api/v4/projects/") and words[-1] == "deployments" and method == "POST":
+            if body.get("status") not in gitlab_states or not body.get("sha") or "tag" not in body:
+                return 400, {"message": "400 Bad request - status does not have a valid value"}
+            number = len(self.deployments) + 1
+            self.deployments[number] = {
+                "id": number,
+                "iid": number,
+                "sha": body["sha"],
+                "ref": body.get("ref"),
+                "status": body["status"],
+                "environment": {"name": body.get("environment")},
+            }
+            self.statuses_of[number] = [body["status"]]
+            return 201, self.deployments[number]
+        if path.startswith("/api/v4/projects/") and words[-2] == "deployments" and method == "PUT":
+            number = int(words[-1])
+            if number not in self.deployments:
+                return 404, {"message": "404 Not found"}
+            if body.get("status") not in gitlab_states:
+                return 400, {"message": "400 Bad request - status does not have a valid value"}
+            self.deployments[number]["status"] = body["status"]
+            self.statuses_of[number].append(body["status"])
+            return 200, self.deployments[number]
         return 404, {"message": "Not Found"}
 
     def close(self) -> None:

@@ -36,6 +36,7 @@ from workers.landing.forges import MergeRefused
 from workers.landing.mixed import land_mixed
 from workers.landing.sandbox import Limits, Sandbox
 from workers.logs import request_context
+from workers.records import deployments
 from workers.rollout import follow
 from workers.rollout import verify as verification
 from workers.rules.alerts import check_alerts
@@ -107,6 +108,7 @@ def run_request(request_id: str) -> str:
     spans.mark("job", request_id)
     job = Services.load()
     store = job.store
+    deployments.note(job.redis, job.policy, store.get(request_id))  # approved: `queued`
     lanes = job.lanes(job.repositories_of(request_id))
 
     def ended() -> bool:
@@ -131,6 +133,31 @@ def run_request(request_id: str) -> str:
         if not ended():
             time.sleep(0.1)  # not in this batch's window: the lanes go to others meanwhile
     return store.state(request_id).value
+
+
+def record_deployments(request_id: str) -> str:
+    """Bring the request's deployment records on its apps' source repositories (GitHub,
+    GitLab) to its state; raises for RQ to retry when the forge refused."""
+    job = Services.load()
+    request = job.store.get(request_id)
+    result = job.store.result(request_id)
+    log_url = ""
+    if result is not None and result.commits:
+        name = job.policy.app_repository(request.changes[0].app)
+        sha = result.commits.get(name) or next(iter(result.commits.values()))
+        repository = job.policy.repositories.get(name)
+        log_url = (repository.commit_url(sha) if repository else None) or ""
+    with request_context(request_id=request_id):
+        posted = deployments.sync(job.redis, job.policy, request, log_url)
+        if posted:
+            log.info("deployment records: %s", ", ".join(posted))
+    return ", ".join(posted) or "nothing new"
+
+
+def on_records_failure(job: Any, connection: Any, exc_type: Any, exc: Any, tb: Any) -> None:
+    """Said once, when RQ gives up: the deploy itself is not affected."""
+    if not job.retries_left:
+        log.warning("gave up recording the deployments of %s on the forge: %s", job.args[0], exc)
 
 
 def drain_lane() -> int:
@@ -274,6 +301,7 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
                     if outcome.state.landed and outcome.commits:
                         landed_at = time.time()
                         verdicts = Verdicts(redis)
+                        verdicts.saw(request.env, request.artifacts)
                         _count_delivery(store, verdicts, request, landed_at)
                         for change in request.changes:
                             verdicts.ran(
@@ -288,6 +316,7 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
                         if follow.start(redis, policy, request, outcome.commits) is None:
                             verification.start(redis, policy, request, landed_at, announce=False)
                     end(store, request, outcome)
+                    deployments.note(redis, policy, request)
                     spans.mark("ended", request.id)
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 from contextlib import ExitStack
+from functools import partial
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -31,6 +32,7 @@ from workers.horse import FRESH_AFTER, StayingWorker
 from workers.landing import mergerequests
 from workers.landing.batch import reader
 from workers.landing.sweeper import HEARTBEAT_INTERVAL, SWEEP_EVERY, sweep
+from workers.records import deployments
 from workers.rollout import follow
 from workers.rollout import verify as verification
 from workers.rules.plan import checkout_paths, current_versions
@@ -84,6 +86,7 @@ def run(settings: Settings, burst: bool = False, fresh_after: int = FRESH_AFTER)
                 settings.argocd_url,
                 token,
                 mirrors.is_ancestor_anywhere,
+                ended=partial(deployments.note, follower),
             ),
             stop,
         )
@@ -96,6 +99,7 @@ def run(settings: Settings, burst: bool = False, fresh_after: int = FRESH_AFTER)
                 lambda: load_policy(settings.policy),
                 prometheus.get_secret_value() if prometheus else None,
                 mirrors.snapshot,
+                ended=partial(deployments.note, follower),
             ),
             stop,
         )

@@ -258,6 +258,7 @@ def follow_round(
     argocd_token: str | None,
     is_ancestor: Callable[[str, str], bool],
     now: float | None = None,
+    ended: Callable[[Policy, DeployRequest], None] | None = None,
 ) -> float:
     """One round of a worker's `rollouts` loop: look at every due rollout once, all at once
     (each answer is bounded in time, and a slow one holds up no other). A rollout that ends
@@ -280,7 +281,9 @@ def follow_round(
         env = current.environments.get(request.env)
         spec = env.rollout if env is not None else None
         client = partial(_client, spec, request.env, argocd_url, argocd_token)
-        follow(redis, request, client, is_ancestor, now, on_healthy=healthy)
+        record = follow(redis, request, client, is_ancestor, now, on_healthy=healthy)
+        if record is not None and record.ended and ended is not None:
+            ended(current, request)
 
     due = claim(redis, now=now)
     with ThreadPoolExecutor(max(1, min(AT_ONCE, len(due))), "rollout-round") as pool:

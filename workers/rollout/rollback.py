@@ -25,6 +25,7 @@ from workers.state import keys
 from workers.state.queue import enqueue_deploy
 from workers.state.request import Built, Change, DeployRequest, RequestState, new_request_id
 from workers.state.store import RequestStore
+from workers.state.verdicts import Verdicts
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,12 @@ REQUESTER = "releasegate:verification"
 
 
 def plan_rollback(
-    policy: Policy, view: View, request: DeployRequest, reason: str, request_id: str
+    policy: Policy,
+    view: View,
+    request: DeployRequest,
+    reason: str,
+    request_id: str,
+    redis: Redis | None = None,
 ) -> tuple[DeployRequest | None, list[str]]:
     """The rollback of `request` as of `view`, and the apps it leaves (they moved on, or had
     no single version before)."""
@@ -51,8 +57,20 @@ def plan_rollback(
                 raise ReleasegateError(f"{file} is not in {repository} at {base[:7]}")
             return text
 
-        for digest in sorted(digests_held(policy, at_base, change.app, change.env))[:1]:
-            built.append(Built(app=change.app, tag=change.old, digest=digest))
+        held = sorted(digests_held(policy, at_base, change.app, change.env))[:1]
+        seen = Verdicts(redis).artifact(change.env, change.app, change.old) if redis else None
+        if held:  # what the pins held is what they hold again
+            built.append(
+                Built(
+                    app=change.app,
+                    tag=change.old,
+                    digest=held[0],
+                    source=seen.source if seen else "",
+                    revision=seen.revision if seen else "",
+                )
+            )
+        elif seen is not None:  # its artifact as it landed then, for the records
+            built.append(seen)
     if not changes:
         return None, left
     digests = {b.app: b.digest for b in built}
@@ -93,7 +111,7 @@ def file_rollback(
     redis.set(step, new_request_id(), nx=True, ex=30 * 24 * 3600)
     rollback_id = cast(bytes, redis.get(step) or b"").decode()
     if not store.exists(rollback_id):
-        rollback, left = plan_rollback(policy, view(), request, reason, rollback_id)
+        rollback, left = plan_rollback(policy, view(), request, reason, rollback_id, redis)
         if rollback is None:
             redis.set(step, "", keepttl=True)
             return None, left

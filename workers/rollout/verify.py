@@ -345,9 +345,10 @@ def verify_round(
     token: str | None,
     view: Callable[[], View],
     now: float | None = None,
+    ended: Callable[[Policy, DeployRequest], None] | None = None,
 ) -> float:
     """One round of a worker's `verifications` loop: every due verification, then every
-    automatic promotion whose soak ended."""
+    automatic promotion whose soak ended; `ended` hears of each verification that ended."""
     store = RequestStore(redis)
     current = policy()
 
@@ -357,7 +358,9 @@ def verify_round(
         except UnknownRequest:
             redis.zrem(DUE, request_id)
             return
-        verify(redis, current, request, token, view, now)
+        record = verify(redis, current, request, token, view, now)
+        if record is not None and record.ended and ended is not None:
+            ended(current, request)
 
     due = claim(redis, now=now)
     with ThreadPoolExecutor(max(1, min(AT_ONCE, len(due))), "verify-round") as pool:

@@ -127,9 +127,25 @@ def running(env: str) -> str:
     return f"{PREFIX}:running:{env}"
 
 
+def artifacts_landed(env: str) -> str:
+    """ "app version" -> the artifact (Built) that version named when it landed in `env`."""
+    return f"{PREFIX}:artifacts:{env}"
+
+
 def auto_promotion(env: str, app: str, version: str) -> str:
     """Set once the automatic promotion of `app` `version` to `env` was filed (or refused)."""
     return f"{PREFIX}:auto-promotion:{env}:{app}:{version}"
+
+
+# Deployment records on the apps' source repositories (GitHub, GitLab).
+def deployment(request_id: str, app: str) -> str:
+    """The forge's deployment of `app` for the request: its id and the statuses posted."""
+    return f"{PREFIX}:deployment:{request_id}:{app}"
+
+
+def deployment_current(host: str, project: str, env: str, app: str) -> str:
+    """The forge's deployment that last succeeded for `app` in `env`."""
+    return f"{PREFIX}:deployment-current:{host}/{project}:{env}:{app}"
 
 
 # Identities and chat platforms.

@@ -46,6 +46,21 @@ def enqueue_deploy(redis: Redis, request_id: str) -> bool:
     return True
 
 
+def enqueue_records(redis: Redis, request_id: str) -> None:
+    """Queue bringing the request's deployment records on the forge to its state; a forge
+    that refuses is asked again with backoff (RQ's retries), never failing the deploy."""
+    job_queue(redis).enqueue(
+        "workers.jobs.record_deployments",
+        request_id,
+        job_timeout=120,
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+        retry=Retry(max=6, interval=[2, 10, 30, 120, 600, 1800]),
+        on_failure=Callback("workers.jobs.on_records_failure"),
+        description=f"deployment records of {request_id}",
+    )
+
+
 def drain_job_id(lane: str) -> str:
     return "drain-" + hashlib.sha256(lane.encode()).hexdigest()[:16]
 

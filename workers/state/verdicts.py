@@ -17,6 +17,7 @@ from redis import Redis
 
 from config.policy import Policy
 from workers.state import keys
+from workers.state.request import Built
 
 Evidence = Literal["pushed", "healthy", "verified"]
 STRENGTH: dict[str, int] = {"pushed": 0, "healthy": 1, "verified": 2}
@@ -143,6 +144,19 @@ class Verdicts:
                 due = {"env": name, "app": app, "version": version, "since": at}
                 member = json.dumps({**due, "channel": spec.channels[0]})
                 self.redis.zadd(keys.PROMOTIONS_DUE, {member: at + spec.soak.total_seconds()})
+
+    # The artifacts that landed (what a rollback restores, for its records).
+
+    def saw(self, env: str, artifacts: tuple[Built, ...]) -> None:
+        if artifacts:
+            mapping: dict[str | bytes, str | bytes] = {
+                f"{b.app} {b.tag}": b.model_dump_json() for b in artifacts
+            }
+            self.redis.hset(keys.artifacts_landed(env), mapping=mapping)  # type: ignore[arg-type]
+
+    def artifact(self, env: str, app: str, version: str) -> Built | None:
+        raw = cast(bytes | None, self.redis.hget(keys.artifacts_landed(env), f"{app} {version}"))
+        return Built.model_validate_json(raw) if raw else None
 
     def due_promotions(self, now: float) -> list[dict[str, str | float]]:
         """The automatic promotions whose soak ended by `now`, each queued for its channel's
