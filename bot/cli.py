@@ -249,10 +249,11 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
     """The delivery figures, computed from the GitOps repositories' history alone."""
     from datetime import UTC, datetime
 
+    from config.errors import ReleasegateError
     from config.policy import load_policy
     from workers.git.mirrors import Mirrors
     from workers.records import figures
-    from workers.records.report import report
+    from workers.records.report import picture, report
 
     policy = load_policy(settings.policy)
     now = datetime.now(UTC)
@@ -269,6 +270,11 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
     mirrors = Mirrors.of(policy, settings.workdir, access=settings.git_access(), freshness=0)
     try:
         text = report(policy, mirrors, since, now, env=args.env, app=args.app, form=args.format)
+        if args.png is not None:
+            picture(policy, mirrors, since, now, args.png, env=args.env, app=args.app)
+    except ReleasegateError as exc:
+        print(f"releasegate report: {exc}", file=sys.stderr)
+        return 1
     finally:
         mirrors.close()
     print(text)
@@ -339,6 +345,9 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--env", help="one environment")
     report.add_argument("--app", help="one app")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report.add_argument(
+        "--png", type=Path, help="also draw deploys per week and lead time into this file"
+    )
     report.set_defaults(run=_report)
     return root
 

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import struct
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,8 @@ from tests.fake_ci import FakeCI
 from tests.test_cli import releasegate, settings_env
 from workers.git.mirrors import Mirrors
 from workers.records import figures
-from workers.records.report import report
+from workers.records.picture import weekly
+from workers.records.report import read_records, report
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 SOURCE_SHA = "a" * 40
@@ -216,3 +218,30 @@ def test_the_window_is_said_in_days_hours_or_weeks() -> None:
     for bad in ("30", "d", "-1d", "1y", "0d"):
         with pytest.raises(ValueError, match="is not a span"):
             figures.window(bad, now)
+
+
+def test_report_draws_deploys_per_week_and_lead_time_into_a_png(
+    history: Path, tmp_path: Path
+) -> None:
+    policy = parse_policy(plain_policy(history))
+    mirrors = Mirrors.of(policy, tmp_path / "m", freshness=0)
+    records = read_records(policy, mirrors, T0)
+    rows = weekly(records, T0, T0 + timedelta(days=29), lambda app, sha: None, env="prd")
+    # Weeks from Monday: R1, R2 and R4 in the week of Nov 2; R7's two apps in the next.
+    assert [(w.strftime("%m-%d"), n, lead) for w, n, lead in rows] == [
+        ("10-26", 0, None),
+        ("11-02", 3, 0.5),
+        ("11-09", 2, pytest.approx(1 / 3)),
+        ("11-16", 0, None),
+        ("11-23", 0, None),
+    ]
+    days = (datetime.now(UTC) - T0).days + 1
+    env = settings_env(tmp_path / "policy.yaml", "redis://unused", tmp_path / "w")
+    (tmp_path / "policy.yaml").write_text(plain_policy(history))
+    png = tmp_path / "delivery.png"
+    done = releasegate("report", "--since", f"{days}d", "--png", str(png), env=env)
+    assert done.returncode == 0, done.stderr
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    assert (width, height) == (800, 500)

@@ -78,7 +78,7 @@ def compute(
             if record.is_rollback or not since <= record.landed < until:
                 continue
             deploys += 1
-            lead, counted = _lead_time(record, event.change.app, source_time)
+            lead, counted = lead_time(record, event.change.app, source_time)
             leads.append(lead)
             from_source += counted
             if not failed[n]:
@@ -108,7 +108,7 @@ def compute(
     return found
 
 
-def _lead_time(record: Record, app: str, source_time: SourceTime | None) -> tuple[float, int]:
+def lead_time(record: Record, app: str, source_time: SourceTime | None) -> tuple[float, int]:
     sha = record.source_revisions.get(app)
     if sha and source_time is not None and (made := source_time(app, sha)) is not None:
         return max(0.0, (record.landed - made).total_seconds()), 1

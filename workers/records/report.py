@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
 import requests
@@ -44,6 +45,26 @@ def source_times(policy: Policy, session: requests.Session) -> figures.SourceTim
         return commit_time(policy, repository, sha, session) if repository else None
 
     return asked
+
+
+def picture(
+    policy: Policy,
+    mirrors: Mirrors,
+    since: datetime,
+    until: datetime,
+    path: Path,
+    *,
+    env: str | None = None,
+    app: str | None = None,
+) -> None:
+    """Deploys per week and the median lead time, drawn into `path` (PNG)."""
+    from workers.records.picture import draw, weekly
+
+    records = read_records(policy, mirrors, since)
+    with requests.Session() as session:
+        rows = weekly(records, since, until, source_times(policy, session), env=env, app=app)
+    scope = " ".join(part for part in (env, app) if part) or "every environment"
+    draw(rows, f"releasegate: {scope}, {since:%Y-%m-%d} to {until:%Y-%m-%d}", path)
 
 
 def report(
