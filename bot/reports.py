@@ -268,6 +268,11 @@ class OutboxConsumer:
         self._holding = False  # entries were read but are not yet on a replica
         self._group_ready = False
 
+    @property
+    def holding(self) -> bool:
+        """Entries were read but are held back until a replica confirms them."""
+        return self._holding
+
     def _ensure_group(self) -> None:
         if self._group_ready:
             return

@@ -17,6 +17,7 @@ from pathlib import Path
 import requests
 
 from bot.embedded_redis import free_port
+from tests.conftest import eventually
 
 BINARY = Path("/usr/bin/prometheus")
 QUERY = 'max(rg_error_ratio{app="{app}",env="{env}"})'
@@ -138,7 +139,6 @@ def start_prometheus(
 
 def wait_for_data(prometheus: Prometheus, promql: str, seconds: float = 20) -> None:
     """Until the query has a sample: the first scrape happened."""
-    deadline = time.monotonic() + seconds
-    while not prometheus.value(promql):
-        assert time.monotonic() < deadline, "Prometheus never scraped the exporter"
-        time.sleep(0.2)
+    assert eventually(lambda: prometheus.value(promql), seconds, every=0.2), (
+        "Prometheus never scraped the exporter"
+    )

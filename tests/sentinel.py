@@ -14,6 +14,7 @@ from redis import Redis
 
 from bot.embedded_redis import free_port, redis_server_binary
 from tests.certificates import TlsFiles
+from tests.conftest import eventually
 
 MASTER = "mymaster"
 
@@ -137,11 +138,10 @@ class SentinelWorld:
         process.wait()
 
     def wait_for_failover(self, old: int, seconds: float = 30) -> int:
-        deadline = time.monotonic() + seconds
-        while (new := self.master_port()) == old:
-            assert time.monotonic() < deadline, "the sentinels did not fail over"
-            time.sleep(0.2)
-        return new
+        assert eventually(lambda: self.master_port() != old, seconds), (
+            "the sentinels did not fail over"
+        )
+        return self.master_port()
 
     def stop(self) -> None:
         for process in self.processes.values():

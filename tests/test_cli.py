@@ -6,14 +6,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from redis import Redis
 
 from bot.embedded_redis import EmbeddedRedis, free_port
-from tests.conftest import Remote, git
+from tests.conftest import Remote, eventually, git
 from workers.git.env import redact_url
 
 CONVERSATION = """\
@@ -258,10 +257,9 @@ def test_healthcheck_answers_for_kubernetes_probes(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while releasegate("healthcheck", "--worker", env=env).returncode != 0:
-            assert time.monotonic() < deadline, "the worker never registered"
-            time.sleep(0.5)
+        assert eventually(
+            lambda: releasegate("healthcheck", "--worker", env=env).returncode == 0, 30, every=0.5
+        ), "the worker never registered"
         # Ready means warm: by the time it registered, its clone holds the pinned files.
         [slot] = (tmp_path / "w").glob("*/*/slot-0")
         assert (slot / "env" / "prd" / "kustomization.yml").is_file()

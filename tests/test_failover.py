@@ -27,7 +27,7 @@ from bot.platforms.slack_standin import FakeSlack, serve
 from bot.reports import OutboxConsumer
 from config.policy import parse_policy
 from config.settings import Settings
-from tests.conftest import Chat, Remote
+from tests.conftest import Chat, Remote, eventually
 from tests.faults.world import commits_by_request
 from tests.sentinel import SentinelWorld
 from tests.slack_sender import SECRET, SlackSender
@@ -165,10 +165,9 @@ def test_a_master_killed_during_approvals_and_pushes_through_two_bot_replicas_lo
     failed_over = threading.Event()
     confirmed: set[tuple[str, str]] = set()  # approvals a person was told were counted
     try:
-        deadline = time.monotonic() + 60
-        while not all(leads(url) is not None for _p, url in bots):
-            assert time.monotonic() < deadline, "the replicas never got ready\n" + logs()
-            time.sleep(0.2)
+        assert eventually(lambda: all(leads(url) is not None for _p, url in bots), 60, every=0.2), (
+            "the replicas never got ready\n" + logs()
+        )
         # Slack delivers the first command to both replicas: one request, one card.
         seen = len(fake.calls)
         for replica in replicas:
@@ -208,10 +207,7 @@ def test_a_master_killed_during_approvals_and_pushes_through_two_bot_replicas_lo
         for name in ("RELEASEGATE_REDIS_URL", "RELEASEGATE_REDIS_SENTINELS"):
             monkeypatch.setenv(name, env[name])
         store = RequestStore(connect(Settings()))
-        deadline = time.monotonic() + 120
-        while not all(store.state(r).final for r in ids):
-            assert time.monotonic() < deadline, logs()
-            time.sleep(0.3)
+        assert eventually(lambda: all(store.state(r).final for r in ids), 120, every=0.3), logs()
         assert [store.state(r) for r in ids] == [RequestState.PUSHED] * APPS
         told: Counter[str] = Counter()
         deadline = time.monotonic() + 30
@@ -321,10 +317,9 @@ def test_a_push_only_the_lost_master_knew_of_is_found_again_and_told_once(
     consumer = threading.Thread(target=consume, daemon=True)
     consumer.start()
     try:
-        deadline = time.monotonic() + 30
-        while not inside.exists():
-            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
-            time.sleep(0.05)
+        assert eventually(lambda: inside.exists(), 30, every=0.05), (
+            tmp_path / "worker.log"
+        ).read_text()
         old = sentinels.master_port()
         lagging = [p for p in sentinels.data_ports if p != old]
         for port in lagging:  # frozen, and cut off: what the master writes now only it has
@@ -332,22 +327,21 @@ def test_a_push_only_the_lost_master_knew_of_is_found_again_and_told_once(
         sentinels.client(old).client_kill_filter(_type="replica")
         release.touch()
         on_old = RequestStore(sentinels.client(old))
-        deadline = time.monotonic() + 30
-        while on_old.state(request_id) is not RequestState.PUSHED:
-            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
-            time.sleep(0.05)
+        assert eventually(
+            lambda: on_old.state(request_id) is RequestState.PUSHED, 30, every=0.05
+        ), (tmp_path / "worker.log").read_text()
         assert sentinels.client(old).xlen(stream("shell")) == 1
-        time.sleep(1.5)  # the bot has the news, but no replica does: it holds it back
+        # The bot has the news, but no replica does: it holds it back.
+        assert eventually(lambda: bot.holding, 10, every=0.05)
         assert thread.posts == []
         sentinels.kill(old)
         for port in lagging:
             sentinels.processes[port].send_signal(signal.SIGCONT)
         sentinels.wait_for_failover(old)
         store = RequestStore(redis)
-        deadline = time.monotonic() + 60
-        while not thread.posts:
-            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
-            time.sleep(0.2)
+        assert eventually(lambda: thread.posts, 60, every=0.2), (
+            tmp_path / "worker.log"
+        ).read_text()[-3000:]
         time.sleep(1.5)  # a second telling would show up meanwhile
     finally:
         stop.set()

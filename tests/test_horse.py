@@ -16,7 +16,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from bot.embedded_redis import EmbeddedRedis
-from tests.conftest import Chat, run_worker
+from tests.conftest import Chat, eventually, run_worker
 from tests.test_cli import settings_env
 from tests.test_jobs import approved_prd_request
 from tests.test_sweeper import kill_tree
@@ -83,10 +83,9 @@ def test_after_its_share_of_jobs_the_worker_starts_afresh_in_the_same_process(
         ids = []
         for version in ("2.1.0", "2.2.0", "2.3.0"):
             ids.append(approved_prd_request(chat, version))
-            deadline = time.monotonic() + 60
-            while not store.state(ids[-1]).final:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.1)
+            assert eventually(lambda: store.state(ids[-1]).final, 60, every=0.1), log.read_text()[
+                -3000:
+            ]
         assert worker.poll() is None  # the same process, its program replaced
     finally:
         kill_tree(worker.pid)
@@ -99,7 +98,6 @@ def test_after_its_share_of_jobs_the_worker_starts_afresh_in_the_same_process(
 def test_a_burst_worker_leaves_at_once_not_after_its_command_channels_wait(redis: Redis) -> None:
     """redis-py 8's `stop()` waits for the command channel's reader, which slept a minute once
     unsubscribed: every `--burst` worker, and every shutdown, could hang that long."""
-    import time
 
     from workers.horse import PUBSUB_WAKE, StayingWorker
     from workers.state.queue import job_queue

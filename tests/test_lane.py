@@ -16,7 +16,7 @@ from bot.conversation import Conversation
 from bot.embedded_redis import EmbeddedRedis
 from bot.messages import result_text
 from config.policy import parse_policy
-from tests.conftest import Chat, Remote, git, run_worker
+from tests.conftest import Chat, Remote, eventually, git, run_worker
 from tests.test_sweeper import kill_tree
 from workers.git.mirrors import Mirrors
 from workers.landing.sweeper import sweep
@@ -170,10 +170,7 @@ def test_a_lane_holder_killed_after_its_push_is_replaced_and_nothing_lands_twice
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while not landed.exists():
-        assert time.monotonic() < deadline, "the worker never pushed"
-        time.sleep(0.1)
+    assert eventually(lambda: landed.exists(), 60, every=0.1), "the worker never pushed"
     kill_tree(worker.pid)
     worker.wait()
     hook.unlink()

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis import Redis
 
 from bot.embedded_redis import EmbeddedRedis, free_port
+from tests.conftest import eventually
 from tests.fake_rocketchat import BOT_ID, FakeRocketChat, serve
 from tests.test_rocketchat import RC_POLICY
 from tests.test_sweeper import kill_tree
@@ -46,12 +48,9 @@ def leads(url: str) -> list[str] | None:
 
 
 def wait(check: Callable[[], bool], seconds: float, what: str, logs: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            said = "\n".join(p.read_text()[-1500:] for p in logs.glob("replica-*.log"))
-            raise AssertionError(f"{what}\n{said}")
-        time.sleep(0.1)
+    if not eventually(check, seconds, every=0.1):
+        said = "\n".join(p.read_text()[-1500:] for p in logs.glob("replica-*.log"))
+        raise AssertionError(f"{what}\n{said}")
 
 
 @pytest.fixture
@@ -87,6 +86,7 @@ def replicas(
 def test_one_replica_polls_and_the_other_takes_over_when_it_is_killed(
     replicas: tuple[FakeRocketChat, list[tuple[subprocess.Popen[bytes], str]]],
     tmp_path: Path,
+    redis: Redis,
 ) -> None:
     fake, started = replicas
 
@@ -99,7 +99,8 @@ def test_one_replica_polls_and_the_other_takes_over_when_it_is_killed(
     wait(lambda: len(holders()) == 1, 20, "no replica took the poller", tmp_path)
     [holder] = holders()
     assert len(holders()) == 1  # still one: the other waits
-    time.sleep(1.5)  # the poller's first round sets its cursor
+    cursor = "releasegate:rocketchat:cursor:rocketchat:deploy-int"
+    wait(lambda: bool(redis.exists(cursor)), 20, "the poller's first round set no cursor", tmp_path)
     for _ in range(3):
         fake.say("bob", "deploy-int", "status int")
     fake.wait_for_posts(3, timeout=20)

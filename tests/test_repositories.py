@@ -11,7 +11,6 @@ import re
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from bot.demo import create_remote, example
 from bot.embedded_redis import EmbeddedRedis
 from config.errors import PolicyError
 from config.policy import parse_policy
-from tests.conftest import Chat, Remote, git, outbox, run_worker
+from tests.conftest import Chat, Remote, eventually, git, outbox, run_worker
 from tests.fake_forge import TOKEN, FakeForge
 from tests.fake_forge import serve as serve_forge
 from tests.test_cli import releasegate
@@ -515,10 +514,9 @@ def test_a_worker_killed_between_the_two_pushes_is_finished_by_a_fresh_one_landi
     )
     try:
         request_id = approved(chat, "deploy awesome 2.1.0 to prd")
-        deadline = time.monotonic() + 60
-        while not entered.exists():
-            assert time.monotonic() < deadline, (tmp_path / "worker-1.log").read_text()
-            time.sleep(0.05)
+        assert eventually(lambda: entered.exists(), 60, every=0.05), (
+            tmp_path / "worker-1.log"
+        ).read_text()
         assert trailer(origin) == request_id  # apps landed; environments is being pushed
         kill_tree(worker.pid)
         worker.wait()
@@ -536,10 +534,9 @@ def test_a_worker_killed_between_the_two_pushes_is_finished_by_a_fresh_one_landi
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 90
-        while not store.state(request_id).final:
-            assert time.monotonic() < deadline, (tmp_path / "worker-2.log").read_text()
-            time.sleep(0.2)
+        assert eventually(lambda: store.state(request_id).final, 90, every=0.2), (
+            tmp_path / "worker-2.log"
+        ).read_text()
     finally:
         kill_tree(fresh.pid)
         fresh.wait()
@@ -583,11 +580,8 @@ def test_requests_across_and_within_repositories_racing_through_the_lanes_all_la
             approved(chat, "deploy awesome 2.1.0 to int", env="int"),
         ]
         store = RequestStore(redis)
-        deadline = time.monotonic() + 120
-        while not all(store.state(r).final for r in ids):
-            logs = "\n".join(p.read_text()[-2000:] for p in tmp_path.glob("worker-*.log"))
-            assert time.monotonic() < deadline, logs
-            time.sleep(0.2)
+        logs = "\n".join(p.read_text()[-2000:] for p in tmp_path.glob("worker-*.log"))
+        assert eventually(lambda: all(store.state(r).final for r in ids), 120), logs
     finally:
         for worker in workers:
             kill_tree(worker.pid)

@@ -24,7 +24,7 @@ from bot.server import create_app
 from config.errors import PostFailed
 from config.policy import parse_policy
 from config.settings import Settings
-from tests.conftest import Remote, http_server, run_worker
+from tests.conftest import Remote, eventually, http_server, run_worker
 from tests.fake_rocketchat import BOT_ID, FakeRocketChat, serve
 from workers.git.mirrors import Mirrors
 from workers.state.request import RequestState
@@ -200,10 +200,7 @@ def test_an_approval_reaction_is_polled_queued_pushed_and_reported_in_the_thread
     def card_text() -> str:
         return str(next(m for m in rocket.fake.messages if m["_id"] == card)["msg"])
 
-    deadline = time.monotonic() + 15
-    while pushed not in card_text():
-        assert time.monotonic() < deadline, card_text()
-        time.sleep(0.05)
+    assert eventually(lambda: pushed in card_text(), 15, every=0.05), card_text()
     thread = [m["msg"] for m in rocket.fake.posted() if m.get("tmid") == card]
     assert thread[-1] == f"{request_id}: pushed {origin.head()[:7]}: awesome: 2.0.0 -> 2.1.0 (prd)"
     assert "approvals 1/1: @carol" in card_text()  # addressed by name, decided by id
@@ -214,9 +211,9 @@ def test_a_user_id_principal_matches_through_the_webhook(rocket: RocketWorld) ->
     rocket.webhook("alice", "deploy-prd", "deploy awesome 2.1.0 to prd")
     request_id, card = rocket.card()
     rocket.webhook("dave", "deploy-prd", "approve", tmid=card)
-    deadline = time.monotonic() + 10
-    while rocket.store.state(request_id) is RequestState.PENDING and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert eventually(
+        lambda: rocket.store.state(request_id) is not RequestState.PENDING, 10, every=0.05
+    )
     assert rocket.store.approvals(request_id) == ["rocketchat:id-dave"]
 
 
@@ -375,10 +372,12 @@ def test_an_outcome_rocketchat_refuses_is_kept_and_posted_later(
     poster = rocket.adapter.poster
     # Another bot (or this one, RETRY_IDLE later) claims the entry and posts it.
     consumer = OutboxConsumer(redis, "rocketchat", poster, retry_idle=timedelta(0))
-    deadline = time.monotonic() + 15
-    while rocket.store.is_unreported(request_id):
-        assert time.monotonic() < deadline, "the outcome was never posted"
+
+    def posted() -> bool:
         consumer.run_once()
+        return not rocket.store.is_unreported(request_id)
+
+    assert eventually(posted, 15, every=0.05), "the outcome was never posted"
     assert rocket.fake.posted()[-1]["msg"].startswith(f"{request_id}: pushed ")
 
 
@@ -397,10 +396,11 @@ def test_serve_polls_for_messages_when_no_webhook_is_set(
     settings = Settings()
     conversation = rocket.adapter.conversation
     with http_server(create_app(settings, conversation.policy, redis, conversation)):
-        deadline = time.monotonic() + 10
-        while not redis.exists("releasegate:rocketchat:cursor:rocketchat:deploy-int"):
-            assert time.monotonic() < deadline, "the poller did not start"
-            time.sleep(0.05)
+        assert eventually(
+            lambda: redis.exists("releasegate:rocketchat:cursor:rocketchat:deploy-int"),
+            10,
+            every=0.05,
+        ), "the poller did not start"
         rocket.fake.say("bob", "deploy-int", "status int")
         [answer] = rocket.fake.wait_for_posts(1, timeout=20)
     assert answer["msg"].startswith("awesome: int 2.0.0\n")

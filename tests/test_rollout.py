@@ -30,7 +30,7 @@ from bot.reports import post_rollout
 from config.errors import PostFailed
 from config.policy import Policy, parse_policy
 from config.settings import Settings
-from tests.conftest import Chat, Remote, outbox, plain_policy, run_worker
+from tests.conftest import Chat, Remote, eventually, outbox, plain_policy, run_worker
 from tests.fake_argocd import TOKEN, FakeApp, FakeArgoCD, FakeKubernetes, FakeKustomization, serve
 from tests.test_cli import releasegate
 from tests.test_sweeper import kill_tree
@@ -265,22 +265,29 @@ def test_following_survives_a_worker_killed_in_the_middle_and_is_told_once(
         )
 
     first = worker()
-    deadline = time.monotonic() + 60
-    while not any(t.asked for t in getattr(following.load(world.redis, request_id), "targets", [])):
-        assert time.monotonic() < deadline, "the worker never looked at the rollout"
-        time.sleep(0.2)
+    assert eventually(
+        lambda: any(
+            t.asked for t in getattr(following.load(world.redis, request_id), "targets", [])
+        ),
+        60,
+        every=0.2,
+    ), "the worker never looked at the rollout"
     kill_tree(first.pid)
     first.wait()
     world.argocd.apps["awesome-prd"].progressing = 0  # healthy from now on
     second = worker()
     try:
-        deadline = time.monotonic() + 90
-        while not (record := following.load(world.redis, request_id)) or not record.ended:
-            assert time.monotonic() < deadline, "the next worker did not finish following"
-            time.sleep(0.2)
+
+        def ended() -> bool:
+            found = following.load(world.redis, request_id)
+            return found is not None and found.ended
+
+        assert eventually(ended, 90), "the next worker did not finish following"
     finally:
         second.terminate()
         second.wait(timeout=30)
+    record = following.load(world.redis, request_id)
+    assert record is not None
     assert [t.state for t in record.targets] == ["healthy"]
     kinds = [f.get(b"kind") for _id, f in world.redis.xrange(stream("shell"))]
     assert kinds.count(b"rollout") == 1
@@ -494,10 +501,9 @@ def test_one_slow_application_does_not_delay_another(world: World) -> None:
         ),
     )
     look.start()
-    deadline = time.monotonic() + 3  # the slow answer takes 5 s
-    while not any(line.startswith("RFAST02") for line in outbox(world.redis)):
-        assert time.monotonic() < deadline, "the fast application waited for the slow one"
-        time.sleep(0.05)
+    assert eventually(
+        lambda: any(line.startswith("RFAST02") for line in outbox(world.redis)), 3, every=0.05
+    ), "the fast application waited for the slow one"  # the slow answer takes 5 s
     assert look.is_alive()  # the slow one is still being asked
     look.join(timeout=15)
 

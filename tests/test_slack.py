@@ -26,7 +26,7 @@ from bot.reports import OutboxConsumer
 from bot.server import create_app
 from config.policy import parse_policy
 from config.settings import Settings
-from tests.conftest import Remote, http_server, run_worker
+from tests.conftest import Remote, eventually, http_server, run_worker
 from tests.slack_sender import SECRET, SlackSender
 from tests.test_inert import outside_commit
 from workers.git.mirrors import Mirrors
@@ -88,9 +88,9 @@ class SlackWorld(SlackSender):
         match = re.search(r"\((R[0-9A-Z]{6})\)", blocks[0]["text"]["text"])
         assert match is not None
         request_id = match.group(1)
-        deadline = time.monotonic() + 5
-        while (ts := self.store.message_of(request_id)) is None and time.monotonic() < deadline:
-            time.sleep(0.02)  # the card is bound right after Slack answered the post
+        # The card is bound right after Slack answered the post.
+        assert eventually(lambda: self.store.message_of(request_id), 5, every=0.02)
+        ts = self.store.message_of(request_id)
         assert ts is not None
         return request_id, ts
 

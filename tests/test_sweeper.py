@@ -17,7 +17,7 @@ from rq.serializers import JSONSerializer
 
 from bot.embedded_redis import EmbeddedRedis
 from config.settings import Settings
-from tests.conftest import Chat, Remote, run_worker, sandbox_tools
+from tests.conftest import Chat, Remote, eventually, run_worker, sandbox_tools
 from workers.landing.sweeper import DEAD_AFTER, sweep
 from workers.state.lane import Lane, lane_name
 from workers.state.queue import job_queue
@@ -25,6 +25,12 @@ from workers.state.request import RequestState
 from workers.state.store import RequestStore
 
 LATER = DEAD_AFTER + 1  # seconds after which a silent worker is taken for dead
+
+
+def validating(marker: str) -> bool:
+    """Whether a process whose command line holds `marker` runs (a validator started)."""
+    table = subprocess.run(["ps", "-A", "-o", "args="], capture_output=True, text=True).stdout
+    return any(marker in line for line in table.splitlines())
 
 
 def kill_tree(root: int) -> None:
@@ -65,7 +71,7 @@ def test_a_worker_killed_mid_job_leaves_nothing_pushed_and_the_request_runs_agai
     request_id = queued_int_request(chat)
     original = policy_file.read_text()
     # The validation step hangs, so the worker is surely mid-job when it is killed.
-    command = 'python3 -c "import time; time.sleep(60)"'
+    command = 'python3 -c "import time; time.sleep(60.25)"'
     hang = f"    validate: {json.dumps(command)}\n"
     policy_file.write_text(
         original.replace(
@@ -86,11 +92,12 @@ def test_a_worker_killed_mid_job_leaves_nothing_pushed_and_the_request_runs_agai
         stderr=subprocess.DEVNULL,
     )
     store = RequestStore(redis)
-    deadline = time.monotonic() + 60
-    while store.state(request_id) is not RequestState.RUNNING:
-        assert time.monotonic() < deadline, "the worker never started the job"
-        time.sleep(0.1)
-    time.sleep(1)  # inside the validation command now
+    assert eventually(lambda: store.state(request_id) is RequestState.RUNNING, 60, every=0.1), (
+        "the worker never started the job"
+    )
+    assert eventually(lambda: validating("time.sleep(60.25)"), 30, every=0.1), (
+        "the validation command never ran"
+    )
     kill_tree(worker.pid)  # the worker, its scheduler, git
     worker.wait()
     assert origin.count() == 1
@@ -98,10 +105,8 @@ def test_a_worker_killed_mid_job_leaves_nothing_pushed_and_the_request_runs_agai
 
     lane = lane_of(chat)
     assert sweep(redis, lane) == []  # too early to tell a slow job from a dead one
-    deadline = time.monotonic() + 30
-    while lane.holder() is not None:  # the dead holder's lease runs out within seconds
-        assert time.monotonic() < deadline, "the dead worker's lease never expired"
-        time.sleep(0.2)
+    # The dead holder's lease runs out within seconds.
+    assert eventually(lambda: lane.holder() is None, 30), "the dead worker's lease never expired"
     assert sweep(redis, lane) == [request_id]  # nobody holds its lane: a drain job is queued
     policy_file.write_text(original)
     run_worker(redis)

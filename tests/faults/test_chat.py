@@ -18,7 +18,7 @@ from bot.platforms.slack_standin import FakeSlack, serve
 from bot.reports import GROUP, OutboxConsumer
 from config.errors import ReleasegateError
 from config.settings import Settings
-from tests.conftest import Chat, Remote, run_worker
+from tests.conftest import Chat, Remote, eventually, run_worker
 from tests.fake_rocketchat import BOT_ID
 from tests.test_rocketchat import RC_POLICY, RocketWorld, rocket_world
 from tests.test_rocketchat import serve as serve_rocketchat
@@ -100,24 +100,22 @@ def test_rocketchat_down_while_a_request_waits_then_its_approval_counts_once_it_
 
     supervisor.start("rocketchat-poller", poll_round, stop)
     try:
-        deadline = time.monotonic() + 15
-        while "rocketchat-poller" not in supervisor.down():
-            assert time.monotonic() < deadline, "the poller never said it was down"
-            time.sleep(0.1)
+        assert eventually(lambda: "rocketchat-poller" in supervisor.down(), 15, every=0.1), (
+            "the poller never said it was down"
+        )
         assert rocket.store.state(request_id) is RequestState.PENDING
         with pytest.raises(ReleasegateError):  # a clear error, no approval from nowhere
             rocket.adapter.poll_once(messages_too=False)
 
         rocket.api = serve_rocketchat(rocket.fake, port)
-        deadline = time.monotonic() + 90  # the poller backs off while it is down
-        while rocket.store.state(request_id) is RequestState.PENDING:
-            assert time.monotonic() < deadline, supervisor.down()
-            time.sleep(0.2)
+        assert eventually(
+            lambda: rocket.store.state(request_id) is not RequestState.PENDING, 90, every=0.2
+        ), supervisor.down()  # the poller backs off while it is down
         # And the poller is well again: a round ends without an error (one that met the
         # restarting stand-in is followed by a good one).
-        while "rocketchat-poller" in supervisor.down():
-            assert time.monotonic() < deadline, supervisor.down()
-            time.sleep(0.1)
+        assert eventually(lambda: "rocketchat-poller" not in supervisor.down(), 30, every=0.1), (
+            supervisor.down()
+        )
     finally:
         stop.set()
     run_worker(redis)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import eventually
 from tests.faults.world import World, check_invariants
 from workers.git.history import TRAILER_SCAN_DEPTH
 from workers.state.outbox import report_to
@@ -38,10 +38,9 @@ def hang_in_validation(world: World) -> Path:
 
 def reached(world: World, marker: Path) -> None:
     """Wait until a worker touched `marker` (it hangs there now)."""
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert time.monotonic() < deadline, "the worker never got there: " + world.tail()
-        time.sleep(0.1)
+    assert eventually(lambda: marker.exists(), 60, every=0.1), (
+        "the worker never got there: " + world.tail()
+    )
 
 
 @pytest.mark.parametrize("point", ["before-commit", "before-push", "after-push"])

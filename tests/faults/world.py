@@ -22,7 +22,7 @@ from bot.conversation import Conversation
 from bot.embedded_redis import EmbeddedRedis
 from bot.events import Reply
 from config.policy import parse_policy
-from tests.conftest import Chat, Remote, git, outbox
+from tests.conftest import Chat, Remote, eventually, git, outbox
 from tests.test_lane import many_apps_remote
 from tests.test_sweeper import kill_tree
 from workers.git.mirrors import Mirrors
@@ -146,11 +146,9 @@ class World:
             self.say(approver, f"approve {request_id}")
 
     def wait_ended(self, ids: Iterable[str], timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        for request_id in ids:
-            while not self.store.state(request_id).final:
-                assert time.monotonic() < deadline, f"{request_id} never ended: " + self.tail()
-                time.sleep(0.2)
+        ended = eventually(lambda: all(self.store.state(r).final for r in ids), timeout)
+        open_ones = [r for r in ids if not self.store.state(r).final]
+        assert ended, f"{', '.join(open_ones)} never ended: " + self.tail()
 
     def tail(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.logs.iterdir())
