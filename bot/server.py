@@ -36,7 +36,8 @@ from bot.conversation import Conversation
 from bot.executor import BoundedExecutor
 from bot.limits import BodyLimit
 from bot.live import live_lines
-from bot.reports import Links, OutboxConsumer
+from bot.reports import OutboxConsumer
+from bot.telling import Links
 from config.policy import Policy
 from config.settings import Settings
 from workers.state.leader import Leadership, led

@@ -197,47 +197,28 @@ def eventually(check: Callable[[], object], seconds: float, every: float = 0.2) 
 
 
 def outbox(redis: Redis) -> list[str]:
-    """What the workers queued for the shell's channels, as the thread is told it."""
-    from bot import messages, verification
-    from workers.rollout.follow import load
-    from workers.rollout.verify import load as load_verification
+    """What the workers queued for the shell's channels, as the thread is told it (by the
+    bot's own teller, reading only: nothing is marked told)."""
+    from bot.telling import Teller
     from workers.state.outbox import stream
     from workers.state.store import RequestStore
 
-    store = RequestStore(redis)
-    told = []
+    class Said:
+        def __init__(self) -> None:
+            self.texts: list[str] = []
+
+        def post(self, channel: str, thread: str | None, text: str) -> str:
+            self.texts.append(text)
+            return str(len(self.texts))
+
+        def update_card(self, channel: str, ref: str, card: object) -> None:
+            pass
+
+    said = Said()
+    teller = Teller(RequestStore(redis), said, read_only=True)
     for _id, fields in redis.xrange(stream("shell")):
-        request_id = fields[b"request"].decode()
-        kind = fields.get(b"kind", b"").decode()
-        if kind == "promote":
-            facts = {k.decode(): v.decode() for k, v in fields.items()}
-            told.append(f"promote {facts['app']} {facts['version']} to {facts['env']}")
-            continue
-        if kind == "verification":
-            checked = load_verification(redis, request_id)
-            assert checked is not None, request_id
-            request = store.get(request_id)
-            phase = fields[b"phase"].decode()
-            if phase == "started":
-                told.append(verification.started_text(request, checked))
-            elif phase == "ended":
-                approvals = store.approval_records(request_id)
-                told.append(verification.ended_text(request, checked, approvals))
-            continue
-        if fields.get(b"kind") == b"note":
-            told.append(
-                messages.note(request_id, {k.decode(): v.decode() for k, v in fields.items()})
-            )
-            continue
-        if fields.get(b"kind") == b"rollout":
-            record = load(redis, request_id)
-            assert record is not None, request_id
-            told.append(messages.rollout_news(store.get(request_id), record))
-            continue
-        result = store.result(request_id)
-        assert result is not None, request_id
-        told.append(messages.outcome(store.get(request_id), result))
-    return told
+        teller.tell({k.decode(): v.decode() for k, v in fields.items()})
+    return said.texts
 
 
 @contextmanager

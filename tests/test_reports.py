@@ -77,7 +77,7 @@ def test_an_entry_posted_but_not_acknowledged_is_not_posted_again(
     first._ensure_group()
     [(_stream, [(_entry, _fields)])] = redis.xreadgroup(GROUP, "bot-a", {stream("shell"): ">"})
     # bot-a posted and recorded it, then died before XACK.
-    from bot.reports import post_outcome
+    from bot.telling import post_outcome
 
     post_outcome(RequestStore(redis), poster, request_id)
     RequestStore(redis).mark_reported(request_id)

@@ -26,7 +26,7 @@ from bot.live import live_lines
 from bot.platforms.slack_api import SlackPoster
 from bot.platforms.slack_standin import FakeSlack
 from bot.platforms.slack_standin import serve as serve_slack
-from bot.reports import post_rollout
+from bot.telling import post_rollout
 from config.errors import PostFailed
 from config.policy import Policy, parse_policy
 from config.settings import Settings
@@ -509,7 +509,7 @@ def test_one_slow_application_does_not_delay_another(world: World) -> None:
 
 
 def test_the_healthy_news_links_the_application_in_argo_cd(world: World) -> None:
-    from bot.reports import Links
+    from bot.telling import Links
 
     request_id = world.push()
     world.follow()

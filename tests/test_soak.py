@@ -13,7 +13,8 @@ from redis import Redis
 
 from bot.cards import Card
 from bot.conversation import Conversation
-from bot.reports import OutboxConsumer, post_promotion
+from bot.reports import OutboxConsumer
+from bot.telling import post_promotion
 from config.policy import parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, run_worker, single_policy

@@ -21,14 +21,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 
-from bot import messages
 from bot.cards import Card
 from bot.conversation import Conversation
 from bot.events import ChatEvent, Reply
 from bot.grammar import VERBS, is_decision
-from bot.reports import outcome_text, post_promotion, post_verification
+from bot.telling import Teller
 from config.policy import Policy
-from workers.rollout.follow import load as load_rollout
 from workers.rollout.verify import load as load_verification
 from workers.state import audit
 from workers.state.outbox import stream
@@ -186,55 +184,22 @@ class ShellChat:
         return checked.ended and (not checked.rollback or self.store.state(checked.rollback).final)
 
     def drain_outbox(self, block_ms: int | None = None, reprompt: bool = False) -> None:
+        """Print what the workers queued for the shell's channels since the last look, told
+        as every platform tells it (`bot/telling.py`)."""
         entries = cast(
             list[Any], self.redis.xread({SHELL_OUTBOX: self._outbox_cursor}, block=block_ms)
+        )
+        conversation = self.conversation
+        teller = Teller(
+            self.store,
+            _ShellPoster(self, reprompt),
+            offer_rollback=conversation.offer_rollback,
+            offer_promotion=conversation.offer_promotion,
         )
         for _stream, batch in entries or []:
             for entry_id, fields in batch:
                 self._outbox_cursor = entry_id.decode()
-                request_id = fields[b"request"].decode()
-                if fields.get(b"kind") == b"rollout":
-                    self._show_rollout(request_id, reprompt)
-                    continue
-                if fields.get(b"kind") in (b"verification", b"promote"):
-                    facts = {k.decode(): v.decode() for k, v in fields.items()}
-                    poster = _ShellPoster(self, reprompt)
-                    if facts["kind"] == "promote":
-                        offer = self.conversation.offer_promotion
-                        post_promotion(self.store, poster, facts, offer)
-                    else:
-                        post_verification(self.store, poster, request_id, facts.get("phase", ""))
-                    continue
-                if fields.get(b"kind") == b"note":
-                    facts = {k.decode(): v.decode() for k, v in fields.items()}
-                    text = f"releasegate (worker): {messages.note(request_id, facts)}"
-                    self.say(
-                        f"\r{text}\n{self.prompt}" if reprompt else text,
-                        end="" if reprompt else "\n",
-                    )
-                    continue
-                result = self.store.result(request_id)
-                if result is None or not self.store.is_unreported(request_id):
-                    continue
-                request = self.store.get(request_id)
-                self.store.mark_reported(request_id)
-                channel = request.channel.removeprefix("shell:")
-                told = outcome_text(self.store, request, result)
-                text = f"[{channel}] releasegate (worker): {told}"
-                # At an interactive prompt, print over it and draw it again below.
-                if reprompt:
-                    self.say(f"\r{text}\n{self.prompt}", end="")
-                else:
-                    self.say(text)
-
-    def _show_rollout(self, request_id: str, reprompt: bool) -> None:
-        record = load_rollout(self.redis, request_id)
-        if record is None:
-            return
-        request = self.store.get(request_id)
-        channel = request.channel.removeprefix("shell:")
-        text = f"[{channel}] releasegate (rollout): {messages.rollout_news(request, record)}"
-        self.say(f"\r{text}\n{self.prompt}" if reprompt else text, end="" if reprompt else "\n")
+                teller.tell({k.decode(): v.decode() for k, v in fields.items()})
 
     def succeeded(self) -> bool:
         ok = {RequestState.PUSHED, RequestState.MERGED, RequestState.NOOP}

@@ -38,7 +38,7 @@ from workers.rollout import rollback as rollbacks
 from workers.rollout.measure import Measurement, measure
 from workers.rules.gates import Lock, Locks
 from workers.state import keys, metrics
-from workers.state.outbox import report_to
+from workers.state.outbox import Kind, report_to
 from workers.state.request import DeployRequest
 from workers.state.store import RequestStore
 from workers.state.verdicts import Failure, Verdicts
@@ -269,7 +269,7 @@ def verify(
                 report_to(request),
                 {
                     "request": request.id,
-                    "kind": "verification",
+                    "kind": Kind.VERIFICATION.value,
                     "phase": "progress",
                     "channel": request.channel,
                 },

@@ -10,6 +10,7 @@ can say an outcome is still on its way.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, cast
 
 from redis import Redis
@@ -18,6 +19,16 @@ from config.principals import ChannelRef
 from workers.state import keys
 from workers.state.request import DeployRequest
 from workers.state.store import RequestStore
+
+
+class Kind(StrEnum):
+    """What an outbox entry tells (its `kind` field); `bot/telling.py` words each."""
+
+    OUTCOME = "outcome"  # how a request ended
+    ROLLOUT = "rollout"  # how its rollout went
+    NOTE = "note"  # a line for its thread (a pull request opened, a merge refused for now)
+    VERIFICATION = "verification"  # a verification's start, progress or end (`phase`)
+    PROMOTE = "promote"  # a soak ended: the promotion to file (`env`, `app`, `version`)
 
 
 def stream(platform: str) -> str:
@@ -34,7 +45,7 @@ def report_to(request: DeployRequest) -> str:
     return stream(platform_of(request.channel))
 
 
-def publish(redis: Redis, request: DeployRequest, kind: str = "outcome") -> str:
+def publish(redis: Redis, request: DeployRequest, kind: Kind = Kind.OUTCOME) -> str:
     """Queue `kind` news about `request` for its channel; returns the stream entry id."""
     RequestStore(redis).mark_unreported(request.id)
     entry = cast(Any, {"request": request.id, "kind": kind, "channel": request.channel})
@@ -51,7 +62,7 @@ def note(redis: Redis, request: DeployRequest, about: str, **facts: str) -> str:
         Any,
         {
             "request": request.id,
-            "kind": "note",
+            "kind": Kind.NOTE.value,
             "channel": request.channel,
             "about": about,
             **fields,
