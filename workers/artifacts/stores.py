@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import requests
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -11,6 +9,7 @@ from ruamel.yaml.error import YAMLError
 from config.git_access import GitAccess
 from workers.artifacts.registry import DEADLINE, RegistryError
 from workers.git.env import git_env, git_said, redact_url
+from workers.git.run import GitTimedOut, run_git
 from workers.http import AnswerRefused, fetch
 
 MAX_INDEX = 20 * 1024 * 1024  # a big chart repository's index.yaml is a few MB
@@ -20,14 +19,8 @@ MAX_TAGS_OUTPUT = 4 * 1024 * 1024
 def git_tags(url: str, access: GitAccess | None = None) -> dict[str, str]:
     """Tag -> the commit it points to (annotated tags peeled), from `git ls-remote`."""
     try:
-        done = subprocess.run(
-            ["git", "ls-remote", "--tags", "--", url],
-            env=git_env(access),
-            capture_output=True,
-            timeout=DEADLINE,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
+        done = run_git("ls-remote", "--tags", "--", url, env=git_env(access), timeout=DEADLINE)
+    except GitTimedOut as exc:
         raise RegistryError(f"{redact_url(url)} did not list its tags in {DEADLINE:.0f}s") from exc
     if done.returncode != 0:
         said = git_said(done.stderr.decode("utf-8", "replace"))

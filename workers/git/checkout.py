@@ -22,7 +22,6 @@ import os
 import shutil
 import socket
 import stat
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from workers.git.commits import PlannedCommits
 from workers.git.env import git_env, git_said, redact_url, repository_dir
 from workers.git.history import FetchedHistory
 from workers.git.integrity import slot_problem, store_problem
+from workers.git.run import GitTimedOut, run_git, verb
 from workers.git.signing import Signer
 from workers.git.slots import STALE_HOST_SECONDS, hold_slot, prune_gone_hosts
 
@@ -51,14 +51,6 @@ _FAILED_PUSH = (
     | git.PushInfo.REMOTE_FAILURE
 )
 _RACE_WORDS = ("fetch first", "non-fast-forward", "stale info", "cannot lock ref")
-
-
-def _verb(args: Sequence[str]) -> str:
-    """The git subcommand among `args` (after any `-c name=value`)."""
-    rest = list(args)
-    while rest[:1] == ["-c"]:
-        rest = rest[2:]
-    return rest[0] if rest else "git"
 
 
 def _remote_said(lines: list[str], keep: int = 5) -> str:
@@ -158,22 +150,21 @@ class Checkout(FetchedHistory, PlannedCommits):
         the deploy path), with `given` on its standard input; raises `RemoteUnreachable` with
         git's own words."""
         try:
-            done = subprocess.run(
-                ["git", *args],
+            done = run_git(
+                *args,
                 cwd=cwd or self.base,
                 env={**self._env, **(env or {})},
-                input=given,
-                capture_output=True,
-                text=True,
+                given=given.encode() if given is not None else None,
                 timeout=GIT_TIMEOUT,
-                check=False,
             )
-        except subprocess.TimeoutExpired as exc:
-            raise RemoteUnreachable(f"git {_verb(args)} took longer than {GIT_TIMEOUT}s") from exc
+        except GitTimedOut as exc:
+            raise RemoteUnreachable(str(exc)) from exc
         if done.returncode != 0:
-            error = git_said(done.stderr, self._known_hosts) or f"exit {done.returncode}"
-            raise RemoteUnreachable(f"git {_verb(args)} failed: {error}")
-        return done.stdout.strip() if strip else done.stdout
+            stderr = done.stderr.decode("utf-8", "replace")
+            error = git_said(stderr, self._known_hosts) or f"exit {done.returncode}"
+            raise RemoteUnreachable(f"git {verb(args)} failed: {error}")
+        out = done.stdout.decode("utf-8", "replace")
+        return out.strip() if strip else out
 
     def _open(self) -> git.Repo:
         """This slot's working tree: a worktree of the host's store (cloned once per host,

@@ -17,12 +17,11 @@ that could have written into a slot while we were not looking. So:
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
 from config.errors import GitOpsError
-from workers.git.env import git_env
+from workers.git.run import run_git
 
 # Every setting our own git calls write into a clone (git init, remote add, a blobless
 # fetch, sparse checkout, worktrees), as `git config --list --name-only` prints them.
@@ -67,17 +66,11 @@ def blob_id(data: bytes, object_format_length: int = 40) -> str:
 def _config_keys(path: Path) -> list[str]:
     if not path.exists():
         return []
-    done = subprocess.run(
-        ["git", "config", "--file", str(path), "--list", "--name-only"],
-        env=git_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = run_git("config", "--file", str(path), "--list", "--name-only", timeout=30)
     if done.returncode != 0:
-        return [f"(unreadable: {done.stderr.strip()[:100]})"]
-    return [line.strip().lower() for line in done.stdout.splitlines() if line.strip()]
+        return [f"(unreadable: {done.stderr.decode('utf-8', 'replace').strip()[:100]})"]
+    listed = done.stdout.decode("utf-8", "replace")
+    return [line.strip().lower() for line in listed.splitlines() if line.strip()]
 
 
 def store_problem(store: Path) -> str | None:

@@ -31,6 +31,7 @@ from config.errors import GitOpsError, PinError, PinNotFound, RemoteUnreachable
 from config.git_access import GitAccess
 from config.policy import Repository
 from workers.git.env import git_env, git_said, redact_url, repository_dir
+from workers.git.run import run_git, start_git
 from workers.git.trailers import TRAILER_FORMAT, parse_trailer_log
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,7 @@ class ObjectReader:
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._process is None or self._process.poll() is not None:
-            self._process = subprocess.Popen(
-                ["git", "--git-dir", str(self.git_dir), "cat-file", "--batch"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=git_env(None),
-            )
+            self._process = start_git("--git-dir", str(self.git_dir), "cat-file", "--batch")
             # A store dropped without close() does not leave its process behind.
             weakref.finalize(self, _stop, self._process)
         return self._process
@@ -294,16 +289,7 @@ class Mirror:
             self._cond.notify_all()
 
     def _git(self, *args: str, timeout: float) -> str:
-        try:
-            done = subprocess.run(
-                ["git", "--git-dir", str(self.git_dir), *args],
-                capture_output=True,
-                timeout=timeout,
-                env=self._env,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise GitOpsError(f"git {args[0]} took longer than {timeout:.0f}s") from exc
+        done = run_git("--git-dir", str(self.git_dir), *args, env=self._env, timeout=timeout)
         if done.returncode != 0:
             stderr = done.stderr.decode("utf-8", "replace")
             raise GitOpsError(git_said(stderr, self._known_hosts) or f"exit {done.returncode}")
@@ -338,12 +324,12 @@ class Mirror:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (self.git_dir / "HEAD").exists():
                 log.info("cloning %s (bare)", redact_url(self.repository.url))
-                subprocess.run(
-                    ["git", "init", "--quiet", "--bare", str(self.git_dir)],
-                    check=True,
-                    capture_output=True,
-                    env=self._env,
+                made = run_git(
+                    "init", "--quiet", "--bare", str(self.git_dir), env=self._env, timeout=30
                 )
+                if made.returncode != 0:
+                    said = git_said(made.stderr.decode("utf-8", "replace"))
+                    raise GitOpsError(f"cannot create {self.git_dir}: {said}")
                 self._git("remote", "add", "origin", "--", self.repository.url, timeout=10)
             branch = self.repository.branch
             try:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from config.errors import GitOpsError, ReleasegateError
 from config.policy import Repository
-from workers.git.env import git_env
+from workers.git.run import run_git
 
 _KEY_ID = re.compile(r"[0-9A-Fa-f]{8,40}|[^\s@<>]+@[^\s@<>]+")
 
@@ -76,17 +75,17 @@ def require_key(repository: Repository, signer: Signer | None) -> None:
 
 def verify_head(worktree: Path, commit: str, allowed_signers: Path) -> None:
     """Raise `UntrustedHead` unless `commit`'s SSH signature verifies against the file."""
-    done = subprocess.run(
-        ["git", "-c", f"gpg.ssh.allowedSignersFile={allowed_signers}", "verify-commit", commit],
+    done = run_git(
+        "-c",
+        f"gpg.ssh.allowedSignersFile={allowed_signers}",
+        "verify-commit",
+        commit,
         cwd=worktree,
-        env=git_env(),
-        capture_output=True,
-        text=True,
         timeout=30,
-        check=False,
     )
     if done.returncode != 0:
-        said = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        stderr = done.stderr.decode("utf-8", "replace")
+        said = [line for line in stderr.strip().splitlines() if line.strip()]
         why = said[-1][:200] if said else "no signature"
         raise UntrustedHead(
             f"the branch head {commit[:7]} is not signed by a trusted signer ({why}); "
