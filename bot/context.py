@@ -13,13 +13,14 @@ from redis.exceptions import RedisError
 
 from bot import messages
 from bot.events import ChatEvent
-from config.errors import Refused, UnknownRequest
+from config.errors import Refused, ReleasegateError, UnknownRequest
 from config.policy import Policy
 from config.principals import Principal
 from workers.artifacts.resolve import Resolver
 from workers.git.mirrors import Mirrors
 from workers.rules.gates import Locks
 from workers.rules.identity import Identities, load_rocketchat_ids
+from workers.rules.plan import landing
 from workers.state import audit, outbox
 from workers.state.durability import Durability
 from workers.state.queue import enqueue_forge
@@ -133,7 +134,10 @@ class Context:
     def merge_requested(self, request: DeployRequest) -> bool:
         """Whether `request` lands through the forge's pull request (its pins' repository's
         `merge_request`)."""
-        return self.policy.lands_by_merge_request(request.changes)
+        try:
+            return bool(landing(self.policy, request)[1])
+        except ReleasegateError:
+            return False
 
     def close_merge_request(self, request: DeployRequest) -> None:
         """A request that ended without landing closes its pull request (a worker's job)."""

@@ -21,13 +21,18 @@ from config.principals import Principal
 from workers.artifacts.resolve import ArtifactMissing
 from workers.artifacts.signatures import Unsigned
 from workers.git.mirrors import View
-from workers.landing.mergerequests import repository_of
 from workers.logs import request_context
 from workers.rules.alerts import check_alerts
 from workers.rules.checks import check_ci
 from workers.rules.gates import check_open, check_prerelease, final_version, ran_upstream
 from workers.rules.history import rollback_target, versions_run
-from workers.rules.plan import current_version, digests_held, pinned_by_tag, plan_changes
+from workers.rules.plan import (
+    current_version,
+    decide_landing,
+    digests_held,
+    pinned_by_tag,
+    plan_changes,
+)
 from workers.rules.verdicts import check_soaked, check_version_not_failed, span_text
 from workers.state import keys
 from workers.state.queue import enqueue_deploy, enqueue_forge
@@ -188,23 +193,30 @@ def break_glass(ctx: Context, event: ChatEvent, command: BreakGlass) -> list[Rep
     return _file(ctx, event, "break-glass", env, [change], repo, reason=command.reason)
 
 
-def _check_not_asked(ctx: Context, env: str, changes: list[Change]) -> None:
+def _check_not_asked(
+    env: str, changes: list[Change], open_requests: list[tuple[DeployRequest, RequestState]]
+) -> None:
     """Refuse a request for exactly the change a waiting or queued request already makes."""
     wanted = {(c.app, c.env, c.old, c.new) for c in changes}
-    for other, state in ctx.store.open_requests():
+    for other, state in open_requests:
         same = {(c.app, c.env, c.old, c.new) for c in other.changes} == wanted
         if other.env == env and same and not state.final:
             raise Refused(messages.already_asked(other, state), "duplicate")
 
 
-def _check_limits(ctx: Context, event: ChatEvent, env: str) -> None:
+def _check_limits(
+    ctx: Context,
+    event: ChatEvent,
+    env: str,
+    open_requests: list[tuple[DeployRequest, RequestState]],
+) -> None:
     """One person's open requests and pace in `env` are bounded: before anything is filed,
     pushed or opened in the forge."""
     spec = ctx.policy.environments[env]
     who = ctx.identities.identity(event.who)
     mine = [
         other.id
-        for other, state in ctx.store.open_requests()
+        for other, state in open_requests
         if other.env == env
         and not state.final
         and ctx.identities.identity(Principal.of(other.requester)) == who
@@ -284,13 +296,13 @@ def _file(
     reason: str = "",
 ) -> list[Reply]:
     """Store the request (with the diff it will make) and queue it if nobody must approve."""
-    _check_not_asked(ctx, env, changes)
-    if ctx.policy.lands_by_merge_request(changes):
-        try:
-            repository_of(ctx.policy, changes)
-        except ReleasegateError as exc:
-            raise Refused(str(exc), "spans_forge") from exc
-    _check_limits(ctx, event, env)
+    open_requests = ctx.store.open_requests()  # read once for both checks
+    _check_not_asked(env, changes, open_requests)
+    try:
+        repositories, merge_request_in = decide_landing(ctx.policy, changes)
+    except ReleasegateError as exc:
+        raise Refused(str(exc), "spans_forge") from exc
+    _check_limits(ctx, event, env, open_requests)
     # The evidence, asked at once: the alerts gate beside the artifacts' stores, each bounded.
     gated = verb not in ("rollback", "break-glass")  # what ran before passed them then
     names = [c.app for c in changes]
@@ -322,6 +334,8 @@ def _file(
         artifacts=built,
         evidence=tuple(line for line in evidence if line),
         break_glass=reason,
+        repositories=repositories,
+        merge_request_in=merge_request_in,
     )
     state = RequestState.PENDING if request.approvals_needed else RequestState.APPROVED
     while not ctx.store.create(request, state):  # an id collision: draw another

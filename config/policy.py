@@ -255,10 +255,6 @@ class Policy(_Model):
         ]
         return self.repositories_of(pins)
 
-    def lands_by_merge_request(self, changes: Iterable[AppEnv]) -> bool:
-        repos = self.repositories_for(changes)
-        return any(self.repositories[name].merge_request is not None for name in repos)
-
     def app_repository(self, app: str) -> str:
         """The repository `app`'s reconciler watches: the one it names, else its first pin's
         (the first repository for an app the policy no longer names)."""

@@ -44,7 +44,7 @@ from workers.rules.approvals import check_approvals, counted_approvers
 from workers.rules.checks import check_ci
 from workers.rules.gates import Locks, check_not_expired, check_open
 from workers.rules.identity import Identities, load_rocketchat_ids, slack_groups_now
-from workers.rules.plan import checkout_paths
+from workers.rules.plan import checkout_paths, landing
 from workers.rules.verdicts import check_not_failed
 from workers.state import audit, metrics, outbox
 from workers.state.connection import connect
@@ -98,9 +98,6 @@ class Services:
         ordered = [name for name in self.policy.repositories if name in names]
         return [Lane(self.redis, lane_name(self.policy.repositories[n])) for n in ordered]
 
-    def repositories_of(self, request_id: str) -> list[str]:
-        return self.policy.repositories_for(self.store.get(request_id).changes)
-
 
 def run_request(request_id: str) -> str:
     """See that an approved request lands (in this job's batch or another's); returns its
@@ -108,8 +105,9 @@ def run_request(request_id: str) -> str:
     spans.mark("job", request_id)
     job = Services.load()
     store = job.store
-    deployments.note(job.redis, job.policy, store.get(request_id))  # approved: `queued`
-    lanes = job.lanes(job.repositories_of(request_id))
+    request = store.get(request_id)  # read once: it never changes
+    deployments.note(job.redis, job.policy, request)  # approved: `queued`
+    lanes = job.lanes(landing(job.policy, request)[0])
 
     def ended() -> bool:
         return store.state(request_id).final
@@ -350,7 +348,7 @@ def _take_batch(policy: Policy, store: RequestStore, held: set[str]) -> list[Dep
         if len(batch) >= BATCH_SIZE:
             break
         request = store.get(request_id)
-        if not set(policy.repositories_for(request.changes)) <= held:
+        if not set(landing(policy, request)[0]) <= held:
             continue  # its own job takes every lane it needs
         allowed = [RequestState.APPROVED, RequestState.RUNNING]
         if store.transition(request_id, allowed, RequestState.RUNNING) is not None:
@@ -364,16 +362,19 @@ def _land_batch(
     """Requests that land through the forge are merged there (and pushed around the merge in
     their other repositories); the rest are pushed together."""
     policy = job.policy
-    by_forge = [r for r in batch if policy.lands_by_merge_request(r.changes)]
-    pushed = [r for r in batch if r not in by_forge]
-    outcomes = apply_batch(policy, checkouts, pushed, hooks) if pushed else {}
-    for request in by_forge:
+    landings: dict[str, tuple[tuple[str, ...], str]] = {}
+    outcomes: dict[str, Result] = {}
+    for request in batch:
         try:
-            name = mergerequests.repository_of(policy, request)
+            landings[request.id] = landing(policy, request)
         except ReleasegateError as exc:
             outcomes[request.id] = Result(state=RequestState.FAILED, message=str(exc))
-            continue
-        if len(policy.repositories_for(request.changes)) > 1:  # pushed around the merge
+    by_forge = [r for r in batch if r.id in landings and landings[r.id][1]]
+    pushed = [r for r in batch if r.id in landings and not landings[r.id][1]]
+    outcomes.update(apply_batch(policy, checkouts, pushed, hooks) if pushed else {})
+    for request in by_forge:
+        names, name = landings[request.id]
+        if len(names) > 1:  # pushed around the merge
             mixed = land_mixed(policy, job.settings, checkouts, job.store, request, hooks)
             if mixed is not None:
                 outcomes[request.id] = mixed

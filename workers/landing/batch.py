@@ -45,6 +45,7 @@ from workers.rules.plan import (
     MIXED,
     Reader,
     diff_part,
+    landing,
     pins_of,
     plan_changes,
     same_change,
@@ -165,7 +166,7 @@ class _Landing:
     only: frozenset[str] | None = None
 
     def repositories(self, request: DeployRequest) -> list[str]:
-        names = self.policy.repositories_for(request.changes)
+        names = list(landing(self.policy, request)[0])
         return names if self.only is None else [n for n in names if n in self.only]
 
     def end(self, request: DeployRequest, result: Result) -> None:

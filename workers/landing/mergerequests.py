@@ -37,6 +37,7 @@ from workers.landing.forges import (
 )
 from workers.landing.provenance import not_ours
 from workers.logs import request_context
+from workers.rules.plan import decide_landing, landing
 from workers.state import keys, outbox
 from workers.state.request import Change, DeployRequest, RequestState, Result
 from workers.state.store import RequestStore
@@ -57,17 +58,13 @@ def repository_of(policy: Policy, request: DeployRequest | Sequence[Change]) -> 
     there: the one of its repositories with `merge_request`. A request's other repositories
     are pushed to, in the policy's order around the merge; two repositories landing through
     pull requests in one request are refused (one pull request per request)."""
-    changes = request.changes if isinstance(request, DeployRequest) else request
-    names = policy.repositories_for(changes)
-    forged = [n for n in names if policy.repositories[n].merge_request is not None]
-    if len(forged) != 1:
-        raise ReleasegateError(
-            f"this change spans the repositories {', '.join(forged) or 'none of which'} "
-            "that land through pull requests: ask for each one's apps in a request of its own"
-            if forged
-            else "this change lands through no pull request"
-        )
-    return forged[0]
+    if isinstance(request, DeployRequest):
+        _names, forged = landing(policy, request)
+    else:
+        _names, forged = decide_landing(policy, request)
+    if not forged:
+        raise ReleasegateError("this change lands through no pull request")
+    return forged
 
 
 def forge_of(policy: Policy, settings: Settings, name: str) -> Forge | None:

@@ -14,6 +14,7 @@ from config.policy import Policy
 from config.settings import Settings
 from workers.landing import mergerequests
 from workers.landing.batch import BatchHooks, Checkouts, already_there, apply_batch, partly
+from workers.rules.plan import landing
 from workers.state.request import DeployRequest, RequestState, Result
 from workers.state.store import RequestStore
 
@@ -27,8 +28,7 @@ def land_mixed(
     hooks: BatchHooks,
 ) -> Result | None:
     """How `request` ended, or None when the forge refused its merge for now (it waits)."""
-    names = policy.repositories_for(request.changes)
-    forged = mergerequests.repository_of(policy, request)
+    names, forged = landing(policy, request)
     at = names.index(forged)
     landed: dict[str, str] = {}
     before = frozenset(names[:at])

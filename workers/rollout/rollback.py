@@ -20,7 +20,13 @@ from redis import Redis
 from config.errors import ReleasegateError
 from config.policy import Policy
 from workers.git.mirrors import View
-from workers.rules.plan import MIXED, current_version, digests_held, plan_changes
+from workers.rules.plan import (
+    MIXED,
+    current_version,
+    decide_landing,
+    digests_held,
+    plan_changes,
+)
 from workers.state import keys
 from workers.state.queue import enqueue_deploy
 from workers.state.request import Built, Change, DeployRequest, RequestState, new_request_id
@@ -75,6 +81,7 @@ def plan_rollback(
         return None, left
     digests = {b.app: b.digest for b in built}
     diff = plan_changes(policy, view.read, changes, digests).diff()
+    repositories, merge_request_in = decide_landing(policy, changes)
     now_at = datetime.now(UTC)
     rollback = DeployRequest(
         id=request_id,
@@ -93,6 +100,8 @@ def plan_rollback(
         artifacts=tuple(built),
         rollback_of=request.id,
         reason=reason,
+        repositories=repositories,
+        merge_request_in=merge_request_in,
     )
     return rollback, left
 

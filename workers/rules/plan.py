@@ -12,10 +12,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from config.errors import PinError
+from config.errors import PinError, ReleasegateError
 from config.policy import Pin, Policy
 from workers import pins
-from workers.state.request import Change
+from workers.state.request import Change, DeployRequest
 
 Reader = Callable[[str, str], str]  # (repository, file) -> the file's text at the head
 Location = tuple[str, str]  # (repository, file)
@@ -50,6 +50,28 @@ def checkout_paths(policy: Policy, repository: str) -> list[str] | None:
             if pin.repository == repository
         }
     )
+
+
+def decide_landing(policy: Policy, changes: Sequence[Change]) -> tuple[tuple[str, ...], str]:
+    """Where `changes` land: their repositories in the policy's (landing) order, and the one
+    of them with `merge_request` ("" for none). Two repositories landing through pull
+    requests in one request are refused: one pull request per request."""
+    names = tuple(policy.repositories_for(changes))
+    forged = [n for n in names if policy.repositories[n].merge_request is not None]
+    if len(forged) > 1:
+        raise ReleasegateError(
+            f"this change spans the repositories {', '.join(forged)} that land through pull "
+            "requests: ask for each one's apps in a request of its own"
+        )
+    return names, forged[0] if forged else ""
+
+
+def landing(policy: Policy, request: DeployRequest) -> tuple[tuple[str, ...], str]:
+    """Where `request` lands, as decided when it was filed (decided now for a request filed
+    before that was kept)."""
+    if request.repositories:
+        return request.repositories, request.merge_request_in
+    return decide_landing(policy, request.changes)
 
 
 def current_versions(policy: Policy, read: Reader, app: str, env: str) -> list[PinVersion]:

@@ -119,6 +119,11 @@ class DeployRequest(BaseModel):
     # and why. It lands without approvals, windows or locks.
     rollback_of: str = ""
     reason: str = ""
+    # Decided once, when filed: the repositories it lands in (in landing order), and the
+    # one of them it lands in through a pull request ("" when it pushes everywhere). Empty
+    # for requests filed before this was kept: `workers/rules/plan.landing` decides those.
+    repositories: tuple[str, ...] = ()
+    merge_request_in: str = ""
 
     @property
     def subject(self) -> str:
