@@ -15,7 +15,7 @@ from config.principals import Principal
 from config.text import inert_block
 from workers.rollout.follow import load as load_rollout
 from workers.rollout.verify import load as load_verification
-from workers.state.request import DeployRequest, RequestState
+from workers.state.request import DeployRequest, RequestState, Result
 from workers.state.store import RequestStore
 
 
@@ -58,15 +58,22 @@ class Card:
         return "\n".join(lines)
 
 
-def card_for(store: RequestStore, request_id: str) -> Card:
-    result = store.result(request_id)
+def card_for(
+    store: RequestStore,
+    request_id: str,
+    request: DeployRequest | None = None,
+    result: Result | None = None,
+) -> Card:
+    """The card of a request as it stands; `request` and `result` where the caller has read
+    them already (a request never changes; a result, once there, neither)."""
+    request = request or store.get(request_id)
+    result = result or store.result(request_id)
     outcome = None
     if result is not None:
-        request = store.get(request_id)
         landed = messages.commits_text(result)
         outcome = landed if result.commit else messages.result_text(request, result)
     return Card(
-        request=store.get(request_id),
+        request=request,
         state=store.state(request_id),
         approvers=[
             (who.id, a.name or who.id)

@@ -46,11 +46,16 @@ class Links:
 
 
 def post_outcome(
-    store: RequestStore, poster: Poster, request_id: str, links: Links | None = None
+    store: RequestStore,
+    poster: Poster,
+    request_id: str,
+    links: Links | None = None,
+    result: Result | None = None,
 ) -> None:
-    """Say how the request ended in its thread and refresh its card; raises if chat refuses."""
+    """Say how the request ended in its thread and refresh its card; raises if chat refuses.
+    `result` where the caller has read it already."""
     request = store.get(request_id)
-    result = store.result(request_id)
+    result = result or store.result(request_id)
     if result is None:
         return
     card_ref = store.message_of(request_id)
@@ -59,7 +64,7 @@ def post_outcome(
     text = outcome_text(store, request, result, urls)
     poster.post(request.channel, card_ref or request.thread, text)
     if card_ref:
-        poster.update_card(request.channel, card_ref, card_for(store, request_id))
+        poster.update_card(request.channel, card_ref, card_for(store, request_id, request, result))
 
 
 def outcome_text(
@@ -275,5 +280,5 @@ class Teller:
                     ):
                         log.warning("giving up posting the outcome of %s to chat", request_id)
                     else:
-                        post_outcome(store, poster, request_id, self.links)
+                        post_outcome(store, poster, request_id, self.links, result)
                     store.mark_reported(request_id)
