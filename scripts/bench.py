@@ -218,7 +218,7 @@ class Client:
         said the bot is busy."""
         with self._lock:
             self._n += 1
-            trigger = f"trigger-{os.getpid()}-{self._n}"
+            trigger = f"trigger-{os.getpid()}-{id(self)}-{self._n}"
         form = urlencode(
             {
                 "command": "/deploy",
