@@ -20,6 +20,8 @@ from config.policy import Policy, parse_policy
 from config.settings import Settings
 from tests.conftest import Chat, eventually, git, plain_policy, run_worker
 from tests.fake_ci import FakeCI
+from tests.registry import start_registry
+from tests.test_checks import IMAGE
 from workers import jobs
 from workers.git.mirrors import Mirrors
 from workers.records import deployments
@@ -216,3 +218,34 @@ def test_gitlab_records_a_deployment_at_the_push_running_then_success(
         assert jobs.record_deployments(request_id) == "nothing new"
     finally:
         world.forge.close()
+
+
+def test_an_images_labels_name_the_repository_and_commit_its_deployment_is_recorded_on(
+    tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path
+) -> None:
+    """No `source:` in the policy: the image's org.opencontainers.image.source and
+    .revision labels (from a real registry) say where and on what."""
+    forge = FakeCI()
+    registry = start_registry(tmp_path / "registry")
+    sha = "4f2a9c1e" * 5
+    try:
+        registry.push(IMAGE, "2.1.0", source=f"https://{forge.host}/acme/awesome", revision=sha)
+        text = plain_policy(remote).replace(
+            "  awesome:\n", f"  awesome:\n    artifact: {{image: {registry.host}/{IMAGE}}}\n", 1
+        )
+        api = f"http://{forge.host}/api/v3"
+        text += f"forges:\n  - {{host: '{forge.host}', kind: github, api_url: '{api}'}}\n"
+        policy_file.write_text(text)
+        policy = parse_policy(text)
+        chat = Chat(Conversation(policy, redis, Mirrors.of(policy, tmp_path / "bot", freshness=0)))
+        request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+        chat.say("carol", "deploy-prd", "approve")
+        run_worker(redis)
+        [one] = forge.deployments.values()
+        assert one["ref"] == sha
+        assert one["payload"]["request"] == request_id
+        assert one["payload"]["digest"].startswith("sha256:")
+        assert forge.statuses_of[1] == ["queued", "in_progress", "success"]
+    finally:
+        registry.stop()
+        forge.close()
