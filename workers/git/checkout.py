@@ -44,13 +44,6 @@ log = logging.getLogger(__name__)
 
 GIT_TIMEOUT = 120  # seconds for any network operation
 SMALL_BLOB = "1m"  # files up to this size come with the fetch that changed them
-_FAILED_PUSH = (
-    git.PushInfo.ERROR
-    | git.PushInfo.REJECTED
-    | git.PushInfo.REMOTE_REJECTED
-    | git.PushInfo.REMOTE_FAILURE
-)
-_RACE_WORDS = ("fetch first", "non-fast-forward", "stale info", "cannot lock ref")
 
 
 def _remote_said(lines: list[str], keep: int = 5) -> str:
@@ -368,22 +361,32 @@ class Checkout(FetchedHistory, PlannedCommits):
         )
 
     def push(self) -> None:
-        """Push the local branch; raises `PushRejected` for a lost race or a refusal."""
+        """Push the local branch; raises `PushRejected` for a lost race or a refusal. A plain
+        `git push --porcelain` (no progress read by threads): this is the deploy path's
+        longest step."""
         branch = self.repository.branch
-        progress = git.RemoteProgress()
         try:
-            with self.repo.git.custom_environment(**self._env):
-                infos = self.repo.remote("origin").push(
-                    f"HEAD:refs/heads/{branch}", progress=progress, kill_after_timeout=GIT_TIMEOUT
-                )
-        except git.GitCommandError as exc:
-            raise RemoteUnreachable(f"cannot push to {branch}: {_git_error(exc)}") from exc
-        if not infos:
-            raise RemoteUnreachable(f"cannot push to {branch}: the remote did not answer")
-        for info in infos:
-            if info.flags & _FAILED_PUSH:
-                said = _remote_said(progress.other_lines)
-                raise PushRejected(f"push to {branch} rejected: {info.summary.strip()}{said}")
+            done = run_git(
+                "push",
+                "--porcelain",
+                "origin",
+                f"HEAD:refs/heads/{branch}",
+                cwd=Path(self.path),
+                env=self._env,
+                timeout=GIT_TIMEOUT,
+            )
+        except GitTimedOut as exc:
+            raise RemoteUnreachable(f"cannot push to {branch}: {exc}") from exc
+        out = done.stdout.decode("utf-8", "replace")
+        err = done.stderr.decode("utf-8", "replace")
+        refs = [line.split("\t") for line in out.splitlines() if "\t" in line]
+        if not refs:
+            said = git_said(err, self._known_hosts) or f"exit {done.returncode}"
+            raise RemoteUnreachable(f"cannot push to {branch}: {said}")
+        for flag, *_ref, summary in refs:
+            if flag == "!" or done.returncode != 0:
+                said = _remote_said(err.splitlines())
+                raise PushRejected(f"push to {branch} rejected: {summary.strip()}{said}")
         self.planned.clear()
 
     def discard(self) -> None:
