@@ -33,12 +33,11 @@ from workers.git.signing import HeadCheck, signer_and_check
 from workers.landing import mergerequests
 from workers.landing.batch import BatchHooks, Checkouts, apply_batch, context
 from workers.landing.forges import MergeRefused
+from workers.landing.landed import after_landing
 from workers.landing.mixed import land_mixed
 from workers.landing.sandbox import Limits, Sandbox
 from workers.logs import request_context
 from workers.records import deployments
-from workers.rollout import follow
-from workers.rollout import verify as verification
 from workers.rules.alerts import check_alerts
 from workers.rules.approvals import check_approvals, counted_approvers
 from workers.rules.checks import check_ci
@@ -297,47 +296,10 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
                     # it running, its re-run finds its commit and ends it, and the
                     # rollout record (written once) is already there.
                     if outcome.state.landed and outcome.commits:
-                        landed_at = time.time()
-                        verdicts = Verdicts(redis)
-                        verdicts.saw(request.env, request.artifacts)
-                        _count_delivery(store, verdicts, request, landed_at)
-                        for change in request.changes:
-                            verdicts.ran(
-                                policy,
-                                request.env,
-                                change.app,
-                                change.new,
-                                "pushed",
-                                landed_at,
-                                request.id,
-                            )
-                        if follow.start(redis, policy, request, outcome.commits) is None:
-                            verification.start(redis, policy, request, landed_at, announce=False)
+                        after_landing(store, policy, request, outcome.commits)
                     end(store, request, outcome)
                     deployments.note(redis, policy, request)
                     spans.mark("ended", request.id)
-
-
-def _count_delivery(
-    store: RequestStore, verdicts: Verdicts, request: DeployRequest, landed_at: float
-) -> None:
-    """The delivery figures' counts for a landed request: a deploy and its lead time, or a
-    rollback: a change failure where a person asked for it, and the time to restore."""
-    redis, env = store.redis, request.env
-    apps = [c.app for c in request.changes]
-    rollback = request.verb == "rollback"
-    lead = landed_at - request.created_at.timestamp()
-    metrics.record_delivery(redis, env, apps, lead, rollback and not request.rollback_of)
-    if not rollback:
-        return
-    if request.rollback_of:
-        failed = store.result(request.rollback_of)
-        since = failed.finished_at.timestamp() if failed is not None else None
-    else:
-        before = [r for c in request.changes if (r := verdicts.running(env, c.app))]
-        since = min((r.landed for r in before if r.landed), default=None)
-    if since is not None:
-        metrics.record_restore(redis, env, apps, max(0.0, landed_at - since))
 
 
 def _take_batch(policy: Policy, store: RequestStore, held: set[str]) -> list[DeployRequest]:
