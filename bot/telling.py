@@ -139,9 +139,7 @@ def post_rollout(
             rollback_id = reply.request_id
         else:
             rollback_id = filed.decode()
-        card = card_for(store, rollback_id)
-        ts = poster.post(request.channel, thread, card.text())
-        store.bind_message(rollback_id, request.channel, ts)
+        ts, card = post_card(store, poster, rollback_id, request.channel, thread)
         redis.set(step(f"posted:{target.app}"), 1, ex=TOLD_KEPT)
         poster.update_card(request.channel, ts, card)
 
@@ -177,17 +175,22 @@ def post_verification(
         text = verification.ended_text(request, record, store.approval_records(request_id))
         once("ended", lambda: poster.post(request.channel, thread, text))
         if record.rollback and not read_only:
-            once("rollback", lambda: _post_card(store, poster, record.rollback, request, thread))
+            rollback = record.rollback
+            once("rollback", lambda: post_card(store, poster, rollback, request.channel, thread))
     if card_ref:
         poster.update_card(request.channel, card_ref, card_for(store, request_id))
 
 
-def _post_card(
-    store: RequestStore, poster: Poster, request_id: str, about: DeployRequest, thread: str | None
-) -> None:
+def post_card(
+    store: RequestStore, poster: Poster, request_id: str, channel: str, thread: str | None
+) -> tuple[str, Card]:
+    """Put a new request's card in `channel` (in `thread`) and bind it to the request, so
+    reactions and buttons on it decide it; returns where it is, for drawing its buttons
+    (`update_card`) once the caller noted it posted."""
     card = card_for(store, request_id)
-    ts = poster.post(about.channel, thread, card.text())
-    store.bind_message(request_id, about.channel, ts)
+    ts = poster.post(channel, thread, card.text())
+    store.bind_message(request_id, channel, ts)
+    return ts, card
 
 
 def post_promotion(
@@ -217,9 +220,7 @@ def post_promotion(
         request_id = reply.request_id
     else:
         request_id = filed.decode()
-    card = card_for(store, request_id)
-    ts = poster.post(channel, None, card.text())
-    store.bind_message(request_id, channel, ts)
+    ts, card = post_card(store, poster, request_id, channel, None)
     poster.update_card(channel, ts, card)
     redis.hset(step, "posted", 1)
     log.info("auto-promotion of %s %s to %s filed: %s", app, version, env, request_id)

@@ -5,8 +5,9 @@ the app on a new one at once. Networks end links less politely: a proxy drops an
 connection without a close frame, or keeps it open and carries nothing (a half-open link).
 Bolt's websocket-client adapter replaces a link as soon as the old one is closed; here it
 also gives every ping a deadline, so a half-open link is found and replaced within
-PING_INTERVAL + PING_TIMEOUT seconds instead of never, and starts reading a new link at
-once instead of after a half-second pause.
+PING_INTERVAL + PING_TIMEOUT seconds (and a watchdog of its own closes one whose pongs
+stopped, whatever websocket-client's timing) instead of never, and starts reading a new
+link at once instead of after a half-second pause.
 """
 
 from __future__ import annotations
@@ -45,17 +46,32 @@ class _Client(SocketModeClient):
         self.current_session_runner.interval_seconds = NEXT_LINK_WAIT
         self._reading: object | None = None  # the link the reader thread is in now
         self._opened_at = 0.0
+        self._opened_wall = time.time()
 
     def connect(self) -> None:
         self._opened_at = time.monotonic()
+        self._opened_wall = time.time()
         super().connect()
+
+    def _unanswered(self, session: object) -> bool:
+        """Whether the link has answered no ping for longer than a ping and its deadline.
+        websocket-client checks its own deadline only when its read wakes, in a window the
+        next ping closes: a wake-up that misses it lets a half-open link live for a whole
+        further round (seen up to 28 s). This watchdog needs no such luck."""
+        pong = float(getattr(session, "last_pong_tm", 0.0) or 0.0)
+        return time.time() - max(pong, self._opened_wall) > PING_INTERVAL + PING_TIMEOUT
 
     def _monitor_current_session(self) -> None:
         """The library's watchdog opens a new link when the current one has no socket; a link
         just opened has none until its reader connects it, and replacing it then races the
         reader (which may go on reading the replaced link while the new one is never read).
-        A link being read, or opened moments ago, is left to its reader."""
+        A link being read, or opened moments ago, is left to its reader, unless it has
+        answered no ping for too long: then it is closed, and its reader opens the next."""
         session = self.current_session
+        if session is not None and session is self._reading and self._unanswered(session):
+            log.warning("the Socket Mode link answers no pings: replacing it")
+            session.close()
+            return
         young = time.monotonic() - self._opened_at < PING_INTERVAL
         if session is not None and (session is self._reading or young):
             return
