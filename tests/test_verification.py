@@ -445,6 +445,10 @@ def test_one_failing_app_of_a_train_rolls_the_whole_request_back(
         run_worker(redis)
         assert git("diff", "--stat", base, "main", cwd=remote) == ""
         assert pinned_versions(remote) == {"awesome": "2.0.0", "sidecar": "1.0.0"}
+        # Only the version that failed is refused; the train's other app may go again.
+        verdicts = Verdicts(redis)
+        assert verdicts.failure(world.policy, "prd", "sidecar", "1.1.0") is not None
+        assert verdicts.failure(world.policy, "prd", "awesome", "2.1.0") is None
         rollback = RequestStore(redis).get(record.rollback)
         assert sorted(c.line() for c in rollback.changes) == [
             "awesome: 2.1.0 -> 2.0.0 (prd)",

@@ -317,10 +317,11 @@ def _act(
             verdicts.ran(policy, request.env, change.app, change.new, "verified", at, request.id)
         return
     why = record.why()
-    if record.state == "failed":
+    if record.state == "failed":  # the versions that failed, not a train's others
         for series in record.series:
-            failure = Failure(request.env, series.app, series.version, request.id, at, why)
-            verdicts.mark_failed(failure)
+            if series.state == "failed":
+                failure = Failure(request.env, series.app, series.version, request.id, at, why)
+                verdicts.mark_failed(failure)
     if record.state == "failed" and record.on_failure == "rollback":
         reason = f"verification failed: {why}"
         try:
