@@ -264,6 +264,9 @@ def follow_round(
     (each answer is bounded in time, and a slow one holds up no other). A rollout that ends
     healthy moves the soak clock and starts the verification, where the policy asks."""
     store = RequestStore(redis)
+    due = claim(redis, now=now)
+    if not due:
+        return 1.0  # the policy is read only when there is something to look at
     current = policy()
 
     def healthy(request: DeployRequest, at: float) -> None:
@@ -285,7 +288,6 @@ def follow_round(
         if record is not None and record.ended and ended is not None:
             ended(current, request)
 
-    due = claim(redis, now=now)
     with ThreadPoolExecutor(max(1, min(AT_ONCE, len(due))), "rollout-round") as pool:
         list(pool.map(one, due))
     return 1.0

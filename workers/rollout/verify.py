@@ -350,6 +350,10 @@ def verify_round(
 ) -> float:
     """One round of a worker's `verifications` loop: every due verification, then every
     automatic promotion whose soak ended; `ended` hears of each verification that ended."""
+    promote_due(redis, now)
+    due = claim(redis, now=now)
+    if not due:
+        return 1.0  # the policy is read only when there is something to measure
     store = RequestStore(redis)
     current = policy()
 
@@ -363,10 +367,8 @@ def verify_round(
         if record is not None and record.ended and ended is not None:
             ended(current, request)
 
-    due = claim(redis, now=now)
     with ThreadPoolExecutor(max(1, min(AT_ONCE, len(due))), "verify-round") as pool:
         list(pool.map(one, due))
-    promote_due(redis, now)
     return 1.0
 
 
