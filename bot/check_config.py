@@ -114,6 +114,7 @@ def _artifacts(
 def _verifications(policy: Policy, settings: Settings) -> list[str]:
     """Ask every verification query once, per app pinned in its environment, and print what
     Prometheus says; a query it refuses, or a Prometheus it cannot reach, is a problem."""
+    from workers.git.env import redact_url
     from workers.rollout.measure import measure
 
     token = settings.prometheus_token.get_secret_value() if settings.prometheus_token else None
@@ -121,7 +122,8 @@ def _verifications(policy: Policy, settings: Settings) -> list[str]:
     for env_name, env in policy.environments.items():
         if env.verify is None or env.verify.prometheus is None:
             continue
-        print(f"verification in {env_name} (Prometheus {env.verify.prometheus.url}):")
+        shown = redact_url(env.verify.prometheus.url)  # a URL may carry a login
+        print(f"verification in {env_name} (Prometheus {shown}):")
         for metric in env.verify.metrics:
             if metric.query is None:
                 continue
