@@ -34,6 +34,7 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
             apps = [ctx.app(target)]
     lines = []
     repo = ctx.mirror.snapshot()
+    verified = latest_verification(ctx.redis, envs)  # every app's, read at once
     for app in apps:
         cells = []
         for env in envs:
@@ -45,7 +46,7 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
                     version = repo.memo(("version", pins), read)
                 except PinError as exc:
                     version = f"unreadable ({exc})"
-                checked = verification.cell(latest_verification(ctx.redis, env, app), app, version)
+                checked = verification.cell(verified.get((env, app)), app, version)
                 cells.append(f"{env} {version or '(unset)'}{checked}")
         if cells:
             lines.append(f"{app}: " + ", ".join(cells))

@@ -5,7 +5,6 @@ as Prometheus and people do."""
 from __future__ import annotations
 
 import subprocess
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import requests
 
 from bot.embedded_redis import free_port
+from tests.conftest import serving
 
 BINARY = Path("/usr/bin/prometheus-alertmanager")
 CONFIG = "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n"
@@ -83,14 +83,9 @@ def start_alertmanager(folder: Path) -> Alertmanager:
     )
     log.close()
     manager = Alertmanager(process, port)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(f"{manager.url}/-/ready", timeout=1).status_code == 200:
-                return manager
-        except requests.RequestException:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            manager.stop()
-            raise AssertionError((folder / "alertmanager.log").read_text()[-2000:])
-        time.sleep(0.1)
+    try:
+        serving(process, f"{manager.url}/-/ready", folder / "alertmanager.log", 20)
+    except AssertionError:
+        manager.stop()
+        raise
+    return manager

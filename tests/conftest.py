@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import uvicorn
 from redis import Redis
 from redis.exceptions import RedisError
@@ -194,6 +195,28 @@ def eventually(check: Callable[[], object], seconds: float, every: float = 0.2) 
         if time.monotonic() > deadline:
             return False
         time.sleep(every)
+
+
+def serving(
+    process: subprocess.Popen[bytes],
+    url: str,
+    log: Path,
+    seconds: float,
+    answers: tuple[int, ...] = (200,),
+) -> None:
+    """Wait until a server the test started answers `url` with one of `answers`; raises with
+    the tail of its log when it exits first or never answers."""
+
+    def up() -> bool:
+        if process.poll() is not None:
+            return True  # said below
+        try:
+            return requests.get(url, timeout=1).status_code in answers
+        except requests.RequestException:
+            return False
+
+    if not eventually(up, seconds, every=0.05) or process.poll() is not None:
+        raise AssertionError(log.read_text(errors="replace")[-2000:])
 
 
 def outbox(redis: Redis) -> list[str]:

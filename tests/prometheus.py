@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +16,7 @@ from pathlib import Path
 import requests
 
 from bot.embedded_redis import free_port
-from tests.conftest import eventually
+from tests.conftest import eventually, serving
 
 BINARY = Path("/usr/bin/prometheus")
 QUERY = 'max(rg_error_ratio{app="{app}",env="{env}"})'
@@ -124,17 +123,12 @@ def start_prometheus(
     )
     log.close()
     prometheus = Prometheus(process, port, folder)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{prometheus.url}/-/ready", timeout=1).status_code == 200:
-                return prometheus
-        except requests.RequestException:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            prometheus.stop()
-            raise AssertionError((folder / "prometheus.log").read_text()[-2000:])
-        time.sleep(0.1)
+    try:
+        serving(process, f"{prometheus.url}/-/ready", folder / "prometheus.log", 30)
+    except AssertionError:
+        prometheus.stop()
+        raise
+    return prometheus
 
 
 def wait_for_data(prometheus: Prometheus, promql: str, seconds: float = 20) -> None:

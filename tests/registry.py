@@ -8,7 +8,6 @@ import base64
 import hashlib
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import bcrypt
 import requests
 
 from bot.embedded_redis import free_port
+from tests.conftest import serving
 
 BINARY = Path("/usr/bin/docker-registry")
 
@@ -178,17 +178,12 @@ def start_registry(
         [str(BINARY), "serve", str(folder / "config.yml")], stdout=log, stderr=subprocess.STDOUT
     )
     registry = Registry(process, port, (user, password) if user else None, push_token)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(f"http://{registry.host}/v2/", timeout=1).status_code in (200, 401):
-                return registry
-        except requests.ConnectionError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            registry.stop()
-            raise AssertionError((folder / "registry.log").read_text()[-2000:])
-        time.sleep(0.05)
+    try:
+        serving(process, f"http://{registry.host}/v2/", folder / "registry.log", 20, (200, 401))
+    except AssertionError:
+        registry.stop()
+        raise
+    return registry
 
 
 def docker_config(folder: Path, host: str, user: str, password: str) -> Path:

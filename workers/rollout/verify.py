@@ -129,10 +129,25 @@ def load(redis: Redis, request_id: str) -> VerificationRecord | None:
     return VerificationRecord.model_validate_json(raw) if raw else None
 
 
-def latest(redis: Redis, env: str, app: str) -> VerificationRecord | None:
-    """The verification of `app` in `env` that started last."""
-    raw = cast(bytes | None, redis.hget(keys.last_verification(env), app))
-    return load(redis, raw.decode()) if raw else None
+def latest(redis: Redis, envs: list[str]) -> dict[tuple[str, str], VerificationRecord]:
+    """(env, app) -> the verification that started last there, for every app of `envs`, in
+    two round trips (`status` of 50 apps asks it once)."""
+    pipe = redis.pipeline()
+    for env in envs:
+        pipe.hgetall(keys.last_verification(env))
+    found = [
+        (env, app.decode(), request_id.decode())
+        for env, raw in zip(envs, pipe.execute(), strict=True)
+        for app, request_id in cast(dict[bytes, bytes], raw).items()
+    ]
+    if not found:
+        return {}
+    records = cast(list[bytes | None], redis.mget([_key(r) for _env, _app, r in found]))
+    return {
+        (env, app): VerificationRecord.model_validate_json(raw)
+        for (env, app, _request), raw in zip(found, records, strict=True)
+        if raw
+    }
 
 
 # KEYS: record, due set, outbox stream. ARGV: request id, record json, when, channel, length
