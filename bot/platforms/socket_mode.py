@@ -66,11 +66,13 @@ class _Client(SocketModeClient):
         just opened has none until its reader connects it, and replacing it then races the
         reader (which may go on reading the replaced link while the new one is never read).
         A link being read, or opened moments ago, is left to its reader, unless it has
-        answered no ping for too long: then it is closed, and its reader opens the next."""
+        answered no ping for too long: then it is closed and the next one opened at once (not
+        a watchdog round later)."""
         session = self.current_session
         if session is not None and session is self._reading and self._unanswered(session):
             log.warning("the Socket Mode link answers no pings: replacing it")
-            session.close()
+            session.close()  # its socket is gone: the library's check below opens a new link
+            super()._monitor_current_session()  # type: ignore[no-untyped-call]  # slack_sdk: untyped
             return
         young = time.monotonic() - self._opened_at < PING_INTERVAL
         if session is not None and (session is self._reading or young):
