@@ -136,14 +136,17 @@ class PlannedCommits:
         if not chain:
             return
         listed = "".join(f"{commit}\n" for commit, *_ in chain)
+        # Asked of the shared store, not the slot: in a worktree, diff-tree reads the index
+        # and expands the sparse one to every file of the repository first (50 ms of 10,000).
         raw = self._git(
+            "--git-dir",
+            str(self.base / "store.git"),
             "diff-tree",
             "--stdin",
             "-r",
             "-z",
             "--raw",
             "--no-renames",
-            cwd=here,
             given=listed,
             strip=False,
         )
