@@ -53,7 +53,7 @@ def approve(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Repl
         try:
             if ctx.is_requester(event, request):
                 raise Refused(messages.own_request(request.id), "own_request")
-            if event.bot:
+            if event.is_bot():
                 raise Refused(messages.bot_approver(event.display, request.id), "bot")
             ctx.check_approver(event, request.env)
             check_open(ctx.policy, ctx.locks, request.env, ctx.clock(), holder=request.requester)
@@ -150,7 +150,7 @@ def review(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply
         raise Refused(f"{request.id} is not a break-glass deploy waiting for review", "not_pending")
     if ctx.is_requester(event, request):
         raise Refused(f"{request.id} is yours: someone else reviews it", "own_request")
-    if event.bot:
+    if event.is_bot():
         raise Refused(messages.bot_approver(event.display, request.id), "bot")
     ctx.check_approver(event, request.env)
     if not ctx.store.mark_reviewed(request.id, event.principal):

@@ -32,6 +32,7 @@ from bot.grammar import (
     Command,
     Deploy,
     DeployEnv,
+    GrammarError,
     Help,
     History,
     Lock,
@@ -44,7 +45,6 @@ from bot.grammar import (
     Unlock,
     parse,
     reaction_name,
-    verb_of,
 )
 from config.errors import Refused, ReleasegateError
 from config.policy import Policy
@@ -100,10 +100,14 @@ class Conversation:
 
     def handle(self, event: ChatEvent) -> list[Reply]:
         """A message (or slash command) from a person."""
-        REQUESTS.labels(event.platform, verb_of(event.text) or "unknown").inc()
 
         def run() -> list[Reply]:
-            command = parse(event.text)
+            try:
+                command = parse(event.text)
+            except GrammarError as exc:
+                REQUESTS.labels(event.platform, exc.verb or "unknown").inc()
+                raise
+            REQUESTS.labels(event.platform, command.VERB).inc()
             return self._confirmed(self._dispatch(event, command), isinstance(command, WRITES))
 
         return self._answer(event, run)

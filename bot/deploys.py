@@ -177,7 +177,7 @@ def break_glass(ctx: Context, event: ChatEvent, command: BreakGlass) -> list[Rep
     app = ctx.pinned_app(command.app, env)
     ctx.check_channel(event, env)
     allowed = ctx.policy.environments[env].break_glass
-    if event.bot or not ctx.is_listed(event, allowed):
+    if event.is_bot() or not ctx.is_listed(event, allowed):
         raise Refused(messages.not_break_glass(event.display, env, allowed), "not_break_glass")
     if not command.reason.strip():
         raise Refused("say why: deploy! APP VERSION to ENV reason TEXT", "grammar")

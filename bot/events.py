@@ -6,6 +6,7 @@ specific to Slack, Rocket.Chat or the shell.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -23,7 +24,12 @@ class ChatEvent:
     user_name: str = ""
     thread: str | None = None
     groups: frozenset[str] = frozenset()  # platform groups the user is in, as principals
-    bot: bool = False  # the platform says the sender is a bot or an app: it never approves
+    # The platform says the sender is a bot or an app (it never approves nor breaks glass):
+    # known, or asked of the platform when a decision needs it, never for every command.
+    bot: bool | Callable[[], bool] = False
+
+    def is_bot(self) -> bool:
+        return self.bot() if callable(self.bot) else self.bot
 
     @property
     def principal(self) -> str:

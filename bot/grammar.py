@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from config.errors import Refused
 from config.text import inert
@@ -66,6 +67,8 @@ _SPACES = re.compile(r"[ \t]+")
 
 @dataclass(frozen=True)
 class Deploy:
+    VERB: ClassVar[str] = "deploy"
+
     app: str
     version: str
     env: str
@@ -73,56 +76,76 @@ class Deploy:
 
 @dataclass(frozen=True)
 class DeployEnv:
+    VERB: ClassVar[str] = "deploy"
+
     env: str
 
 
 @dataclass(frozen=True)
 class Promote:
+    VERB: ClassVar[str] = "promote"
+
     app: str
     env: str
 
 
 @dataclass(frozen=True)
 class Rollback:
+    VERB: ClassVar[str] = "rollback"
+
     app: str
     env: str
 
 
 @dataclass(frozen=True)
 class Approve:
+    VERB: ClassVar[str] = "approve"
+
     request_id: str | None
 
 
 @dataclass(frozen=True)
 class Reject:
+    VERB: ClassVar[str] = "reject"
+
     request_id: str | None
     reason: str
 
 
 @dataclass(frozen=True)
 class Cancel:
+    VERB: ClassVar[str] = "cancel"
+
     request_id: str | None
 
 
 @dataclass(frozen=True)
 class Status:
+    VERB: ClassVar[str] = "status"
+
     target: str | None
 
 
 @dataclass(frozen=True)
 class History:
+    VERB: ClassVar[str] = "history"
+
     env: str
     count: int
 
 
 @dataclass(frozen=True)
 class Lock:
+    VERB: ClassVar[str] = "lock"
+
     env: str
     reason: str
 
 
 @dataclass(frozen=True)
 class Unlock:
+    VERB: ClassVar[str] = "unlock"
+
     env: str
     reason: str = ""
 
@@ -130,6 +153,8 @@ class Unlock:
 @dataclass(frozen=True)
 class BreakGlass:
     """`deploy! APP VERSION to ENV reason TEXT`: past the gates, during an incident."""
+
+    VERB: ClassVar[str] = "deploy!"
 
     app: str
     version: str
@@ -139,12 +164,16 @@ class BreakGlass:
 
 @dataclass(frozen=True)
 class Review:
+    VERB: ClassVar[str] = "review"
+
     request_id: str | None
 
 
 @dataclass(frozen=True)
 class Clear:
     """`clear APP VERSION in ENV`: a version that failed verification may deploy again."""
+
+    VERB: ClassVar[str] = "clear"
 
     app: str
     version: str
@@ -155,12 +184,16 @@ class Clear:
 class Report:
     """`report ENV [SPAN]`: the delivery figures of ENV over the last SPAN (30d)."""
 
+    VERB: ClassVar[str] = "report"
+
     env: str
     span: str = "30d"
 
 
 @dataclass(frozen=True)
 class Help:
+    VERB: ClassVar[str] = "help"
+
     verb: str = ""  # `help deploy`: that command's usage
 
 
@@ -203,8 +236,9 @@ USAGE = {
 
 
 class GrammarError(Refused):
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, verb: str | None = None) -> None:
         super().__init__(message, reason="grammar")
+        self.verb = verb  # the command it began as, where it began as one
 
 
 def is_request_id(token: str) -> bool:
@@ -228,7 +262,7 @@ def slash_text(text: str) -> str:
 
 
 def _usage(verb: str) -> GrammarError:
-    return GrammarError(f"usage: {USAGE[verb]}")
+    return GrammarError(f"usage: {USAGE[verb]}", verb)
 
 
 def _optional_id(args: list[str]) -> tuple[str | None, list[str]]:

@@ -583,6 +583,23 @@ def test_a_bot_users_reaction_or_button_never_counts_as_an_approval(
     assert slack.store.state(request_id) is RequestState.APPROVED
 
 
+def test_slack_is_asked_whether_a_sender_is_a_bot_only_when_a_decision_needs_it(
+    slack: SlackWorld, origin: Remote
+) -> None:
+    """Commands and requests cost no `users.info`; an approval asks it once, of the
+    approver alone (the rule lives in the conversation, not in the adapter)."""
+    slack.fake.groups["SREL"] = ["UDAVE"]
+    slack.command("UALICE", "CPRD", "status")
+    slack.message("UALICE", "CPRD", "deploy awesome 2.1.0 to prd")
+    slack.settle()
+    request_id, ts = slack.card()
+    assert slack.fake.called("users.info") == []
+    slack.reaction("UDAVE", "CPRD", ts, "white_check_mark")
+    slack.settle()
+    assert slack.store.state(request_id) is RequestState.APPROVED
+    assert [p["user"] for p in slack.fake.called("users.info")] == ["UDAVE"]
+
+
 def test_an_approver_taken_out_of_the_slack_user_group_no_longer_counts_at_the_commit(
     slack: SlackWorld, origin: Remote
 ) -> None:

@@ -10,6 +10,7 @@ minute, backing off when told to slow down, and idle when nothing waits.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any
@@ -19,7 +20,7 @@ from redis import Redis
 from bot.conversation import Conversation
 from bot.delivery import deliver
 from bot.events import ChatEvent
-from bot.grammar import is_decision, starts_with_verb, verb_of
+from bot.grammar import is_decision, starts_with_verb
 from bot.platforms.rocketchat_api import RateLimited, RocketChatPoster
 from config.errors import PostFailed
 from workers.rules.identity import rocketchat_names, save_rocketchat_ids
@@ -102,8 +103,8 @@ class RocketChatAdapter:
             channel=channel,
             text=text,
             thread=thread,
-            # Asked of the server only where it matters: a decision, never every command.
-            bot=self._bot(user_id) if verb_of(text) in ("approve", "reject") else False,
+            # Asked of the server only if a decision needs it, never for every command.
+            bot=functools.cache(functools.partial(self._bot, user_id)),
         )
         replies = self.conversation.handle(event)
         deliver(self.store, self.poster, event, replies, private_thread=thread or message_id)
@@ -252,7 +253,7 @@ class RocketChatAdapter:
             channel=channel.split(":", 1)[1],
             text="",
             thread=card,
-            bot=self._bot(user_id),
+            bot=functools.cache(functools.partial(self._bot, user_id)),
         )
         replies = self.conversation.react(event, emoji, request_id)
         for_now = next((r.reason for r in replies if not r.ok and r.reason in FOR_NOW), None)

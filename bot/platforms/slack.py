@@ -10,6 +10,7 @@ thread and refresh its card. Deliveries Slack retries (same `event_id`,
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -25,7 +26,7 @@ from bot.conversation import Conversation
 from bot.delivery import deliver
 from bot.events import ChatEvent, Reply
 from bot.executor import BoundedExecutor
-from bot.grammar import is_decision, slash_text, starts_with_verb, verb_of
+from bot.grammar import is_decision, slash_text, starts_with_verb
 from bot.platforms.slack_api import APPROVE_ACTION, REJECT_ACTION, SlackPoster
 from config.errors import PostFailed
 from config.settings import Settings
@@ -102,12 +103,9 @@ class SlackAdapter:
             log.warning("cannot tell whether %s is a bot; taken as one: %s", user, exc)
             return True
 
-    def _event(
-        self, user: str, channel: str, text: str, thread: str | None = None, decides: bool = False
-    ) -> ChatEvent:
-        """The event; whether the user is a bot is asked of Slack only where it matters: a
-        decision (a reaction, a button, `approve` or `reject`), never for every command."""
-        decides = decides or verb_of(text) in ("approve", "reject")
+    def _event(self, user: str, channel: str, text: str, thread: str | None = None) -> ChatEvent:
+        """The event; whether the user is a bot is asked of Slack only if a decision needs it
+        (`bot.approvals`), once, never for every command."""
         return ChatEvent(
             platform="slack",
             user=user,
@@ -116,7 +114,7 @@ class SlackAdapter:
             text=text,
             thread=thread,
             groups=self._groups(user),
-            bot=self._bot(user) if decides else False,
+            bot=functools.cache(functools.partial(self._bot, user)),
         )
 
     def _deployment_channels(self) -> set[str]:
@@ -237,7 +235,7 @@ class SlackAdapter:
         request_id = self.store.request_for_message(channel, item["ts"])
         if request_id is None:
             return  # a reaction on a message that is not a request
-        chat = self._event(event["user"], item["channel"], "", thread=item["ts"], decides=True)
+        chat = self._event(event["user"], item["channel"], "", thread=item["ts"])
         added = event["type"] == "reaction_added"
         self.deliver(chat, self.conversation.react(chat, event["reaction"], request_id, added))
 
