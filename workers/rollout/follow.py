@@ -128,15 +128,15 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
 return ids
 """
 
-# KEYS: record, due set. ARGV: request id, record json, outbox stream, channel, its length.
+# KEYS: record, due set. ARGV: request id, record json, outbox stream, its length.
 # Ends the record and queues the news once, whoever gets here first.
 _END = """
 local old = redis.call('GET', KEYS[1])
 if not old or cjson.decode(old)['ended'] then redis.call('ZREM', KEYS[2], ARGV[1]) return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('XADD', ARGV[3], 'MAXLEN', '~', ARGV[5], '*',
-           'request', ARGV[1], 'kind', 'rollout', 'channel', ARGV[4])
+redis.call('XADD', ARGV[3], 'MAXLEN', '~', ARGV[4], '*',
+           'request', ARGV[1], 'kind', 'rollout')
 return 1
 """
 
@@ -236,7 +236,6 @@ def follow(
         request.id,
         record.model_dump_json(),
         report_to(request),
-        request.channel,
         keys.OUTBOX_MAXLEN,
     )
     if told:

@@ -150,28 +150,28 @@ def latest(redis: Redis, envs: list[str]) -> dict[tuple[str, str], VerificationR
     }
 
 
-# KEYS: record, due set, outbox stream. ARGV: request id, record json, when, channel, length
-# (0: no news). Writes the record once and queues its first news in the same step.
+# KEYS: record, due set, outbox stream. ARGV: request id, record json, when, length (0: no
+# news). Writes the record once and queues its first news in the same step.
 _START = """
 if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', 2592000) then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-  if ARGV[5] == '0' then return 1 end
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',
-             'request', ARGV[1], 'kind', 'verification', 'phase', 'started', 'channel', ARGV[4])
+  if ARGV[4] == '0' then return 1 end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
+             'request', ARGV[1], 'kind', 'verification', 'phase', 'started')
   return 1
 end
 return 0
 """
 
-# KEYS: record, due set, outbox stream. ARGV: request id, record json, channel, length.
+# KEYS: record, due set, outbox stream. ARGV: request id, record json, length.
 # Ends the record and queues the news once, whoever gets here first.
 _END = """
 local old = redis.call('GET', KEYS[1])
 if not old or cjson.decode(old)['ended'] then redis.call('ZREM', KEYS[2], ARGV[1]) return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
-           'request', ARGV[1], 'kind', 'verification', 'phase', 'ended', 'channel', ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*',
+           'request', ARGV[1], 'kind', 'verification', 'phase', 'ended')
 return 1
 """
 
@@ -215,7 +215,7 @@ def start(
     first = min(s.next_at for s in series)
     keys_ = (_key(request.id), DUE, report_to(request))
     length = keys.OUTBOX_MAXLEN if announce else 0
-    args = (request.id, record.model_dump_json(), first, request.channel, length)
+    args = (request.id, record.model_dump_json(), first, length)
     if redis.eval(_START, 3, *keys_, *args):
         redis.hset(
             keys.last_verification(request.env),
@@ -286,7 +286,6 @@ def verify(
                     "request": request.id,
                     "kind": Kind.VERIFICATION.value,
                     "phase": "progress",
-                    "channel": request.channel,
                 },
                 maxlen=keys.OUTBOX_MAXLEN,
                 approximate=True,
@@ -304,7 +303,6 @@ def verify(
         report_to(request),
         request.id,
         record.model_copy(update={"ended": True}).model_dump_json(),
-        request.channel,
         keys.OUTBOX_MAXLEN,
     )
     if told:

@@ -5,7 +5,9 @@ platform (`releasegate:outbox:slack`, `…:rocketchat`, `…:shell`). The bot
 reads each stream with a consumer group, posts, and acknowledges only after
 the post; what a dead bot left unacknowledged is claimed by another. The
 request stays listed as unreported until a post went out, so `status R…`
-can say an outcome is still on its way.
+can say an outcome is still on its way. An entry names its request, which
+names its channel; only a promotion a soak made due (no request yet) names
+the channel it is for.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def report_to(request: DeployRequest) -> str:
 def publish(redis: Redis, request: DeployRequest, kind: Kind = Kind.OUTCOME) -> str:
     """Queue `kind` news about `request` for its channel; returns the stream entry id."""
     RequestStore(redis).mark_unreported(request.id)
-    entry = cast(Any, {"request": request.id, "kind": kind, "channel": request.channel})
+    entry = cast(Any, {"request": request.id, "kind": kind})
     key = stream(platform_of(request.channel))
     return str(redis.xadd(key, entry, maxlen=keys.OUTBOX_MAXLEN, approximate=True))
 
@@ -63,7 +65,6 @@ def note(redis: Redis, request: DeployRequest, about: str, **facts: str) -> str:
         {
             "request": request.id,
             "kind": Kind.NOTE.value,
-            "channel": request.channel,
             "about": about,
             **fields,
         },

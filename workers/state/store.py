@@ -80,10 +80,9 @@ for i = 8, #ARGV do
       redis.call('EXPIRE', KEYS[2], ARGV[4])
     end
     if ARGV[5] ~= '' then
-      local spec = cjson.decode(redis.call('HGET', KEYS[1], 'spec'))
       redis.call('SADD', KEYS[5], ARGV[1])
       redis.call('XADD', ARGV[5], 'MAXLEN', '~', ARGV[7], '*',
-                 'request', ARGV[1], 'kind', 'outcome', 'channel', spec['channel'])
+                 'request', ARGV[1], 'kind', 'outcome')
     end
     return state
   end
