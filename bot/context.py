@@ -132,7 +132,7 @@ class Context:
             raise Refused(messages.not_locker(event.display, env, lockers), "not_locker")
 
     def merge_requested(self, request: DeployRequest) -> bool:
-        """Whether `request` lands through the forge's pull request (its pins' repository's
+        """Whether `request` lands through the forge's merge request (its pins' repository's
         `merge_request`)."""
         try:
             return bool(landing(self.policy, request)[1])
@@ -140,7 +140,7 @@ class Context:
             return False
 
     def close_merge_request(self, request: DeployRequest) -> None:
-        """A request that ended without landing closes its pull request (a worker's job)."""
+        """A request that ended without landing closes its merge request (a worker's job)."""
         if self.merge_requested(request):
             enqueue_forge(self.redis, "close_change", request.id)
 

@@ -469,18 +469,20 @@ def rollout_state(record: RolloutRecord) -> str:
 def note(request_id: str, fields: dict[str, str]) -> str:
     """A worker's news for a request's thread that is not its end, worded from its data."""
     about, why = fields.get("about", ""), inert(fields.get("why", ""), 600)
-    # The forge's address for the pull request, shown as a link only when it is plainly one.
+    # The forge's address for the merge request, shown as a link only when it is plainly one;
+    # named as its forge names it (a note queued by an earlier release has no noun: GitHub's).
     url = fields.get("url", "")
+    noun = inert(fields.get("noun", "pull request"), 20)
     url = url if SAFE_URL.fullmatch(url) else inert(url, 200)
     match about:
         case "pr_opened":
             return (
-                f"{request_id}: pull request opened: {url} (its checks run while people "
+                f"{request_id}: {noun} opened: {url} (its checks run while people "
                 "approve; releasegate merges it on approval)"
             )
         case "pr_not_opened":
             return (
-                f"{request_id}: could not open a pull request yet ({why}); it is opened "
+                f"{request_id}: could not open a {noun} yet ({why}); it is opened "
                 "when the request is approved"
             )
         case "merge_refused":

@@ -262,7 +262,7 @@ class Teller:
                 phase = fields.get("phase", "")
                 post_verification(store, poster, request_id, phase, self.read_only)
             case Kind.NOTE:
-                # A line for the request's thread (a pull request opened, a merge refused
+                # A line for the request's thread (a merge request opened, a merge refused
                 # for now); the card is refreshed with it.
                 request = store.get(request_id)
                 card_ref = store.message_of(request_id)

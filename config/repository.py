@@ -26,6 +26,11 @@ class MergeRequestSpec(_Model):
     # The environment variable holding this forge's token (one per repository where they differ).
     token_env: str = Field(default=FORGE_TOKEN_ENV, pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")
 
+    @property
+    def noun(self) -> str:
+        """What its forge calls a merge request, for chat: GitHub's is a pull request."""
+        return "pull request" if self.forge == "github" else "merge request"
+
 
 class Repository(_Model):
     url: str

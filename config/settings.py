@@ -54,7 +54,7 @@ class Settings(BaseSettings):
 
     # Following rollouts: Argo CD's API (a token of an account that may get and sync the
     # applications), or Flux through the Kubernetes API (in-cluster, or KUBECONFIG).
-    # A GitHub or GitLab token for repository.merge_request (pull requests, merges).
+    # A GitHub or GitLab token for repository.merge_request (merge requests, merges).
     forge_token: SecretStr | None = None
     argocd_url: str | None = None
     argocd_token: SecretStr | None = None

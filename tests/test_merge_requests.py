@@ -241,6 +241,8 @@ def test_gitlab_merge_requests_are_merged_with_the_same_message(
         request_id = world.ask()
         run_worker(redis)
         assert world.forge.pulls[1].head == f"releasegate/{request_id}"
+        # Named as GitLab names it, where GitHub's is a pull request.
+        assert f"{request_id}: merge request opened: {world.forge.url(1)}" in outbox(redis)[0]
         mergerequests.checks_round(
             redis, partial(parse_policy, policy_file.read_text()), Settings()
         )

@@ -15,23 +15,18 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from redis import Redis
-
 from config.errors import GitOpsError, ReleasegateError
-from config.policy import Policy, load_policy
+from config.policy import Policy
 from config.settings import Settings
 from workers import spans
 from workers.artifacts.resolve import Resolver, check_artifacts
-from workers.git.checkout import Checkout
 from workers.git.env import url_credentials
-from workers.git.signing import HeadCheck, signer_and_check
 from workers.landing import mergerequests
 from workers.landing.batch import BatchHooks, Checkouts, apply_batch, context
+from workers.landing.ended import end
 from workers.landing.forges import MergeRefused
 from workers.landing.landed import after_landing
 from workers.landing.mixed import land_mixed
@@ -43,12 +38,13 @@ from workers.rules.approvals import check_approvals, counted_approvers
 from workers.rules.checks import check_ci
 from workers.rules.gates import Locks, check_not_expired, check_open
 from workers.rules.identity import Identities, load_rocketchat_ids, slack_groups_now
-from workers.rules.plan import checkout_paths, landing
+from workers.rules.plan import landing
 from workers.rules.verdicts import check_not_failed
+from workers.services import Services
 from workers.state import audit, metrics, outbox
 from workers.state.connection import connect
-from workers.state.lane import Lane, Lease, LeaseLost, held_together, lane_name
-from workers.state.queue import JOB_TIMEOUT, enqueue_forge
+from workers.state.lane import Lease, LeaseLost, held_together, lane_name
+from workers.state.queue import JOB_TIMEOUT
 from workers.state.request import DeployRequest, RequestState, Result
 from workers.state.store import RequestStore
 from workers.state.verdicts import Verdicts
@@ -59,54 +55,15 @@ BATCH_SIZE = 50
 LANE_WAIT = JOB_TIMEOUT - 120  # leave the holder's batch time to finish inside the job
 
 
-@dataclass(frozen=True)
-class Services:
-    """What every job starts from: its settings, Redis, the request store and the policy."""
-
-    settings: Settings
-    redis: Redis
-    store: RequestStore
-    policy: Policy
-
-    @classmethod
-    def load(cls) -> Services:
-        settings = Settings()
-        redis = connect(settings)
-        store = RequestStore(redis, settings.retention, durable=True)
-        return cls(settings, redis, store, load_policy(settings.policy))
-
-    def checkout(self, name: str) -> tuple[Checkout, HeadCheck]:
-        """The worker's checkout of repository `name` (signing when a key is set), and the
-        check of the head it builds on."""
-        policy, settings = self.policy, self.settings
-        repository = policy.repositories[name]
-        signer, verify_head = signer_and_check(
-            repository, settings.git_signing_key, lambda: Path(checkout.path)
-        )
-        checkout = Checkout(
-            repository,
-            settings.workdir,
-            access=repository.access(settings.git_access()),
-            paths=checkout_paths(policy, name),
-            signer=signer,
-        )
-        return checkout, verify_head
-
-    def lanes(self, names: Sequence[str]) -> list[Lane]:
-        """The push lanes of repositories `names`, in the policy's order."""
-        ordered = [name for name in self.policy.repositories if name in names]
-        return [Lane(self.redis, lane_name(self.policy.repositories[n])) for n in ordered]
-
-
 def run_request(request_id: str) -> str:
     """See that an approved request lands (in this job's batch or another's); returns its
     final state."""
     spans.mark("job", request_id)
-    job = Services.load()
-    store = job.store
+    services = Services.load()
+    store = services.store
     request = store.get(request_id)  # read once: it never changes
-    deployments.note(job.redis, job.policy, request)  # approved: `queued`
-    lanes = job.lanes(landing(job.policy, request)[0])
+    deployments.note(services.redis, services.policy, request)  # approved: `queued`
+    lanes = services.lanes(landing(services.policy, request)[0])
 
     def ended() -> bool:
         return store.state(request_id).final
@@ -124,7 +81,7 @@ def run_request(request_id: str) -> str:
                 raise GitOpsError("timed out waiting for the push lane; the job is retried")
             spans.mark("lane", request_id)
             try:
-                drain(job, leases)
+                drain(services, leases)
             except LeaseLost as exc:
                 log.warning("%s", exc)
         if not ended():
@@ -135,17 +92,17 @@ def run_request(request_id: str) -> str:
 def record_deployments(request_id: str) -> str:
     """Bring the request's deployment records on its apps' source repositories (GitHub,
     GitLab) to its state; raises for RQ to retry when the forge refused."""
-    job = Services.load()
-    request = job.store.get(request_id)
-    result = job.store.result(request_id)
+    services = Services.load()
+    request = services.store.get(request_id)
+    result = services.store.result(request_id)
     log_url = ""
     if result is not None and result.commits:
-        name = job.policy.app_repository(request.changes[0].app)
+        name = services.policy.app_repository(request.changes[0].app)
         sha = result.commits.get(name) or next(iter(result.commits.values()))
-        repository = job.policy.repositories.get(name)
+        repository = services.policy.repositories.get(name)
         log_url = (repository.commit_url(sha) if repository else None) or ""
     with request_context(request_id=request_id):
-        posted = deployments.sync(job.redis, job.policy, request, log_url)
+        posted = deployments.sync(services.redis, services.policy, request, log_url)
         if posted:
             log.info("deployment records: %s", ", ".join(posted))
     return ", ".join(posted) or "nothing new"
@@ -160,65 +117,70 @@ def on_records_failure(job: Any, connection: Any, exc_type: Any, exc: Any, tb: A
 def drain_lane() -> int:
     """Take over every push lane and land what is ready (queued by the sweeper when a lane's
     holder died); returns how many requests were still waiting when it started."""
-    job = Services.load()
-    store = job.store
-    lanes = job.lanes(list(job.policy.repositories))
+    services = Services.load()
+    store = services.store
+    lanes = services.lanes(list(services.policy.repositories))
     waiting = len(store.ready(BATCH_SIZE))
     while store.ready(1):
         with held_together(lanes, give_up=lambda: not store.ready(1), timeout=LANE_WAIT) as leases:
             if leases is None:
                 break
             try:
-                drain(job, leases)
+                drain(services, leases)
             except LeaseLost as exc:
                 log.warning("%s", exc)
     return waiting
 
 
 def open_change(request_id: str) -> str:
-    """Queued when a request is made in merge-request mode: open its pull request while people
+    """Queued when a request is made in merge-request mode: open its merge request while people
     approve."""
-    job = Services.load()
-    request = job.store.get(request_id)
-    if job.store.state(request_id).final:
+    services = Services.load()
+    request = services.store.get(request_id)
+    if services.store.state(request_id).final:
         return "ended"
+    noun = "merge request"
     try:
-        name = mergerequests.repository_of(job.policy, request)
-        forge = mergerequests.forge_of(job.policy, job.settings, name)
+        name = mergerequests.repository_of(services.policy, request)
+        noun = mergerequests.noun_of(services.policy, name)
+        forge = mergerequests.forge_of(services.policy, services.settings, name)
         if forge is None:
             return "no forge"
-        checkout, verify_head = job.checkout(name)
-        mergerequests.open_for(job.policy, name, checkout, forge, job.store, request, verify_head)
+        checkout, verify_head = services.checkout(name)
+        mergerequests.open_for(
+            services.policy, name, checkout, forge, services.store, request, verify_head
+        )
     except MergeRefused as exc:
         if "being opened" in str(exc):  # the merge on approval got there first
             return "opened elsewhere"
-        mergerequests.note_not_opened(job.redis, request, exc)
+        mergerequests.note_not_opened(services.redis, request, exc, noun)
         return "failed"
     except ReleasegateError as exc:
-        mergerequests.note_not_opened(job.redis, request, exc)
+        mergerequests.note_not_opened(services.redis, request, exc, noun)
         return "failed"
     return "opened"
 
 
 def close_change(request_id: str) -> str:
-    """Queued when a request with a pull request is cancelled, rejected or expired."""
-    job = Services.load()
-    request = job.store.get(request_id)
+    """Queued when a request with a merge request is cancelled, rejected or expired."""
+    services = Services.load()
+    request = services.store.get(request_id)
     try:
-        name = mergerequests.repository_of(job.policy, request)
-        forge = mergerequests.forge_of(job.policy, job.settings, name)
+        name = mergerequests.repository_of(services.policy, request)
+        forge = mergerequests.forge_of(services.policy, services.settings, name)
     except ReleasegateError as exc:
-        log.warning("cannot close the pull request of %s: %s", request_id, exc)
+        log.warning("cannot close the merge request of %s: %s", request_id, exc)
         return "not closed"
     if forge is not None:
-        mergerequests.close(job.policy, forge, job.store, request)
+        mergerequests.close(services.policy, forge, services.store, request)
     return "closed"
 
 
-def drain(job: Services, leases: Sequence[Lease]) -> None:
+def drain(services: Services, leases: Sequence[Lease]) -> None:
     """Land batches of ready requests until none is left that the held lanes cover (the
     lanes' holder only)."""
-    policy, settings, redis, store = job.policy, job.settings, job.redis, job.store
+    policy, settings = services.policy, services.settings
+    redis, store = services.redis, services.store
     locks = Locks(redis)
     held = {
         name: lease
@@ -226,7 +188,7 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
         for lease in leases
         if lease.lane.name == lane_name(policy.repositories[name])
     }
-    prepared = {name: job.checkout(name) for name in held}
+    prepared = {name: services.checkout(name) for name in held}
     checkouts: Checkouts = {name: checkout for name, (checkout, _check) in prepared.items()}
     identities = Identities(policy, load_rocketchat_ids(redis))
 
@@ -285,7 +247,7 @@ def drain(job: Services, leases: Sequence[Lease]) -> None:
                 return
             with request_context(**batch_context(batch)):
                 log.info("landing a batch of %d request(s)", len(batch))
-                outcomes = _land_batch(job, checkouts, batch, hooks)
+                outcomes = _land_batch(services, checkouts, batch, hooks)
             for name, lease in held.items():
                 if any(name in o.commits for o in outcomes.values() if o.state.landed):
                     lease.lane.record_push(checkouts[name].head())
@@ -319,11 +281,11 @@ def _take_batch(policy: Policy, store: RequestStore, held: set[str]) -> list[Dep
 
 
 def _land_batch(
-    job: Services, checkouts: Checkouts, batch: list[DeployRequest], hooks: BatchHooks
+    services: Services, checkouts: Checkouts, batch: list[DeployRequest], hooks: BatchHooks
 ) -> dict[str, Result]:
     """Requests that land through the forge are merged there (and pushed around the merge in
     their other repositories); the rest are pushed together."""
-    policy = job.policy
+    policy = services.policy
     landings: dict[str, tuple[tuple[str, ...], str]] = {}
     outcomes: dict[str, Result] = {}
     for request in batch:
@@ -337,13 +299,13 @@ def _land_batch(
     for request in by_forge:
         names, name = landings[request.id]
         if len(names) > 1:  # pushed around the merge
-            mixed = land_mixed(policy, job.settings, checkouts, job.store, request, hooks)
+            mixed = land_mixed(policy, services.settings, checkouts, services.store, request, hooks)
             if mixed is not None:
                 outcomes[request.id] = mixed
             continue
         outcomes.update(
             mergerequests.merge_batch(
-                policy, job.settings, name, checkouts[name], job.store, [request], hooks
+                policy, services.settings, name, checkouts[name], services.store, [request], hooks
             )
         )
     return outcomes
@@ -374,62 +336,6 @@ def batch_context(batch: list[DeployRequest]) -> dict[str, str | None]:
         "env": joined([r.env for r in batch]),
         "actor": joined([r.requester for r in batch]),
     }
-
-
-def end(store: RequestStore, request: DeployRequest, outcome: Result) -> None:
-    """Record how a running request ended, count it, and queue the news for its channel."""
-    redis = store.redis
-    result = outcome.model_copy(update={"finished_at": _now()})
-    with request_context(**context(request)):
-        if not store.finish(request.id, [RequestState.RUNNING], result, outbox.report_to(request)):
-            return
-        if result.state is RequestState.FAILED:
-            log.warning("deploy failed: %s", result.message or result.reason)
-        landed = result.state.landed
-        seconds = (result.finished_at - request.created_at).total_seconds() if landed else None
-        metrics.record_deploy(redis, request.env, result.state.value, seconds)
-        audit.record(
-            redis,
-            "outcome",
-            request=request.id,
-            state=result.state.value,
-            commit=result.commit,
-            message=result.message or None,
-            reason=result.reason or None,
-        )
-        if landed:
-            supersede(store, request)
-
-
-def supersede(store: RequestStore, landed: DeployRequest) -> list[str]:
-    """Close the pending requests that `landed` made stale (they would move a pin from a
-    version it no longer holds); each card and thread says so. Returns their ids."""
-    now_at = {(c.app, c.env): c.new for c in landed.changes}
-    closed = []
-    for other, state in store.open_requests():
-        if state is not RequestState.PENDING:
-            continue
-        request_id = other.id
-        stale = [c for c in other.changes if now_at.get((c.app, c.env), c.old) != c.old]
-        if not stale:
-            continue
-        change = stale[0]
-        facts = {
-            "by": landed.id,
-            "app": change.app,
-            "env": change.env,
-            "now": now_at[(change.app, change.env)],
-            "was": change.old,
-        }
-        result = Result(state=RequestState.SUPERSEDED, reason="superseded", facts=facts)
-        if store.finish(request_id, [RequestState.PENDING], result, outbox.report_to(other)):
-            with request_context(**context(other)):
-                log.info("superseded by %s", landed.id)
-            if store.merge_request(request_id) is not None:
-                enqueue_forge(store.redis, "close_change", request_id)
-            audit.record(store.redis, "superseded", request=request_id, by=landed.id)
-            closed.append(request_id)
-    return closed
 
 
 def on_job_failure(job: Any, connection: Any, exc_type: Any, exc: Any, tb: Any) -> None:

@@ -103,7 +103,7 @@ def run(settings: Settings, burst: bool = False, fresh_after: int = FRESH_AFTER)
             ),
             stop,
         )
-        # The checks of pull requests waiting for approval, for their cards and threads.
+        # The checks of merge requests waiting for approval, for their cards and threads.
         supervisor.start(
             "forge-checks",
             lambda: mergerequests.checks_round(

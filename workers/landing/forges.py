@@ -39,7 +39,7 @@ class MergeRefused(ReleasegateError):
 
 
 class HeadMoved(ForgeError):
-    """The pull request's head is not the commit releasegate pushed: someone pushed to its
+    """The merge request's head is not the commit releasegate pushed: someone pushed to its
     branch. Nothing is merged; the request must be asked again."""
 
 

@@ -1,14 +1,14 @@
 """Landing through the forge: a pull (merge) request per request, merged on quorum.
 
 With `repository.merge_request`, the request's change is committed on a branch
-`releasegate/ID`, pushed, and a pull request is opened as soon as the request is made (a
+`releasegate/ID`, pushed, and a merge request is opened as soon as the request is made (a
 job of its own), so the forge's checks run while people approve; the thread and the card
 link it. On quorum the lane's holder merges it through the forge's API with the commit
 message a direct push would carry (subject, body, trailers, the approvals included). A
 merge the forge refuses for now (checks, conflicts, reviews) is said in the thread with the
 forge's words, once per reason, and tried again every RETRY seconds until the request
-expires. A cancelled, rejected or expired request closes its pull request and deletes its
-branch. releasegate never approves a pull request in the forge on anyone's behalf.
+expires. A cancelled, rejected or expired request closes its merge request and deletes its
+branch. releasegate never approves a merge request in the forge on anyone's behalf.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from workers.state.store import RequestStore
 log = logging.getLogger(__name__)
 
 RETRY = 15.0  # seconds between merge attempts the forge refused
-CHECKS_EVERY = 20.0  # seconds between looks at the checks of waiting pull requests
+CHECKS_EVERY = 20.0  # seconds between looks at the checks of waiting merge requests
 OPENING_CLAIM = 120  # seconds: a worker that died while opening does not block it for good
 
 
@@ -54,16 +54,16 @@ def branch_of(request: DeployRequest) -> str:
 
 
 def repository_of(policy: Policy, request: DeployRequest | Sequence[Change]) -> str:
-    """The repository whose pull request lands `request` (or these changes), or its part
+    """The repository whose merge request lands `request` (or these changes), or its part
     there: the one of its repositories with `merge_request`. A request's other repositories
     are pushed to, in the policy's order around the merge; two repositories landing through
-    pull requests in one request are refused (one pull request per request)."""
+    merge requests in one request are refused (one merge request per request)."""
     if isinstance(request, DeployRequest):
         _names, forged = landing(policy, request)
     else:
         _names, forged = decide_landing(policy, request)
     if not forged:
-        raise ReleasegateError("this change lands through no pull request")
+        raise ReleasegateError("this change lands through no merge request")
     return forged
 
 
@@ -123,16 +123,16 @@ def open_for(
     request: DeployRequest,
     verify_head: Callable[[str], None] = lambda head: None,
 ) -> MergeRequest | None:
-    """Commit the change on its own branch, push it, open the pull request; None when the
+    """Commit the change on its own branch, push it, open the merge request; None when the
     pins already hold it (nothing to propose). The commit pushed is kept on the request:
-    only a pull request whose head is still that commit is ever merged."""
+    only a merge request whose head is still that commit is ever merged."""
     if known := store.merge_request(request.id):
         return MergeRequest(int(known["number"]), str(known["url"]))
     # The opening job and a quick approval's merge may both get here: one opens, the other
-    # waits for it (a second pull request for the branch would be refused by the forge).
+    # waits for it (a second merge request for the branch would be refused by the forge).
     opening = keys.opening(request.id)
     if not store.redis.set(opening, 1, nx=True, ex=OPENING_CLAIM):
-        raise MergeRefused("its pull request is being opened")
+        raise MergeRefused(f"its {noun_of(policy, name)} is being opened")
     try:
         pushed = _push_change(policy, name, checkout, request, [], verify_head)
         if pushed is None:
@@ -145,23 +145,29 @@ def open_for(
         )
     finally:
         store.redis.delete(opening)
-    outbox.note(store.redis, request, "pr_opened", url=mr.url)
+    outbox.note(store.redis, request, "pr_opened", url=mr.url, noun=noun_of(policy, name))
     return mr
 
 
-def _check_pull(forge: Forge, mr: MergeRequest, pushed: str, branch: str) -> None:
-    """Refuse to merge a pull request that is not the one releasegate pushed: its head must be
-    our commit and its base the policy's branch."""
+def noun_of(policy: Policy, name: str) -> str:
+    """What repository `name`'s forge calls a merge request (GitHub: a pull request)."""
+    spec = policy.repositories[name].merge_request
+    return spec.noun if spec is not None else "merge request"
+
+
+def _check_pull(forge: Forge, mr: MergeRequest, pushed: str, branch: str, noun: str) -> None:
+    """Refuse to merge a merge request that is not the one releasegate pushed: its head must
+    be our commit and its base the policy's branch."""
     now = forge.pull(mr)
     if now.head != pushed:
         raise HeadMoved(
-            f"the pull request's head is {now.head[:12] or 'gone'}, not {pushed[:12]}, the "
+            f"the {noun}'s head is {now.head[:12] or 'gone'}, not {pushed[:12]}, the "
             f"commit releasegate pushed: someone pushed to {mr.url}; nothing was merged, "
             "ask again with a new request"
         )
     if now.base != branch:
         raise HeadMoved(
-            f"the pull request {mr.url} now merges into {now.base or 'nothing'}, not "
+            f"the {noun} {mr.url} now merges into {now.base or 'nothing'}, not "
             f"{branch}; nothing was merged, ask again with a new request"
         )
 
@@ -175,9 +181,9 @@ def land(
     request: DeployRequest,
     hooks: BatchHooks,
 ) -> Result | None:
-    """Merge the request's pull request; None when the forge refused for now (retried).
+    """Merge the request's merge request; None when the forge refused for now (retried).
 
-    What merges is what was approved: the pull request's head must be the commit
+    What merges is what was approved: the merge request's head must be the commit
     releasegate pushed (and the merge call names it, so the forge refuses a head that moves
     in between), its base the policy's branch, and the branch's head trusted when
     `trusted_signers` is set. After the merge, the commit the forge names must be on the
@@ -220,7 +226,7 @@ def land(
                 "releasegate does not know the commit it pushed for this pull "
                 "request; ask again with a new request"
             )
-        _check_pull(forge, mr, pushed, branch)
+        _check_pull(forge, mr, pushed, branch, spec.noun)
         with checkout.in_slot():
             verify_head(checkout.fetch())  # the head it merges into, trusted now
         subject, body = _message(request, approvers)
@@ -289,8 +295,8 @@ def close(policy: Policy, forge: Forge, store: RequestStore, request: DeployRequ
         log.warning("could not close %s: %s", known["url"], exc)
 
 
-def note_not_opened(redis: Redis, request: DeployRequest, why: Exception) -> None:
-    outbox.note(redis, request, "pr_not_opened", why=str(why))
+def note_not_opened(redis: Redis, request: DeployRequest, why: Exception, noun: str) -> None:
+    outbox.note(redis, request, "pr_not_opened", why=str(why), noun=noun)
 
 
 def merge_batch(
@@ -302,7 +308,7 @@ def merge_batch(
     batch: list[DeployRequest],
     hooks: BatchHooks,
 ) -> dict[str, Result]:
-    """Merge each request's pull request through the forge; one the forge refused for now
+    """Merge each request's merge request through the forge; one the forge refused for now
     goes back to approved, to be tried again after its wait (the sweeper queues it)."""
     outcomes: dict[str, Result] = {}
     try:
@@ -324,7 +330,7 @@ def merge_batch(
 
 
 def checks_round(redis: Redis, policy: Callable[[], Policy], settings: Settings) -> float:
-    """One round of a worker's `checks` loop: for every pending request with a pull request,
+    """One round of a worker's `checks` loop: for every pending request with a merge request,
     ask the forge how its checks stand, and tell the thread (and the card) when that changed."""
     current = policy()
     if all(repo.merge_request is None for repo in current.repositories.values()):

@@ -1,7 +1,7 @@
-"""A request that lands through a pull request in one repository and by push in the others.
+"""A request that lands through a merge request in one repository and by push in the others.
 
-The repositories land in the policy's order: those before the pull request's repository are
-pushed (the batch's way, one commit each), then the pull request is merged (head-pinned,
+The repositories land in the policy's order: those before the merge request's repository are
+pushed (the batch's way, one commit each), then the merge request is merged (head-pinned,
 as always), then those after it are pushed. A merge the forge refuses for now sends the
 request back to wait, and its retry finds what it pushed already by the trailer; a merge
 refused for good, or a later push refused, ends it failed saying what landed where.

@@ -55,7 +55,7 @@ def checkout_paths(policy: Policy, repository: str) -> list[str] | None:
 def decide_landing(policy: Policy, changes: Sequence[Change]) -> tuple[tuple[str, ...], str]:
     """Where `changes` land: their repositories in the policy's (landing) order, and the one
     of them with `merge_request` ("" for none). Two repositories landing through pull
-    requests in one request are refused: one pull request per request."""
+    requests in one request are refused: one merge request per request."""
     names = tuple(policy.repositories_for(changes))
     forged = [n for n in names if policy.repositories[n].merge_request is not None]
     if len(forged) > 1:

@@ -44,7 +44,7 @@ def asked(identity: str, env: str, minute: int) -> str:
 
 
 def opening(request_id: str) -> str:
-    """Claimed while a worker opens the request's pull request."""
+    """Claimed while a worker opens the request's merge request."""
     return f"{PREFIX}:opening:{request_id}"
 
 

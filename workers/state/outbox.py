@@ -28,7 +28,7 @@ class Kind(StrEnum):
 
     OUTCOME = "outcome"  # how a request ended
     ROLLOUT = "rollout"  # how its rollout went
-    NOTE = "note"  # a line for its thread (a pull request opened, a merge refused for now)
+    NOTE = "note"  # a line for its thread (a merge request opened, a merge refused for now)
     VERIFICATION = "verification"  # a verification's start, progress or end (`phase`)
     PROMOTE = "promote"  # a soak ended: the promotion to file (`env`, `app`, `version`)
 

@@ -83,7 +83,7 @@ def enqueue_drain(redis: Redis, lane: str) -> bool:
 
 
 def enqueue_forge(redis: Redis, function: str, request_id: str) -> bool:
-    """Queue a pull request job for the request: `open_change` or `close_change`."""
+    """Queue a merge request job for the request: `open_change` or `close_change`."""
     name = function.rsplit("_", 1)[0]
     try:
         job_queue(redis).enqueue(
@@ -94,7 +94,7 @@ def enqueue_forge(redis: Redis, function: str, request_id: str) -> bool:
             job_timeout=JOB_TIMEOUT,
             result_ttl=24 * 3600,
             failure_ttl=7 * 24 * 3600,
-            description=f"{name} the pull request of {request_id}",
+            description=f"{name} the merge request of {request_id}",
         )
     except DuplicateJobError:
         return False

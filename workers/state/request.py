@@ -120,7 +120,7 @@ class DeployRequest(BaseModel):
     rollback_of: str = ""
     reason: str = ""
     # Decided once, when filed: the repositories it lands in (in landing order), and the
-    # one of them it lands in through a pull request ("" when it pushes everywhere). Empty
+    # one of them it lands in through a merge request ("" when it pushes everywhere). Empty
     # for requests filed before this was kept: `workers/rules/plan.landing` decides those.
     repositories: tuple[str, ...] = ()
     merge_request_in: str = ""
