@@ -55,7 +55,7 @@ def _check_version(ctx: Context, app: str, version: str) -> str:
         raise Refused(str(exc), "bad_version") from exc
 
 
-def _check_promotion(ctx: Context, repo: View, app: str, env: str, version: str) -> None:
+def _check_promotion(ctx: Context, view: View, app: str, env: str, version: str) -> None:
     upstream = ctx.policy.environments[env].promote_from
     if upstream is None:
         return
@@ -63,13 +63,13 @@ def _check_promotion(ctx: Context, repo: View, app: str, env: str, version: str)
         raise Refused(
             messages.not_pinned(app, upstream, list(ctx.policy.apps[app].pins)), "not_pinned"
         )
-    history = [ran.version for ran in versions_run(ctx.policy, repo, app, upstream)]
+    history = [ran.version for ran in versions_run(ctx.policy, view, app, upstream)]
     if not ran_upstream(version, history):
         raise Refused(messages.not_run_upstream(app, version, upstream, history), "promotion")
 
 
 def _check_evidence(
-    ctx: Context, repo: View, app: str, env: str, version: str, upstream_runs: str | None
+    ctx: Context, view: View, app: str, env: str, version: str, upstream_runs: str | None
 ) -> None:
     """What verification decided: `version` did not fail here or upstream, and where `env`
     has a soak, the upstream has run `upstream_runs` (what it runs now, `version` or an rc
@@ -80,7 +80,7 @@ def _check_evidence(
     upstream = spec.promote_from
     if spec.soak is None or upstream is None:
         return
-    runs = upstream_runs or current_version(ctx.policy, repo.read, app, upstream)
+    runs = upstream_runs or current_version(ctx.policy, view.read, app, upstream)
     if version not in (runs, final_version(runs)):
         raise Refused(
             f"{upstream} runs {app} {runs}, not {version}; {env} takes what has soaked in "
@@ -89,17 +89,17 @@ def _check_evidence(
         )
 
     def git_since() -> datetime | None:
-        ran = versions_run(ctx.policy, repo, app, upstream)
+        ran = versions_run(ctx.policy, view, app, upstream)
         return ran[0].since if ran and ran[0].version == runs else None
 
     check_soaked(ctx.policy, verdicts, env, app, runs, git_since, ctx.clock())
 
 
 def _promotion_target(
-    ctx: Context, repo: View, app: str, env: str, upstream: str
+    ctx: Context, view: View, app: str, env: str, upstream: str
 ) -> tuple[str, str]:
     """The version `env` takes from `upstream`, and what `upstream` runs (an rc of it)."""
-    ran = current_version(ctx.policy, repo.read, app, upstream)
+    ran = current_version(ctx.policy, view.read, app, upstream)
     version = ran if ctx.policy.environments[env].prereleases else final_version(ran)
     return _check_version(ctx, app, version), ran
 
@@ -110,14 +110,14 @@ def deploy(ctx: Context, event: ChatEvent, command: Deploy) -> list[Reply]:
     _check_asker(ctx, event, env)
     version = _check_version(ctx, app, command.version)
     check_prerelease(ctx.policy, env, version)
-    repo = ctx.mirror.snapshot()
-    old = current_version(ctx.policy, repo.read, app, env)
+    view = ctx.mirror.snapshot()
+    old = current_version(ctx.policy, view.read, app, env)
     if old == version:
         return [Reply(messages.already_running(app, version, env))]
-    _check_promotion(ctx, repo, app, env, version)
-    _check_evidence(ctx, repo, app, env, version, None)
+    _check_promotion(ctx, view, app, env, version)
+    _check_evidence(ctx, view, app, env, version, None)
     change = Change(app=app, env=env, old=old, new=version)
-    return _file(ctx, event, "deploy", env, [change], repo)
+    return _file(ctx, event, "deploy", env, [change], view)
 
 
 def promote(ctx: Context, event: ChatEvent, command: Promote | DeployEnv) -> list[Reply]:
@@ -132,7 +132,7 @@ def promote(ctx: Context, event: ChatEvent, command: Promote | DeployEnv) -> lis
             a for a, spec in ctx.policy.apps.items() if env in spec.pins and upstream in spec.pins
         ]
     _check_asker(ctx, event, env)
-    repo = ctx.mirror.snapshot()
+    view = ctx.mirror.snapshot()
     changes = []
     for app in apps:
         if upstream not in ctx.policy.apps[app].pins:
@@ -140,32 +140,32 @@ def promote(ctx: Context, event: ChatEvent, command: Promote | DeployEnv) -> lis
                 messages.not_pinned(app, upstream, list(ctx.policy.apps[app].pins)),
                 "not_pinned",
             )
-        new, ran = _promotion_target(ctx, repo, app, env, upstream)
-        old = current_version(ctx.policy, repo.read, app, env)
+        new, ran = _promotion_target(ctx, view, app, env, upstream)
+        old = current_version(ctx.policy, view.read, app, env)
         if new != old:
-            _check_evidence(ctx, repo, app, env, new, ran)
+            _check_evidence(ctx, view, app, env, new, ran)
             changes.append(
                 Change(app=app, env=env, old=old, new=new, promoted_from=f"{upstream} {ran}")
             )
     if not changes:
         return [Reply(messages.nothing_to_promote(env, upstream))]
     verb = "promote" if len(changes) == 1 else "train"
-    return _file(ctx, event, verb, env, changes, repo)
+    return _file(ctx, event, verb, env, changes, view)
 
 
 def rollback(ctx: Context, event: ChatEvent, command: Rollback) -> list[Reply]:
     env = ctx.env(command.env)
     app = ctx.pinned_app(command.app, env)
     _check_asker(ctx, event, env)
-    repo = ctx.mirror.snapshot()
-    old = current_version(ctx.policy, repo.read, app, env)
-    previous = rollback_target(ctx.policy, repo, app, env)
+    view = ctx.mirror.snapshot()
+    old = current_version(ctx.policy, view.read, app, env)
+    previous = rollback_target(ctx.policy, view, app, env)
     if previous is None:
         raise Refused(messages.no_previous(app, env), "no_previous")
     previous = _check_version(ctx, app, previous)
     check_prerelease(ctx.policy, env, previous)
     change = Change(app=app, env=env, old=old, new=previous)
-    return _file(ctx, event, "rollback", env, [change], repo)
+    return _file(ctx, event, "rollback", env, [change], view)
 
 
 def break_glass(ctx: Context, event: ChatEvent, command: BreakGlass) -> list[Reply]:
@@ -183,14 +183,14 @@ def break_glass(ctx: Context, event: ChatEvent, command: BreakGlass) -> list[Rep
         raise Refused("say why: deploy! APP VERSION to ENV reason TEXT", "grammar")
     version = _check_version(ctx, app, command.version)
     check_prerelease(ctx.policy, env, version)
-    repo = ctx.mirror.snapshot()
-    old = current_version(ctx.policy, repo.read, app, env)
+    view = ctx.mirror.snapshot()
+    old = current_version(ctx.policy, view.read, app, env)
     if old == version:
         return [Reply(messages.already_running(app, version, env))]
     # Break-glass skips the soak, not what verification found broken.
     check_version_not_failed(ctx.policy, Verdicts(ctx.redis), env, app, version)
     change = Change(app=app, env=env, old=old, new=version)
-    return _file(ctx, event, "break-glass", env, [change], repo, reason=command.reason)
+    return _file(ctx, event, "break-glass", env, [change], view, reason=command.reason)
 
 
 def _check_not_asked(
@@ -233,7 +233,7 @@ def _check_limits(
         raise Refused(messages.too_fast(env, spec.requests_per_minute), "limit_rate")
 
 
-def _artifacts(ctx: Context, changes: list[Change], repo: View) -> tuple[Built, ...]:
+def _artifacts(ctx: Context, changes: list[Change], view: View) -> tuple[Built, ...]:
     """Each change's artifact, asked of its store all at once: a version the store does not
     have is refused, and so is one it cannot be asked about (unless `required: false`). A
     promotion whose upstream runs another digest under the same tag says so on the card."""
@@ -261,7 +261,7 @@ def _artifacts(ctx: Context, changes: list[Change], repo: View) -> tuple[Built, 
                 raise Refused(f"{app} {version}: {found}", "artifact_unreachable")
             log.warning("filed without asking %s: %s", artifact.describe(), found)
             continue
-        upstream = _upstream_digest(ctx, changes, app, found.digest, repo)
+        upstream = _upstream_digest(ctx, changes, app, found.digest, view)
         by_tag = pinned_by_tag(ctx.policy, app, env)
         signed = ""
         if gate is not None:
@@ -274,7 +274,7 @@ def _artifacts(ctx: Context, changes: list[Change], repo: View) -> tuple[Built, 
     return tuple(built)
 
 
-def _upstream_digest(ctx: Context, changes: list[Change], app: str, digest: str, repo: View) -> str:
+def _upstream_digest(ctx: Context, changes: list[Change], app: str, digest: str, view: View) -> str:
     """`int sha256:…` when the environment promoted from runs another digest than `digest`."""
     change = next(c for c in changes if c.app == app)
     if not change.promoted_from:
@@ -282,7 +282,7 @@ def _upstream_digest(ctx: Context, changes: list[Change], app: str, digest: str,
     upstream, _, ran = change.promoted_from.partition(" ")
     if ran != change.new:
         return ""  # int ran a release candidate of it: another tag, another artifact
-    held = digests_held(ctx.policy, repo.read, app, upstream)
+    held = digests_held(ctx.policy, view.read, app, upstream)
     return f"{upstream} {sorted(held)[0]}" if held and digest not in held else ""
 
 
@@ -292,7 +292,7 @@ def _file(
     verb: str,
     env: str,
     changes: list[Change],
-    repo: View,
+    view: View,
     reason: str = "",
 ) -> list[Reply]:
     """Store the request (with the diff it will make) and queue it if nobody must approve."""
@@ -308,13 +308,13 @@ def _file(
     names = [c.app for c in changes]
     with ThreadPoolExecutor(1, "gates") as pool:
         alerts = pool.submit(check_alerts, ctx.policy, env, names, verb) if gated else None
-        built = _artifacts(ctx, changes, repo)
+        built = _artifacts(ctx, changes, view)
         evidence = [alerts.result() if alerts else ""]
     if gated:
         evidence.append(check_ci(ctx.policy, env, built, names))
     spec = ctx.policy.environments[env]
     digests = {b.app: b.digest for b in built}
-    diff = plan_changes(ctx.policy, repo.read, changes, digests).diff()
+    diff = plan_changes(ctx.policy, view.read, changes, digests).diff()
     now = ctx.clock()
     request = DeployRequest(
         id=new_request_id(),
@@ -328,8 +328,8 @@ def _file(
         approvals_needed=0 if reason else spec.approvals,
         created_at=now,
         expires_at=now + spec.approval_ttl if spec.approvals and not reason else None,
-        base_commit=repo.head,
-        bases={name: snapshot.head for name, snapshot in repo.snapshots.items()},
+        base_commit=view.head,
+        bases={name: snapshot.head for name, snapshot in view.snapshots.items()},
         diff=diff,
         artifacts=built,
         evidence=tuple(line for line in evidence if line),

@@ -33,7 +33,7 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
         else:
             apps = [ctx.app(target)]
     lines = []
-    repo = ctx.mirror.snapshot()
+    view = ctx.mirror.snapshot()
     verified = latest_verification(ctx.redis, envs)  # every app's, read at once
     for app in apps:
         cells = []
@@ -42,18 +42,18 @@ def status(ctx: Context, event: ChatEvent, command: Status) -> list[Reply]:
                 try:
                     # What a pin holds at a commit never changes: remembered per head.
                     pins = tuple(policy.apps[app].pins[env])
-                    read = partial(shown_version, policy, repo.read, app, env)
-                    version = repo.memo(("version", pins), read)
+                    read = partial(shown_version, policy, view.read, app, env)
+                    version = view.memo(("version", pins), read)
                 except PinError as exc:
                     version = f"unreadable ({exc})"
                 checked = verification.cell(verified.get((env, app)), app, version)
                 cells.append(f"{env} {version or '(unset)'}{checked}")
         if cells:
             lines.append(f"{app}: " + ", ".join(cells))
-    lines.append(f"(read from Git at {repo.heads()})")
+    lines.append(f"(read from Git at {view.heads()})")
     if ctx.live is not None and len(envs) == 1:
         lines.extend(ctx.live(envs[0]))
-    if stale := repo.staleness():
+    if stale := view.staleness():
         lines.append(f"⚠️ {stale}")
     now = ctx.clock()
     for env in envs:
@@ -121,8 +121,8 @@ def request_status(ctx: Context, request_id: str) -> str:
 
 def history(ctx: Context, event: ChatEvent, command: History) -> list[Reply]:
     env = ctx.env(command.env)
-    repo = ctx.mirror.snapshot()
-    found = deployments(ctx.policy, repo, env, command.count)
+    view = ctx.mirror.snapshot()
+    found = deployments(ctx.policy, view, env, command.count)
     if not found:
         return [Reply(f"no commits touch {env}'s pinned files")]
     lines = [f"last {len(found)} change(s) to {env}, newest first:"]
