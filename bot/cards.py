@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot import messages
+from bot import messages, rollouts
 from bot.verification import card_line
 from config.principals import Principal
 from config.text import inert_block
@@ -82,7 +82,7 @@ def card_for(
         ],
         outcome=outcome,
         merge_request=_merge_request_line(store, request_id),
-        rollout=messages.rollout_state(record)
+        rollout=rollouts.rollout_state(record)
         if (record := load_rollout(store.redis, request_id))
         else None,
         verification=card_line(checked)

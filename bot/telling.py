@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, cast
 
-from bot import messages, verification
+from bot import messages, rollouts, verification
 from bot.cards import Card, card_for
 from bot.events import Reply
 from workers.rollout.follow import load as load_rollout
@@ -116,7 +116,7 @@ def post_rollout(
         # One application followed: link it (a train's summary names each instead).
         names = {t.name for t in record.targets}
         url = (links or Links()).application(names.pop()) if len(names) == 1 else None
-        poster.post(request.channel, thread, messages.rollout_news(request, record, url))
+        poster.post(request.channel, thread, rollouts.rollout_news(request, record, url))
         if read_only:
             return
         redis.set(step("told"), 1, ex=TOLD_KEPT)
@@ -131,7 +131,7 @@ def post_rollout(
         if filed is None:
             reply = offer_rollback(request, target.app)
             if reply.request_id is None:
-                text = messages.rollback_not_offered(target.app, request.env, reply.text)
+                text = rollouts.rollback_not_offered(target.app, request.env, reply.text)
                 poster.post(request.channel, thread, text)
                 redis.set(step(f"posted:{target.app}"), 1, ex=TOLD_KEPT)
                 continue

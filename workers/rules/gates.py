@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 from redis import Redis
 
+from config.environments import SEMVER
 from config.errors import Refused
 from config.gates import Freeze
-from config.policy import SEMVER, Policy
+from config.policy import Policy
 from config.text import inert
 from config.windows import next_opening, open_now
 from workers.state import keys
