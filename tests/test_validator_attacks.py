@@ -182,7 +182,7 @@ def test_a_commit_that_is_not_exactly_the_planned_change_is_never_pushed(
         head = checkout.sync()
         text = checkout.read("env/int/kustomization.yml").replace("2.0.0", "2.1.0")
         checkout.write("env/int/kustomization.yml", text)
-        checkout.commit("Deploy\n", {"env/int/kustomization.yml": text}, parent=head)
+        checkout.commit("Deploy\n", {"env/int/kustomization.yml": text})
         checkout.verify_unpushed(head)  # exactly the plan: no complaint
         (checkout.path / "backdoor.yml").write_text("kind: Secret\n")
         env = {"GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": "x@x", "GIT_COMMITTER_NAME": "x"}

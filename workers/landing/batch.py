@@ -113,10 +113,9 @@ def apply_one(
     request: DeployRequest,
     hooks: BatchHooks,
     repository: str,
-    parent: str | None = None,
 ) -> str | None:
-    """Commit `request`'s part in `repository` on top of its working tree (whose HEAD is
-    `parent`, where the caller knows it); None when the pins there already hold it."""
+    """Commit `request`'s part in `repository` on top of its working tree; None when the pins
+    there already hold it."""
     read = reader(checkouts)
     _check_not_moved(policy, read, request, repository)
     digests = {b.app: b.digest for b in request.artifacts}
@@ -146,7 +145,7 @@ def apply_one(
     # The author date is when the request was filed, the commit date when it landed: the
     # record `releasegate report` reads a lead time from where no source commit is named.
     filed = {"GIT_AUTHOR_DATE": f"@{int(request.created_at.timestamp())} +0000"}
-    return checkout.commit(message, planned, env=filed, parent=parent)
+    return checkout.commit(message, planned, env=filed)
 
 
 @dataclass
@@ -336,7 +335,7 @@ def _prepare(
                         continue
                     if sha:
                         log.warning("%s carries the request's trailer, but %s", sha[:7], why)
-                    if made := apply_one(policy, checkouts, request, hooks, name, tips[name]):
+                    if made := apply_one(policy, checkouts, request, hooks, name):
                         mine[name] = made
                         tips[name] = made
             except ReleasegateError as exc:
