@@ -13,6 +13,7 @@ from pathlib import Path
 from redis import Redis
 
 from bot.context import Context
+from bot.events import ChatEvent
 from config.settings import Settings
 from tests.conftest import Chat, Remote, outbox, run_worker
 from tests.test_evidence import chat_with, freeze
@@ -74,6 +75,33 @@ def test_break_glass_by_someone_not_on_call_or_without_a_reason_is_refused(
     assert refused.reason == "not_break_glass"
     assert refused.text == "bob may not break glass in prd (break_glass: shell:alice)"
     assert chat.say("alice", "deploy-prd", "deploy! awesome 2.1.0 to prd").reason == "grammar"
+    assert redis.keys("releasegate:request:*") == []
+    assert origin.count() == 1
+
+
+def test_a_bot_account_on_call_never_breaks_glass_and_is_asked_about_once(
+    policy_file: Path, redis: Redis, settings: Settings, origin: Remote
+) -> None:
+    """The platform says the sender is a bot (asked only now that a decision needs it, as
+    each adapter passes the question): refused, nothing filed or committed."""
+    chat = glass_chat(policy_file, redis, settings)
+    asked: list[str] = []
+
+    def is_bot() -> bool:
+        asked.append("alice")
+        return True
+
+    event = ChatEvent(
+        platform="shell",
+        user="alice",
+        user_name="alice",
+        channel="deploy-prd",
+        text="deploy! awesome 2.1.0 to prd reason INC-42",
+        bot=is_bot,
+    )
+    [refused] = chat.conversation.handle(event)
+    assert refused.reason == "not_break_glass"
+    assert asked == ["alice"]
     assert redis.keys("releasegate:request:*") == []
     assert origin.count() == 1
 
