@@ -102,13 +102,18 @@ def test_a_direct_deploy_waits_for_the_soak_too(
 def test_auto_promote_files_the_promotion_once_with_two_bot_replicas(
     tmp_path: Path, remote: Path, redis: Redis, settings: Settings, policy_file: Path
 ) -> None:
-    extra = "    soak: 1s\n    auto_promote: true\n"
+    extra = "    soak: 30m\n    auto_promote: true\n"
     replicas = [chat_with(tmp_path, remote, redis, policy_file, extra) for _ in range(2)]
     land_in_int(replicas[0], redis, "2.1.0-rc1")
-    assert verify.promote_due(redis) == 0  # the soak has not ended
-    time.sleep(1.2)
-    assert verify.promote_due(redis) == 1
-    assert verify.promote_due(redis) == 0  # handed out once, whoever asks
+    running = Verdicts(redis).running("int", "awesome")
+    assert running is not None
+    # Times are the soak clock's, not the machine's: a loaded machine cannot end it early.
+    soaked = running.since + 30 * 60
+    assert verify.promote_due(redis, now=soaked - 1) == 0  # the soak has not ended
+    assert verify.promote_due(redis, now=soaked + 1) == 1
+    assert verify.promote_due(redis, now=soaked + 2) == 0  # handed out once, whoever asks
+    for chat in replicas:
+        chat.conversation.ctx.clock = lambda: datetime.fromtimestamp(soaked + 2, UTC)
     recorders = [Recorder(), Recorder()]
     consumers = [
         OutboxConsumer(
