@@ -47,8 +47,21 @@ def pending_request(ctx: Context, event: ChatEvent, request_id: str | None) -> D
     return request
 
 
+def _approved_by(ctx: Context, event: ChatEvent, request_id: str) -> bool:
+    who = ctx.identities.identity(event.who)
+    return any(a.identity == who for a in ctx.store.approval_records(request_id))
+
+
 def approve(ctx: Context, event: ChatEvent, request_id: str | None) -> list[Reply]:
-    request = pending_request(ctx, event, request_id)
+    try:
+        request = pending_request(ctx, event, request_id)
+    except Refused as exc:
+        # Someone whose answer was lost (a Redis failover) asks again: their approval counted,
+        # maybe as the last one. They hear that, not only that the request moved on.
+        if exc.reason == "not_pending" and request_id and _approved_by(ctx, event, request_id):
+            said = messages.already_approved(request_id, event.display)
+            raise Refused(said, "duplicate") from exc
+        raise
     with request_context(request_id=request.id, env=request.env):
         try:
             if ctx.is_requester(event, request):

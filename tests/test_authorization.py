@@ -169,14 +169,31 @@ def test_approving_twice_counts_once(conversation: Conversation, redis: Redis, c
 
 
 @pytest.mark.parametrize("ending", ["approve", "reject not now", "cancel"])
-def test_a_finished_request_cannot_be_approved(chat: Chat, redis: Redis, ending: str) -> None:
+def test_a_finished_request_cannot_be_approved(
+    conversation: Conversation, chat: Chat, redis: Redis, ending: str
+) -> None:
+    conversation.policy.groups["release-managers"].append("shell:dave")
     request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
     who = "alice" if ending == "cancel" else "carol"
     assert chat.say(who, "deploy-prd", f"{ending.split()[0]} {request_id} {ending[7:]}").ok
-    reply = chat.say("carol", "deploy-prd", f"approve {request_id}")
+    reply = chat.say("dave", "deploy-prd", f"approve {request_id}")
     assert not reply.ok
     assert "it cannot be changed any more" in reply.text
     assert job_queue(redis).count == (1 if ending == "approve" else 0)
+
+
+def test_approving_again_after_ones_own_approval_ended_it_says_already_approved(
+    chat: Chat, redis: Redis
+) -> None:
+    """A person whose answer was lost (a failover) asks again: told their approval counted,
+    not only that the request moved on; nothing is queued twice."""
+    request_id = chat.say("alice", "deploy-prd", "deploy awesome 2.1.0 to prd").request_id
+    assert chat.say("carol", "deploy-prd", f"approve {request_id}").queued == (request_id,)
+    again = chat.say("carol", "deploy-prd", f"approve {request_id}")
+    assert not again.ok
+    assert again.reason == "duplicate"
+    assert again.text == f"carol already approved {request_id}"
+    assert job_queue(redis).count == 1
 
 
 def test_approve_without_id_needs_exactly_one_pending_request(chat: Chat) -> None:
