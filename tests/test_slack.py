@@ -181,8 +181,14 @@ def test_an_approval_reaction_queues_and_the_worker_reports_in_the_thread(
         posts[-1]["text"]
         == f"{request_id}: pushed {origin.head()[:7]}: awesome: 2.0.0 -> 2.1.0 (prd)"
     )
-    final = slack.fake.called("chat.update")[-1]
-    assert f"🚀 pushed: {origin.head()[:7]}" in final["blocks"][0]["text"]["text"]
+    # The card is refreshed right after the thread is told: wait for it, not for the post.
+    pushed = f"🚀 pushed: {origin.head()[:7]}"
+    assert eventually(
+        lambda: any(
+            pushed in u["blocks"][0]["text"]["text"] for u in slack.fake.called("chat.update")
+        ),
+        10,
+    ), slack.fake.called("chat.update")[-1]
     assert "Approved-by: slack:UCAROL" in origin.message()
 
 
