@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 
 from bot.embedded_redis import free_port
-from tests.conftest import serving
+from tests.conftest import serving, stop_server
 
 BINARY = Path("/usr/bin/prometheus-alertmanager")
 CONFIG = "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n"
@@ -55,13 +55,7 @@ class Alertmanager:
         return str(answer.json()["silenceID"])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_server(self.process)
 
 
 def start_alertmanager(folder: Path) -> Alertmanager:
@@ -83,9 +77,5 @@ def start_alertmanager(folder: Path) -> Alertmanager:
     )
     log.close()
     manager = Alertmanager(process, port)
-    try:
-        serving(process, f"{manager.url}/-/ready", folder / "alertmanager.log", 20)
-    except AssertionError:
-        manager.stop()
-        raise
+    serving(process, f"{manager.url}/-/ready", folder / "alertmanager.log", 20)
     return manager

@@ -197,6 +197,17 @@ def eventually(check: Callable[[], object], seconds: float, every: float = 0.2) 
         time.sleep(every)
 
 
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """End a server the test started: politely, then for good after ten seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def serving(
     process: subprocess.Popen[bytes],
     url: str,
@@ -204,8 +215,8 @@ def serving(
     seconds: float,
     answers: tuple[int, ...] = (200,),
 ) -> None:
-    """Wait until a server the test started answers `url` with one of `answers`; raises with
-    the tail of its log when it exits first or never answers."""
+    """Wait until a server the test started answers `url` with one of `answers`; stops it and
+    raises with the tail of its log when it exits first or never answers."""
 
     def up() -> bool:
         if process.poll() is not None:
@@ -216,6 +227,7 @@ def serving(
             return False
 
     if not eventually(up, seconds, every=0.05) or process.poll() is not None:
+        stop_server(process)
         raise AssertionError(log.read_text(errors="replace")[-2000:])
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 
 from bot.embedded_redis import free_port
-from tests.conftest import eventually, serving
+from tests.conftest import eventually, serving, stop_server
 
 BINARY = Path("/usr/bin/prometheus")
 QUERY = 'max(rg_error_ratio{app="{app}",env="{env}"})'
@@ -87,13 +87,7 @@ class Prometheus:
         return list(answer.json()["data"]["result"])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_server(self.process)
 
 
 def start_prometheus(
@@ -123,11 +117,7 @@ def start_prometheus(
     )
     log.close()
     prometheus = Prometheus(process, port, folder)
-    try:
-        serving(process, f"{prometheus.url}/-/ready", folder / "prometheus.log", 30)
-    except AssertionError:
-        prometheus.stop()
-        raise
+    serving(process, f"{prometheus.url}/-/ready", folder / "prometheus.log", 30)
     return prometheus
 
 

@@ -16,7 +16,7 @@ import bcrypt
 import requests
 
 from bot.embedded_redis import free_port
-from tests.conftest import serving
+from tests.conftest import serving, stop_server
 
 BINARY = Path("/usr/bin/docker-registry")
 
@@ -140,12 +140,7 @@ class Registry:
         done.raise_for_status()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_server(self.process)
 
 
 def start_registry(
@@ -178,11 +173,7 @@ def start_registry(
         [str(BINARY), "serve", str(folder / "config.yml")], stdout=log, stderr=subprocess.STDOUT
     )
     registry = Registry(process, port, (user, password) if user else None, push_token)
-    try:
-        serving(process, f"http://{registry.host}/v2/", folder / "registry.log", 20, (200, 401))
-    except AssertionError:
-        registry.stop()
-        raise
+    serving(process, f"http://{registry.host}/v2/", folder / "registry.log", 20, (200, 401))
     return registry
 
 
